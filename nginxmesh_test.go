@@ -1,0 +1,106 @@
+package nginxmesh
+
+import (
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestInjectedCounts(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	csiVol := corev1.Volume{Name: "spire", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: DefaultDriverName}}}
+	otherCSI := corev1.Volume{Name: "x", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: "other.csi"}}}
+	finished := func(ago time.Duration) corev1.PodStatus {
+		return corev1.PodStatus{Phase: corev1.PodSucceeded, ContainerStatuses: []corev1.ContainerStatus{{
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{FinishedAt: metav1.NewTime(now.Add(-ago))}},
+		}}}
+	}
+	deleting := metav1.NewTime(now)
+	cases := []struct {
+		name string
+		pod  corev1.Pod
+		rule Injected
+		want bool
+	}{
+		{"annotation", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{InjectedAnnotation: InjectedValue}}}, Injected{}, true},
+		{"annotation other value", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{InjectedAnnotation: "no"}}}, Injected{}, false},
+		{"csi volume of our driver", corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{csiVol}}}, Injected{}, true},
+		{"csi volume of another driver", corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{otherCSI}}}, Injected{}, false},
+		{"renamed driver", corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{otherCSI}}}, Injected{DriverName: "other.csi"}, true},
+		{"plain pod", corev1.Pod{}, Injected{}, false},
+		{"terminating counts", corev1.Pod{ObjectMeta: metav1.ObjectMeta{DeletionTimestamp: &deleting}, Spec: corev1.PodSpec{Volumes: []corev1.Volume{csiVol}}}, Injected{}, true},
+		{"succeeded within settle", corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{csiVol}}, Status: finished(10 * time.Second)}, Injected{}, true},
+		{"succeeded after settle", corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{csiVol}}, Status: finished(31 * time.Second)}, Injected{}, false},
+		{"failed after short settle", corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{csiVol}}, Status: func() corev1.PodStatus { s := finished(5 * time.Second); s.Phase = corev1.PodFailed; return s }()}, Injected{Settle: 2 * time.Second}, false},
+		{"terminal without finish time", corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{csiVol}}, Status: corev1.PodStatus{Phase: corev1.PodFailed}}, Injected{}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := c.rule.Counts(&c.pod, now); got != c.want {
+				t.Fatalf("Counts = %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestTopOwner(t *testing.T) {
+	yes := true
+	cases := []struct {
+		name            string
+		pod             corev1.Pod
+		kind, ownerName string
+	}{
+		{"bare", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}}, "Pod", "p"},
+		{"deployment", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{"pod-template-hash": "abc12"},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "web-abc12", Controller: &yes}}}}, "Deployment", "web"},
+		{"bare replicaset", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p",
+			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "rs", Controller: &yes}}}}, "ReplicaSet", "rs"},
+		{"statefulset", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "db-0",
+			OwnerReferences: []metav1.OwnerReference{{Kind: "StatefulSet", Name: "db", Controller: &yes}}}}, "StatefulSet", "db"},
+		{"non-controller owner ignored", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p",
+			OwnerReferences: []metav1.OwnerReference{{Kind: "ConfigMap", Name: "c"}}}}, "Pod", "p"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			k, n := TopOwner(&c.pod)
+			if k != c.kind || n != c.ownerName {
+				t.Fatalf("TopOwner = %s/%s, want %s/%s", k, n, c.kind, c.ownerName)
+			}
+		})
+	}
+}
+
+func TestKeepSetOrder(t *testing.T) {
+	k8s := KeepSet(KeepSetOptions{})
+	if len(k8s) != 3 || k8s[0].Kind != KindDaemonSet || k8s[len(k8s)-1].Kind != KindServiceAccount {
+		t.Fatalf("kubernetes keep set = %v", k8s)
+	}
+	for _, r := range k8s {
+		if r.Kind == KindSCC || r.Kind == KindClusterRole || r.Kind == KindRoleBinding {
+			t.Fatalf("kubernetes keep set has OpenShift grant %v", r)
+		}
+	}
+	os := KeepSet(KeepSetOptions{Namespace: "m", OpenShift: true, SidecarNamespaces: []string{"a", "b"}})
+	pos := map[string]int{}
+	for i, r := range os {
+		pos[r.String()] = i
+	}
+	mustBefore := [][2]string{
+		{"DaemonSet m/nginx-mesh-csi-driver", "SecurityContextConstraints nginx-mesh-csi-driver-permissions"},
+		{"RoleBinding a/system:openshift:scc:nginx-mesh-sidecar-permissions", "ClusterRole system:openshift:scc:nginx-mesh-sidecar-permissions"},
+		{"ClusterRole system:openshift:scc:nginx-mesh-csi-driver-permissions", "SecurityContextConstraints nginx-mesh-csi-driver-permissions"},
+		{"SecurityContextConstraints nginx-mesh-sidecar-permissions", "ServiceAccount m/nginx-mesh-csi-driver"},
+	}
+	for _, p := range mustBefore {
+		a, okA := pos[p[0]]
+		b, okB := pos[p[1]]
+		if !okA || !okB || a >= b {
+			t.Errorf("want %q before %q in %v", p[0], p[1], os)
+		}
+	}
+	if len(os) != 10 {
+		t.Errorf("openshift keep set has %d objects, want 10: %v", len(os), os)
+	}
+}
