@@ -1,0 +1,143 @@
+package imagebuild
+
+import (
+	"archive/tar"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// epoch is the fixed timestamp of every file and of the image, so equal inputs give equal digests.
+var epoch = time.Unix(0, 0).UTC()
+
+// Config is the OCI image config a Spec describes (entrypoint, user, env, labels, workdir).
+func (s *Spec) Config() v1.Config {
+	cfg := v1.Config{
+		Entrypoint: s.Entrypoint,
+		Cmd:        s.Cmd,
+		User:       s.User,
+		WorkingDir: s.WorkingDir,
+	}
+	if len(s.Env) > 0 {
+		cfg.Env = append([]string(nil), s.Env...)
+	}
+	if len(s.Labels) > 0 {
+		cfg.Labels = map[string]string{}
+		for k, v := range s.Labels {
+			cfg.Labels[k] = v
+		}
+	}
+	return cfg
+}
+
+// Build makes the image: an empty base, one layer per COPY (files read from contextDir), and the
+// config. The result is reproducible: timestamps are fixed and owners come from the Dockerfile.
+func (s *Spec) Build(contextDir string) (v1.Image, error) {
+	var layers []v1.Layer
+	for _, c := range s.Copies {
+		data, err := layerTar(contextDir, c)
+		if err != nil {
+			return nil, err
+		}
+		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+			return io.NopCloser(bytes.NewReader(data)), nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("layer for COPY %s (line %d): %w", c.Src, c.Line, err)
+		}
+		layers = append(layers, l)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layers...)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.Architecture = runtime.GOARCH
+	cf.OS = "linux"
+	cf.Created = v1.Time{Time: epoch}
+	cf.Config = s.Config()
+	return mutate.ConfigFile(img, cf)
+}
+
+// layerTar writes the tar stream for one COPY: parent directories, then the file.
+func layerTar(contextDir string, c Copy) ([]byte, error) {
+	src := filepath.Join(contextDir, filepath.FromSlash(c.Src))
+	fi, err := os.Stat(src)
+	if err != nil {
+		return nil, fmt.Errorf("COPY %s (line %d): %w (build the input first, e.g. `make build`)", c.Src, c.Line, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("COPY %s (line %d): only regular files are supported", c.Src, c.Line)
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	var dirs []string
+	for d := path.Dir(c.Dest); d != "/"; d = path.Dir(d) {
+		dirs = append(dirs, d)
+	}
+	sort.Strings(dirs) // parents before children
+	for _, d := range dirs {
+		if err := tw.WriteHeader(&tar.Header{
+			Typeflag: tar.TypeDir, Name: strings.TrimPrefix(d, "/") + "/", Mode: 0o755, ModTime: epoch,
+		}); err != nil {
+			return nil, err
+		}
+	}
+	mode := c.Mode
+	if mode == 0 {
+		mode = int64(fi.Mode().Perm())
+	}
+	if err := tw.WriteHeader(&tar.Header{
+		Typeflag: tar.TypeReg, Name: strings.TrimPrefix(c.Dest, "/"), Mode: mode, Size: fi.Size(),
+		Uid: c.UID, Gid: c.GID, ModTime: epoch,
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := io.Copy(tw, f); err != nil {
+		return nil, fmt.Errorf("COPY %s: %w", c.Src, err)
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// WriteTarball writes img as a docker-archive tarball tagged ref, which `ctr images import` reads.
+func WriteTarball(file, ref string, img v1.Image) error {
+	tag, err := name.NewTag(ref, name.StrictValidation)
+	if err != nil {
+		return fmt.Errorf("image ref %q: %w", ref, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return err
+	}
+	tmp := file + ".tmp"
+	if err := tarball.WriteToFile(tmp, tag, img); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", file, err)
+	}
+	return os.Rename(tmp, file)
+}
