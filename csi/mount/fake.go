@@ -5,23 +5,22 @@ import (
 	"sync"
 )
 
-// Fake is an in-memory Mounter for unit tests. It records calls so tests can assert that an
-// idempotent publish did not mount again. Err* fields inject failures.
+// Fake is an in-memory Mounter for unit tests. Like the kernel it stacks mounts: binding a
+// target twice needs two unmounts, which lets tests check that publish never stacks and that
+// unpublish peels every layer. Counters and Err fields let tests assert calls and inject failures.
 type Fake struct {
-	mu      sync.Mutex
-	mounts  map[string]string // target -> source
-	Binds   int
-	Unmnts  int
-	BindErr error
-	// UnmountErr fails Unmount; IsMountErr fails IsMountPoint.
-	UnmountErr error
-	IsMountErr error
+	mu     sync.Mutex
+	mounts map[string][]string // target -> stacked sources, last on top
+	// Binds and Unmounts count successful calls.
+	Binds, Unmounts int
+	// BindErr, UnmountErr and IsMountErr, when set, make the calls fail.
+	BindErr, UnmountErr, IsMountErr error
 }
 
 var _ Mounter = (*Fake)(nil)
 
-// NewFake returns an empty Fake.
-func NewFake() *Fake { return &Fake{mounts: map[string]string{}} }
+// NewFake returns a Fake with nothing mounted.
+func NewFake() *Fake { return &Fake{mounts: map[string][]string{}} }
 
 func (f *Fake) Bind(source, target string) error {
 	f.mu.Lock()
@@ -30,7 +29,7 @@ func (f *Fake) Bind(source, target string) error {
 		return f.BindErr
 	}
 	f.Binds++
-	f.mounts[target] = source
+	f.mounts[target] = append(f.mounts[target], source)
 	return nil
 }
 
@@ -40,11 +39,16 @@ func (f *Fake) Unmount(target string) error {
 	if f.UnmountErr != nil {
 		return f.UnmountErr
 	}
-	if _, ok := f.mounts[target]; !ok {
+	stack := f.mounts[target]
+	if len(stack) == 0 {
 		return fmt.Errorf("unmount %s: not mounted", target)
 	}
-	f.Unmnts++
-	delete(f.mounts, target)
+	f.Unmounts++
+	if len(stack) == 1 {
+		delete(f.mounts, target)
+	} else {
+		f.mounts[target] = stack[:len(stack)-1]
+	}
 	return nil
 }
 
@@ -54,19 +58,17 @@ func (f *Fake) IsMountPoint(path string) (bool, error) {
 	if f.IsMountErr != nil {
 		return false, f.IsMountErr
 	}
-	_, ok := f.mounts[path]
-	return ok, nil
+	return len(f.mounts[path]) > 0, nil
 }
 
-// Mounted returns the source mounted on target, if any.
-func (f *Fake) Mounted(target string) (string, bool) {
+// Layers returns the sources stacked on target, bottom first.
+func (f *Fake) Layers(target string) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	s, ok := f.mounts[target]
-	return s, ok
+	return append([]string(nil), f.mounts[target]...)
 }
 
-// Count is the number of current mounts.
+// Count is the number of mounted targets.
 func (f *Fake) Count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
