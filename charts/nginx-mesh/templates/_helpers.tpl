@@ -1,0 +1,192 @@
+{{/*
+Names. Object names are fixed by the design contract (DESIGN.md, package nginxmesh): the hooks
+binary and the sentinel find objects by these names, so they are not derived from the release.
+*/}}
+{{- define "nginx-mesh.spireServer.name" -}}spire-server{{- end }}
+{{- define "nginx-mesh.spireAgent.name" -}}spire-agent{{- end }}
+{{- define "nginx-mesh.csiDriver.name" -}}nginx-mesh-csi-driver{{- end }}
+{{- define "nginx-mesh.hooks.name" -}}nginx-mesh-hooks{{- end }}
+
+{{/* SCC names, and the ClusterRole/RoleBinding name that grants `use` of one. */}}
+{{- define "nginx-mesh.scc.spireServer" -}}nginx-mesh-spire-server-permissions{{- end }}
+{{- define "nginx-mesh.scc.spireAgent" -}}nginx-mesh-spire-agent-permissions{{- end }}
+{{- define "nginx-mesh.scc.csiDriver" -}}nginx-mesh-csi-driver-permissions{{- end }}
+{{- define "nginx-mesh.scc.sidecar" -}}nginx-mesh-sidecar-permissions{{- end }}
+{{- define "nginx-mesh.sccRole" -}}system:openshift:scc:{{ . }}{{- end }}
+
+{{/* The SCC every pod without one of our own runs under on OpenShift (hook Jobs, the test pod). */}}
+{{- define "nginx-mesh.scc.restricted" -}}restricted-v2{{- end }}
+
+{{- define "nginx-mesh.openshift" -}}
+{{- if eq .Values.environment "openshift" }}true{{ end }}
+{{- end }}
+
+{{- define "nginx-mesh.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels: immutable on DaemonSets and StatefulSets, so they carry neither the release
+name nor the version (a kept DaemonSet is adopted by a later release, maybe of another name).
+Call with (dict "name" NAME "component" COMPONENT).
+*/}}
+{{- define "nginx-mesh.selectorLabels" -}}
+app.kubernetes.io/name: {{ .name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+Labels of every object. Call with (dict "ctx" $ "name" NAME "component" COMPONENT "extra" MAP).
+*/}}
+{{- define "nginx-mesh.labels" -}}
+{{ include "nginx-mesh.selectorLabels" . }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/part-of: nginx-mesh
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+helm.sh/chart: {{ include "nginx-mesh.chart" .ctx }}
+{{- with .ctx.Values.global.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- with .extra }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod template labels: selector labels plus instance and part-of (no version: an upgrade that
+changes nothing in the pod must not roll it). Call like nginx-mesh.labels.
+*/}}
+{{- define "nginx-mesh.podLabels" -}}
+{{ include "nginx-mesh.selectorLabels" . }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/part-of: nginx-mesh
+{{- with .ctx.Values.global.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- with .extra }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The keep set marker (DESIGN.md "The keep set"), rendered only when the CSI driver is enabled.
+The value is always exactly "keep": any other value makes Helm neither delete nor report the object.
+*/}}
+{{- define "nginx-mesh.keep" -}}
+{{- if .Values.csi.enabled }}
+helm.sh/resource-policy: keep
+{{- end }}
+{{- end }}
+
+{{/*
+Image reference. Call with the image values map and the root context:
+(dict "image" .Values.images.hooks "ctx" $). A digest wins over the tag; an empty tag means appVersion.
+*/}}
+{{- define "nginx-mesh.image" -}}
+{{- $ref := .image.repository -}}
+{{- if .image.registry -}}
+{{- $ref = printf "%s/%s" .image.registry .image.repository -}}
+{{- end -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" $ref .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $ref (default .ctx.Chart.AppVersion .image.tag) -}}
+{{- end -}}
+{{- end }}
+
+{{- define "nginx-mesh.imagePullSecrets" -}}
+{{- with .Values.global.imagePullSecrets -}}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The CSI driver's endpoint: host paths are mounted at the same paths in the container. */}}
+{{- define "nginx-mesh.csi.pluginDir" -}}
+{{- printf "%s/plugins/%s" (trimSuffix "/" .Values.csi.kubeletDir) .Values.csi.driverName }}
+{{- end }}
+{{- define "nginx-mesh.csi.endpoint" -}}
+{{- printf "unix://%s/csi.sock" (include "nginx-mesh.csi.pluginDir" .) }}
+{{- end }}
+{{- define "nginx-mesh.csi.registrationDir" -}}
+{{- printf "%s/plugins_registry" (trimSuffix "/" .Values.csi.kubeletDir) }}
+{{- end }}
+
+{{/* The socket folder the SPIRE agent and the CSI driver share on every node. */}}
+{{- define "nginx-mesh.agentSocketDir" -}}/run/spire/agent-sockets{{- end }}
+{{- define "nginx-mesh.agentSocketName" -}}spire-agent.sock{{- end }}
+
+{{/*
+Restricted container securityContext (restricted-v2 on OpenShift, "restricted" Pod Security
+Standard on Kubernetes).
+*/}}
+{{- define "nginx-mesh.restrictedContainerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+Grant of `use` on one SCC to one ServiceAccount (OpenShift): ClusterRole + RoleBinding, both
+named system:openshift:scc:<scc>, the way `oc adm policy add-scc-to-user` names them.
+Call with (dict "ctx" $ "scc" SCC "serviceAccount" SA "component" COMPONENT "keep" BOOL "extraLabels" MAP "extraAnnotations" MAP).
+*/}}
+{{- define "nginx-mesh.sccGrant" -}}
+{{- $role := include "nginx-mesh.sccRole" .scc -}}
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {{ $role }}
+  labels:
+    {{- include "nginx-mesh.labels" (dict "ctx" .ctx "name" .scc "component" .component "extra" .extraLabels) | nindent 4 }}
+  {{- $ann := include "nginx-mesh.annotations" (dict "extra" .extraAnnotations "keep" (and .keep (include "nginx-mesh.keep" .ctx))) | trim }}
+  {{- if $ann }}
+  annotations:
+    {{- $ann | nindent 4 }}
+  {{- end }}
+rules:
+  - apiGroups: ["security.openshift.io"]
+    resources: ["securitycontextconstraints"]
+    resourceNames: [{{ .scc | quote }}]
+    verbs: ["use"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ $role }}
+  namespace: {{ .ctx.Release.Namespace }}
+  labels:
+    {{- include "nginx-mesh.labels" (dict "ctx" .ctx "name" .scc "component" .component "extra" .extraLabels) | nindent 4 }}
+  {{- if $ann }}
+  annotations:
+    {{- $ann | nindent 4 }}
+  {{- end }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {{ $role }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ .serviceAccount }}
+    namespace: {{ .ctx.Release.Namespace }}
+{{- end }}
+
+{{/*
+Object annotations: the extra ones from values, then the keep marker when asked.
+Call with (dict "extra" MAP "keep" STRING) where keep is the output of nginx-mesh.keep or "".
+*/}}
+{{- define "nginx-mesh.annotations" -}}
+{{- with .extra }}
+{{ toYaml . }}
+{{- end }}
+{{- with .keep }}
+{{ . | trim }}
+{{- end }}
+{{- end }}

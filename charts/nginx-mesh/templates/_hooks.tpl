@@ -1,0 +1,15 @@
+{{/*
+Hook annotations. RBAC is created before the Jobs of the same event (lower weight) and removed
+with them; before-hook-creation makes a rerun (upgrade, Argo CD sync, retried uninstall) replace
+a leftover instead of colliding with it. Call with (dict "events" LIST "weight" N).
+*/}}
+{{- define "nginx-mesh.hookAnnotations" -}}
+helm.sh/hook: {{ join "," .events }}
+helm.sh/hook-weight: {{ .weight | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+{{- end }}
+
+{{/* Every event a hook Job runs on; the hook RBAC exists for all of them. */}}
+{{- define "nginx-mesh.hookEvents" -}}
+{{- list "pre-install" "post-install" "post-upgrade" "pre-delete" "post-delete" | toJson }}
+{{- end }}

@@ -1,0 +1,75 @@
+{{/*
+SPIRE server configuration (HCL). Used by the ConfigMap and, hashed, by the pod template so a
+change rolls the server.
+*/}}
+{{- define "nginx-mesh.spireServer.config" -}}
+{{- $v := .Values.spire.server -}}
+{{- $dataDir := "/run/spire/data" -}}
+server {
+  bind_address = "0.0.0.0"
+  bind_port = "{{ $v.service.port }}"
+  socket_path = "/tmp/spire-server/private/api.sock"
+  trust_domain = {{ .Values.spire.trustDomain | quote }}
+  data_dir = "{{ $dataDir }}"
+  log_level = {{ $v.logLevel | quote }}
+  log_format = "json"
+  ca_key_type = {{ $v.caKeyType | quote }}
+  ca_ttl = {{ $v.caTTL | quote }}
+  default_x509_svid_ttl = {{ $v.defaultX509SVIDTTL | quote }}
+  default_jwt_svid_ttl = {{ $v.defaultJWTSVIDTTL | quote }}
+  ca_subject {
+    country = [{{ $v.caSubject.country | quote }}]
+    organization = [{{ $v.caSubject.organization | quote }}]
+    common_name = {{ $v.caSubject.commonName | quote }}
+  }
+}
+
+plugins {
+  DataStore "sql" {
+    plugin_data {
+      database_type = "sqlite3"
+      connection_string = "{{ $dataDir }}/datastore.sqlite3"
+    }
+  }
+
+  NodeAttestor "k8s_psat" {
+    plugin_data {
+      clusters = {
+        {{ .Values.spire.clusterName | quote }} = {
+          service_account_allow_list = ["{{ .Release.Namespace }}:{{ include "nginx-mesh.spireAgent.name" . }}"]
+          audience = [{{ .Values.spire.agent.tokenAudience | quote }}]
+        }
+      }
+    }
+  }
+
+  {{- if eq $v.keyManager "disk" }}
+
+  KeyManager "disk" {
+    plugin_data {
+      keys_path = "{{ $dataDir }}/keys.json"
+    }
+  }
+  {{- else }}
+
+  KeyManager "memory" {
+    plugin_data {}
+  }
+  {{- end }}
+
+  Notifier "k8sbundle" {
+    plugin_data {
+      namespace = "{{ .Release.Namespace }}"
+      config_map = {{ .Values.spire.bundleConfigMap | quote }}
+    }
+  }
+}
+
+health_checks {
+  listener_enabled = true
+  bind_address = "0.0.0.0"
+  bind_port = "8080"
+  live_path = "/live"
+  ready_path = "/ready"
+}
+{{- end }}
