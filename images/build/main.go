@@ -21,9 +21,9 @@ func main() {
 		Short: "Build the images/*/Dockerfile images into tarballs for `ctr images import`",
 		Long: `Reads images/<name>/Dockerfile (subset: FROM scratch, COPY, USER, ENTRYPOINT, CMD, ENV,
 LABEL, WORKDIR) with the repository root as build context, and writes <out>/<name>.tar tagged
-with the local cluster's ref. Images: csi-driver, hooks, spire-server, spire-agent, pause
-(default: all). Inputs: bin/nginx-mesh-csi-driver and bin/nginx-mesh-hooks (make build),
-bin/spire-server, bin/spire-agent and bin/pause (ci/cluster.sh images).`,
+with the local cluster's ref. Images: csi-driver, hooks, spire-server, spire-agent, pause,
+e2e-workload (default: all). Inputs: bin/nginx-mesh-csi-driver and bin/nginx-mesh-hooks (make build),
+bin/spire-server, bin/spire-agent, bin/pause and bin/e2e-workload (ci/images.sh).`,
 		Example:       "  go run ./images/build --out bin/images csi-driver hooks",
 		SilenceUsage:  true,
 		SilenceErrors: true,
