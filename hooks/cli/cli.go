@@ -1,0 +1,417 @@
+// Package cli is the command line of nginx-mesh-hooks: flags, logging, exit codes. The work
+// is done in the other hooks packages.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/hooks/cleanup"
+	"github.com/nginx-mesh/nginx-mesh/hooks/install"
+	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
+	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
+	"github.com/nginx-mesh/nginx-mesh/hooks/status"
+	"github.com/nginx-mesh/nginx-mesh/hooks/uninstall"
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+// Exit codes.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitUsage   = 2
+	ExitRefused = 3 // cleanup with injected pods left and no --force
+	ExitTimeout = 4 // post-install not ready in time; sentinel --timeout passed
+)
+
+const exitCodesHelp = `Exit codes:
+  0  done (pre-delete and post-delete always exit 0: they never wedge an uninstall)
+  1  failure (the message names the object and the cause)
+  2  usage error (unknown command or flag, bad flag value)
+  3  refused: cleanup found injected pods still using the driver (use --force to override)
+  4  timeout: post-install not ready within --timeout, or sentinel --timeout passed (nothing deleted)`
+
+type usageError struct{ error }
+
+// Deps are what the commands need from outside; tests replace them.
+type Deps struct {
+	// Clients builds the API clients; nil means kube.Config + kube.New.
+	Clients func(ctx context.Context, kubeconfig string) (*kube.Clients, error)
+	Stdout  io.Writer
+	Stderr  io.Writer
+	// ProgressEvery overrides the sentinel's progress interval (tests).
+	ProgressEvery time.Duration
+}
+
+type globals struct {
+	kubeconfig, namespace, release, driver, sidecars, logFormat string
+	deps                                                        Deps
+	log                                                         *logrus.Logger
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func (g *globals) clients(ctx context.Context) (*kube.Clients, error) {
+	if g.deps.Clients != nil {
+		return g.deps.Clients(ctx, g.kubeconfig)
+	}
+	cfg, err := kube.Config(g.kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return kube.New(ctx, cfg)
+}
+
+func (g *globals) sidecarList() []string { return kube.SplitList(g.sidecars) }
+
+func (g *globals) setupLog() error {
+	g.log = logrus.New()
+	g.log.SetOutput(g.deps.Stderr)
+	switch g.logFormat {
+	case "json":
+		g.log.SetFormatter(&logrus.JSONFormatter{})
+	case "text":
+		g.log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	case "auto", "":
+		if f, ok := g.deps.Stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			g.log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+		} else {
+			g.log.SetFormatter(&logrus.JSONFormatter{})
+		}
+	default:
+		return usageError{fmt.Errorf("--log-format %q: use auto, json or text", g.logFormat)}
+	}
+	return nil
+}
+
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("%s takes no arguments, got %q", cmd.CommandPath(), args)}
+	}
+	return nil
+}
+
+// New builds the root command.
+func New(deps Deps) *cobra.Command {
+	if deps.Stdout == nil {
+		deps.Stdout = os.Stdout
+	}
+	if deps.Stderr == nil {
+		deps.Stderr = os.Stderr
+	}
+	g := &globals{deps: deps}
+	root := &cobra.Command{
+		Use:   "nginx-mesh-hooks",
+		Short: "Lifecycle of nginx-mesh: Helm hooks, the csi-driver-sentinel, adopt, cleanup, status",
+		Long: `nginx-mesh-hooks runs the Helm hook Jobs of the nginx-mesh chart and the csi-driver-sentinel,
+and gives operators adopt, cleanup and status.
+
+In a pod it uses the in-cluster config; elsewhere --kubeconfig or KUBECONFIG. Each command
+discovers whether security.openshift.io is served and skips SCC work when it is not.
+
+` + exitCodesHelp,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		PersistentPreRunE: func(*cobra.Command, []string) error { return g.setupLog() },
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetOut(deps.Stdout)
+	root.SetErr(deps.Stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config in a pod, else KUBECONFIG or ~/.kube/config)")
+	pf.StringVar(&g.namespace, "namespace", envOr("POD_NAMESPACE", nginxmesh.DefaultNamespace), "mesh namespace, the release's namespace (env POD_NAMESPACE)")
+	pf.StringVar(&g.release, "release", envOr("RELEASE_NAME", "nginx-mesh"), "Helm release name (env RELEASE_NAME)")
+	pf.StringVar(&g.driver, "driver-name", nginxmesh.DefaultDriverName, "CSI driver name")
+	pf.StringVar(&g.sidecars, "sidecar-namespaces", "", "comma list of namespaces whose sidecar SCC RoleBinding the chart made")
+	pf.StringVar(&g.logFormat, "log-format", "auto", "auto, json or text (auto: json when stderr is not a terminal)")
+
+	root.AddCommand(g.preDelete(false), g.preDelete(true), g.sentinelCmd(), g.preInstall(), g.postInstall(),
+		g.adopt(), g.cleanupCmd(), g.statusCmd(), versionCmd(deps))
+	return root
+}
+
+func (g *globals) preDelete(post bool) *cobra.Command {
+	o := uninstall.Options{}
+	name, when := "pre-delete", "before Helm deletes the release's objects"
+	if post {
+		name, when = "post-delete", "after Helm deleted the release's objects (a safety net: Argo CD before 3.3 skips pre-delete hooks, and a pod may have been injected since)"
+	}
+	var pullSecrets string
+	cmd := &cobra.Command{
+		Use:   name,
+		Short: "Uninstall hook: delete the kept CSI driver now, or start the csi-driver-sentinel",
+		Long: `Runs ` + when + `.
+
+Counts injected pods in all namespaces (annotation injector.nsm.nginx.com/status=injected, or a
+CSI volume of the driver; finished pods count for --settle after their containers ended).
+- none: deletes the keep set (CSI driver DaemonSet and ServiceAccount, CSIDriver, and on
+  OpenShift the driver's and the sidecar's SCCs, ClusterRoles and RoleBindings).
+- some, or the count failed after retries: creates ServiceAccount and Job csi-driver-sentinel
+  in the mesh namespace, and ClusterRole and ClusterRoleBinding
+  csi-driver-sentinel.builtin.nsm.nginx naming the exact objects it may delete.
+It always exits 0: an uninstall hook must never wedge helm uninstall.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.clients(cmd.Context())
+			if err != nil {
+				// Cannot even reach the API: nothing can be deleted, so the driver stays.
+				g.log.WithError(err).Error("no API access; the CSI driver stays. Run `nginx-mesh-hooks cleanup` later")
+				return nil
+			}
+			o.Namespace, o.Release, o.DriverName, o.SidecarNamespaces, o.PostDelete = g.namespace, g.release, g.driver, g.sidecarList(), post
+			o.ImagePullSecrets = kube.SplitList(pullSecrets)
+			out := uninstall.Run(cmd.Context(), c, o, g.log.WithField("hook", name))
+			g.log.WithFields(logrus.Fields{"decision": out.Decision, "injected": out.Injected.Total, "sentinel": out.SentinelStarted}).Info(name + " done")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Image, "image", os.Getenv("HOOKS_IMAGE"), "image of the sentinel Job (env HOOKS_IMAGE)")
+	f.StringVar(&o.ImagePullPolicy, "image-pull-policy", "IfNotPresent", "imagePullPolicy of the sentinel Job")
+	f.StringVar(&pullSecrets, "image-pull-secrets", "", "comma list of imagePullSecrets for the sentinel Job")
+	f.DurationVar(&o.Settle, "settle", nginxmesh.DefaultSettle, "how long a finished injected pod still counts")
+	f.DurationVar(&o.SentinelTimeout, "sentinel-timeout", 0, "the sentinel gives up (deleting nothing) after this; 0 = never")
+	f.BoolVar(&o.DeleteNamespace, "delete-namespace", false, "the sentinel deletes the mesh namespace last")
+	return cmd
+}
+
+func (g *globals) sentinelCmd() *cobra.Command {
+	o := sentinel.Options{}
+	cmd := &cobra.Command{
+		Use:   "sentinel",
+		Short: "Wait until no injected pod is left, then delete the keep set and the sentinel's own RBAC",
+		Long: `Runs in the csi-driver-sentinel Job that pre-delete creates.
+
+Watches pods in all namespaces (an informer: one list, then a watch that re-lists after an
+apiserver restart). Once no injected pod is left it deletes the keep set in a safe order
+(DaemonSet, CSIDriver, RoleBindings, ClusterRoles, SCCs, ServiceAccount), then its ClusterRole
+(its ClusterRoleBinding goes with it), and with --delete-namespace the mesh namespace last.
+Before every deletion it checks that no new install took the keep set over (its Job marked by
+pre-install or adopt, or the driver DaemonSet changed); if one did, it exits 0 deleting nothing.
+Killed half-way, it resumes: what is gone counts as deleted. Every few minutes it logs the
+pods it waits for with their owners. With --timeout it exits 4 after that long, deleting nothing.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.clients(cmd.Context())
+			if err != nil {
+				return err
+			}
+			o.Namespace, o.Release, o.DriverName, o.SidecarNamespaces = g.namespace, g.release, g.driver, g.sidecarList()
+			o.ProgressEvery = g.deps.ProgressEvery
+			t := sentinel.NewTracker(nginxmesh.Injected{DriverName: o.DriverName, Settle: o.Settle})
+			s := &sentinel.Sentinel{C: c, O: o, Log: g.log.WithField("component", "sentinel"), T: t}
+			err = s.Run(cmd.Context(), sentinel.NewInformer(c, t))
+			if errors.Is(err, sentinel.ErrTakenOver) {
+				return nil
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.DurationVar(&o.Settle, "settle", nginxmesh.DefaultSettle, "how long a finished injected pod still counts")
+	f.DurationVar(&o.Timeout, "timeout", 0, "give up after this, deleting nothing, exit 4; 0 = never")
+	f.BoolVar(&o.DeleteNamespace, "delete-namespace", false, "delete the mesh namespace last")
+	return cmd
+}
+
+func (g *globals) preInstall() *cobra.Command {
+	return &cobra.Command{
+		Use:   "pre-install",
+		Short: "Install hook: hand leftovers of an earlier uninstall over to this install",
+		Long: `Runs before Helm creates the release's objects (Helm has already checked their ownership).
+
+Stops a running csi-driver-sentinel without letting it delete anything: marks its Job, deletes
+the Job in the foreground and waits until it is gone, then deletes its ServiceAccount,
+ClusterRoleBinding and ClusterRole. If a kept CSI driver DaemonSet (with its ServiceAccount and
+SCC RoleBinding) sits in another namespace, deletes it: one driver per node, and the new one
+serves the old pods.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.clients(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return install.PreInstall(cmd.Context(), c, install.Options{Namespace: g.namespace, Release: g.release, DriverName: g.driver, SidecarNamespaces: g.sidecarList()}, g.log.WithField("hook", "pre-install"))
+		},
+	}
+}
+
+func (g *globals) postInstall() *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "post-install",
+		Short: "Install/upgrade hook: verify SPIRE and the CSI driver came up",
+		Long: `Runs after install and after upgrade. Reads only; changes nothing.
+
+Waits, up to --timeout, printing progress, until the spire-server StatefulSet is ready, the
+spire-agent and nginx-mesh-csi-driver DaemonSets are rolled out, and every schedulable node's
+CSINode lists the driver. On timeout it exits 4 naming what is not ready and the causes found in
+the namespace's events (for example an SCC or pod-security admission denial in a FailedCreate
+event of a DaemonSet).`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.clients(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return install.PostInstall(cmd.Context(), c, install.VerifyOptions{Namespace: g.namespace, DriverName: g.driver, Timeout: timeout}, g.log.WithField("hook", "post-install"))
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait")
+	return cmd
+}
+
+func (g *globals) adopt() *cobra.Command {
+	return &cobra.Command{
+		Use:   "adopt --release NAME --namespace NS",
+		Short: "Let a new release NAME in NS take over the kept CSI driver of an earlier uninstall",
+		Long: `Run it before "helm install NAME -n NS" when an earlier release of another name or namespace
+left the keep set, and Helm fails with "invalid ownership metadata". (Helm >= 3.17 can instead
+"helm install --take-ownership".)
+
+Stops the csi-driver-sentinel (without letting it delete), then sets the annotations
+meta.helm.sh/release-name=NAME and meta.helm.sh/release-namespace=NS and the label
+app.kubernetes.io/managed-by=Helm on every kept object the new release will contain: the
+CSIDriver, on OpenShift the SCCs, their ClusterRoles and the sidecar RoleBindings, and the
+namespaced ones that already sit in NS. Kept objects in another namespace are removed by the
+new release's pre-install hook.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("release") && os.Getenv("RELEASE_NAME") == "" || !cmd.Flags().Changed("namespace") && os.Getenv("POD_NAMESPACE") == "" {
+				return usageError{errors.New("adopt needs both --release NAME and --namespace NS of the release that takes over")}
+			}
+			c, err := g.clients(cmd.Context())
+			if err != nil {
+				return err
+			}
+			done, err := install.Adopt(cmd.Context(), c, install.Options{Namespace: g.namespace, Release: g.release, DriverName: g.driver, SidecarNamespaces: g.sidecarList()}, g.log)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.deps.Stdout, "%d kept objects now belong to release %s/%s; run: helm install %s <chart> -n %s\n", len(done), g.namespace, g.release, g.release, g.namespace)
+			return nil
+		},
+	}
+}
+
+func (g *globals) cleanupCmd() *cobra.Command {
+	o := cleanup.Options{Settle: nginxmesh.DefaultSettle}
+	cmd := &cobra.Command{
+		Use:   "cleanup",
+		Short: "Remove every leftover of nginx-mesh (by label and by name)",
+		Long: `Removes what an uninstall left: every object labelled app.kubernetes.io/part-of=nginx-mesh
+(DaemonSets, StatefulSets, Jobs, Services, ConfigMaps, ServiceAccounts, CSIDrivers, Roles,
+RoleBindings, ClusterRoles, ClusterRoleBindings, SCCs, namespaces), and the objects the design
+names even without labels: the keep set, SPIRE's workloads, the sentinel's Job, ServiceAccount
+and RBAC, and on OpenShift the four SCCs with their ClusterRoles and RoleBindings. A running
+sentinel is stopped first. The mesh namespace itself is deleted only if it carries the label.
+
+It refuses (exit 3) while injected pods remain, since their volumes could then never be
+unmounted; --force deletes anyway. --dry-run lists what it would delete and deletes nothing.
+Do not run it against a live install: it removes that install too.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.clients(cmd.Context())
+			if err != nil {
+				return err
+			}
+			o.Namespace, o.DriverName, o.SidecarNamespaces = g.namespace, g.driver, g.sidecarList()
+			plan, res, err := cleanup.Run(cmd.Context(), c, o, g.log)
+			verb := "deleted"
+			if o.DryRun || errors.Is(err, cleanup.ErrRefused) {
+				verb = "would delete"
+			}
+			for _, r := range plan {
+				fmt.Fprintf(g.deps.Stdout, "%s %s\n", verb, r)
+			}
+			if res.Total > 0 {
+				fmt.Fprintf(g.deps.Stdout, "%d injected pods remain\n", res.Total)
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&o.Force, "force", false, "delete even while injected pods remain")
+	cmd.Flags().BoolVar(&o.DryRun, "dry-run", false, "list what would be deleted, delete nothing")
+	return cmd
+}
+
+func (g *globals) statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the release, the keep set, the sentinel and injected pods (reads only)",
+		Long: `One screen: the Helm release and its state (read from Helm's release Secrets), whether each
+keep-set object is present and which release owns it, the csi-driver-sentinel (not running,
+running and waiting for N pods, succeeded, failed, handed over), and injected pods grouped by
+namespace and top owner (Deployment, StatefulSet, DaemonSet, Job), so you know what to re-roll.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.clients(cmd.Context())
+			if err != nil {
+				return err
+			}
+			r := status.Gather(cmd.Context(), c, status.Options{Namespace: g.namespace, Release: g.release, DriverName: g.driver, SidecarNamespaces: g.sidecarList(), Settle: nginxmesh.DefaultSettle})
+			r.Print(g.deps.Stdout)
+			return nil
+		},
+	}
+}
+
+func versionCmd(deps Deps) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			fmt.Fprintln(deps.Stdout, "nginx-mesh-hooks", nginxmesh.Version)
+			return nil
+		},
+	}
+}
+
+// Code maps an error from the commands to the documented exit code.
+func Code(err error) int {
+	var ue usageError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ue), strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"):
+		return ExitUsage
+	case errors.Is(err, cleanup.ErrRefused):
+		return ExitRefused
+	case errors.Is(err, sentinel.ErrTimeout), errors.Is(err, install.ErrTimeout):
+		return ExitTimeout
+	}
+	return ExitFailure
+}
+
+// Execute runs the command line and returns the exit code.
+func Execute(ctx context.Context, args []string, deps Deps) int {
+	root := New(deps)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err != nil {
+		stderr := deps.Stderr
+		if stderr == nil {
+			stderr = os.Stderr
+		}
+		fmt.Fprintln(stderr, "Error:", err)
+		if Code(err) == ExitUsage {
+			fmt.Fprintln(stderr, "Run 'nginx-mesh-hooks --help' for usage.")
+		}
+	}
+	return Code(err)
+}

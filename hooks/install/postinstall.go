@@ -1,0 +1,279 @@
+package install
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
+	"github.com/sirupsen/logrus"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+)
+
+// ErrTimeout: the install did not become ready within --timeout.
+var ErrTimeout = errors.New("install not ready")
+
+// VerifyOptions of post-install.
+type VerifyOptions struct {
+	Namespace, DriverName string
+	Timeout, Poll         time.Duration
+}
+
+// Check is one readiness condition and why it is not met.
+type Check struct {
+	Name   string
+	Ready  bool
+	Detail string
+}
+
+// Status reads the three conditions once: SPIRE server ready, both node DaemonSets rolled
+// out, the driver registered in the CSINode of every schedulable node the driver tolerates.
+func Status(ctx context.Context, c *kube.Clients, o VerifyOptions) ([]Check, error) {
+	k := c.Kube
+	driver := o.DriverName
+	if driver == "" {
+		driver = nginxmesh.DefaultDriverName
+	}
+	var checks []Check
+	sts, err := k.AppsV1().StatefulSets(o.Namespace).Get(ctx, nginxmesh.SpireServer, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		checks = append(checks, Check{Name: "StatefulSet " + nginxmesh.SpireServer, Detail: "not found"})
+	case err != nil:
+		return nil, err
+	default:
+		checks = append(checks, statefulSetCheck(sts))
+	}
+	var driverDS *appsv1.DaemonSet
+	for _, name := range []string{nginxmesh.SpireAgent, nginxmesh.CSIDriver} {
+		ds, err := k.AppsV1().DaemonSets(o.Namespace).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			checks = append(checks, Check{Name: "DaemonSet " + name, Detail: "not found"})
+		case err != nil:
+			return nil, err
+		default:
+			checks = append(checks, daemonSetCheck(ds))
+			if name == nginxmesh.CSIDriver {
+				driverDS = ds
+			}
+		}
+	}
+	nodes, err := k.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	csiNodes, err := k.StorageV1().CSINodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	registered := map[string]bool{}
+	for _, cn := range csiNodes.Items {
+		for _, d := range cn.Spec.Drivers {
+			if d.Name == driver {
+				registered[cn.Name] = true
+			}
+		}
+	}
+	var missing []string
+	schedulable := 0
+	for i := range nodes.Items {
+		n := &nodes.Items[i]
+		if !Schedulable(n, driverDS) {
+			continue
+		}
+		schedulable++
+		if !registered[n.Name] {
+			missing = append(missing, n.Name)
+		}
+	}
+	sort.Strings(missing)
+	ch := Check{Name: "CSINode " + driver, Ready: len(missing) == 0 && schedulable > 0}
+	switch {
+	case schedulable == 0:
+		ch.Detail = "no schedulable node"
+	case len(missing) > 0:
+		ch.Detail = fmt.Sprintf("not registered on %d of %d schedulable nodes: %s", len(missing), schedulable, strings.Join(missing, ", "))
+	default:
+		ch.Detail = fmt.Sprintf("registered on all %d schedulable nodes", schedulable)
+	}
+	return append(checks, ch), nil
+}
+
+func statefulSetCheck(s *appsv1.StatefulSet) Check {
+	want := int32(1)
+	if s.Spec.Replicas != nil {
+		want = *s.Spec.Replicas
+	}
+	c := Check{Name: "StatefulSet " + s.Name}
+	st := s.Status
+	c.Ready = st.ObservedGeneration >= s.Generation && st.ReadyReplicas >= want && st.UpdatedReplicas >= want &&
+		(st.UpdateRevision == "" || st.CurrentRevision == st.UpdateRevision)
+	c.Detail = fmt.Sprintf("%d/%d ready, %d updated", st.ReadyReplicas, want, st.UpdatedReplicas)
+	return c
+}
+
+func daemonSetCheck(d *appsv1.DaemonSet) Check {
+	st := d.Status
+	c := Check{Name: "DaemonSet " + d.Name}
+	c.Ready = st.ObservedGeneration >= d.Generation && st.UpdatedNumberScheduled >= st.DesiredNumberScheduled &&
+		st.NumberAvailable >= st.DesiredNumberScheduled && st.DesiredNumberScheduled > 0
+	c.Detail = fmt.Sprintf("%d desired, %d updated, %d available", st.DesiredNumberScheduled, st.UpdatedNumberScheduled, st.NumberAvailable)
+	return c
+}
+
+// Schedulable tells whether the driver DaemonSet should run on the node: the node is ready,
+// not cordoned, and every NoSchedule/NoExecute taint is tolerated by the DaemonSet (nil: none).
+func Schedulable(n *corev1.Node, ds *appsv1.DaemonSet) bool {
+	if n.Spec.Unschedulable {
+		return false
+	}
+	ready := false
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			ready = c.Status == corev1.ConditionTrue
+		}
+	}
+	if !ready {
+		return false
+	}
+	var tol []corev1.Toleration
+	if ds != nil {
+		tol = ds.Spec.Template.Spec.Tolerations
+		for k, v := range ds.Spec.Template.Spec.NodeSelector {
+			if n.Labels[k] != v {
+				return false
+			}
+		}
+	}
+	for i := range n.Spec.Taints {
+		t := &n.Spec.Taints[i]
+		if t.Effect == corev1.TaintEffectPreferNoSchedule {
+			continue
+		}
+		ok := false
+		for j := range tol {
+			if tol[j].ToleratesTaint(klog.Background(), t, false) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Causes collects why pods of the mesh namespace do not come up: FailedCreate events of the
+// DaemonSets and the StatefulSet (an SCC or pod-security admission denial shows there), and
+// warning events of its pods (image pulls, crash loops, mount failures). Newest last.
+func Causes(ctx context.Context, c *kube.Clients, namespace string) ([]string, error) {
+	evs, err := c.Kube.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(evs.Items, func(i, j int) bool { return eventTime(&evs.Items[i]).Before(eventTime(&evs.Items[j])) })
+	seen := map[string]bool{}
+	var out []string
+	for _, e := range evs.Items {
+		if e.Type != corev1.EventTypeWarning {
+			continue
+		}
+		obj := e.InvolvedObject.Kind + " " + e.InvolvedObject.Name
+		msg := e.Message
+		if strings.Contains(msg, "security context constraint") || strings.Contains(msg, "violates PodSecurity") {
+			msg = "admission denied the pods: " + msg
+		}
+		line := fmt.Sprintf("%s: %s: %s", obj, e.Reason, msg)
+		if e.Reason == "FailedCreate" || e.InvolvedObject.Kind == "Pod" {
+			key := obj + e.Reason
+			if !seen[key] {
+				seen[key] = true
+				out = append(out, line)
+			}
+		}
+	}
+	return out, nil
+}
+
+func eventTime(e *corev1.Event) time.Time {
+	switch {
+	case !e.LastTimestamp.IsZero():
+		return e.LastTimestamp.Time
+	case !e.EventTime.IsZero():
+		return e.EventTime.Time
+	}
+	return e.CreationTimestamp.Time
+}
+
+// PostInstall waits until Status is all ready, logging progress when it changes; on timeout
+// it returns ErrTimeout naming what is not ready and the causes found in the events.
+func PostInstall(ctx context.Context, c *kube.Clients, o VerifyOptions, log logrus.FieldLogger) error {
+	if o.Poll <= 0 {
+		o.Poll = 2 * time.Second
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Minute
+	}
+	deadline := time.NewTimer(o.Timeout)
+	defer deadline.Stop()
+	var last string
+	var checks []Check
+	var lastErr error
+	for {
+		var err error
+		checks, err = Status(ctx, c, o)
+		lastErr = err
+		if err == nil {
+			allReady, line := true, []string{}
+			for _, ch := range checks {
+				allReady = allReady && ch.Ready
+				line = append(line, fmt.Sprintf("%s: %s", ch.Name, ch.Detail))
+			}
+			if s := strings.Join(line, "; "); s != last {
+				log.WithField("ready", allReady).Info(s)
+				last = s
+			}
+			if allReady {
+				log.Info("install verified")
+				return nil
+			}
+		} else if !kube.Permanent(err) {
+			log.WithError(err).Warn("cannot read the install's status; retrying")
+		} else {
+			return fmt.Errorf("read the install's status: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			var notReady []string
+			for _, ch := range checks {
+				if !ch.Ready {
+					notReady = append(notReady, ch.Name+" ("+ch.Detail+")")
+				}
+			}
+			msg := fmt.Sprintf("%v after %s: not ready: %s", ErrTimeout, o.Timeout, strings.Join(notReady, "; "))
+			if lastErr != nil {
+				msg += "; last API error: " + lastErr.Error()
+			}
+			causes, err := Causes(ctx, c, o.Namespace)
+			if err != nil {
+				msg += "; events unreadable: " + err.Error()
+			} else if len(causes) > 0 {
+				msg += "; cause: " + strings.Join(causes, " | ")
+			}
+			return fmt.Errorf("%w%s", ErrTimeout, strings.TrimPrefix(msg, ErrTimeout.Error()))
+		case <-time.After(o.Poll):
+		}
+	}
+}
