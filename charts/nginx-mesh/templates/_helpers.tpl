@@ -48,7 +48,7 @@ helm.sh/chart: {{ include "nginx-mesh.chart" .ctx }}
 {{- with .ctx.Values.global.commonLabels }}
 {{ toYaml . }}
 {{- end }}
-{{- with .extra }}
+{{- with get . "extra" }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
@@ -64,7 +64,7 @@ app.kubernetes.io/part-of: nginx-mesh
 {{- with .ctx.Values.global.commonLabels }}
 {{ toYaml . }}
 {{- end }}
-{{- with .extra }}
+{{- with get . "extra" }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
@@ -183,10 +183,10 @@ Object annotations: the extra ones from values, then the keep marker when asked.
 Call with (dict "extra" MAP "keep" STRING) where keep is the output of nginx-mesh.keep or "".
 */}}
 {{- define "nginx-mesh.annotations" -}}
-{{- with .extra }}
+{{- with get . "extra" }}
 {{ toYaml . }}
 {{- end }}
-{{- with .keep }}
+{{- with get . "keep" }}
 {{ . | trim }}
 {{- end }}
 {{- end }}

@@ -1,0 +1,417 @@
+package charts
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+)
+
+var clusterScoped = map[string]bool{
+	"ClusterRole": true, "ClusterRoleBinding": true, "CSIDriver": true, "SecurityContextConstraints": true,
+}
+
+var components = []string{"spire-server", "spire-agent", "csi-driver", "sidecar", "hooks", "sentinel"}
+
+// Every object: standard labels, a known component, an explicit namespace when namespaced,
+// and no two objects of one kind with one name.
+func TestLabelsAndNamespaces(t *testing.T) {
+	for _, r := range renderAll(t) {
+		seen := map[string]bool{}
+		for _, o := range r.objs {
+			id := fmt.Sprintf("%s %s/%s", o.GetKind(), o.GetNamespace(), o.GetName())
+			if seen[id] {
+				t.Errorf("%s: %s rendered twice", r.scenario.name, id)
+			}
+			seen[id] = true
+			l := o.GetLabels()
+			want := map[string]string{
+				nginxmesh.PartOfLabel:        nginxmesh.PartOf,
+				nginxmesh.ManagedByLabel:     "Helm",
+				"app.kubernetes.io/instance": releaseName,
+				"app.kubernetes.io/version":  "0.1.0",
+				"helm.sh/chart":              "nginx-mesh-0.1.0",
+			}
+			for k, v := range want {
+				if l[k] != v {
+					t.Errorf("%s: %s: label %s = %q, want %q", r.scenario.name, id, k, l[k], v)
+				}
+			}
+			if l["app.kubernetes.io/name"] == "" {
+				t.Errorf("%s: %s: no app.kubernetes.io/name label", r.scenario.name, id)
+			}
+			if !slices.Contains(components, l[nginxmesh.ComponentLabel]) {
+				t.Errorf("%s: %s: component label %q not one of %v", r.scenario.name, id, l[nginxmesh.ComponentLabel], components)
+			}
+			if clusterScoped[o.GetKind()] != (o.GetNamespace() == "") {
+				t.Errorf("%s: %s: namespace %q is wrong for its scope", r.scenario.name, id, o.GetNamespace())
+			}
+			if o.GetKind() != "Pod" && podSpec(o) != nil {
+				pl, _, _ := unstructured.NestedStringMap(o.Object, "spec", "template", "metadata", "labels")
+				if pl[nginxmesh.PartOfLabel] != nginxmesh.PartOf || pl[nginxmesh.ComponentLabel] != l[nginxmesh.ComponentLabel] {
+					t.Errorf("%s: %s: pod template labels %v lack part-of/component", r.scenario.name, id, pl)
+				}
+			}
+		}
+	}
+}
+
+// The keep set carries helm.sh/resource-policy: keep exactly when the CSI driver is enabled,
+// on exactly the objects nginxmesh.KeepSet names, and the annotation never has another value.
+func TestKeepSet(t *testing.T) {
+	for _, r := range renderAll(t) {
+		var got []string
+		for _, o := range r.objs {
+			v, ok := o.GetAnnotations()[nginxmesh.ResourcePolicyAnnotation]
+			if !ok {
+				continue
+			}
+			if v != nginxmesh.ResourcePolicyKeep {
+				t.Errorf("%s: %s %s: %s=%q, only %q is allowed", r.scenario.name, o.GetKind(), o.GetName(), nginxmesh.ResourcePolicyAnnotation, v, nginxmesh.ResourcePolicyKeep)
+			}
+			got = append(got, nginxmesh.Ref{Kind: nginxmesh.Kind(o.GetKind()), Namespace: o.GetNamespace(), Name: o.GetName()}.String())
+		}
+		var want []string
+		if r.csiEnabled() {
+			for _, ref := range nginxmesh.KeepSet(r.keepSetOptions()) {
+				want = append(want, ref.String())
+				if r.find(string(ref.Kind), ref.Namespace, ref.Name) == nil {
+					t.Errorf("%s: keep-set object %s is not rendered", r.scenario.name, ref)
+				}
+			}
+		}
+		sort.Strings(got)
+		sort.Strings(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: objects with keep:\n got  %v\n want %v", r.scenario.name, got, want)
+		}
+	}
+}
+
+func TestCSIDriverObject(t *testing.T) {
+	for _, r := range renderAll(t) {
+		drivers := r.ofKind("CSIDriver")
+		if !r.csiEnabled() {
+			if len(drivers) != 0 || r.find("DaemonSet", releaseNS, nginxmesh.CSIDriver) != nil {
+				t.Errorf("%s: csi.enabled=false still renders the driver", r.scenario.name)
+			}
+			continue
+		}
+		d := r.must(t, "CSIDriver", "", r.str("csi.driverName"))
+		spec, _, _ := unstructured.NestedMap(d.Object, "spec")
+		if spec["attachRequired"] != false || spec["podInfoOnMount"] != true || spec["fsGroupPolicy"] != "None" ||
+			!slices.Equal(stringList(spec["volumeLifecycleModes"]), []string{"Ephemeral"}) {
+			t.Errorf("%s: CSIDriver spec %v", r.scenario.name, spec)
+		}
+		const profile = "security.openshift.io/csi-ephemeral-volume-profile"
+		label, has := d.GetLabels()[profile]
+		if r.openShift() && label != "restricted" {
+			t.Errorf("%s: CSIDriver label %s = %q, want restricted", r.scenario.name, profile, label)
+		}
+		if !r.openShift() && has {
+			t.Errorf("%s: CSIDriver carries the OpenShift label %s on Kubernetes", r.scenario.name, profile)
+		}
+		if w := d.GetAnnotations()["argocd.argoproj.io/sync-wave"]; w != "-1" {
+			t.Errorf("%s: CSIDriver sync-wave %q, want -1", r.scenario.name, w)
+		}
+	}
+}
+
+// The Kubernetes profile renders no OpenShift API: no security.openshift.io object or rule, no
+// openshift.io annotation or label, nowhere.
+func TestNoOpenShiftOnKubernetes(t *testing.T) {
+	for _, r := range renderAll(t) {
+		if r.openShift() {
+			continue
+		}
+		for _, o := range r.objs {
+			walk(o.Object, "", func(path string, key string, v any) {
+				if strings.Contains(strings.ToLower(key), "openshift") {
+					t.Errorf("%s: %s %s: key %s%s is OpenShift API", r.scenario.name, o.GetKind(), o.GetName(), path, key)
+				}
+				if s, ok := v.(string); ok && strings.Contains(strings.ToLower(s), "openshift") {
+					t.Errorf("%s: %s %s: %s%s = %q names OpenShift", r.scenario.name, o.GetKind(), o.GetName(), path, key, s)
+				}
+			})
+		}
+	}
+}
+
+func walk(v any, path string, f func(path, key string, v any)) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, c := range x {
+			f(path, k, c)
+			walk(c, path+k+".", f)
+		}
+	case []any:
+		for i, c := range x {
+			f(path, fmt.Sprintf("[%d]", i), c)
+			walk(c, fmt.Sprintf("%s[%d].", path, i), f)
+		}
+	}
+}
+
+func hostPaths(o *unstructured.Unstructured) map[string]string {
+	out := map[string]string{}
+	vols, _ := podSpec(o)["volumes"].([]any)
+	for _, v := range vols {
+		m := v.(map[string]any)
+		if hp, ok := m["hostPath"].(map[string]any); ok {
+			out[m["name"].(string)] = hp["path"].(string)
+		}
+	}
+	return out
+}
+
+func mounts(c map[string]any) map[string]map[string]any {
+	out := map[string]map[string]any{}
+	l, _ := c["volumeMounts"].([]any)
+	for _, m := range l {
+		mm := m.(map[string]any)
+		out[mm["name"].(string)] = mm
+	}
+	return out
+}
+
+func TestCSIDriverDaemonSet(t *testing.T) {
+	for _, r := range renderAll(t) {
+		if !r.csiEnabled() {
+			continue
+		}
+		ds := r.must(t, "DaemonSet", releaseNS, nginxmesh.CSIDriver)
+		spec := podSpec(ds)
+		if spec["automountServiceAccountToken"] != false || spec["serviceAccountName"] != nginxmesh.CSIDriver {
+			t.Errorf("%s: driver pod automount=%v sa=%v", r.scenario.name, spec["automountServiceAccountToken"], spec["serviceAccountName"])
+		}
+		if sa := r.must(t, "ServiceAccount", releaseNS, nginxmesh.CSIDriver); sa.Object["automountServiceAccountToken"] != false {
+			t.Errorf("%s: driver ServiceAccount mounts its token", r.scenario.name)
+		}
+		c := container(t, ds, nginxmesh.CSIDriverContainer)
+		if p, _, _ := unstructured.NestedBool(c, "securityContext", "privileged"); !p {
+			t.Errorf("%s: csi-driver container is not privileged", r.scenario.name)
+		}
+		kubelet := strings.TrimSuffix(r.str("csi.kubeletDir"), "/")
+		driver := r.str("csi.driverName")
+		hp := hostPaths(ds)
+		// Host paths are mounted at the same paths inside the container.
+		for name, m := range mounts(c) {
+			if hp[name] != m["mountPath"] {
+				t.Errorf("%s: mount %s at %v but host path %q", r.scenario.name, name, m["mountPath"], hp[name])
+			}
+		}
+		ms := mounts(c)
+		if m := ms["pods-dir"]; m == nil || m["mountPath"] != kubelet+"/pods" || m["mountPropagation"] != "Bidirectional" {
+			t.Errorf("%s: pods dir mount %v, want %s/pods Bidirectional", r.scenario.name, m, kubelet)
+		}
+		if m := ms["sockets"]; m == nil || m["mountPath"] != nginxmesh.AgentSocketDir {
+			t.Errorf("%s: socket dir mount %v", r.scenario.name, m)
+		}
+		args := stringList(c["args"])
+		wantArgs := []string{
+			"--endpoint=unix://" + kubelet + "/plugins/" + driver + "/csi.sock",
+			"--workload-socket-dir=" + nginxmesh.AgentSocketDir,
+			"--driver-name=" + driver,
+			"--kubelet-dir=" + kubelet,
+			"--selinux-relabel=" + r.str("csi.selinuxRelabel"),
+		}
+		sidecar := r.str("csi.registrar") == "sidecar"
+		if sidecar {
+			wantArgs = append(wantArgs, "--kubelet-registration-dir=")
+		} else {
+			wantArgs = append(wantArgs, "--kubelet-registration-dir="+kubelet+"/plugins_registry")
+		}
+		for _, a := range wantArgs {
+			if !slices.Contains(args, a) {
+				t.Errorf("%s: csi-driver args %v lack %q", r.scenario.name, args, a)
+			}
+		}
+		var names []string
+		for _, c := range containers(ds) {
+			names = append(names, c["name"].(string))
+		}
+		if sidecar != slices.Contains(names, "node-driver-registrar") {
+			t.Errorf("%s: registrar=%s but containers %v", r.scenario.name, r.str("csi.registrar"), names)
+		}
+		if r.openShift() && r.str("csi.selinuxRelabel") != "true" {
+			t.Errorf("%s: OpenShift without csi.selinuxRelabel", r.scenario.name)
+		}
+	}
+}
+
+func TestSpireAgentDaemonSet(t *testing.T) {
+	for _, r := range renderAll(t) {
+		ds := r.must(t, "DaemonSet", releaseNS, nginxmesh.SpireAgent)
+		spec := podSpec(ds)
+		if spec["hostPID"] != true || spec["hostNetwork"] != true || spec["dnsPolicy"] != "ClusterFirstWithHostNet" {
+			t.Errorf("%s: agent hostPID=%v hostNetwork=%v dnsPolicy=%v", r.scenario.name, spec["hostPID"], spec["hostNetwork"], spec["dnsPolicy"])
+		}
+		c := container(t, ds, "spire-agent")
+		if p, _, _ := unstructured.NestedBool(c, "securityContext", "privileged"); p {
+			t.Errorf("%s: agent container is privileged", r.scenario.name)
+		}
+		if hostPaths(ds)["sockets"] != nginxmesh.AgentSocketDir || mounts(c)["sockets"]["mountPath"] != nginxmesh.AgentSocketDir {
+			t.Errorf("%s: agent socket folder not shared at %s", r.scenario.name, nginxmesh.AgentSocketDir)
+		}
+		// Projected token for k8s_psat.
+		var token map[string]any
+		vols, _ := spec["volumes"].([]any)
+		for _, v := range vols {
+			if v.(map[string]any)["name"] == "token" {
+				srcs, _, _ := unstructured.NestedSlice(v.(map[string]any), "projected", "sources")
+				token, _, _ = unstructured.NestedMap(srcs[0].(map[string]any), "serviceAccountToken")
+			}
+		}
+		if token["audience"] != "spire-server" || token["path"] != "spire-agent" || mounts(c)["token"]["mountPath"] != "/var/run/secrets/tokens" {
+			t.Errorf("%s: projected token %v mounted at %v", r.scenario.name, token, mounts(c)["token"]["mountPath"])
+		}
+		cm := r.must(t, "ConfigMap", releaseNS, nginxmesh.SpireAgent)
+		conf, _, _ := unstructured.NestedString(cm.Object, "data", "agent.conf")
+		args := strings.Join(stringList(c["args"]), " ")
+		if addr := r.str("spire.agent.serverAddress"); addr == "" {
+			if !strings.Contains(args, "-serverAddress $(SPIRE_SERVER_SERVICE_HOST) -serverPort $(SPIRE_SERVER_SERVICE_PORT)") {
+				t.Errorf("%s: agent args %q do not take the server from the Service env vars", r.scenario.name, args)
+			}
+			if strings.Contains(conf, "server_address") {
+				t.Errorf("%s: agent config sets server_address as well as the args", r.scenario.name)
+			}
+		} else if !strings.Contains(conf, `server_address = "`+addr+`"`) || strings.Contains(args, "-serverAddress") {
+			t.Errorf("%s: spire.agent.serverAddress=%s not used alone: args %q", r.scenario.name, addr, args)
+		}
+		for _, want := range []string{
+			`socket_path = "/run/spire/agent-sockets/spire-agent.sock"`,
+			`cluster = "` + r.str("spire.clusterName") + `"`,
+			`skip_kubelet_verification = true`,
+			`token_path = "/var/run/secrets/tokens/spire-agent"`,
+		} {
+			if !strings.Contains(conf, want) {
+				t.Errorf("%s: agent.conf lacks %s", r.scenario.name, want)
+			}
+		}
+		if regexp.MustCompile(`(?m)^\s*node_name_env\s*=`).MatchString(conf) {
+			t.Errorf("%s: agent.conf sets node_name_env (node names do not resolve without DNS)", r.scenario.name)
+		}
+		// The Service's first port feeds SPIRE_SERVER_SERVICE_PORT.
+		svc := r.must(t, "Service", releaseNS, nginxmesh.SpireServer)
+		ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports")
+		if fmt.Sprint(ports[0].(map[string]any)["port"]) != r.str("spire.server.service.port") {
+			t.Errorf("%s: first Service port %v", r.scenario.name, ports[0])
+		}
+	}
+}
+
+func TestSpireServer(t *testing.T) {
+	for _, r := range renderAll(t) {
+		sts := r.must(t, "StatefulSet", releaseNS, nginxmesh.SpireServer)
+		cm := r.must(t, "ConfigMap", releaseNS, nginxmesh.SpireServer)
+		conf, _, _ := unstructured.NestedString(cm.Object, "data", "server.conf")
+		for _, want := range []string{
+			`NodeAttestor "k8s_psat"`,
+			`"` + r.str("spire.clusterName") + `" = {`,
+			`service_account_allow_list = ["` + releaseNS + `:spire-agent"]`,
+			`Notifier "k8sbundle"`,
+			`config_map = "` + r.str("spire.bundleConfigMap") + `"`,
+			`trust_domain = "` + r.str("spire.trustDomain") + `"`,
+			`KeyManager "` + r.str("spire.server.keyManager") + `"`,
+			`database_type = "sqlite3"`,
+		} {
+			if !strings.Contains(conf, want) {
+				t.Errorf("%s: server.conf lacks %s", r.scenario.name, want)
+			}
+		}
+		r.must(t, "ConfigMap", releaseNS, r.str("spire.bundleConfigMap"))
+		role := r.must(t, "Role", releaseNS, nginxmesh.SpireServer)
+		rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
+		if len(rules) != 1 || !slices.Equal(stringList(rules[0].(map[string]any)["resourceNames"]), []string{r.str("spire.bundleConfigMap")}) {
+			t.Errorf("%s: bundle Role rules %v", r.scenario.name, rules)
+		}
+		_, pvc, _ := unstructured.NestedSlice(sts.Object, "spec", "volumeClaimTemplates")
+		if wantPVC := r.str("spire.server.dataStorage.type") == "persistentVolumeClaim"; pvc != wantPVC {
+			t.Errorf("%s: volumeClaimTemplates present=%v, want %v", r.scenario.name, pvc, wantPVC)
+		}
+	}
+}
+
+// No fixed UIDs on OpenShift; the SCC assigns them.
+func TestNoFixedUIDsOnOpenShift(t *testing.T) {
+	for _, r := range renderAll(t) {
+		if !r.openShift() {
+			continue
+		}
+		for _, o := range r.objs {
+			spec := podSpec(o)
+			if spec == nil {
+				continue
+			}
+			check := func(where string, sc any) {
+				m, _ := sc.(map[string]any)
+				for _, k := range []string{"runAsUser", "runAsGroup", "fsGroup"} {
+					if _, ok := m[k]; ok {
+						t.Errorf("%s: %s %s: %s sets %s", r.scenario.name, o.GetKind(), o.GetName(), where, k)
+					}
+				}
+			}
+			check("pod securityContext", spec["securityContext"])
+			for _, c := range containers(o) {
+				check("container "+c["name"].(string), c["securityContext"])
+			}
+		}
+	}
+}
+
+func TestImageReferences(t *testing.T) {
+	r := render(t, scenario{name: "digest", sets: []string{
+		"images.csiDriver.digest=sha256:" + strings.Repeat("ab", 32),
+		"images.hooks.registry=",
+		"images.hooks.repository=example/hooks",
+		"images.spireAgent.tag=9.9.9",
+	}})
+	cases := []struct{ kind, name, container, want string }{
+		{"DaemonSet", nginxmesh.CSIDriver, nginxmesh.CSIDriverContainer, "ghcr.io/nginx-mesh/csi-driver@sha256:" + strings.Repeat("ab", 32)},
+		{"Job", "nginx-mesh-hooks-pre-install", "hooks", "example/hooks:0.1.0"},
+		{"DaemonSet", nginxmesh.SpireAgent, "spire-agent", "ghcr.io/spiffe/spire-agent:9.9.9"},
+		{"StatefulSet", nginxmesh.SpireServer, "spire-server", "ghcr.io/spiffe/spire-server:1.13.3"},
+		{"Pod", "nginx-mesh-test-workload-api", "healthcheck", "ghcr.io/spiffe/spire-agent:9.9.9"},
+	}
+	for _, c := range cases {
+		got := container(t, r.must(t, c.kind, releaseNS, c.name), c.container)["image"]
+		if got != c.want {
+			t.Errorf("%s %s: image %v, want %s", c.kind, c.name, got, c.want)
+		}
+	}
+}
+
+// The helm test pod mounts the CSI volume at /spiffe-workload-api and health-checks the agent.
+func TestHelmTestPod(t *testing.T) {
+	for _, r := range renderAll(t) {
+		p := r.find("Pod", releaseNS, "nginx-mesh-test-workload-api")
+		if !r.csiEnabled() {
+			if p != nil {
+				t.Errorf("%s: test pod rendered without the CSI driver", r.scenario.name)
+			}
+			continue
+		}
+		if p == nil {
+			t.Fatalf("%s: no test pod", r.scenario.name)
+		}
+		if p.GetAnnotations()["helm.sh/hook"] != "test" {
+			t.Errorf("%s: test pod hook %q", r.scenario.name, p.GetAnnotations()["helm.sh/hook"])
+		}
+		c := container(t, p, "healthcheck")
+		cmd := strings.Join(append(stringList(c["command"]), stringList(c["args"])...), " ")
+		if !strings.HasPrefix(cmd, "/opt/spire/bin/spire-agent healthcheck -socketPath /spiffe-workload-api/spire-agent.sock") {
+			t.Errorf("%s: test command %q", r.scenario.name, cmd)
+		}
+		vols, _ := podSpec(p)["volumes"].([]any)
+		driver, _, _ := unstructured.NestedString(vols[0].(map[string]any), "csi", "driver")
+		if driver != r.str("csi.driverName") || mounts(c)["spiffe-workload-api"]["mountPath"] != "/spiffe-workload-api" {
+			t.Errorf("%s: test pod volume driver %q", r.scenario.name, driver)
+		}
+	}
+}
