@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/nginx-mesh/nginx-mesh/csi/mount"
 )
@@ -105,8 +106,23 @@ func TestRealBindMount(t *testing.T) {
 		t.Fatalf("stats on a real mount = %v, %v", rsp, err)
 	}
 
+	// A restarted driver counts the volume it finds in the mount table.
+	restarted, err := New(Config{DriverName: "d", NodeID: "n", WorkloadSocketDir: e.socketDir, KubeletDir: e.kubeletDir, Mounter: mount.Linux{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := restarted.SeedMountedGauge(); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(restarted.Metrics().Mounted); got != 1 {
+		t.Fatalf("mounted gauge after restart = %v, want 1", got)
+	}
+
 	if _, err := e.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: "v", TargetPath: e.target}); err != nil {
 		t.Fatal(err)
+	}
+	if err := restarted.SeedMountedGauge(); err != nil || testutil.ToFloat64(restarted.Metrics().Mounted) != 0 {
+		t.Fatalf("mounted gauge after unpublish = %v (%v), want 0", testutil.ToFloat64(restarted.Metrics().Mounted), err)
 	}
 	if left := mountinfoLines(t, e.kubeletDir); len(left) != 0 {
 		t.Fatalf("mounts left after unpublish:\n%s", strings.Join(left, "\n"))
