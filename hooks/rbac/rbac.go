@@ -4,7 +4,8 @@
 // is allowed by them (Allows).
 //
 // Rules name the exact objects (resourceNames) wherever the name is known. RBAC cannot limit
-// create, list, watch or deletecollection by name, so those rules carry none.
+// create or deletecollection by name, nor list/watch unless the request selects one name with
+// the field selector metadata.name=NAME (the API server then authorizes it with that name).
 package rbac
 
 import (
@@ -101,8 +102,9 @@ func HookClusterRules(o nginxmesh.KeepSetOptions) []rbacv1.PolicyRule {
 		rule(rbacG, "clusterrolebindings", []string{"get", "delete"}, nginxmesh.SentinelRBAC),
 		rule(batch, "jobs", []string{"patch", "delete"}, nginxmesh.Sentinel),
 		rule(core, "serviceaccounts", []string{"delete"}, nginxmesh.Sentinel),
-		// pre-install: find a driver DaemonSet kept in another namespace.
-		rule(apps, "daemonsets", []string{"list"}),
+		// pre-install: find a driver DaemonSet kept in another namespace (listed with the field
+		// selector metadata.name, so the name limits it).
+		rule(apps, "daemonsets", []string{"list"}, nginxmesh.CSIDriver),
 		// post-install: every schedulable node must list the driver in its CSINode.
 		rule(core, "nodes", []string{"list"}),
 		rule(storage, "csinodes", []string{"list"}),

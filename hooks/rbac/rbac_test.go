@@ -71,7 +71,7 @@ func TestRuleSets(t *testing.T) {
 				if req.Verb == "*" || req.Resource == "*" || req.Group == "*" {
 					t.Errorf("%s: wildcard in %s", name, req)
 				}
-				if req.Name != "" && (req.Verb == "create" || req.Verb == "list" || req.Verb == "watch") {
+				if req.Name != "" && req.Verb == "create" {
 					t.Errorf("%s: %s is name-limited but RBAC cannot limit that verb by name", name, req)
 				}
 				if req.Verb == "delete" && req.Name == "" {
