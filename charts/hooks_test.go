@@ -1,0 +1,179 @@
+package charts
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/nginx-mesh/nginx-mesh/hooks/rbac"
+)
+
+const hooksName = "nginx-mesh-hooks"
+
+var allHookEvents = []string{"pre-install", "post-install", "post-upgrade", "pre-delete", "post-delete"}
+
+type hookSpec struct {
+	events []string
+	weight string
+}
+
+// The hook objects, their events and weights: RBAC first (lower weight), then the Jobs.
+func expectedHooks(r *release) map[string]hookSpec {
+	want := map[string]hookSpec{}
+	for _, k := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} {
+		want[k+"/"+hooksName] = hookSpec{allHookEvents, "-10"}
+	}
+	want["Job/"+hooksName+"-pre-install"] = hookSpec{[]string{"pre-install"}, "0"}
+	want["Job/"+hooksName+"-post-install"] = hookSpec{[]string{"post-install", "post-upgrade"}, "0"}
+	want["Job/"+hooksName+"-pre-delete"] = hookSpec{[]string{"pre-delete"}, "0"}
+	want["Job/"+hooksName+"-post-delete"] = hookSpec{[]string{"post-delete"}, "0"}
+	if r.csiEnabled() && r.str("test.enabled") == "true" {
+		want["Pod/nginx-mesh-test-workload-api"] = hookSpec{[]string{"test"}, ""}
+	}
+	return want
+}
+
+func TestHookKindsAndWeights(t *testing.T) {
+	for _, r := range renderAll(t) {
+		got := map[string]hookSpec{}
+		for _, o := range r.objs {
+			a := o.GetAnnotations()
+			h, ok := a["helm.sh/hook"]
+			if !ok {
+				if strings.HasPrefix(o.GetName(), hooksName) {
+					t.Errorf("%s: %s %s is not a hook", r.scenario.name, o.GetKind(), o.GetName())
+				}
+				continue
+			}
+			got[o.GetKind()+"/"+o.GetName()] = hookSpec{strings.Split(h, ","), a["helm.sh/hook-weight"]}
+			// Reruns (upgrade, Argo CD sync, a retried uninstall) replace leftovers instead of
+			// colliding with them; successful ones are removed.
+			policy := strings.Split(a["helm.sh/hook-delete-policy"], ",")
+			if !slices.Contains(policy, "before-hook-creation") || !slices.Contains(policy, "hook-succeeded") {
+				t.Errorf("%s: %s %s: delete policy %v", r.scenario.name, o.GetKind(), o.GetName(), policy)
+			}
+		}
+		want := expectedHooks(r)
+		if !maps.EqualFunc(got, want, func(a, b hookSpec) bool { return slices.Equal(a.events, b.events) && a.weight == b.weight }) {
+			t.Errorf("%s: hooks\n got  %v\n want %v", r.scenario.name, got, want)
+		}
+	}
+}
+
+// flags parses "--name=value" arguments after the command.
+func flags(t *testing.T, args []string) (string, map[string]string) {
+	t.Helper()
+	out := map[string]string{}
+	for _, a := range args[1:] {
+		name, value, ok := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if !ok || !strings.HasPrefix(a, "--") {
+			t.Fatalf("argument %q is not --flag=value", a)
+		}
+		if _, dup := out[name]; dup {
+			t.Fatalf("flag --%s given twice", name)
+		}
+		out[name] = value
+	}
+	return args[0], out
+}
+
+// The Jobs run `nginx-mesh-hooks <command>` with exactly the flags of the design contract.
+func TestHookJobs(t *testing.T) {
+	for _, r := range renderAll(t) {
+		for _, cmd := range []string{"pre-install", "post-install", "pre-delete", "post-delete"} {
+			job := r.must(t, "Job", releaseNS, hooksName+"-"+cmd)
+			spec, _, _ := unstructured.NestedMap(job.Object, "spec")
+			if fmt.Sprint(spec["backoffLimit"]) != r.str("hooks.backoffLimit") || fmt.Sprint(spec["activeDeadlineSeconds"]) != r.str("hooks.activeDeadlineSeconds") {
+				t.Errorf("%s: Job %s backoffLimit=%v activeDeadlineSeconds=%v", r.scenario.name, job.GetName(), spec["backoffLimit"], spec["activeDeadlineSeconds"])
+			}
+			ps := podSpec(job)
+			if ps["restartPolicy"] != "Never" || ps["serviceAccountName"] != hooksName {
+				t.Errorf("%s: Job %s restartPolicy=%v serviceAccountName=%v", r.scenario.name, job.GetName(), ps["restartPolicy"], ps["serviceAccountName"])
+			}
+			c := container(t, job, "hooks")
+			got, fl := flags(t, stringList(c["args"]))
+			if got != cmd {
+				t.Errorf("%s: Job %s runs %q", r.scenario.name, job.GetName(), got)
+			}
+			want := map[string]string{
+				"namespace":   releaseNS,
+				"release":     releaseName,
+				"driver-name": r.str("csi.driverName"),
+				"log-format":  r.str("hooks.logFormat"),
+			}
+			if ns := r.keepSetOptions().SidecarNamespaces; len(ns) > 0 {
+				want["sidecar-namespaces"] = strings.Join(ns, ",")
+			}
+			switch cmd {
+			case "post-install":
+				want["timeout"] = r.str("hooks.postInstallTimeout")
+			case "pre-delete", "post-delete":
+				want["image"] = c["image"].(string)
+				want["image-pull-policy"] = r.str("images.hooks.pullPolicy")
+				if secrets := stringList(r.values["global"].(map[string]any)["imagePullSecrets"]); len(secrets) > 0 {
+					want["image-pull-secrets"] = strings.Join(secrets, ",")
+				}
+				want["settle"] = r.str("uninstall.settle")
+				want["sentinel-timeout"] = r.str("uninstall.sentinelTimeout")
+				want["delete-namespace"] = r.str("uninstall.deleteNamespace")
+			}
+			if !maps.Equal(fl, want) {
+				t.Errorf("%s: Job %s flags\n got  %v\n want %v", r.scenario.name, job.GetName(), fl, want)
+			}
+		}
+	}
+}
+
+func rulesOf(t *testing.T, o *unstructured.Unstructured) []rbacv1.PolicyRule {
+	t.Helper()
+	b, err := json.Marshal(o.Object["rules"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules []rbacv1.PolicyRule
+	if err := json.Unmarshal(b, &rules); err != nil {
+		t.Fatalf("%s %s rules: %v", o.GetKind(), o.GetName(), err)
+	}
+	return rules
+}
+
+// The hook ClusterRole and Role grant exactly what package hooks/rbac says, no more, no less.
+func TestHookRBACMatchesHooksPackage(t *testing.T) {
+	for _, r := range renderAll(t) {
+		o := r.keepSetOptions()
+		cases := []struct {
+			obj  *unstructured.Unstructured
+			want []rbacv1.PolicyRule
+		}{
+			{r.must(t, "ClusterRole", "", hooksName), rbac.HookClusterRules(o)},
+			{r.must(t, "Role", releaseNS, hooksName), rbac.HookNamespaceRules(o)},
+		}
+		for _, c := range cases {
+			got := rulesOf(t, c.obj)
+			if missing := rbac.Covers(got, c.want); len(missing) > 0 {
+				t.Errorf("%s: %s %s lacks what hooks/rbac needs:\n  %s", r.scenario.name, c.obj.GetKind(), hooksName, strings.Join(missing, "\n  "))
+			}
+			if extra := rbac.Covers(c.want, got); len(extra) > 0 {
+				t.Errorf("%s: %s %s grants more than hooks/rbac:\n  %s", r.scenario.name, c.obj.GetKind(), hooksName, strings.Join(extra, "\n  "))
+			}
+		}
+		for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
+			ns := releaseNS
+			if kind == "ClusterRoleBinding" {
+				ns = ""
+			}
+			rb := r.must(t, kind, ns, hooksName)
+			ref, _, _ := unstructured.NestedStringMap(rb.Object, "roleRef")
+			subs, _, _ := unstructured.NestedSlice(rb.Object, "subjects")
+			if ref["name"] != hooksName || len(subs) != 1 || subs[0].(map[string]any)["name"] != hooksName || subs[0].(map[string]any)["namespace"] != releaseNS {
+				t.Errorf("%s: %s %s binds %v to %v", r.scenario.name, kind, hooksName, ref, subs)
+			}
+		}
+	}
+}
