@@ -2,9 +2,11 @@ package driver
 
 import (
 	"context"
+	"io"
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/sirupsen/logrus"
 
 	"github.com/nginx-mesh/nginx-mesh/csi/mount"
 )
@@ -12,7 +14,9 @@ import (
 // benchPublishUnpublish runs NodePublishVolume+NodeUnpublishVolume pairs through the gRPC
 // server and reports pairs per second.
 func benchPublishUnpublish(b *testing.B, opts ...envOption) {
-	e := newEnv(b, opts...)
+	quiet := logrus.New()
+	quiet.SetOutput(io.Discard) // the test hook would keep every entry in memory
+	e := newEnv(b, append(opts, func(c *Config) { c.Log = quiet })...)
 	ctx := context.Background()
 	pub := e.validReq()
 	unpub := &csi.NodeUnpublishVolumeRequest{VolumeId: pub.VolumeId, TargetPath: pub.TargetPath}
