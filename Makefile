@@ -34,7 +34,7 @@ docs:
 
 ## images: OCI tarballs of the product's images in bin/images (no Docker needed)
 images: build
-	$(GO) run ./images/build -out bin/images
+	ci/images.sh
 
 ## bench: benchmarks with their report (numbers quoted in README.md come from here)
 bench:

@@ -1,0 +1,613 @@
+#!/usr/bin/env bash
+# The real single-node Kubernetes of the project (see ../shared/LOCAL-CLUSTER.md and ci/README.md).
+#   ci/cluster.sh up       build what is missing (cached), start every part, wait until a pod runs
+#   ci/cluster.sh down     stop what up started (by recorded PID), unmount, remove bridge/iptables/state
+#   ci/cluster.sh status   show the parts and the node
+#   ci/cluster.sh images   rebuild the images and import them into the running cluster
+#   ci/cluster.sh logs P   tail the log of part P (etcd, containerd, kube-apiserver, kubelet, ...)
+#   ci/cluster.sh restart P  stop part P and start it again (fault tests)
+# Both up and down are idempotent; up on a running cluster reuses it (and re-imports the images).
+set -euo pipefail
+# shellcheck source=ci/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PARTS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+PKI="$STATE/pki"
+LOGS="$STATE/logs"
+PIDS="$STATE/pids"
+
+# ---------- processes ----------
+
+pid_of() { [ -f "$PIDS/$1.pid" ] && cat "$PIDS/$1.pid"; }
+
+# alive PART: the recorded PID runs and is still that program (guards against PID reuse).
+alive() {
+  local pid; pid=$(pid_of "$1") || return 1
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$(part_binary "$1")"
+}
+
+part_binary() {
+  case "$1" in
+    etcd) echo /usr/bin/etcd ;;
+    containerd) echo /usr/bin/containerd ;;
+    *) echo "$BIN/$1" ;;
+  esac
+}
+
+# start PART ARGS...: starts the part in its own session, output to its log, PID recorded.
+start() {
+  local part=$1; shift
+  if alive "$part"; then
+    log "$part: running (pid $(pid_of "$part"))"
+    return
+  fi
+  mkdir -p "$LOGS" "$PIDS"
+  setsid "$(part_binary "$part")" "$@" >>"$LOGS/$part.log" 2>&1 </dev/null &
+  echo $! >"$PIDS/$part.pid"
+  log "$part: started (pid $!, log $LOGS/$part.log)"
+}
+
+# fail_part PART: prints the tail of the part's log and exits.
+fail_part() {
+  echo "----- last 40 lines of $LOGS/$1.log -----" >&2
+  tail -n 40 "$LOGS/$1.log" >&2 || true
+  echo "-----" >&2
+  if ! alive "$1"; then echo "$1 is not running" >&2; fi
+  die "$1 did not come up (ci/cluster.sh down cleans up; ci/cluster.sh logs $1 shows more)"
+}
+
+stop_part() {
+  local part=$1 pid i
+  pid=$(pid_of "$part") || return 0
+  if alive "$part"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 30); do
+      alive "$part" || break
+      sleep 0.5
+    done
+    if alive "$part"; then
+      log "  $part (pid $pid) ignored SIGTERM for 15s: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 0.5
+    fi
+    log "  stopped $part (pid $pid)"
+  fi
+  rm -f "$PIDS/$part.pid"
+}
+
+# ---------- host setup ----------
+
+sysctl_set() {  # records the first value seen, so down restores the machine as it was
+  local key=$1 val=$2 file="/proc/sys/${1//.//}"
+  [ -e "$file" ] || return 0
+  mkdir -p "$STATE"
+  grep -q "^$key=" "$STATE/sysctl.orig" 2>/dev/null || echo "$key=$(cat "$file")" >>"$STATE/sysctl.orig"
+  echo "$val" >"$file"
+}
+
+setup_network() {
+  modprobe br_netfilter 2>/dev/null || true
+  modprobe overlay 2>/dev/null || true
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link add "$BRIDGE" type bridge
+    log "bridge $BRIDGE created"
+  fi
+  ip addr show dev "$BRIDGE" | grep -q "inet $NODE_IP/" || ip addr add "$NODE_IP/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  # Service IPs are virtual (kube-proxy DNATs them); route them onto the bridge all the same so
+  # nothing addressed to the service range can take the default route.
+  ip route replace "$SERVICE_CIDR" dev "$BRIDGE"
+  sysctl_set net.ipv4.ip_forward 1
+  sysctl_set net.bridge.bridge-nf-call-iptables 1
+  sysctl_set net.ipv4.conf.all.route_localnet 0
+  # Pod traffic stays on the bridge: forwarded packets from the pod range that would leave
+  # through any other interface are dropped; cluster ports are not served to other interfaces.
+  iptables -N "$CHAIN-FORWARD" 2>/dev/null || iptables -F "$CHAIN-FORWARD"
+  iptables -A "$CHAIN-FORWARD" -s "$POD_CIDR" ! -o "$BRIDGE" -j DROP
+  iptables -A "$CHAIN-FORWARD" -s "$SERVICE_CIDR" ! -o "$BRIDGE" -j DROP
+  iptables -C FORWARD -j "$CHAIN-FORWARD" 2>/dev/null || iptables -I FORWARD 1 -j "$CHAIN-FORWARD"
+  iptables -N "$CHAIN-INPUT" 2>/dev/null || iptables -F "$CHAIN-INPUT"
+  iptables -A "$CHAIN-INPUT" -i lo -j RETURN
+  iptables -A "$CHAIN-INPUT" -i "$BRIDGE" -j RETURN
+  iptables -A "$CHAIN-INPUT" -p tcp -m multiport --dports 6443,10250,10256,10257,10259,23790,23800 -j DROP
+  iptables -C INPUT -j "$CHAIN-INPUT" 2>/dev/null || iptables -I INPUT 1 -j "$CHAIN-INPUT"
+  rules_first
+}
+
+# rules_first puts our jumps ahead of kube-proxy's (KUBE-FORWARD accepts some traffic), so the
+# DROP of pod egress through other interfaces is evaluated first. kube-proxy only adds its jumps
+# when they are missing, so the order stays.
+rules_first() {
+  local c
+  for c in FORWARD INPUT; do
+    if [ "$(iptables -S "$c" | sed -n 2p)" != "-A $c -j $CHAIN-$c" ]; then
+      while iptables -D "$c" -j "$CHAIN-$c" 2>/dev/null; do :; done
+      iptables -I "$c" 1 -j "$CHAIN-$c"
+    fi
+  done
+}
+
+# ---------- PKI and config ----------
+
+openssl_cert() {  # NAME CN ORG SANS(ext value or "") -> $PKI/NAME.{key,crt}, signed by our CA
+  local name=$1 cn=$2 org=$3 san=$4 subj="/CN=$2"
+  [ -f "$PKI/$name.crt" ] && return
+  [ -n "$org" ] && subj="/O=$org/CN=$cn"
+  openssl genrsa -out "$PKI/$name.key" 2048 2>/dev/null
+  openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
+  {
+    echo "basicConstraints=CA:FALSE"
+    echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    if [ -n "$san" ]; then
+      echo "extendedKeyUsage=serverAuth,clientAuth"
+      echo "subjectAltName=$san"
+    else
+      echo "extendedKeyUsage=clientAuth"
+    fi
+  } >"$PKI/$name.ext"
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 30 -sha256 -extfile "$PKI/$name.ext" -out "$PKI/$name.crt" 2>/dev/null
+  rm -f "$PKI/$name.csr" "$PKI/$name.ext"
+}
+
+setup_pki() {
+  mkdir -p "$PKI"
+  chmod 700 "$PKI"
+  if [ ! -f "$PKI/ca.crt" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" -out "$PKI/ca.crt" -days 30 \
+      -subj "/CN=nginx-mesh-local-ca" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+  fi
+  openssl_cert apiserver kube-apiserver "" \
+    "IP:$NODE_IP,IP:$API_SERVICE_IP,IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  openssl_cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters ""
+  openssl_cert kubelet "$NODE_NAME" "" "IP:$NODE_IP,IP:127.0.0.1,DNS:$NODE_NAME,DNS:localhost"
+  if [ ! -f "$PKI/sa.key" ]; then
+    openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+  fi
+  if [ ! -f "$PKI/tokens.csv" ]; then
+    local t
+    t() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+    {
+      echo "$(t),admin,admin,system:masters"
+      echo "$(t),system:node:$NODE_NAME,node,system:nodes"
+      echo "$(t),system:kube-proxy,kube-proxy,"
+      echo "$(t),system:kube-controller-manager,kube-controller-manager,"
+      echo "$(t),system:kube-scheduler,kube-scheduler,"
+    } >"$PKI/tokens.csv"
+    chmod 600 "$PKI/tokens.csv"
+  fi
+}
+
+token_of() { awk -F, -v u="$1" '$2==u {print $1}' "$PKI/tokens.csv"; }
+
+write_kubeconfig() {  # FILE USER
+  local file=$1 user=$2
+  cat >"$file" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: nginx-mesh-local
+  cluster:
+    server: $APISERVER
+    certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
+users:
+- name: $user
+  user:
+    token: $(token_of "$user")
+contexts:
+- name: nginx-mesh-local
+  context: {cluster: nginx-mesh-local, user: $user}
+current-context: nginx-mesh-local
+KC
+  chmod 600 "$file"
+}
+
+write_configs() {
+  mkdir -p "$STATE/config" "$STATE/cni/net.d" "$RUN_DIR"
+  write_kubeconfig "$KUBECONFIG_PATH" admin
+  write_kubeconfig "$STATE/config/kubelet.kubeconfig" "system:node:$NODE_NAME"
+  write_kubeconfig "$STATE/config/kube-proxy.kubeconfig" system:kube-proxy
+  write_kubeconfig "$STATE/config/controller-manager.kubeconfig" system:kube-controller-manager
+  write_kubeconfig "$STATE/config/scheduler.kubeconfig" system:kube-scheduler
+
+  cat >"$STATE/config/containerd.toml" <<TOML
+version = 2
+root = "$STATE/containerd/root"
+state = "$RUN_DIR/containerd"
+[grpc]
+  address = "$CONTAINERD_SOCK"
+[ttrpc]
+  address = "$RUN_DIR/containerd.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "localhost/pause:3.10"
+  # This machine refuses negative oom_score_adj; without this every sandbox fails.
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$STATE/cni/net.d"
+TOML
+
+  cat >"$STATE/cni/net.d/10-nmcl.conflist" <<CNI
+{
+  "cniVersion": "0.4.0",
+  "name": "nmcl",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$BRIDGE",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP", "rangeStart": "10.88.77.10", "rangeEnd": "10.88.77.250"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": "$STATE/cni/ipam"
+      }
+    }
+  ]
+}
+CNI
+
+  cat >"$STATE/config/kubelet.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
+imageServiceEndpoint: unix://$CONTAINERD_SOCK
+address: 0.0.0.0
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+tlsCertFile: $PKI/kubelet.crt
+tlsPrivateKeyFile: $PKI/kubelet.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $PKI/ca.crt}
+authorization:
+  mode: Webhook
+clusterDomain: cluster.local
+resolvConf: /etc/resolv.conf
+evictionHard: {memory.available: "100Mi", nodefs.available: "2%", imagefs.available: "2%", nodefs.inodesFree: "2%"}
+imageGCHighThresholdPercent: 99
+imageGCLowThresholdPercent: 98
+serializeImagePulls: false
+maxPods: 60
+YAML
+
+  cat >"$STATE/config/kube-proxy.yaml" <<YAML
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+clusterCIDR: $POD_CIDR
+hostnameOverride: $NODE_NAME
+bindAddress: 127.0.0.1
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+nodePortAddresses: ["$NODE_IP/32"]
+clientConnection:
+  kubeconfig: $STATE/config/kube-proxy.kubeconfig
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+YAML
+}
+
+# ---------- parts ----------
+
+start_etcd() {
+  start etcd --name nmcl --data-dir "$STATE/etcd" \
+    --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
+    --listen-peer-urls "$ETCD_PEER_URL" --initial-advertise-peer-urls "$ETCD_PEER_URL" \
+    --initial-cluster "nmcl=$ETCD_PEER_URL" --listen-metrics-urls "" --log-level warn
+  wait_for "etcd healthy" 60 curl -fsS "$ETCD_URL/health" || fail_part etcd
+}
+
+start_containerd() {
+  mkdir -p "$STATE/containerd/root" "$RUN_DIR/containerd"
+  start containerd --config "$STATE/config/containerd.toml"
+  wait_for "containerd serving" 60 ctr_k8s version || fail_part containerd
+}
+
+start_apiserver() {
+  start kube-apiserver \
+    --etcd-servers="$ETCD_URL" \
+    --bind-address="$NODE_IP" --advertise-address="$NODE_IP" --secure-port=6443 \
+    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --client-ca-file="$PKI/ca.crt" \
+    --token-auth-file="$PKI/tokens.csv" \
+    --authorization-mode=Node,RBAC \
+    --enable-admission-plugins=NodeRestriction \
+    --allow-privileged=true \
+    --service-account-key-file="$PKI/sa.pub" \
+    --service-account-signing-key-file="$PKI/sa.key" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority="$PKI/ca.crt" \
+    --kubelet-preferred-address-types=InternalIP \
+    --cert-dir="$PKI/apiserver-generated" \
+    --profiling=false \
+    --v=1
+  wait_for "kube-apiserver ready" 180 kubectl get --raw /readyz || fail_part kube-apiserver
+}
+
+start_controllers() {
+  start kube-controller-manager \
+    --kubeconfig="$STATE/config/controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$STATE/config/controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$STATE/config/controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 \
+    --service-account-private-key-file="$PKI/sa.key" \
+    --root-ca-file="$PKI/ca.crt" \
+    --use-service-account-credentials=true \
+    --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --leader-elect=false --profiling=false --v=1
+  start kube-scheduler \
+    --kubeconfig="$STATE/config/scheduler.kubeconfig" \
+    --authentication-kubeconfig="$STATE/config/scheduler.kubeconfig" \
+    --authorization-kubeconfig="$STATE/config/scheduler.kubeconfig" \
+    --bind-address=127.0.0.1 --leader-elect=false --profiling=false --v=1
+}
+
+start_node() {
+  start kubelet \
+    --config="$STATE/config/kubelet.yaml" \
+    --kubeconfig="$STATE/config/kubelet.kubeconfig" \
+    --hostname-override="$NODE_NAME" \
+    --node-ip="$NODE_IP" \
+    --root-dir="$KUBELET_DIR" \
+    --cert-dir="$STATE/kubelet-pki" \
+    --v=1
+  start kube-proxy --config="$STATE/config/kube-proxy.yaml" --v=1
+}
+
+apply_scc_crd() {
+  local dir crd
+  if kubectl get crd securitycontextconstraints.security.openshift.io >/dev/null 2>&1; then
+    log "SCC CRD: present"
+    return
+  fi
+  dir=$(cd "$ROOT" && go mod download github.com/openshift/api >/dev/null 2>&1; go list -m -f '{{.Dir}}' github.com/openshift/api) ||
+    die "cannot locate module github.com/openshift/api (go list -m in $ROOT)"
+  crd="$dir/security/v1/zz_generated.crd-manifests/0000_03_config-operator_01_securitycontextconstraints.crd.yaml"
+  [ -f "$crd" ] || die "SCC CRD not found at $crd"
+  run_logged "$LOGS/scc-crd.log" kubectl apply -f "$crd"
+  wait_for "SCC CRD established" 60 kubectl wait --for=condition=Established --timeout=5s \
+    crd/securitycontextconstraints.security.openshift.io || die "SCC CRD not established"
+}
+
+smoke_pod() {
+  # The default ServiceAccount comes from the controller manager; admission needs it.
+  wait_for "default ServiceAccount" 90 kubectl -n default get serviceaccount default || fail_part kube-controller-manager
+  kubectl -n default delete pod nmcl-smoke --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  wait_for "old smoke pod gone" 60 bash -c "! '$BIN/kubectl' --kubeconfig '$KUBECONFIG_PATH' -n default get pod nmcl-smoke" || true
+  kubectl apply -f - >/dev/null <<POD
+apiVersion: v1
+kind: Pod
+metadata: {name: nmcl-smoke, namespace: default, labels: {app: nmcl-smoke}}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: pause
+    image: localhost/pause:3.10
+    imagePullPolicy: Never
+POD
+  if ! wait_for "test pod Running" 120 bash -c "[ \"\$('$BIN/kubectl' --kubeconfig '$KUBECONFIG_PATH' -n default get pod nmcl-smoke -o jsonpath='{.status.phase}')\" = Running ]"; then
+    kubectl -n default describe pod nmcl-smoke | tail -n 20 >&2 || true
+    fail_part kubelet
+  fi
+  kubectl -n default delete pod nmcl-smoke --wait=false >/dev/null
+}
+
+node_ready() {
+  [ "$(kubectl get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
+}
+
+cmd_up() {
+  local start_all; start_all=$(date +%s)
+  [ "$(id -u)" = 0 ] || die "run as root (the cluster runs containers, mounts and iptables rules)"
+  log "== cluster up ($K8S_VERSION, node $NODE_NAME on $BRIDGE $NODE_IP)"
+  "$CI/packages.sh" install
+  build_kubernetes
+  build_images
+  mkdir -p "$STATE" "$LOGS" "$PIDS"
+  [ -d "$KUBELET_DIR" ] || { mkdir -p "$KUBELET_DIR"; touch "$STATE/created-kubelet-dir"; }
+  setup_network
+  setup_pki
+  write_configs
+  start_etcd
+  start_containerd
+  import_images
+  start_apiserver
+  start_controllers
+  apply_scc_crd
+  start_node
+  wait_for "node $NODE_NAME Ready" 180 node_ready || fail_part kubelet
+  wait_for "kube-proxy rules" 60 iptables -t nat -S KUBE-SERVICES || fail_part kube-proxy
+  rules_first
+  alive kube-proxy || fail_part kube-proxy
+  alive kube-controller-manager || fail_part kube-controller-manager
+  alive kube-scheduler || fail_part kube-scheduler
+  smoke_pod
+  log "== cluster up in $(since "$start_all")s"
+  echo "export KUBECONFIG=$KUBECONFIG_PATH"
+}
+
+# ---------- down ----------
+
+# unmount_under DIR: unmounts everything mounted at or below DIR, deepest first.
+unmount_under() {
+  local dir=$1 m
+  [ -e "$dir" ] || return 0
+  for _ in 1 2 3; do
+    local mounts
+    mounts=$(findmnt -rn -o TARGET | awk -v d="$dir" '$0==d || index($0, d"/")==1' | sort -r) || true
+    [ -n "$mounts" ] || return 0
+    while IFS= read -r m; do
+      # findmnt escapes blanks as \x20; unescape before umount.
+      m=$(printf '%b' "$m")
+      umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+    done <<<"$mounts"
+  done
+}
+
+remove_chains() {  # deletes every KUBE-*, CNI-* and NMCL-* chain with the jumps into them
+  local ipt t rule chain
+  for ipt in iptables ip6tables; do
+    command -v "$ipt" >/dev/null || continue
+    for t in filter nat mangle raw; do
+      "$ipt" -t "$t" -S >/dev/null 2>&1 || continue
+      # jumps from built-in chains
+      { "$ipt" -t "$t" -S | grep -E '^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*-j (KUBE-|CNI-|'"$CHAIN"'-)' || true; } |
+        while IFS= read -r rule; do
+          eval "$ipt -t $t ${rule/-A /-D }" 2>/dev/null || true
+        done
+      for chain in $("$ipt" -t "$t" -S | awk '$1=="-N" && ($2 ~ /^(KUBE-|CNI-|'"$CHAIN"'-)/) {print $2}'); do
+        "$ipt" -t "$t" -F "$chain" 2>/dev/null || true
+      done
+      for chain in $("$ipt" -t "$t" -S | awk '$1=="-N" && ($2 ~ /^(KUBE-|CNI-|'"$CHAIN"'-)/) {print $2}'); do
+        "$ipt" -t "$t" -X "$chain" 2>/dev/null || true
+      done
+    done
+  done
+}
+
+remove_cgroups() {  # kubelet's cgroupfs tree (kubepods) in every v1 hierarchy, deepest first
+  local d
+  for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods /sys/fs/cgroup/*/kubepods.slice; do
+    [ -d "$d" ] || continue
+    find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+}
+
+cmd_down() {
+  local start_all; start_all=$(date +%s)
+  log "== cluster down"
+  # Stop the control loops first, so nothing restarts what is being removed.
+  local p
+  for p in kubelet kube-proxy kube-scheduler kube-controller-manager; do stop_part "$p"; done
+  # Containers belong to containerd: kill and delete them through its API, which ends their shims.
+  if alive containerd && [ -S "$CONTAINERD_SOCK" ]; then
+    local ids id
+    ids=$(ctr_k8s tasks ls -q 2>/dev/null || true)
+    for id in $ids; do ctr_k8s tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true; done
+    for id in $ids; do
+      for _ in 1 2 3 4 5 6 7 8 9 10; do
+        ctr_k8s tasks delete "$id" >/dev/null 2>&1 && break
+        sleep 0.5
+      done
+    done
+    for id in $(ctr_k8s containers ls -q 2>/dev/null || true); do ctr_k8s containers delete "$id" >/dev/null 2>&1 || true; done
+    [ -z "$ids" ] || log "  removed $(echo "$ids" | wc -w) containers"
+  fi
+  for p in containerd kube-apiserver etcd; do stop_part "$p"; done
+  # kube-proxy's own cleanup of its rules, then every chain we or CNI made.
+  [ -x "$BIN/kube-proxy" ] && "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  remove_chains
+  # Network namespaces containerd made for pods (netns mounts), then all mounts we made.
+  local ns
+  for ns in /run/netns/cni-*; do
+    [ -e "$ns" ] || continue
+    umount "$ns" 2>/dev/null || umount -l "$ns" 2>/dev/null || true
+    rm -f "$ns"
+  done
+  unmount_under "$KUBELET_DIR"
+  unmount_under "$RUN_DIR"
+  unmount_under "$STATE"
+  if ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link delete "$BRIDGE" && log "  bridge $BRIDGE removed"
+  fi
+  ip route del "$SERVICE_CIDR" 2>/dev/null || true
+  # veth ends of pods whose netns is gone vanish by themselves; any left on the bridge went with it.
+  if [ -f "$STATE/sysctl.orig" ]; then
+    local kv
+    while IFS= read -r kv; do
+      local f; f="/proc/sys/$(echo "${kv%%=*}" | tr . /)"
+      [ -e "$f" ] && echo "${kv#*=}" >"$f" 2>/dev/null || true
+    done <"$STATE/sysctl.orig"
+  fi
+  remove_cgroups
+  if [ -f "$STATE/created-kubelet-dir" ]; then
+    rm -rf "$KUBELET_DIR"
+  fi
+  rm -rf "$RUN_DIR" "$STATE"
+  rmdir /run/containerd/s /run/containerd 2>/dev/null || true
+  log "== cluster down in $(since "$start_all")s"
+}
+
+cmd_status() {
+  local p rc=0
+  for p in "${PARTS[@]}"; do
+    if alive "$p"; then printf '%-24s running (pid %s)\n' "$p" "$(pid_of "$p")"; else printf '%-24s stopped\n' "$p"; rc=1; fi
+  done
+  if alive kube-apiserver; then
+    kubectl get nodes -o wide 2>&1 || true
+    kubectl get pods -A -o wide 2>&1 | head -n 40 || true
+  fi
+  echo "export KUBECONFIG=$KUBECONFIG_PATH"
+  return $rc
+}
+
+# cmd_restart PART: stops one part and starts it again with the same settings (e2e fault tests).
+cmd_restart() {
+  local part=$1
+  [ -f "$KUBECONFIG_PATH" ] || die "no cluster: ci/cluster.sh up first"
+  log "restarting $part"
+  stop_part "$part"
+  case "$part" in
+    etcd) start_etcd ;;
+    containerd) start_containerd ;;
+    kube-apiserver) start_apiserver ;;
+    kube-controller-manager | kube-scheduler) start_controllers ;;
+    kubelet | kube-proxy)
+      start_node
+      wait_for "node $NODE_NAME Ready" 180 node_ready || fail_part kubelet
+      ;;
+    *) die "unknown part $part (one of ${PARTS[*]})" ;;
+  esac
+}
+
+cmd_images() {
+  build_images
+  alive containerd || die "containerd is not running: ci/cluster.sh up first"
+  import_images "$@"
+}
+
+main() {
+  case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    images) shift; cmd_images "$@" ;;
+    restart) [ -n "${2:-}" ] || die "usage: $0 restart PART"; cmd_restart "$2" ;;
+    logs) [ -n "${2:-}" ] || die "usage: $0 logs PART (one of ${PARTS[*]})"; tail -n "${3:-100}" "$LOGS/$2.log" ;;
+    *) echo "usage: $0 up|down|status|images [IMAGE...]|restart PART|logs PART [LINES]" >&2; exit 2 ;;
+  esac
+}
+
+# Sourcing the file (tests, debugging) defines the functions without running anything.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# make e2e: brings the local cluster up (building and importing the images), then runs the Go
+# end-to-end scenarios of ci/e2e against it. A cluster this script started is stopped at the end
+# unless E2E_KEEP_CLUSTER=1; one that was already running is left running.
+#   E2E_RUN=Scenario1   run only the matching tests (go test -run)
+set -euo pipefail
+# shellcheck source=ci/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+start=$(date +%s)
+was_running=0
+cluster_running && was_running=1
+t0=$(date +%s)
+"$CI/cluster.sh" up
+up_s=$(since "$t0")
+build_helm
+mkdir -p "$CACHE/logs"
+stop_cluster() {
+  if [ "$was_running" = 0 ] && [ "${E2E_KEEP_CLUSTER:-0}" != 1 ]; then
+    "$CI/cluster.sh" down || true
+  fi
+}
+trap stop_cluster EXIT
+
+log "== go test -tags e2e ./ci/e2e/ (log: $CACHE/logs/e2e.log)"
+t0=$(date +%s)
+set +e
+(cd "$ROOT" && go test -tags e2e -count=1 -v -timeout 60m ${E2E_RUN:+-run "$E2E_RUN"} ./ci/e2e/) 2>&1 | tee "$CACHE/logs/e2e.log"
+rc=${PIPESTATUS[0]}
+set -e
+test_s=$(since "$t0")
+echo "== e2e timings"
+echo "  cluster up:    ${up_s}s"
+echo "  e2e tests:     ${test_s}s"
+grep '^TIMING:' "$CACHE/logs/e2e.log" | sed 's/^TIMING: /  /' || true
+echo "  total:         $(since "$start")s"
+exit "$rc"

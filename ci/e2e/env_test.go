@@ -1,0 +1,423 @@
+//go:build e2e
+
+// Package e2e runs the lifecycle flows of DESIGN.md on the real local cluster of ci/cluster.sh,
+// asserting on the cluster (client-go) and on this host (mount table, kubelet pods tree).
+// Run through ci/e2e.sh, or: go test -tags e2e -v -timeout 60m ./ci/e2e/
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+)
+
+const (
+	release     = "nginx-mesh"
+	meshNS      = nginxmesh.DefaultNamespace
+	workloadNS  = "e2e-workloads"
+	workloadImg = "localhost/nginx-mesh/e2e-workload:dev"
+	kubeletDir  = nginxmesh.DefaultKubeletDir
+)
+
+var sccGVR = schema.GroupVersionResource{Group: "security.openshift.io", Version: "v1", Resource: "securitycontextconstraints"}
+
+type env struct {
+	root       string
+	kubeconfig string
+	helm       string
+	hooks      string
+	cfg        *rest.Config
+	cs         kubernetes.Interface
+	dyn        dynamic.Interface
+	disc       discovery.DiscoveryInterface
+}
+
+var e *env
+
+// timings collected for the summary printed at the end (install-to-ready, sentinel reaction, ...).
+var timings []string
+
+func record(format string, a ...any) {
+	line := fmt.Sprintf(format, a...)
+	timings = append(timings, line)
+	fmt.Println("TIMING:", line)
+}
+
+func TestMain(m *testing.M) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		panic(err)
+	}
+	kc := os.Getenv("KUBECONFIG")
+	if kc == "" {
+		kc = filepath.Join(root, "ci", ".cluster", "kubeconfig")
+	}
+	if _, err := os.Stat(kc); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: no kubeconfig at %s: start the cluster with ci/cluster.sh up (or make e2e)\n", kc)
+		os.Exit(1)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(1)
+	}
+	cfg.QPS, cfg.Burst = 50, 100
+	e = &env{
+		root:       root,
+		kubeconfig: kc,
+		helm:       firstExisting(filepath.Join(root, "ci", ".cache", "bin", "helm")),
+		hooks:      filepath.Join(root, "bin", "nginx-mesh-hooks"),
+		cfg:        cfg,
+		cs:         kubernetes.NewForConfigOrDie(cfg),
+		dyn:        dynamic.NewForConfigOrDie(cfg),
+	}
+	e.disc = e.cs.Discovery()
+	code := m.Run()
+	if len(timings) > 0 {
+		fmt.Println("== e2e timings")
+		for _, t := range timings {
+			fmt.Println("  " + t)
+		}
+	}
+	os.Exit(code)
+}
+
+func firstExisting(p string) string {
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	return ""
+}
+
+// run executes a command from the repository root with KUBECONFIG set, logging it and its output.
+func run(t *testing.T, name string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = e.root
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.kubeconfig)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	t.Logf("$ %s %s  (%s, err=%v)\n%s", filepath.Base(name), strings.Join(args, " "), time.Since(start).Round(time.Millisecond), err, indent(out.String()))
+	return out.String(), err
+}
+
+func indent(s string) string {
+	s = strings.TrimRight(s, "\n")
+	if s == "" {
+		return ""
+	}
+	return "    " + strings.ReplaceAll(s, "\n", "\n    ")
+}
+
+func helm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	if e.helm != "" {
+		return run(t, e.helm, args...)
+	}
+	return run(t, "go", append([]string{"tool", "helm"}, args...)...)
+}
+
+func hooksCmd(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	return run(t, e.hooks, append([]string{"--log-format", "text"}, args...)...)
+}
+
+// waitFor polls cond every second until it is true, printing progress every 10 s; fails after timeout.
+func waitFor(t *testing.T, desc string, timeout time.Duration, cond func() (bool, string)) time.Duration {
+	t.Helper()
+	start := time.Now()
+	next := 10 * time.Second
+	last := ""
+	for {
+		ok, state := cond()
+		if ok {
+			t.Logf("%s after %s", desc, time.Since(start).Round(100*time.Millisecond))
+			return time.Since(start)
+		}
+		last = state
+		el := time.Since(start)
+		if el > timeout {
+			t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, desc, last)
+		}
+		if el > next {
+			t.Logf("  still waiting for %s (%s): %s", desc, el.Round(time.Second), last)
+			next += 10 * time.Second
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+// ---------- install / uninstall ----------
+
+func chartArgs(extra ...string) []string {
+	args := []string{
+		"charts/nginx-mesh",
+		"-f", "charts/nginx-mesh/values-openshift.yaml",
+		"-f", "ci/values-local.yaml",
+		"--set", "sidecar.sccBindings.namespaces={" + workloadNS + "}",
+	}
+	return append(args, extra...)
+}
+
+func ensureNamespace(t *testing.T, name string) {
+	t.Helper()
+	_, err := e.cs.CoreV1().Namespaces().Create(ctx(t), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("create namespace %s: %v", name, err)
+	}
+	waitFor(t, "ServiceAccount default in "+name, 60*time.Second, func() (bool, string) {
+		_, err := e.cs.CoreV1().ServiceAccounts(name).Get(ctx(t), "default", metav1.GetOptions{})
+		return err == nil, fmt.Sprint(err)
+	})
+}
+
+// install runs helm install with --wait and returns how long until every resource was ready.
+func install(t *testing.T, rel, ns string, extra ...string) time.Duration {
+	t.Helper()
+	ensureNamespace(t, workloadNS)
+	start := time.Now()
+	args := append([]string{"install", rel}, chartArgs(extra...)...)
+	args = append(args, "-n", ns, "--create-namespace", "--wait", "--timeout", "6m")
+	if out, err := helm(t, args...); err != nil {
+		dumpNamespace(t, ns)
+		t.Fatalf("helm install %s failed: %v\n%s", rel, err, out)
+	}
+	return time.Since(start)
+}
+
+func releaseDeployed(t *testing.T, rel, ns string) bool {
+	out, err := helm(t, "status", rel, "-n", ns, "-o", "json")
+	return err == nil && strings.Contains(out, `"status":"deployed"`)
+}
+
+// ensureInstalled installs the OpenShift profile unless the release is already deployed.
+func ensureInstalled(t *testing.T) {
+	t.Helper()
+	if releaseDeployed(t, release, meshNS) {
+		return
+	}
+	cleanSlate(t)
+	d := install(t, release, meshNS)
+	record("install-to-ready (helm install --wait, OpenShift profile): %s", d.Round(100*time.Millisecond))
+}
+
+// cleanSlate removes every release, test workload and leftover, so each scenario starts alike.
+func cleanSlate(t *testing.T) {
+	t.Helper()
+	c := ctx(t)
+	_ = e.cs.CoreV1().Namespaces().Delete(c, workloadNS, metav1.DeleteOptions{})
+	out, _ := helm(t, "list", "-A", "-q", "-o", "table")
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] != "NAME" {
+			_, _ = helm(t, "uninstall", f[0], "-n", f[1], "--wait", "--timeout", "3m")
+		}
+	}
+	waitFor(t, "namespace "+workloadNS+" gone", 3*time.Minute, func() (bool, string) {
+		_, err := e.cs.CoreV1().Namespaces().Get(c, workloadNS, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	})
+	if left := leftovers(t); len(left) > 0 {
+		// A sentinel finishes once the workloads are gone; give it that chance, then force.
+		if !eventually(90*time.Second, func() bool { return len(leftovers(t)) == 0 }) {
+			_, _ = hooksCmd(t, "cleanup", "--force")
+		}
+	}
+	waitFor(t, "no leftovers before the scenario", 2*time.Minute, func() (bool, string) {
+		l := leftovers(t)
+		return len(l) == 0, strings.Join(l, ", ")
+	})
+}
+
+func eventually(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(time.Second)
+	}
+	return cond()
+}
+
+// leftovers lists every object labelled part-of nginx-mesh, namespaced or cluster-scoped, of every
+// listable resource the apiserver serves (including the SCC CRD's), plus the fixed-name objects.
+func leftovers(t *testing.T) []string {
+	t.Helper()
+	c := ctx(t)
+	lists, err := e.disc.ServerPreferredResources()
+	if err != nil && len(lists) == 0 {
+		t.Fatalf("discovery: %v", err)
+	}
+	var found []string
+	for _, l := range lists {
+		gv, err := schema.ParseGroupVersion(l.GroupVersion)
+		if err != nil {
+			continue
+		}
+		for _, r := range l.APIResources {
+			if strings.Contains(r.Name, "/") || !hasVerb(r.Verbs, "list") || r.Name == "events" {
+				continue
+			}
+			gvr := gv.WithResource(r.Name)
+			items, err := e.dyn.Resource(gvr).List(c, metav1.ListOptions{LabelSelector: nginxmesh.PartOfSelector()})
+			if err != nil {
+				continue
+			}
+			for _, it := range items.Items {
+				n := it.GetName()
+				if it.GetNamespace() != "" {
+					n = it.GetNamespace() + "/" + n
+				}
+				found = append(found, r.Name+" "+n)
+			}
+		}
+	}
+	// Fixed names that must go even if someone dropped the label.
+	if _, err := e.dyn.Resource(schema.GroupVersionResource{Group: "storage.k8s.io", Version: "v1", Resource: "csidrivers"}).Get(c, nginxmesh.DefaultDriverName, metav1.GetOptions{}); err == nil {
+		found = append(found, "csidrivers "+nginxmesh.DefaultDriverName+" (by name)")
+	}
+	if _, err := e.cs.RbacV1().ClusterRoles().Get(c, nginxmesh.SentinelRBAC, metav1.GetOptions{}); err == nil {
+		found = append(found, "clusterroles "+nginxmesh.SentinelRBAC+" (by name)")
+	}
+	sort.Strings(found)
+	return dedup(found)
+}
+
+func dedup(s []string) []string {
+	var out []string
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func hasVerb(vs []string, v string) bool {
+	for _, x := range vs {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func dumpNamespace(t *testing.T, ns string) {
+	t.Helper()
+	c := ctx(t)
+	pods, err := e.cs.CoreV1().Pods(ns).List(c, metav1.ListOptions{})
+	if err != nil {
+		t.Logf("list pods in %s: %v", ns, err)
+		return
+	}
+	for _, p := range pods.Items {
+		t.Logf("pod %s/%s phase=%s %s", ns, p.Name, p.Status.Phase, podProblems(&p))
+		for _, cs := range p.Spec.Containers {
+			logs, _ := e.cs.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{Container: cs.Name, TailLines: ptr(int64(20))}).DoRaw(c)
+			t.Logf("  logs %s:\n%s", cs.Name, indent(string(logs)))
+		}
+	}
+	evs, _ := e.cs.CoreV1().Events(ns).List(c, metav1.ListOptions{})
+	for _, ev := range evs.Items {
+		if ev.Type != corev1.EventTypeNormal {
+			t.Logf("event %s %s: %s", ev.InvolvedObject.Kind, ev.InvolvedObject.Name, ev.Message)
+		}
+	}
+}
+
+func podProblems(p *corev1.Pod) string {
+	var s []string
+	for _, c := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+		if c.State.Waiting != nil {
+			s = append(s, fmt.Sprintf("%s waiting %s: %s", c.Name, c.State.Waiting.Reason, c.State.Waiting.Message))
+		}
+		if c.State.Terminated != nil && c.State.Terminated.ExitCode != 0 {
+			s = append(s, fmt.Sprintf("%s exited %d %s", c.Name, c.State.Terminated.ExitCode, c.State.Terminated.Message))
+		}
+		if c.RestartCount > 0 {
+			s = append(s, fmt.Sprintf("%s restarts=%d", c.Name, c.RestartCount))
+		}
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Status != corev1.ConditionTrue && c.Message != "" {
+			s = append(s, fmt.Sprintf("%s: %s", c.Type, c.Message))
+		}
+	}
+	return strings.Join(s, "; ")
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// ---------- host ----------
+
+// csiMounts lists the mount points under the kubelet pods tree that belong to CSI volumes.
+func csiMounts(t *testing.T) []string {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		if strings.HasPrefix(mp, kubeletDir+"/pods/") && strings.Contains(mp, "/volumes/kubernetes.io~csi/") {
+			out = append(out, mp)
+		}
+	}
+	return out
+}
+
+func unescapeMount(s string) string {
+	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	return r.Replace(s)
+}
+
+// volumeTarget is where kubelet asks the driver to publish a pod's inline CSI volume.
+func volumeTarget(uid, volume string) string {
+	return filepath.Join(kubeletDir, "pods", uid, "volumes", "kubernetes.io~csi", volume, "mount")
+}
+
+func countMounts(t *testing.T, target string) int {
+	n := 0
+	for _, m := range csiMounts(t) {
+		if m == target {
+			n++
+		}
+	}
+	return n
+}

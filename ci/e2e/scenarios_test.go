@@ -1,0 +1,449 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+)
+
+const volumeName = "spiffe-workload-api"
+
+// workloadPod is an injected pod: the marker annotation and an inline CSI volume of our driver.
+func workloadPod(name string, once bool) *corev1.Pod {
+	restart := corev1.RestartPolicyAlways
+	args := []string{"--timeout", "3m"}
+	if once {
+		restart = corev1.RestartPolicyNever
+		args = append(args, "--once")
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: workloadNS,
+			Labels: map[string]string{"app": "e2e-workload"},
+			Annotations: map[string]string{
+				nginxmesh.InjectedAnnotation:    nginxmesh.InjectedValue,
+				nginxmesh.RequiredSCCAnnotation: nginxmesh.SidecarSCC,
+			},
+		},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                 restart,
+			TerminationGracePeriodSeconds: ptr(int64(5)),
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsNonRoot:   ptr(true),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			Containers: []corev1.Container{{
+				Name: "app", Image: workloadImg, ImagePullPolicy: corev1.PullNever, Args: args,
+				VolumeMounts: []corev1.VolumeMount{{Name: volumeName, MountPath: "/spiffe-workload-api", ReadOnly: true}},
+				SecurityContext: &corev1.SecurityContext{
+					AllowPrivilegeEscalation: ptr(false),
+					ReadOnlyRootFilesystem:   ptr(true),
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+				},
+			}},
+			Volumes: []corev1.Volume{{Name: volumeName, VolumeSource: corev1.VolumeSource{
+				CSI: &corev1.CSIVolumeSource{Driver: nginxmesh.DefaultDriverName, ReadOnly: ptr(true)},
+			}}},
+		},
+	}
+}
+
+// startWorkload creates the pod and waits until it runs and the driver's mount is on the host.
+func startWorkload(t *testing.T, name string, once bool) *corev1.Pod {
+	t.Helper()
+	ensureNamespace(t, workloadNS)
+	p, err := e.cs.CoreV1().Pods(workloadNS).Create(ctx(t), workloadPod(name, once), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create pod %s: %v", name, err)
+	}
+	waitFor(t, "pod "+name+" running with its CSI volume", 2*time.Minute, func() (bool, string) {
+		cur, err := e.cs.CoreV1().Pods(workloadNS).Get(ctx(t), name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		if cur.Status.Phase == corev1.PodRunning || cur.Status.Phase == corev1.PodSucceeded {
+			return true, ""
+		}
+		return false, string(cur.Status.Phase) + " " + podProblems(cur)
+	})
+	return p
+}
+
+func podLogs(t *testing.T, ns, name string) string {
+	b, err := e.cs.CoreV1().Pods(ns).GetLogs(name, &corev1.PodLogOptions{}).DoRaw(ctx(t))
+	if err != nil {
+		return "logs: " + err.Error()
+	}
+	return string(b)
+}
+
+// deletePodCleanly deletes a pod and asserts it is gone within a bound (never stuck Terminating)
+// and that its CSI mount left the host. It returns when the pod object disappeared.
+func deletePodCleanly(t *testing.T, p *corev1.Pod) time.Time {
+	t.Helper()
+	if err := e.cs.CoreV1().Pods(p.Namespace).Delete(ctx(t), p.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatalf("delete pod %s: %v", p.Name, err)
+	}
+	waitFor(t, "pod "+p.Name+" deleted (not stuck Terminating)", 90*time.Second, func() (bool, string) {
+		cur, err := e.cs.CoreV1().Pods(p.Namespace).Get(ctx(t), p.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, ""
+		}
+		if err != nil {
+			return false, err.Error()
+		}
+		return false, string(cur.Status.Phase) + " " + podProblems(cur)
+	})
+	gone := time.Now()
+	target := volumeTarget(string(p.UID), volumeName)
+	if n := countMounts(t, target); n != 0 {
+		t.Fatalf("host still has %d mount(s) at %s after the pod was deleted", n, target)
+	}
+	if _, err := os.Stat(filepath.Join(kubeletDir, "pods", string(p.UID))); err == nil {
+		waitFor(t, "kubelet pods dir of "+p.Name+" removed", 60*time.Second, func() (bool, string) {
+			_, err := os.Stat(filepath.Join(kubeletDir, "pods", string(p.UID)))
+			return os.IsNotExist(err), "still present"
+		})
+	}
+	return gone
+}
+
+type podID struct {
+	uid      types.UID
+	restarts int32
+}
+
+func driverPods(t *testing.T) map[string]podID {
+	t.Helper()
+	pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + "=csi-driver"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]podID{}
+	for _, p := range pods.Items {
+		var r int32
+		for _, c := range p.Status.ContainerStatuses {
+			r += c.RestartCount
+		}
+		out[p.Name] = podID{p.UID, r}
+	}
+	return out
+}
+
+func keepSetOptions() nginxmesh.KeepSetOptions {
+	return nginxmesh.KeepSetOptions{Namespace: meshNS, SidecarNamespaces: []string{workloadNS}, OpenShift: true}
+}
+
+// getRef fetches one keep-set object; it returns the error from the API (NotFound when gone).
+func getRef(t *testing.T, r nginxmesh.Ref) error {
+	c := ctx(t)
+	var err error
+	switch r.Kind {
+	case nginxmesh.KindDaemonSet:
+		_, err = e.cs.AppsV1().DaemonSets(r.Namespace).Get(c, r.Name, metav1.GetOptions{})
+	case nginxmesh.KindServiceAccount:
+		_, err = e.cs.CoreV1().ServiceAccounts(r.Namespace).Get(c, r.Name, metav1.GetOptions{})
+	case nginxmesh.KindCSIDriver:
+		_, err = e.cs.StorageV1().CSIDrivers().Get(c, r.Name, metav1.GetOptions{})
+	case nginxmesh.KindClusterRole:
+		_, err = e.cs.RbacV1().ClusterRoles().Get(c, r.Name, metav1.GetOptions{})
+	case nginxmesh.KindRoleBinding:
+		_, err = e.cs.RbacV1().RoleBindings(r.Namespace).Get(c, r.Name, metav1.GetOptions{})
+	case nginxmesh.KindSCC:
+		_, err = e.dyn.Resource(sccGVR).Get(c, r.Name, metav1.GetOptions{})
+	default:
+		t.Fatalf("unknown kind %s", r.Kind)
+	}
+	return err
+}
+
+// ---------- 1. install the OpenShift profile ----------
+
+func TestScenario1InstallOpenShift(t *testing.T) {
+	cleanSlate(t)
+	d := install(t, release, meshNS)
+	record("install-to-ready (helm install --wait, OpenShift profile): %s", d.Round(100*time.Millisecond))
+
+	t.Run("every pod Ready", func(t *testing.T) {
+		pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		running := 0
+		for _, p := range pods.Items {
+			if p.Status.Phase == corev1.PodSucceeded {
+				continue // a finished hook Job pod
+			}
+			running++
+			ready := false
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+					ready = true
+				}
+			}
+			if !ready {
+				t.Errorf("pod %s not Ready: %s", p.Name, podProblems(&p))
+			}
+		}
+		// spire-server, spire-agent and csi-driver on the one node
+		if running < 3 {
+			t.Errorf("want at least 3 running pods (spire-server, spire-agent, csi-driver), got %d", running)
+		}
+	})
+
+	t.Run("SCCs accepted by the real CRD", func(t *testing.T) {
+		list, err := e.dyn.Resource(sccGVR).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.PartOfSelector()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, s := range list.Items {
+			got[s.GetName()] = true
+		}
+		for _, want := range []string{nginxmesh.SpireAgentSCC, nginxmesh.SpireServerSCC, nginxmesh.CSIDriverSCC, nginxmesh.SidecarSCC} {
+			if !got[want] {
+				t.Errorf("SCC %s missing (have %v)", want, got)
+			}
+		}
+		// The CRD really validates: an SCC without the required fields is refused, as on OpenShift.
+		bad := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "security.openshift.io/v1", "kind": "SecurityContextConstraints",
+			"metadata": map[string]any{"name": "e2e-invalid-scc"},
+		}}
+		if _, err := e.dyn.Resource(sccGVR).Create(ctx(t), bad, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err == nil {
+			t.Errorf("an SCC without priority/allowPrivilegedContainer... was accepted: the CRD does not validate")
+		}
+	})
+
+	t.Run("CSINode lists the driver", func(t *testing.T) {
+		waitFor(t, "CSINode lists "+nginxmesh.DefaultDriverName, time.Minute, func() (bool, string) {
+			nodes, err := e.cs.StorageV1().CSINodes().List(ctx(t), metav1.ListOptions{})
+			if err != nil || len(nodes.Items) == 0 {
+				return false, fmt.Sprint("no CSINode ", err)
+			}
+			for _, n := range nodes.Items {
+				found := false
+				for _, d := range n.Spec.Drivers {
+					found = found || d.Name == nginxmesh.DefaultDriverName
+				}
+				if !found {
+					return false, "node " + n.Name + " lacks the driver"
+				}
+			}
+			return true, ""
+		})
+	})
+
+	t.Run("helm test passes", func(t *testing.T) {
+		if out, err := helm(t, "test", release, "-n", meshNS, "--timeout", "3m"); err != nil {
+			dumpNamespace(t, meshNS)
+			t.Fatalf("helm test: %v\n%s", err, out)
+		}
+	})
+}
+
+// ---------- 2. workload identity ----------
+
+// spireServer runs the host-built spire-server CLI against the in-cluster server's admin socket,
+// reached through a short symlink (the real path under the kubelet pods tree is longer than a
+// unix socket path may be).
+func spireServer(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + "=spire-server"})
+	if err != nil || len(pods.Items) == 0 {
+		t.Fatalf("no spire-server pod: %v", err)
+	}
+	sock := filepath.Join(kubeletDir, "pods", string(pods.Items[0].UID), "volumes", "kubernetes.io~empty-dir", "admin-socket", "api.sock")
+	link := "/tmp/nmcl-e2e-spire-admin.sock"
+	_ = os.Remove(link)
+	if err := os.Symlink(sock, link); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(link)
+	bin := filepath.Join(e.root, "ci", ".cache", "bin", "spire-server")
+	// spire-server <command> <subcommand> -socketPath ... <flags>
+	full := append(append(append([]string{}, args[:2]...), "-socketPath", link), args[2:]...)
+	return run(t, bin, full...)
+}
+
+func registerWorkload(t *testing.T, trustDomain string) string {
+	t.Helper()
+	nodeID := "spiffe://" + trustDomain + "/e2e/node"
+	id := "spiffe://" + trustDomain + "/ns/" + workloadNS + "/sa/default"
+	if out, _ := spireServer(t, "entry", "show", "-spiffeID", nodeID); !strings.Contains(out, nodeID) {
+		if out, err := spireServer(t, "entry", "create", "-node", "-spiffeID", nodeID, "-selector", "k8s_psat:cluster:nginx-mesh"); err != nil {
+			t.Fatalf("register node alias: %v\n%s", err, out)
+		}
+	}
+	if out, _ := spireServer(t, "entry", "show", "-spiffeID", id); !strings.Contains(out, id) {
+		if out, err := spireServer(t, "entry", "create", "-parentID", nodeID, "-spiffeID", id,
+			"-selector", "k8s:ns:"+workloadNS, "-selector", "k8s:sa:default"); err != nil {
+			t.Fatalf("register workload: %v\n%s", err, out)
+		}
+	}
+	return id
+}
+
+var spiffeIDLine = regexp.MustCompile(`(?m)^SPIFFE_ID=(\S+)$`)
+
+func TestScenario2WorkloadIdentity(t *testing.T) {
+	ensureInstalled(t)
+	ensureNamespace(t, workloadNS)
+	want := registerWorkload(t, "cluster.local")
+	p := startWorkload(t, "identity", false)
+	var logs string
+	waitFor(t, "the workload printed its SPIFFE ID", 3*time.Minute, func() (bool, string) {
+		logs = podLogs(t, workloadNS, p.Name)
+		return spiffeIDLine.MatchString(logs), logs
+	})
+	if got := spiffeIDLine.FindStringSubmatch(logs)[1]; got != want {
+		t.Errorf("SPIFFE ID %s, want %s", got, want)
+	}
+	if m := regexp.MustCompile(`SVID_FETCH_MS=(\d+)`).FindStringSubmatch(logs); m != nil {
+		record("workload SVID through the CSI volume: %s ms after the container started", m[1])
+	}
+	if !strings.Contains(logs, "VOLUME_WRITE=denied") {
+		t.Errorf("the container could write through the CSI mount:\n%s", logs)
+	}
+	target := volumeTarget(string(p.UID), volumeName)
+	if n := countMounts(t, target); n != 1 {
+		t.Fatalf("host has %d mounts at %s, want exactly 1", n, target)
+	}
+
+	// A kubelet restart remounts nothing twice.
+	if out, err := run(t, filepath.Join(e.root, "ci", "cluster.sh"), "restart", "kubelet"); err != nil {
+		t.Fatalf("restart kubelet: %v\n%s", err, out)
+	}
+	waitFor(t, "pod still Running after the kubelet restart", 2*time.Minute, func() (bool, string) {
+		cur, err := e.cs.CoreV1().Pods(workloadNS).Get(ctx(t), p.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		ready := false
+		for _, c := range cur.Status.Conditions {
+			ready = ready || (c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue)
+		}
+		return cur.Status.Phase == corev1.PodRunning && ready, string(cur.Status.Phase)
+	})
+	time.Sleep(5 * time.Second) // let the restarted kubelet's volume reconciler run once
+	if n := countMounts(t, target); n != 1 {
+		t.Fatalf("after the kubelet restart the host has %d mounts at %s, want exactly 1", n, target)
+	}
+	deletePodCleanly(t, p)
+}
+
+// ---------- 3. uninstall with no injected pods ----------
+
+func TestScenario3UninstallNoInjected(t *testing.T) {
+	ensureInstalled(t)
+	_ = e.cs.CoreV1().Pods(workloadNS).DeleteCollection(ctx(t), metav1.DeleteOptions{}, metav1.ListOptions{})
+	start := time.Now()
+	if out, err := helm(t, "uninstall", release, "-n", meshNS, "--wait", "--timeout", "5m"); err != nil {
+		t.Fatalf("helm uninstall: %v\n%s", err, out)
+	}
+	record("uninstall with no injected pods (helm uninstall --wait): %s", time.Since(start).Round(100*time.Millisecond))
+	waitFor(t, "nothing labelled part-of nginx-mesh remains", 2*time.Minute, func() (bool, string) {
+		l := leftovers(t)
+		return len(l) == 0, strings.Join(l, ", ")
+	})
+	if _, err := e.cs.BatchV1().Jobs(meshNS).Get(ctx(t), nginxmesh.Sentinel, metav1.GetOptions{}); err == nil {
+		t.Errorf("a sentinel Job exists although no injected pod ran")
+	}
+	if m := csiMounts(t); len(m) != 0 {
+		t.Errorf("host has CSI mounts left: %v", m)
+	}
+}
+
+// ---------- 4. uninstall with an injected pod running ----------
+
+func TestScenario4UninstallWithInjected(t *testing.T) {
+	ensureInstalled(t)
+	p := startWorkload(t, "keeps-driver", false)
+	target := volumeTarget(string(p.UID), volumeName)
+	waitFor(t, "driver mount on the host", time.Minute, func() (bool, string) {
+		return countMounts(t, target) == 1, fmt.Sprint(csiMounts(t))
+	})
+	before := driverPods(t)
+	if len(before) == 0 {
+		t.Fatal("no csi-driver pods before uninstall")
+	}
+
+	if out, err := helm(t, "uninstall", release, "-n", meshNS, "--wait", "--timeout", "5m"); err != nil {
+		t.Fatalf("helm uninstall: %v\n%s", err, out)
+	}
+
+	t.Run("keep set stays, driver untouched, SPIRE gone, sentinel waits", func(t *testing.T) {
+		for _, r := range nginxmesh.KeepSet(keepSetOptions()) {
+			if err := getRef(t, r); err != nil {
+				t.Errorf("keep-set object %s: %v", r, err)
+			}
+		}
+		waitFor(t, "SPIRE server and agent gone", 2*time.Minute, func() (bool, string) {
+			_, e1 := e.cs.AppsV1().StatefulSets(meshNS).Get(ctx(t), nginxmesh.SpireServer, metav1.GetOptions{})
+			_, e2 := e.cs.AppsV1().DaemonSets(meshNS).Get(ctx(t), nginxmesh.SpireAgent, metav1.GetOptions{})
+			pods, _ := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + " in (spire-server,spire-agent)"})
+			n := 0
+			if pods != nil {
+				n = len(pods.Items)
+			}
+			return apierrors.IsNotFound(e1) && apierrors.IsNotFound(e2) && n == 0, fmt.Sprintf("sts=%v ds=%v pods=%d", e1, e2, n)
+		})
+		waitFor(t, "sentinel Job running", time.Minute, func() (bool, string) {
+			j, err := e.cs.BatchV1().Jobs(meshNS).Get(ctx(t), nginxmesh.Sentinel, metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			return j.Status.Active > 0 && j.Status.Succeeded == 0, fmt.Sprintf("active=%d succeeded=%d failed=%d", j.Status.Active, j.Status.Succeeded, j.Status.Failed)
+		})
+		time.Sleep(5 * time.Second) // the sentinel must keep waiting while the pod runs
+		if err := getRef(t, nginxmesh.Ref{Kind: nginxmesh.KindDaemonSet, Namespace: meshNS, Name: nginxmesh.CSIDriver}); err != nil {
+			t.Fatalf("driver DaemonSet went while an injected pod runs: %v", err)
+		}
+		after := driverPods(t)
+		for name, id := range before {
+			if a, ok := after[name]; !ok || a.uid != id.uid || a.restarts != id.restarts {
+				t.Errorf("driver pod %s changed: before %+v after %+v", name, id, a)
+			}
+		}
+		if n := countMounts(t, target); n != 1 {
+			t.Errorf("the injected pod's mount: %d, want 1", n)
+		}
+	})
+
+	t.Run("delete the pod: clean termination, sentinel removes everything", func(t *testing.T) {
+		gone := deletePodCleanly(t, p)
+		var reaction time.Duration
+		waitFor(t, "sentinel deletes the driver DaemonSet", 3*time.Minute, func() (bool, string) {
+			ds, err := e.cs.AppsV1().DaemonSets(meshNS).Get(ctx(t), nginxmesh.CSIDriver, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) || (err == nil && ds.DeletionTimestamp != nil) {
+				if reaction == 0 {
+					reaction = time.Since(gone)
+				}
+				return true, ""
+			}
+			return false, fmt.Sprint(err)
+		})
+		record("sentinel reaction (injected pod gone -> driver DaemonSet deleted): %s", reaction.Round(100*time.Millisecond))
+		waitFor(t, "zero leftovers (sentinel and its RBAC included)", 3*time.Minute, func() (bool, string) {
+			l := leftovers(t)
+			return len(l) == 0, strings.Join(l, ", ")
+		})
+		if m := csiMounts(t); len(m) != 0 {
+			t.Errorf("host has CSI mounts left: %v", m)
+		}
+	})
+}

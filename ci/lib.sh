@@ -1,0 +1,202 @@
+# Shared by ci/*.sh: paths, logging, bounded waits and the cached builds. Source it; do not run it.
+# shellcheck shell=bash
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CI="$ROOT/ci"
+CACHE="$CI/.cache"          # built binaries (git-ignored), kept between runs
+BIN="$CACHE/bin"
+STATE="$CI/.cluster"        # everything of a running cluster (git-ignored)
+export KUBECONFIG_PATH="$STATE/kubeconfig"
+export PATH="/usr/local/go/bin:$BIN:$PATH"
+export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+
+K8S_VERSION=v1.34.4
+SPIRE_VERSION=v1.13.3
+
+# Network of the cluster: a bridge of its own with a private /24 for pods, and a /24 for services
+# that is routed onto the same bridge, so no cluster address ever leaves through another interface.
+BRIDGE=nmcl0
+POD_CIDR=10.88.77.0/24
+NODE_IP=10.88.77.1                 # bridge gateway: apiserver advertise/bind address, kubelet node IP
+SERVICE_CIDR=10.89.77.0/24
+API_SERVICE_IP=10.89.77.1
+NODE_NAME=nginx-mesh-node
+APISERVER="https://$NODE_IP:6443"
+ETCD_URL=http://127.0.0.1:23790
+ETCD_PEER_URL=http://127.0.0.1:23800
+RUN_DIR=/run/nmcl                  # short paths for sockets (unix socket paths are limited to 108 bytes)
+CONTAINERD_SOCK="$RUN_DIR/containerd.sock"
+KUBELET_DIR=/var/lib/kubelet       # the chart's default csi.kubeletDir
+CHAIN=NMCL                         # prefix of our iptables chains
+
+ts() { date -u +%H:%M:%S; }
+log() { echo "[$(ts)] $*"; }
+die() { echo "[$(ts)] ERROR: $*" >&2; exit 1; }
+
+# since START: seconds elapsed since START (date +%s).
+since() { echo $(( $(date +%s) - $1 )); }
+
+# wait_for DESC TIMEOUT_S CMD...: runs CMD every second until it succeeds; prints progress every
+# 10 s; returns 1 on timeout (the caller prints the logs of the part that failed).
+wait_for() {
+  local desc=$1 timeout=$2; shift 2
+  local start; start=$(date +%s)
+  local next=10
+  while ! "$@" >/dev/null 2>&1; do
+    local el; el=$(since "$start")
+    if [ "$el" -ge "$timeout" ]; then
+      echo "[$(ts)]   timed out after ${timeout}s waiting for $desc" >&2
+      return 1
+    fi
+    if [ "$el" -ge "$next" ]; then
+      log "  still waiting for $desc (${el}s/${timeout}s)"
+      next=$((next + 10))
+    fi
+    sleep 1
+  done
+  log "  $desc after $(since "$start")s"
+}
+
+kubectl() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+ctr_k8s() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
+
+# stamp_ok NAME INPUT...: true when the stamp of NAME matches the hash of the inputs (files or strings).
+stamp_hash() {
+  local x
+  for x in "$@"; do
+    if [ -f "$x" ]; then sha256sum "$x"; else echo "$x"; fi
+  done | sha256sum | cut -d' ' -f1
+}
+stamp_ok() { local n=$1; shift; [ -f "$CACHE/stamps/$n" ] && [ "$(cat "$CACHE/stamps/$n")" = "$(stamp_hash "$@")" ]; }
+stamp_set() { local n=$1; shift; mkdir -p "$CACHE/stamps"; stamp_hash "$@" >"$CACHE/stamps/$n"; }
+
+# run_logged LOG CMD...: runs CMD with output in LOG; on failure prints the log's tail and fails.
+run_logged() {
+  local logf=$1; shift
+  mkdir -p "$(dirname "$logf")"
+  if ! "$@" >"$logf" 2>&1; then
+    tail -n 40 "$logf" >&2
+    die "$* failed (full log: $logf)"
+  fi
+}
+
+K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+
+# build_kubernetes: the Kubernetes binaries and kubectl from ci/tools/kubernetes (cached).
+build_kubernetes() {
+  local mod="$CI/tools/kubernetes" c missing=0
+  for c in "${K8S_CMDS[@]}"; do [ -x "$BIN/$c" ] || missing=1; done
+  if [ $missing = 0 ] && stamp_ok kubernetes "$mod/go.mod" "$mod/go.sum" "$(go version)"; then
+    log "kubernetes $K8S_VERSION binaries: cached"
+    return
+  fi
+  log "building kubernetes $K8S_VERSION (${K8S_CMDS[*]}); ~5 min from an empty Go cache"
+  local start; start=$(date +%s)
+  local v=$K8S_VERSION minor; minor=$(echo "$v" | cut -d. -f2)
+  # Version stamps: Helm and the chart compare the server's version with kubeVersion.
+  local ld="-s -w"
+  local p
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+  done
+  local pkgs=()
+  for c in "${K8S_CMDS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  mkdir -p "$BIN"
+  (cd "$mod" && GOWORK=off CGO_ENABLED=0 run_logged "$CACHE/logs/build-kubernetes.log" \
+    go build -trimpath -ldflags "$ld" -o "$BIN/" "${pkgs[@]}")
+  stamp_set kubernetes "$mod/go.mod" "$mod/go.sum" "$(go version)"
+  log "  kubernetes built in $(since "$start")s"
+}
+
+# build_spire: spire-agent (CGO off) and spire-server (static cgo, SQLite needs cgo) from ci/tools/spire.
+build_spire() {
+  local mod="$CI/tools/spire"
+  if [ -x "$BIN/spire-server" ] && [ -x "$BIN/spire-agent" ] &&
+    stamp_ok spire "$mod/go.mod" "$mod/go.sum" "$(go version)"; then
+    log "spire $SPIRE_VERSION binaries: cached"
+    return
+  fi
+  log "building spire $SPIRE_VERSION (spire-agent, spire-server); ~5 min from an empty Go cache"
+  local start; start=$(date +%s)
+  mkdir -p "$BIN"
+  (cd "$mod" && GOWORK=off CGO_ENABLED=0 run_logged "$CACHE/logs/build-spire-agent.log" \
+    go build -trimpath -ldflags '-s -w' -o "$BIN/spire-agent" github.com/spiffe/spire/cmd/spire-agent)
+  (cd "$mod" && GOWORK=off CGO_ENABLED=1 run_logged "$CACHE/logs/build-spire-server.log" \
+    go build -trimpath -tags 'netgo osusergo sqlite_omit_load_extension' \
+    -ldflags '-s -w -linkmode external -extldflags "-static"' \
+    -o "$BIN/spire-server" github.com/spiffe/spire/cmd/spire-server)
+  stamp_set spire "$mod/go.mod" "$mod/go.sum" "$(go version)"
+  log "  spire built in $(since "$start")s"
+}
+
+# build_images: product binaries (make build), SPIRE and pause, then the image tarballs in bin/images.
+# SPIRE and pause must build. A product binary that does not build yet (the others' work in
+# progress) is reported and its image skipped, so the cluster itself still comes up.
+build_images() {
+  local start; start=$(date +%s)
+  build_spire
+  log "building product binaries (make build) and pause"
+  mkdir -p "$ROOT/bin"
+  if ! (cd "$ROOT" && make build >"$CACHE/logs/make-build.log" 2>&1); then
+    tail -n 15 "$CACHE/logs/make-build.log" >&2
+    log "  WARNING: make build failed (log: $CACHE/logs/make-build.log); building each binary alone"
+    local c
+    for c in csi/cmd/nginx-mesh-csi-driver hooks/cmd/nginx-mesh-hooks; do
+      local b; b=$(basename "$c")
+      rm -f "$ROOT/bin/$b"
+      (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$ROOT/bin/$b" "./$c" \
+        >"$CACHE/logs/build-$b.log" 2>&1) || true
+      [ -x "$ROOT/bin/$b" ] || log "  WARNING: $b does not build: its image is skipped (log: $CACHE/logs/build-$b.log)"
+    done
+  fi
+  (cd "$ROOT" && CGO_ENABLED=0 run_logged "$CACHE/logs/build-pause.log" \
+    go build -trimpath -ldflags '-s -w' -o "$ROOT/bin/pause" ./images/pause)
+  (cd "$ROOT" && CGO_ENABLED=0 run_logged "$CACHE/logs/build-e2e-workload.log" \
+    go build -trimpath -ldflags '-s -w' -o "$ROOT/bin/e2e-workload" ./ci/e2e/workload)
+  # The Dockerfiles COPY from bin/ (context = repository root); SPIRE comes from the cache.
+  cp -f "$BIN/spire-server" "$BIN/spire-agent" "$ROOT/bin/"
+  local names=(pause spire-server spire-agent e2e-workload)
+  [ -x "$ROOT/bin/nginx-mesh-csi-driver" ] && names+=(csi-driver)
+  [ -x "$ROOT/bin/nginx-mesh-hooks" ] && names+=(hooks)
+  (cd "$ROOT" && run_logged "$CACHE/logs/images-build.log" go run ./images/build --out "$ROOT/bin/images" "${names[@]}")
+  log "  images built in $(since "$start")s: ${names[*]}"
+}
+
+# import_images [NAME...]: imports bin/images/NAME.tar into the cluster's containerd (all if none).
+import_images() {
+  local names=("$@") n
+  [ ${#names[@]} -gt 0 ] || names=(pause csi-driver hooks spire-server spire-agent e2e-workload)
+  local done_=()
+  for n in "${names[@]}"; do
+    [ -f "$ROOT/bin/images/$n.tar" ] || { log "  WARNING: bin/images/$n.tar missing: not imported"; continue; }
+    done_+=("$n")
+    run_logged "$STATE/logs/import-$n.log" ctr_k8s images import "$ROOT/bin/images/$n.tar"
+  done
+  log "  imported into containerd: ${done_[*]}"
+}
+
+# build_helm: the helm CLI of the product module (go tool helm) as a binary, so tests skip `go tool`'s
+# per-call overhead.
+build_helm() {
+  if [ -x "$BIN/helm" ] && stamp_ok helm "$ROOT/go.mod" "$ROOT/go.sum" "$(go version)"; then
+    return
+  fi
+  log "building helm (go tool helm of the product module)"
+  mkdir -p "$BIN"
+  (cd "$ROOT" && CGO_ENABLED=0 run_logged "$CACHE/logs/build-helm.log" go build -o "$BIN/helm" helm.sh/helm/v3/cmd/helm)
+  stamp_set helm "$ROOT/go.mod" "$ROOT/go.sum" "$(go version)"
+}
+
+cluster_running() { [ -f "$STATE/pids/kube-apiserver.pid" ] && [ -f "$KUBECONFIG_PATH" ] && kubectl get --raw /readyz >/dev/null 2>&1; }
+
+# spire_server_cli ARGS...: the host-built spire-server CLI against the in-cluster server's admin
+# socket, through a short symlink (the real path under the kubelet pods tree is too long for a
+# unix socket address).
+spire_server_cli() {
+  local ns=${SPIRE_NS:-nginx-mesh} uid link=/tmp/nmcl-spire-admin.sock
+  uid=$(kubectl -n "$ns" get pods -l app.kubernetes.io/component=spire-server -o jsonpath='{.items[0].metadata.uid}')
+  [ -n "$uid" ] || die "no spire-server pod in namespace $ns"
+  ln -sfn "$KUBELET_DIR/pods/$uid/volumes/kubernetes.io~empty-dir/admin-socket/api.sock" "$link"
+  local sub=$1; shift
+  "$BIN/spire-server" "$sub" "$1" -socketPath "$link" "${@:2}"
+}
