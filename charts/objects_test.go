@@ -415,3 +415,25 @@ func TestHelmTestPod(t *testing.T) {
 		}
 	}
 }
+
+// NOTES.txt says what was installed, how to grant the sidecar SCC on OpenShift, and how to
+// watch the sentinel at uninstall.
+func TestNotes(t *testing.T) {
+	for _, r := range renderAll(t) {
+		notes := r.files[chartDir+"/templates/NOTES.txt"]
+		oc := "oc adm policy add-scc-to-group " + nginxmesh.SidecarSCC + " system:serviceaccounts:<namespace>"
+		if strings.Contains(notes, oc) != r.openShift() {
+			t.Errorf("%s: NOTES.txt oc adm policy line present=%v on %s", r.scenario.name, !r.openShift(), r.str("environment"))
+		}
+		if strings.Contains(notes, "job/"+nginxmesh.Sentinel) != r.csiEnabled() {
+			t.Errorf("%s: NOTES.txt sentinel hint wrong for csi.enabled=%v", r.scenario.name, r.csiEnabled())
+		}
+		if strings.Contains(strings.ToLower(notes), "openshift") && !r.openShift() {
+			t.Errorf("%s: NOTES.txt mentions OpenShift on Kubernetes", r.scenario.name)
+		}
+	}
+	if testing.Verbose() {
+		r := render(t, scenario{name: "openshift", files: []string{"values-openshift.yaml"}, sets: []string{"sidecar.sccBindings.namespaces={shop}"}})
+		t.Log(r.files[chartDir+"/templates/NOTES.txt"])
+	}
+}
