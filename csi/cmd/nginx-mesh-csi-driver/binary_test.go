@@ -61,9 +61,15 @@ func buildDriver(t *testing.T) string {
 	return bin
 }
 
+// driverProc is a running driver; exited closes when it has been reaped.
+type driverProc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
 // startDriver runs the binary with args and stops it (SIGTERM, then SIGKILL) at cleanup. It
-// returns the process once the CSI socket exists.
-func startDriver(t *testing.T, bin string, l layout, args ...string) *exec.Cmd {
+// returns once the CSI socket exists.
+func startDriver(t *testing.T, bin string, l layout, args ...string) driverProc {
 	t.Helper()
 	logf, err := os.Create(filepath.Join(t.TempDir(), "driver.log"))
 	if err != nil {
@@ -97,7 +103,7 @@ func startDriver(t *testing.T, bin string, l layout, args ...string) *exec.Cmd {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if _, err := os.Stat(l.endpoint); err == nil {
-			return cmd
+			return driverProc{cmd: cmd, exited: exited}
 		}
 		select {
 		case <-exited:
@@ -117,7 +123,7 @@ func TestBinarySIGTERMKeepsPodVolumes(t *testing.T) {
 	requireRoot(t)
 	bin := buildDriver(t)
 	l := newLayout(t)
-	cmd := startDriver(t, bin, l, "--kubelet-registration-dir", l.regDir, "--metrics-address", "127.0.0.1:0")
+	proc := startDriver(t, bin, l, "--kubelet-registration-dir", l.regDir, "--metrics-address", "127.0.0.1:0")
 
 	target := filepath.Join(l.kubelet, "pods", "uid-1", "volumes", "kubernetes.io~csi", "spiffe", "mount")
 	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
@@ -150,14 +156,16 @@ func TestBinarySIGTERMKeepsPodVolumes(t *testing.T) {
 		}
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(30 * time.Second); cmd.ProcessState == nil && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-		if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
-			break // gone
-		}
+	select {
+	case <-proc.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("driver still running 30s after SIGTERM")
+	}
+	if code := proc.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit code after SIGTERM = %d, want 0", code)
 	}
 	for _, s := range []string{l.endpoint, regSock} {
 		if _, err := os.Lstat(s); !errors.Is(err, fs.ErrNotExist) {
