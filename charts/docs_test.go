@@ -78,3 +78,16 @@ func TestEveryValueDocumented(t *testing.T) {
 		}
 	}
 }
+
+// Each value's comment is one line: `# -- text` directly above the key.
+func TestValueCommentsAreOneLine(t *testing.T) {
+	lines := strings.Split(readFile(t, filepath.Join(chartDir, "values.yaml")), "\n")
+	for i, l := range lines {
+		if !strings.HasPrefix(strings.TrimSpace(l), "# --") {
+			continue
+		}
+		if i+1 >= len(lines) || strings.HasPrefix(strings.TrimSpace(lines[i+1]), "#") || !strings.Contains(lines[i+1], ":") {
+			t.Errorf("values.yaml:%d: the `# --` comment must be one line directly above its key", i+1)
+		}
+	}
+}
