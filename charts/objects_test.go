@@ -1,6 +1,7 @@
 package charts
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
@@ -9,6 +10,8 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/kubernetes/scheme"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 )
@@ -435,5 +438,26 @@ func TestNotes(t *testing.T) {
 	if testing.Verbose() {
 		r := render(t, scenario{name: "openshift", files: []string{"values-openshift.yaml"}, sets: []string{"sidecar.sccBindings.namespaces={shop}"}})
 		t.Log(r.files[chartDir+"/templates/NOTES.txt"])
+	}
+}
+
+// Every object decodes strictly into its Kubernetes type: no unknown or misspelled field, no
+// wrong type (SCCs are checked against their CRD in scc_test.go).
+func TestObjectsDecodeStrictly(t *testing.T) {
+	codecs := serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict)
+	decoder := codecs.UniversalDeserializer()
+	for _, r := range renderAll(t) {
+		for _, o := range r.objs {
+			if o.GetKind() == "SecurityContextConstraints" {
+				continue
+			}
+			b, err := json.Marshal(o.Object)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := decoder.Decode(b, nil, nil); err != nil {
+				t.Errorf("%s: %s %s: %v", r.scenario.name, o.GetKind(), o.GetName(), err)
+			}
+		}
 	}
 }
