@@ -12,11 +12,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -105,7 +102,7 @@ func (r *Registrar) EnsureSocket() (bool, error) {
 		return false, errors.New("registrar stopped")
 	}
 	if r.srv != nil {
-		if ino, err := inode(r.SocketPath); err == nil && ino == r.ino {
+		if ino, err := server.Inode(r.SocketPath); err == nil && ino == r.ino {
 			return false, nil
 		}
 		r.Log.WithField("socket", r.SocketPath).Warn("registration socket vanished (kubelet restart or folder wiped); serving it again")
@@ -116,17 +113,10 @@ func (r *Registrar) EnsureSocket() (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("registration socket %s: %w", r.SocketPath, err)
 	}
-	ino, err := inode(r.SocketPath)
-	if err != nil {
-		_ = l.Close()
-		return false, err
-	}
-	// The old listener may have unlinked nothing or someone else's file; ours is new now.
-	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	srv := grpc.NewServer()
 	registerapi.RegisterRegistrationServer(srv, r)
 	go func() { _ = srv.Serve(l) }()
-	r.srv, r.ino = srv, ino
+	r.srv, r.ino = srv, l.Ino
 	r.Log.WithFields(logrus.Fields{"socket": r.SocketPath, "endpoint": r.Endpoint}).Info("serving kubelet plugin registration")
 	return true, nil
 }
@@ -160,20 +150,8 @@ func (r *Registrar) Stop() error {
 	}
 	r.srv.Stop()
 	r.srv = nil
-	if ino, err := inode(r.SocketPath); err == nil && ino == r.ino {
+	if ino, err := server.Inode(r.SocketPath); err == nil && ino == r.ino {
 		return server.RemoveSocket(r.SocketPath)
 	}
 	return nil
-}
-
-func inode(path string) (uint64, error) {
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return 0, err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, fmt.Errorf("%s: no inode information", path)
-	}
-	return st.Ino, nil
 }

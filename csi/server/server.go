@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -37,9 +38,23 @@ func SocketPath(endpoint string) (string, error) {
 	return filepath.Clean(p), nil
 }
 
+// Listener is a unix socket listener that remembers which socket file it created, so that
+// stopping removes that file only, never a newer one at the same path.
+type Listener struct {
+	*net.UnixListener
+	Path string
+	Ino  uint64
+}
+
+// Owned reports whether the file at Path is still the socket this listener created.
+func (l *Listener) Owned() bool {
+	ino, err := Inode(l.Path)
+	return err == nil && ino == l.Ino
+}
+
 // Listen creates the parent folder, removes a stale socket at path (only a socket: anything
 // else there is an error, not something to delete) and listens on it with mode 0600.
-func Listen(path string) (net.Listener, error) {
+func Listen(path string) (*Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("create socket folder: %w", err)
 	}
@@ -50,11 +65,18 @@ func Listen(path string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		_ = l.Close()
-		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	ul := l.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false) // removal is ours to decide, see Owned
+	ino, err := Inode(path)
+	if err == nil {
+		err = os.Chmod(path, 0o600)
 	}
-	return l, nil
+	if err != nil {
+		_ = l.Close()
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("socket %s: %w", path, err)
+	}
+	return &Listener{UnixListener: ul, Path: path, Ino: ino}, nil
 }
 
 // RemoveSocket removes path if it is a socket; a missing path is fine.
@@ -72,6 +94,19 @@ func RemoveSocket(path string) error {
 	return os.Remove(path)
 }
 
+// Inode is the inode number of path (not following symlinks).
+func Inode(path string) (uint64, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return 0, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, fmt.Errorf("%s: no inode information", path)
+	}
+	return st.Ino, nil
+}
+
 // New returns a gRPC server that logs each call's method and result at debug level (errors
 // are logged by the handlers themselves, with context).
 func New(log logrus.FieldLogger) *grpc.Server {
@@ -84,8 +119,9 @@ func New(log logrus.FieldLogger) *grpc.Server {
 
 // Serve serves s on l until ctx ends, then stops gracefully (forcefully after grace) and
 // removes the socket file. It never touches anything else: pods' mounts stay as they are.
-func Serve(ctx context.Context, s *grpc.Server, l net.Listener, grace time.Duration) error {
-	path := l.Addr().String()
+// The socket is removed only if it is still ours: during a rolling update a new driver may
+// already have replaced it.
+func Serve(ctx context.Context, s *grpc.Server, l *Listener, grace time.Duration) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(l) }()
 	var err error
@@ -101,8 +137,10 @@ func Serve(ctx context.Context, s *grpc.Server, l net.Listener, grace time.Durat
 		}
 		err = <-errc
 	}
-	if rerr := RemoveSocket(path); rerr != nil && err == nil {
-		err = rerr
+	if l.Owned() {
+		if rerr := RemoveSocket(l.Path); rerr != nil && err == nil {
+			err = rerr
+		}
 	}
 	if errors.Is(err, grpc.ErrServerStopped) {
 		err = nil

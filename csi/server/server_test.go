@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -58,8 +57,7 @@ func TestListenReplacesStaleSocketOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.(*net.UnixListener).SetUnlinkOnClose(false)
-	_ = l.Close()
+	_ = l.Close() // Listen's listeners leave the file behind, like a crash would
 	if _, err := os.Lstat(sock); err != nil {
 		t.Fatalf("set-up: stale socket missing: %v", err)
 	}
@@ -131,5 +129,33 @@ func TestServeStopsGracefullyAndRemovesSocket(t *testing.T) {
 	}
 	if _, err := os.Lstat(sock); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("socket left behind: %v", err)
+	}
+}
+
+// TestServeLeavesAReplacedSocket: in a rolling update the new driver may have replaced the
+// socket before the old one stops; the old one must not delete the new socket.
+func TestServeLeavesAReplacedSocket(t *testing.T) {
+	sock := filepath.Join(shortDir(t), "csi.sock")
+	old, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, New(logrus.New()), old, time.Minute) }()
+
+	// The new driver: Listen removes the (still served) socket and creates its own.
+	nl, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	newIno, _ := Inode(sock)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if ino, err := Inode(sock); err != nil || ino != newIno {
+		t.Fatalf("the new driver's socket was removed or replaced (%v)", err)
 	}
 }
