@@ -270,3 +270,98 @@ func TestSCCsAgainstCRD(t *testing.T) {
 		t.Fatal("no SCC rendered in any scenario")
 	}
 }
+
+// volumeType is the SCC FSType of a pod volume.
+func volumeType(v map[string]any) securityv1.FSType {
+	for k := range v {
+		if k != "name" {
+			return securityv1.FSType(k)
+		}
+	}
+	return ""
+}
+
+// Each workload is admissible under the SCC it is pinned to: what the pod asks for, the SCC
+// allows (the other direction, least privilege, is TestSCCs).
+func TestPodsFitTheirSCC(t *testing.T) {
+	for _, r := range renderAll(t) {
+		if !r.openShift() {
+			continue
+		}
+		sccs := map[string]*securityv1.SecurityContextConstraints{}
+		for _, o := range r.ofKind("SecurityContextConstraints") {
+			sccs[o.GetName()] = decodeSCC(t, o)
+		}
+		for _, o := range r.objs {
+			spec := podSpec(o)
+			if spec == nil {
+				continue
+			}
+			scc := sccs[podAnnotations(o)[nginxmesh.RequiredSCCAnnotation]]
+			if scc == nil {
+				continue // restricted-v2: hooks and the test pod
+			}
+			id := r.scenario.name + ": " + o.GetKind() + " " + o.GetName() + " under " + scc.Name
+			deny := func(format string, args ...any) {
+				t.Helper()
+				t.Errorf(id+": "+format, args...)
+			}
+			if spec["hostPID"] == true && !scc.AllowHostPID {
+				deny("hostPID")
+			}
+			if spec["hostNetwork"] == true && !scc.AllowHostNetwork {
+				deny("hostNetwork")
+			}
+			if spec["hostIPC"] == true && !scc.AllowHostIPC {
+				deny("hostIPC")
+			}
+			var vols []securityv1.FSType
+			l, _ := spec["volumes"].([]any)
+			for _, v := range l {
+				vols = append(vols, volumeType(v.(map[string]any)))
+			}
+			if _, ok, _ := unstructured.NestedSlice(o.Object, "spec", "volumeClaimTemplates"); ok {
+				vols = append(vols, securityv1.FSTypePersistentVolumeClaim)
+			}
+			for _, v := range vols {
+				if !slices.Contains(scc.Volumes, v) && !slices.Contains(scc.Volumes, securityv1.FSTypeAll) {
+					deny("volume type %s not in %v", v, scc.Volumes)
+				}
+				if v == securityv1.FSTypeHostPath && !scc.AllowHostDirVolumePlugin {
+					deny("hostPath volume")
+				}
+			}
+			if se, ok, _ := unstructured.NestedMap(spec, "securityContext", "seLinuxOptions"); ok && len(se) > 0 && scc.SELinuxContext.Type != securityv1.SELinuxStrategyRunAsAny {
+				deny("seLinuxOptions %v with seLinuxContext %s", se, scc.SELinuxContext.Type)
+			}
+			if sp, _, _ := unstructured.NestedString(spec, "securityContext", "seccompProfile", "type"); sp != "" && sp != "RuntimeDefault" {
+				deny("seccomp %s", sp)
+			}
+			for _, c := range containers(o) {
+				sc, _ := c["securityContext"].(map[string]any)
+				name := c["name"]
+				if sc["privileged"] == true && !scc.AllowPrivilegedContainer {
+					deny("container %s privileged", name)
+				}
+				if scc.ReadOnlyRootFilesystem && sc["readOnlyRootFilesystem"] != true {
+					deny("container %s: the SCC forces a read-only root filesystem it does not declare", name)
+				}
+				if sc["allowPrivilegeEscalation"] == true && (scc.AllowPrivilegeEscalation == nil || !*scc.AllowPrivilegeEscalation) {
+					deny("container %s allowPrivilegeEscalation", name)
+				}
+				add, _, _ := unstructured.NestedStringSlice(sc, "capabilities", "add")
+				for _, capability := range add {
+					if !slices.Contains(scc.AllowedCapabilities, corev1.Capability(capability)) {
+						deny("container %s adds %s", name, capability)
+					}
+				}
+				if slices.Contains(scc.RequiredDropCapabilities, "ALL") {
+					drop, _, _ := unstructured.NestedStringSlice(sc, "capabilities", "drop")
+					if !slices.Contains(drop, "ALL") {
+						deny("container %s does not drop ALL (the SCC requires it)", name)
+					}
+				}
+			}
+		}
+	}
+}
