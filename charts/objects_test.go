@@ -461,3 +461,22 @@ func TestObjectsDecodeStrictly(t *testing.T) {
 		}
 	}
 }
+
+// The packaged chart holds only the chart: scenario values and the helm-docs template stay out.
+func TestPackagingExcludesNonChartFiles(t *testing.T) {
+	c := loadChart(t)
+	var names []string
+	for _, f := range c.Raw {
+		names = append(names, f.Name)
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, "ci/") || n == "README.md.gotmpl" || strings.HasSuffix(n, ".go") {
+			t.Errorf("%s would be packaged (add it to .helmignore)", n)
+		}
+	}
+	for _, want := range []string{"Chart.yaml", "values.yaml", "values-openshift.yaml", "values.schema.json", "README.md", "templates/NOTES.txt"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("%s missing from the chart (files: %v)", want, names)
+		}
+	}
+}
