@@ -261,13 +261,13 @@ func (s *Sentinel) takenOver(ctx context.Context) (string, error) {
 // Run waits, then deletes. It returns nil when done or stopped by its context (nothing is
 // deleted then), ErrTakenOver, or ErrTimeout with the pods still waited for.
 func (s *Sentinel) Run(ctx context.Context, informer cache.SharedIndexInformer) error {
+	if s.O.Now == nil {
+		s.O.Now = time.Now
+	}
+	if s.O.ProgressEvery <= 0 {
+		s.O.ProgressEvery = 3 * time.Minute
+	}
 	o := s.O
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	if o.ProgressEvery <= 0 {
-		o.ProgressEvery = 3 * time.Minute
-	}
 	var err error
 	if s.baseline, err = s.daemonSet(ctx); err != nil {
 		return fmt.Errorf("read the driver DaemonSet: %w", err)
@@ -415,7 +415,8 @@ func NewInformer(c *kube.Clients, t *Tracker) cache.SharedIndexInformer {
 			return pods.Watch(ctx, o)
 		},
 	}
-	inf := cache.NewSharedIndexInformer(lw, &corev1.Pod{}, 0, cache.Indexers{})
+	// The client tells the reflector whether it can stream the initial list (fakes cannot).
+	inf := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, c.Kube), &corev1.Pod{}, 0, cache.Indexers{})
 	_ = inf.SetTransform(t.Strip)
 	return inf
 }

@@ -1,0 +1,334 @@
+package sentinel
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/hooks/internal/fakes"
+	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
+	"github.com/nginx-mesh/nginx-mesh/hooks/rbac"
+	securityv1 "github.com/openshift/api/security/v1"
+	secfake "github.com/openshift/client-go/security/clientset/versioned/fake"
+	"github.com/sirupsen/logrus/hooks/test"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+func init() { kube.Attempts, kube.FirstBackoff = 2, time.Millisecond }
+
+const ns = "mesh"
+
+func TestWaiting(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	settle := 30 * time.Second
+	cases := []struct {
+		name     string
+		pod      *corev1.Pod
+		counted  bool
+		wakeWant time.Time
+	}{
+		{"running annotated", fakes.Pod("a", "p", fakes.Annotated), true, time.Time{}},
+		{"running CSI volume", fakes.Pod("a", "p", fakes.CSIVolume(nginxmesh.DefaultDriverName)), true, time.Time{}},
+		{"terminating", fakes.Pod("a", "p", fakes.Annotated, fakes.Terminating), true, time.Time{}},
+		{"Succeeded before settle: counted, wake at settle end", fakes.Pod("a", "p", fakes.Annotated, fakes.Finished(corev1.PodSucceeded, now.Add(-10*time.Second))), true, now.Add(20 * time.Second)},
+		{"Failed before settle", fakes.Pod("a", "p", fakes.Annotated, fakes.Finished(corev1.PodFailed, now.Add(-29*time.Second))), true, now.Add(time.Second)},
+		{"Succeeded after settle", fakes.Pod("a", "p", fakes.Annotated, fakes.Finished(corev1.PodSucceeded, now.Add(-31*time.Second))), false, time.Time{}},
+		{"Failed after settle", fakes.Pod("a", "p", fakes.CSIVolume(nginxmesh.DefaultDriverName), fakes.Finished(corev1.PodFailed, now.Add(-time.Hour))), false, time.Time{}},
+		{"not injected", fakes.Pod("a", "p", fakes.CSIVolume("other")), false, time.Time{}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tr := NewTracker(nginxmesh.Injected{Settle: settle})
+			stripped, _ := tr.Strip(c.pod)
+			tr.Observe(stripped)
+			pods, wake := tr.Waiting(now)
+			if (len(pods) == 1) != c.counted || !wake.Equal(c.wakeWant) {
+				t.Fatalf("counted %d wake %v, want %v %v", len(pods), wake, c.counted, c.wakeWant)
+			}
+			tr.Forget(stripped)
+			if pods, _ := tr.Waiting(now); len(pods) != 0 {
+				t.Fatal("pod still waited for after its deletion")
+			}
+		})
+	}
+}
+
+type env struct {
+	cl    *kube.Clients
+	k     *fake.Clientset
+	scc   *secfake.Clientset
+	guard *fakes.Guard
+	ks    nginxmesh.KeepSetOptions
+}
+
+func newEnv(t *testing.T, openshift bool, deleteNS bool, extra ...runtime.Object) *env {
+	ks := nginxmesh.KeepSetOptions{Namespace: ns, SidecarNamespaces: []string{"app"}, OpenShift: openshift}
+	kobjs, sobjs := fakes.KeepSet(ks, "r1")
+	kobjs = append(kobjs,
+		&batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: ns}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+	)
+	cl, k, s := fakes.Clients(openshift, append(kobjs, extra...), sobjs...)
+	rules := rbac.SentinelRules(ks)
+	if deleteNS {
+		rules = append(rules, rbac.NamespaceDeleteRule(ks))
+	}
+	g := &fakes.Guard{Cluster: rules, MeshNS: ns}
+	g.Install(k, s)
+	return &env{cl: cl, k: k, scc: s, guard: g, ks: ks}
+}
+
+func (e *env) start(t *testing.T, o Options) (chan error, context.CancelFunc) {
+	o.Namespace, o.SidecarNamespaces = ns, e.ks.SidecarNamespaces
+	if o.Settle == 0 {
+		o.Settle = 30 * time.Second
+	}
+	l, _ := test.NewNullLogger()
+	tr := NewTracker(nginxmesh.Injected{Settle: o.Settle})
+	s := &Sentinel{C: e.cl, O: o, Log: l, T: tr}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, NewInformer(e.cl, tr)) }()
+	return done, cancel
+}
+
+// deletions lists the objects deleted, in order, as "Kind-ish resource ns/name".
+func (e *env) deletions() []string {
+	var out []string
+	for _, a := range e.k.Actions() {
+		if d, ok := a.(k8stesting.DeleteAction); ok {
+			out = append(out, a.GetResource().Resource+" "+a.GetNamespace()+"/"+d.GetName())
+		}
+	}
+	return out
+}
+
+func wait(t *testing.T, done chan error) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("sentinel did not finish")
+		return nil
+	}
+}
+
+// Test-side changes go to the tracker directly, past the RBAC guard (they are not the sentinel's).
+func deletePod(t *testing.T, k *fake.Clientset, p *corev1.Pod) {
+	t.Helper()
+	if err := k.Tracker().Delete(corev1.SchemeGroupVersion.WithResource("pods"), p.Namespace, p.Name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var (
+	gvrDS  = appsv1.SchemeGroupVersion.WithResource("daemonsets")
+	gvrJob = batchv1.SchemeGroupVersion.WithResource("jobs")
+)
+
+func annotate(t *testing.T, k *fake.Clientset, gvr schema.GroupVersionResource, name, key, value string) {
+	t.Helper()
+	o, err := k.Tracker().Get(gvr, ns, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := o.(metav1.Object)
+	a := m.GetAnnotations()
+	if a == nil {
+		a = map[string]string{}
+	}
+	a[key] = value
+	m.SetAnnotations(a)
+	if err := k.Tracker().Update(gvr, o, ns); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// synced waits until the sentinel's informer has listed (its watch is open).
+func synced(t *testing.T, k *fake.Clientset) {
+	t.Helper()
+	for i := 0; i < 3000; i++ {
+		for _, a := range k.Actions() {
+			if a.GetVerb() == "watch" && a.GetResource().Resource == "pods" {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no pod watch")
+}
+
+func TestDeletesAfterLastPod(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		openshift bool
+		deleteNS  bool
+	}{{"kubernetes", false, false}, {"openshift", true, false}, {"delete namespace", false, true}, {"openshift delete namespace", true, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			pod := fakes.Pod("app", "web", fakes.Annotated)
+			other := fakes.Pod("app", "plain")
+			e := newEnv(t, c.openshift, c.deleteNS, pod, other)
+			done, cancel := e.start(t, Options{DeleteNamespace: c.deleteNS})
+			defer cancel()
+			synced(t, e.k)
+			if len(e.deletions()) != 0 {
+				t.Fatalf("deleted while an injected pod runs: %v", e.deletions())
+			}
+			deletePod(t, e.k, pod)
+			if err := wait(t, done); err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			res := map[nginxmesh.Kind]string{nginxmesh.KindDaemonSet: "daemonsets", nginxmesh.KindCSIDriver: "csidrivers", nginxmesh.KindRoleBinding: "rolebindings",
+				nginxmesh.KindClusterRole: "clusterroles", nginxmesh.KindSCC: "securitycontextconstraints", nginxmesh.KindServiceAccount: "serviceaccounts"}
+			for _, r := range nginxmesh.KeepSet(e.ks) {
+				if r.Kind != nginxmesh.KindSCC { // SCC deletions go to the OpenShift fake
+					want = append(want, res[r.Kind]+" "+r.Namespace+"/"+r.Name)
+				}
+			}
+			if c.deleteNS {
+				want = append(want, "namespaces /"+ns)
+			}
+			want = append(want, "clusterroles /"+nginxmesh.SentinelRBAC)
+			if got := e.deletions(); !slices.Equal(got, want) {
+				t.Fatalf("deletions\n got %v\nwant %v", got, want)
+			}
+			if d := e.guard.Denied(); len(d) > 0 {
+				t.Errorf("calls the sentinel RBAC does not allow: %v", d)
+			}
+		})
+	}
+}
+
+func TestReinstallDuringWait(t *testing.T) {
+	cases := []struct {
+		name     string
+		takeOver func(t *testing.T, e *env)
+	}{
+		{"pre-install marks the Job", func(t *testing.T, e *env) {
+			annotate(t, e.k, gvrJob, nginxmesh.Sentinel, StopAnnotation, "other/r2")
+		}},
+		{"adopt re-annotates the DaemonSet", func(t *testing.T, e *env) {
+			annotate(t, e.k, gvrDS, nginxmesh.CSIDriver, nginxmesh.ReleaseNameAnnotation, "r2")
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pod := fakes.Pod("app", "web", fakes.Annotated)
+			e := newEnv(t, true, false, pod)
+			done, cancel := e.start(t, Options{})
+			defer cancel()
+			synced(t, e.k)
+			c.takeOver(t, e)
+			deletePod(t, e.k, pod)
+			if err := wait(t, done); !errors.Is(err, ErrTakenOver) {
+				t.Fatalf("want ErrTakenOver, got %v", err)
+			}
+			if d := e.deletions(); len(d) != 0 {
+				t.Fatalf("deleted after a takeover: %v", d)
+			}
+		})
+	}
+}
+
+func TestDaemonSetRecreatedByNewInstall(t *testing.T) {
+	// Restarted after it had deleted the DaemonSet; a new install then creates one.
+	pod := fakes.Pod("app", "web", fakes.Annotated)
+	e := newEnv(t, false, false, pod)
+	_ = e.k.Tracker().Delete(gvrDS, ns, nginxmesh.CSIDriver)
+	done, cancel := e.start(t, Options{})
+	defer cancel()
+	synced(t, e.k)
+	kobjs, _ := fakes.KeepSet(e.ks, "r2")
+	if err := e.k.Tracker().Create(gvrDS, kobjs[0], ns); err != nil {
+		t.Fatal(err)
+	}
+	deletePod(t, e.k, pod)
+	if err := wait(t, done); !errors.Is(err, ErrTakenOver) {
+		t.Fatalf("want ErrTakenOver, got %v", err)
+	}
+}
+
+func TestRestartHalfway(t *testing.T) {
+	// A sentinel killed after deleting the DaemonSet, the CSIDriver and one RoleBinding:
+	// the new pod finds them gone and finishes the rest.
+	e := newEnv(t, true, false)
+	tr := e.k.Tracker()
+	_ = tr.Delete(gvrDS, ns, nginxmesh.CSIDriver)
+	_ = tr.Delete(storagev1.SchemeGroupVersion.WithResource("csidrivers"), "", nginxmesh.DefaultDriverName)
+	_ = tr.Delete(rbacv1.SchemeGroupVersion.WithResource("rolebindings"), ns, nginxmesh.SCCRoleName(nginxmesh.CSIDriverSCC))
+	done, cancel := e.start(t, Options{})
+	defer cancel()
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range nginxmesh.KeepSet(e.ks) {
+		if r.Kind == nginxmesh.KindSCC {
+			if _, err := e.scc.Tracker().Get(securityv1.GroupVersion.WithResource("securitycontextconstraints"), "", r.Name); err == nil {
+				t.Errorf("%s left", r)
+			}
+		}
+	}
+	if _, err := tr.Get(corev1.SchemeGroupVersion.WithResource("serviceaccounts"), ns, nginxmesh.CSIDriver); err == nil {
+		t.Error("driver ServiceAccount left")
+	}
+	if d := e.guard.Denied(); len(d) > 0 {
+		t.Errorf("denied: %v", d)
+	}
+}
+
+func TestSettleTimer(t *testing.T) {
+	// A finished pod within its settle period, and no further event: the timer fires.
+	pod := fakes.Pod("app", "batch", fakes.Annotated, fakes.Finished(corev1.PodSucceeded, time.Now()))
+	e := newEnv(t, false, false, pod)
+	done, cancel := e.start(t, Options{Settle: 300 * time.Millisecond})
+	defer cancel()
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.deletions(); len(d) == 0 || d[0] != "daemonsets mesh/"+nginxmesh.CSIDriver {
+		t.Fatalf("deletions %v", d)
+	}
+}
+
+func TestTimeoutDeletesNothing(t *testing.T) {
+	pod := fakes.Pod("app", "web-abc-xyz", fakes.Annotated, fakes.OwnedBy("ReplicaSet", "web-abc"), func(p *corev1.Pod) {
+		p.Labels = map[string]string{"pod-template-hash": "abc"}
+	})
+	e := newEnv(t, false, false, pod)
+	done, cancel := e.start(t, Options{Timeout: 200 * time.Millisecond})
+	defer cancel()
+	err := wait(t, done)
+	if !errors.Is(err, ErrTimeout) || !contains(err.Error(), "app/web-abc-xyz (Deployment web)") {
+		t.Fatalf("want ErrTimeout naming the pod and its Deployment, got %v", err)
+	}
+	if d := e.deletions(); len(d) != 0 {
+		t.Fatalf("deleted on timeout: %v", d)
+	}
+}
+
+func TestStoppedBySignalDeletesNothing(t *testing.T) {
+	e := newEnv(t, false, false, fakes.Pod("app", "web", fakes.Annotated))
+	done, cancel := e.start(t, Options{})
+	synced(t, e.k)
+	cancel()
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.deletions(); len(d) != 0 {
+		t.Fatalf("deleted: %v", d)
+	}
+}
