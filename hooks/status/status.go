@@ -94,8 +94,13 @@ func Gather(ctx context.Context, c *kube.Clients, o Options) Report {
 
 // Print writes the report as one screen of text.
 func (r Report) Print(w io.Writer) {
+	// one tabwriter per section: columns line up within a section only
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	defer tw.Flush()
+	defer func() { tw.Flush() }()
+	section := func() {
+		tw.Flush()
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	}
 	errOr := func(s string, err error) string {
 		if err != nil {
 			return "unknown: " + err.Error()
@@ -104,6 +109,7 @@ func (r Report) Print(w io.Writer) {
 	}
 	fmt.Fprintf(tw, "Release\t%s\t%s\n", r.Release, errOr(r.ReleaseState, r.ReleaseErr))
 	fmt.Fprintf(tw, "OpenShift SCCs\t%v\t\n", r.OpenShift)
+	section()
 	fmt.Fprintf(tw, "\nKeep set\t\t\n")
 	for _, s := range r.KeepSet {
 		state := "absent"
@@ -115,11 +121,13 @@ func (r Report) Print(w io.Writer) {
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t\n", s.Ref, errOr(state, s.Err))
 	}
+	section()
 	sent := r.Sentinel
 	if sent == "running" && r.InjectedErr == nil {
 		sent = fmt.Sprintf("running, waiting for %d injected pods", r.Injected.Total)
 	}
 	fmt.Fprintf(tw, "\nSentinel\t%s/%s\t%s\n", r.SentinelNS, nginxmesh.Sentinel, errOr(sent, r.SentinelErr))
+	section()
 	if r.InjectedErr != nil {
 		fmt.Fprintf(tw, "\nInjected pods\tunknown: %v\t\n", r.InjectedErr)
 		return

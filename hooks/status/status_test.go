@@ -1,0 +1,63 @@
+package status
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/hooks/internal/fakes"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/storage"
+	"helm.sh/helm/v3/pkg/storage/driver"
+	batchv1 "k8s.io/api/batch/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+func TestStatus(t *testing.T) {
+	cases := []struct {
+		name      string
+		release   release.Status
+		sentinel  bool
+		injected  int
+		wantLines []string
+	}{
+		{"installed", release.StatusDeployed, false, 0, []string{"deployed (revision 1, chart nginx-mesh-0.1.0)", "DaemonSet mesh/nginx-mesh-csi-driver  present (release mesh/r1)", "not running", "Injected pods   0"}},
+		{"uninstalled, sentinel waiting", "", true, 3, []string{"not installed", "running, waiting for 3 injected pods", "app        Deployment/web  2", "app        StatefulSet/db  1"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ks := nginxmesh.KeepSetOptions{Namespace: "mesh"}
+			kobjs, _ := fakes.KeepSet(ks, "r1")
+			if c.sentinel {
+				kobjs = append(kobjs, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: "mesh"}, Status: batchv1.JobStatus{Active: 1}})
+			}
+			pods := []runtime.Object{
+				fakes.Pod("app", "web-1", fakes.Annotated, fakes.OwnedBy("Deployment", "web")),
+				fakes.Pod("app", "web-2", fakes.Annotated, fakes.OwnedBy("Deployment", "web")),
+				fakes.Pod("app", "db-0", fakes.CSIVolume(nginxmesh.DefaultDriverName), fakes.OwnedBy("StatefulSet", "db")),
+			}
+			cl, k, _ := fakes.Clients(false, append(kobjs, pods[:c.injected]...))
+			if c.release != "" {
+				st := storage.Init(driver.NewSecrets(k.CoreV1().Secrets("mesh")))
+				rel := &release.Release{Name: "r1", Namespace: "mesh", Version: 1, Info: &release.Info{Status: c.release},
+					Chart: &chart.Chart{Metadata: &chart.Metadata{Name: "nginx-mesh", Version: "0.1.0"}}}
+				if err := st.Create(rel); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := Gather(context.Background(), cl, Options{Namespace: "mesh", Release: "r1"})
+			var b bytes.Buffer
+			r.Print(&b)
+			flat := strings.Join(strings.Fields(b.String()), " ")
+			for _, l := range c.wantLines {
+				if !strings.Contains(flat, strings.Join(strings.Fields(l), " ")) {
+					t.Errorf("missing %q in\n%s", l, b.String())
+				}
+			}
+		})
+	}
+}
