@@ -68,8 +68,8 @@ func Request(a k8stesting.Action) (rbac.Request, string) {
 		r.Name = act.GetName()
 	case k8stesting.PatchAction:
 		r.Name = act.GetName()
-	case k8stesting.UpdateAction:
-		if o, ok := act.GetObject().(interface{ GetName() string }); ok {
+	case k8stesting.UpdateAction: // also matches create actions: same method set
+		if o, ok := act.GetObject().(interface{ GetName() string }); ok && r.Verb != "create" {
 			r.Name = o.GetName()
 		}
 	case k8stesting.ListAction:
