@@ -78,4 +78,3 @@ func TestCleanup(t *testing.T) {
 		})
 	}
 }
-

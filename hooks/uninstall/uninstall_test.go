@@ -194,4 +194,3 @@ func TestCreateFailureStillExitsCleanly(t *testing.T) {
 		}
 	}
 }
-
