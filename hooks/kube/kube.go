@@ -50,7 +50,12 @@ func New(ctx context.Context, cfg *rest.Config) (*Clients, error) {
 	cfg.UserAgent = "nginx-mesh-hooks/" + nginxmesh.Version
 	// The sentinel and the counts may issue bursts of calls; keep client-side throttling out of the way.
 	cfg.QPS, cfg.Burst = 50, 100
-	kc, err := kubernetes.NewForConfig(cfg)
+	// Built-in types in protobuf: a pod list decodes several times faster than JSON. (Not for
+	// the SCC client: on clusters where SCCs come from a CRD only JSON is served.)
+	kcfg := rest.CopyConfig(cfg)
+	kcfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	kcfg.ContentType = "application/vnd.kubernetes.protobuf"
+	kc, err := kubernetes.NewForConfig(kcfg)
 	if err != nil {
 		return nil, err
 	}
