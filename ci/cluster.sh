@@ -349,6 +349,8 @@ start_apiserver() {
     --kubelet-preferred-address-types=InternalIP \
     --cert-dir="$PKI/apiserver-generated" \
     --profiling=false \
+    --feature-gates=MutatingAdmissionPolicy=true \
+    --runtime-config=admissionregistration.k8s.io/v1beta1=true \
     --v=1
   wait_for "kube-apiserver ready" 180 kubectl get --raw /readyz || fail_part kube-apiserver
 }
@@ -399,6 +401,11 @@ apply_scc_crd() {
     crd/securitycontextconstraints.security.openshift.io || die "SCC CRD not established"
 }
 
+# apply_local_policies: what stands in for OpenShift admission on this cluster (ci/manifests).
+apply_local_policies() {
+  run_logged "$LOGS/policies.log" kubectl apply -f "$CI/manifests/openshift-scc-uid.yaml"
+}
+
 smoke_pod() {
   # The default ServiceAccount comes from the controller manager; admission needs it.
   wait_for "default ServiceAccount" 90 kubectl -n default get serviceaccount default || fail_part kube-controller-manager
@@ -445,6 +452,7 @@ cmd_up() {
   start_apiserver
   start_controllers
   apply_scc_crd
+  apply_local_policies
   start_node
   wait_for "node $NODE_NAME Ready" 180 node_ready || fail_part kubelet
   wait_for "kube-proxy rules" 60 iptables -t nat -S KUBE-SERVICES || fail_part kube-proxy

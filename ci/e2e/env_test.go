@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -82,6 +83,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	cfg.QPS, cfg.Burst = 50, 100
+	cfg.WarningHandler = rest.NoWarnings{} // discovery walks deprecated kinds on purpose
 	e = &env{
 		root:       root,
 		kubeconfig: kc,
@@ -234,12 +236,15 @@ func cleanSlate(t *testing.T) {
 	t.Helper()
 	c := ctx(t)
 	_ = e.cs.CoreV1().Namespaces().Delete(c, workloadNS, metav1.DeleteOptions{})
-	out, _ := helm(t, "list", "-A", "-q", "-o", "table")
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] != "NAME" {
-			_, _ = helm(t, "uninstall", f[0], "-n", f[1], "--wait", "--timeout", "3m")
+	out, err := helm(t, "list", "-A", "-a", "-o", "json")
+	var rels []struct{ Name, Namespace string }
+	if err == nil {
+		if err := json.Unmarshal([]byte(out), &rels); err != nil {
+			t.Fatalf("helm list output: %v", err)
 		}
+	}
+	for _, r := range rels {
+		_, _ = helm(t, "uninstall", r.Name, "-n", r.Namespace, "--wait", "--timeout", "3m")
 	}
 	waitFor(t, "namespace "+workloadNS+" gone", 3*time.Minute, func() (bool, string) {
 		_, err := e.cs.CoreV1().Namespaces().Get(c, workloadNS, metav1.GetOptions{})
