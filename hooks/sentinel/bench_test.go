@@ -47,14 +47,13 @@ func benchReaction(b *testing.B, unrelated int) {
 		})
 		l, _ := test.NewNullLogger()
 		tr := NewTracker(nginxmesh.Injected{})
-		s := &Sentinel{C: cl, O: Options{Namespace: ns}, Log: l, T: tr}
+		synced := make(chan struct{})
+		s := &Sentinel{C: cl, O: Options{Namespace: ns}, Log: l, T: tr, OnSynced: func() { close(synced) }}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		inf := NewInformer(cl, tr)
 		go func() { done <- s.Run(ctx, inf) }()
-		for !inf.HasSynced() {
-			time.Sleep(time.Millisecond)
-		}
+		<-synced
 		b.StartTimer()
 		start := time.Now()
 		if err := k.Tracker().Delete(corev1.SchemeGroupVersion.WithResource("pods"), last.Namespace, last.Name); err != nil {

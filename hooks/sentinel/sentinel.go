@@ -199,6 +199,8 @@ type Sentinel struct {
 	O   Options
 	Log logrus.FieldLogger
 	T   *Tracker
+	// OnSynced, when set, is called once the informer has listed every pod (tests, benchmarks).
+	OnSynced func()
 
 	baseline dsState
 }
@@ -280,17 +282,31 @@ func (s *Sentinel) Run(ctx context.Context, informer cache.SharedIndexInformer) 
 		return ErrTakenOver
 	}
 
-	_, _ = informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	reg, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    s.T.Observe,
 		UpdateFunc: func(_, n any) { s.T.Observe(n) },
 		DeleteFunc: s.T.Forget,
 	})
+	if err != nil {
+		return err
+	}
 	ictx, stopInformer := context.WithCancel(ctx)
 	defer stopInformer()
 	go informer.RunWithContext(ictx)
-	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
-		s.Log.Info("stopped before the pod list completed; nothing deleted")
-		return nil
+	// Wait until the tracker itself has seen every listed pod (not only the informer's
+	// store): deciding on a half-filled tracker could delete the driver under a pod.
+	// (cache.WaitForCacheSync polls only every 100 ms.)
+	for !reg.HasSynced() {
+		select {
+		case <-ctx.Done():
+			s.Log.Info("stopped before the pod list completed; nothing deleted")
+			return nil
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	s.Log.WithField("injected", len(s.T.pods)).Info("pod list complete; watching")
+	if s.OnSynced != nil {
+		s.OnSynced()
 	}
 
 	var deadline <-chan time.Time
