@@ -187,16 +187,33 @@ func ready(ns string, tolerate bool) []runtime.Object {
 
 func TestPostInstall(t *testing.T) {
 	sccDenied := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e1", Namespace: "mesh"}, Type: corev1.EventTypeWarning, Reason: "FailedCreate",
-		InvolvedObject: corev1.ObjectReference{Kind: "DaemonSet", Name: nginxmesh.CSIDriver},
+		InvolvedObject: corev1.ObjectReference{Kind: "DaemonSet", Name: nginxmesh.CSIDriver, UID: "ds-uid"},
 		Message:        `pods "nginx-mesh-csi-driver-" is forbidden: unable to validate against any security context constraint: [provider "nginx-mesh-csi-driver-permissions": Forbidden: not usable by user or serviceaccount]`}
+	// Events of an earlier install's DaemonSet (other UID) and DNS noise are no cause.
+	stale := sccDenied.DeepCopy()
+	stale.Name, stale.InvolvedObject.UID, stale.Message = "e0", "old-uid", "stale denial from an earlier install"
+	dns := sccDenied.DeepCopy()
+	dns.Name, dns.Reason, dns.Message = "e2", "MissingClusterDNS", "kubelet does not have ClusterDNS IP configured"
+	notReadyDS := func() []runtime.Object {
+		objs := ready("mesh", false)
+		for _, o := range objs {
+			if ds, ok := o.(*appsv1.DaemonSet); ok && ds.Name == nginxmesh.CSIDriver {
+				ds.UID = "ds-uid"
+				ds.Status.NumberAvailable, ds.Status.UpdatedNumberScheduled = 0, 0
+			}
+		}
+		return objs
+	}
 	cases := []struct {
 		name    string
 		objs    []runtime.Object
 		wantErr string
+		notErr  string
 	}{
-		{"ready; tainted master not tolerated is not required", ready("mesh", false), ""},
-		{"driver tolerates the master taint but is not registered there", ready("mesh", true), "not registered on 1 of 2 schedulable nodes: master"},
-		{"SCC denial named from the events", append(ready("mesh", false)[:1], sccDenied), "unable to validate against any security context constraint"},
+		{"ready; tainted master not tolerated is not required", ready("mesh", false), "", ""},
+		{"driver tolerates the master taint but is not registered there", ready("mesh", true), "not registered on 1 of 2 schedulable nodes: master", ""},
+		{"SCC denial named from the events", append(notReadyDS(), sccDenied, stale, dns), "DaemonSet nginx-mesh-csi-driver: FailedCreate: admission denied the pods", ""},
+		{"only current objects' events", append(notReadyDS(), stale, dns), "not ready: DaemonSet nginx-mesh-csi-driver (1 desired, 0 updated, 0 available)", "stale"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -209,7 +226,8 @@ func TestPostInstall(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-			} else if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), c.wantErr) {
+			} else if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), c.wantErr) ||
+				strings.Contains(err.Error(), "ClusterDNS") || (c.notErr != "" && strings.Contains(err.Error(), c.notErr)) {
 				t.Fatalf("want ErrTimeout containing %q, got %v", c.wantErr, err)
 			}
 			if d := g.Denied(); len(d) > 0 {

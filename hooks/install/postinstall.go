@@ -173,11 +173,40 @@ func Schedulable(n *corev1.Node, ds *appsv1.DaemonSet) bool {
 	return true
 }
 
-// Causes collects why pods of the mesh namespace do not come up: FailedCreate events of the
-// DaemonSets and the StatefulSet (an SCC or pod-security admission denial shows there), and
-// warning events of its pods (image pulls, crash loops, mount failures). Newest last.
+// noise are warning reasons that never explain a failed install.
+var noise = map[string]bool{"MissingClusterDNS": true, "DNSConfigForming": true}
+
+// MaxCauses bounds how many causes an error names.
+const MaxCauses = 6
+
+// Causes collects why the install's workloads do not come up, from warning events of the
+// spire-server StatefulSet, the two DaemonSets and their current pods only (matched by UID, so
+// events of earlier installs and of other pods do not count): FailedCreate of a workload (an SCC
+// or pod-security admission denial shows there), and pod failures (image pulls, crash loops,
+// mount failures, probes). The newest MaxCauses, oldest first.
 func Causes(ctx context.Context, c *kube.Clients, namespace string) ([]string, error) {
-	evs, err := c.Kube.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{})
+	k := c.Kube
+	ours := map[string]bool{}
+	if sts, err := k.AppsV1().StatefulSets(namespace).Get(ctx, nginxmesh.SpireServer, metav1.GetOptions{}); err == nil {
+		ours[string(sts.UID)] = true
+	}
+	for _, name := range []string{nginxmesh.SpireAgent, nginxmesh.CSIDriver} {
+		if ds, err := k.AppsV1().DaemonSets(namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
+			ours[string(ds.UID)] = true
+		}
+	}
+	pods, err := k.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range pods.Items {
+		for _, o := range p.OwnerReferences {
+			if ours[string(o.UID)] {
+				ours[string(p.UID)] = true
+			}
+		}
+	}
+	evs, err := k.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -185,22 +214,22 @@ func Causes(ctx context.Context, c *kube.Clients, namespace string) ([]string, e
 	seen := map[string]bool{}
 	var out []string
 	for _, e := range evs.Items {
-		if e.Type != corev1.EventTypeWarning {
+		if e.Type != corev1.EventTypeWarning || noise[e.Reason] || !ours[string(e.InvolvedObject.UID)] {
 			continue
 		}
-		obj := e.InvolvedObject.Kind + " " + e.InvolvedObject.Name
-		msg := e.Message
+		msg := strings.TrimSpace(e.Message)
 		if strings.Contains(msg, "security context constraint") || strings.Contains(msg, "violates PodSecurity") {
 			msg = "admission denied the pods: " + msg
 		}
-		line := fmt.Sprintf("%s: %s: %s", obj, e.Reason, msg)
-		if e.Reason == "FailedCreate" || e.InvolvedObject.Kind == "Pod" {
-			key := obj + e.Reason
-			if !seen[key] {
-				seen[key] = true
-				out = append(out, line)
-			}
+		key := e.InvolvedObject.Kind + e.InvolvedObject.Name + e.Reason
+		if seen[key] {
+			continue
 		}
+		seen[key] = true
+		out = append(out, fmt.Sprintf("%s %s: %s: %s", e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, msg))
+	}
+	if len(out) > MaxCauses {
+		out = out[len(out)-MaxCauses:]
 	}
 	return out, nil
 }
