@@ -19,6 +19,8 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
 	"helm.sh/helm/v3/pkg/storage"
 	"helm.sh/helm/v3/pkg/storage/driver"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -82,12 +84,15 @@ func Gather(ctx context.Context, c *kube.Clients, o Options) Report {
 		r.SentinelErr = err
 	case job.Annotations[sentinel.StopAnnotation] != "":
 		r.Sentinel = "handed over to " + job.Annotations[sentinel.StopAnnotation]
-	case job.Status.Succeeded > 0:
+	case jobCondition(job, batchv1.JobComplete):
 		r.Sentinel = "succeeded"
-	case job.Status.Failed > 0 && job.Status.Active == 0:
-		r.Sentinel = "failed (see its pod's log; timeout or deletion error)"
+	case jobCondition(job, batchv1.JobFailed):
+		r.Sentinel = "failed (see its pod's log: timeout, or deletions that kept failing)"
 	default:
 		r.Sentinel = "running"
+		if job.Status.Failed > 0 {
+			r.Sentinel = fmt.Sprintf("running (%d failed attempts; see their logs)", job.Status.Failed)
+		}
 	}
 	return r
 }
@@ -123,8 +128,8 @@ func (r Report) Print(w io.Writer) {
 	}
 	section()
 	sent := r.Sentinel
-	if sent == "running" && r.InjectedErr == nil {
-		sent = fmt.Sprintf("running, waiting for %d injected pods", r.Injected.Total)
+	if strings.HasPrefix(sent, "running") && r.InjectedErr == nil {
+		sent += fmt.Sprintf(", waiting for %d injected pods", r.Injected.Total)
 	}
 	fmt.Fprintf(tw, "\nSentinel\t%s/%s\t%s\n", r.SentinelNS, nginxmesh.Sentinel, errOr(sent, r.SentinelErr))
 	section()
@@ -139,4 +144,13 @@ func (r Report) Print(w io.Writer) {
 			fmt.Fprintf(tw, "  %s\t%s/%s\t%d\n", o.Namespace, o.Kind, o.Name, r.Injected.ByOwner[o])
 		}
 	}
+}
+
+func jobCondition(j *batchv1.Job, t batchv1.JobConditionType) bool {
+	for _, c := range j.Status.Conditions {
+		if c.Type == t && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
 }

@@ -26,14 +26,14 @@ func TestStatus(t *testing.T) {
 		wantLines []string
 	}{
 		{"installed", release.StatusDeployed, false, 0, []string{"deployed (revision 1, chart nginx-mesh-0.1.0)", "DaemonSet mesh/nginx-mesh-csi-driver  present (release mesh/r1)", "not running", "Injected pods   0"}},
-		{"uninstalled, sentinel waiting", "", true, 3, []string{"not installed", "running, waiting for 3 injected pods", "app        Deployment/web  2", "app        StatefulSet/db  1"}},
+		{"uninstalled, sentinel waiting", "", true, 3, []string{"not installed", "running (2 failed attempts; see their logs), waiting for 3 injected pods", "app        Deployment/web  2", "app        StatefulSet/db  1"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			ks := nginxmesh.KeepSetOptions{Namespace: "mesh"}
 			kobjs, _ := fakes.KeepSet(ks, "r1")
 			if c.sentinel {
-				kobjs = append(kobjs, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: "mesh"}, Status: batchv1.JobStatus{Active: 1}})
+				kobjs = append(kobjs, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: "mesh"}, Status: batchv1.JobStatus{Active: 1, Failed: 2}})
 			}
 			pods := []runtime.Object{
 				fakes.Pod("app", "web-1", fakes.Annotated, fakes.OwnedBy("Deployment", "web")),
