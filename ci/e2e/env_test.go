@@ -84,6 +84,7 @@ func TestMain(m *testing.M) {
 	}
 	cfg.QPS, cfg.Burst = 50, 100
 	cfg.WarningHandler = rest.NoWarnings{} // discovery walks deprecated kinds on purpose
+	cfg.Timeout = 30 * time.Second
 	e = &env{
 		root:       root,
 		kubeconfig: kc,
@@ -171,11 +172,8 @@ func waitFor(t *testing.T, desc string, timeout time.Duration, cond func() (bool
 	}
 }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return c
-}
+// ctx is the context of one API call; each call is bounded by the client's Timeout.
+func ctx(_ *testing.T) context.Context { return context.Background() }
 
 // ---------- install / uninstall ----------
 

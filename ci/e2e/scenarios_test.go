@@ -171,9 +171,21 @@ func getRef(t *testing.T, r nginxmesh.Ref) error {
 	return err
 }
 
+// dumpOnFailure logs pods, container logs and warning events of the mesh and workload
+// namespaces when the test failed, so a CI log shows the cause.
+func dumpOnFailure(t *testing.T) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpNamespace(t, meshNS)
+			dumpNamespace(t, workloadNS)
+		}
+	})
+}
+
 // ---------- 1. install the OpenShift profile ----------
 
 func TestScenario1InstallOpenShift(t *testing.T) {
+	dumpOnFailure(t)
 	cleanSlate(t)
 	d := install(t, release, meshNS)
 	record("install-to-ready (helm install --wait, OpenShift profile): %s", d.Round(100*time.Millisecond))
@@ -301,6 +313,7 @@ func registerWorkload(t *testing.T, trustDomain string) string {
 var spiffeIDLine = regexp.MustCompile(`(?m)^SPIFFE_ID=(\S+)$`)
 
 func TestScenario2WorkloadIdentity(t *testing.T) {
+	dumpOnFailure(t)
 	ensureInstalled(t)
 	ensureNamespace(t, workloadNS)
 	want := registerWorkload(t, "cluster.local")
@@ -349,6 +362,7 @@ func TestScenario2WorkloadIdentity(t *testing.T) {
 // ---------- 3. uninstall with no injected pods ----------
 
 func TestScenario3UninstallNoInjected(t *testing.T) {
+	dumpOnFailure(t)
 	ensureInstalled(t)
 	_ = e.cs.CoreV1().Pods(workloadNS).DeleteCollection(ctx(t), metav1.DeleteOptions{}, metav1.ListOptions{})
 	start := time.Now()
@@ -371,6 +385,7 @@ func TestScenario3UninstallNoInjected(t *testing.T) {
 // ---------- 4. uninstall with an injected pod running ----------
 
 func TestScenario4UninstallWithInjected(t *testing.T) {
+	dumpOnFailure(t)
 	ensureInstalled(t)
 	p := startWorkload(t, "keeps-driver", false)
 	target := volumeTarget(string(p.UID), volumeName)
