@@ -46,6 +46,7 @@ type Options struct {
 	Settle, Timeout                time.Duration
 	DeleteNamespace                bool
 	ProgressEvery                  time.Duration // how often the pods waited for are logged; default 3m
+	RetryEvery                     time.Duration // wait after a failed deletion round; default 10s
 	Now                            func() time.Time
 }
 
@@ -122,6 +123,13 @@ func (t *Tracker) Forget(obj any) {
 		t.mu.Unlock()
 	}
 	t.Kick()
+}
+
+// Len is how many pods with the marker the tracker holds (counting or not).
+func (t *Tracker) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.pods)
 }
 
 // Kick asks the main loop to evaluate again.
@@ -269,6 +277,9 @@ func (s *Sentinel) Run(ctx context.Context, informer cache.SharedIndexInformer) 
 	if s.O.ProgressEvery <= 0 {
 		s.O.ProgressEvery = 3 * time.Minute
 	}
+	if s.O.RetryEvery <= 0 {
+		s.O.RetryEvery = 10 * time.Second
+	}
 	o := s.O
 	var err error
 	if s.baseline, err = s.daemonSet(ctx); err != nil {
@@ -304,7 +315,7 @@ func (s *Sentinel) Run(ctx context.Context, informer cache.SharedIndexInformer) 
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	s.Log.WithField("injected", len(s.T.pods)).Info("pod list complete; watching")
+	s.Log.WithField("injected_seen", s.T.Len()).Info("pod list complete; watching")
 	if s.OnSynced != nil {
 		s.OnSynced()
 	}
@@ -324,9 +335,10 @@ func (s *Sentinel) Run(ctx context.Context, informer cache.SharedIndexInformer) 
 	retry.Stop()
 	defer retry.Stop()
 
+	backoff := false // after a failed deletion, wait for the retry timer, not the next pod event
 	for {
 		pods, wake := s.T.Waiting(o.Now())
-		if len(pods) == 0 {
+		if len(pods) == 0 && !backoff {
 			err := s.finish(ctx)
 			switch {
 			case err == nil, errors.Is(err, ErrTakenOver):
@@ -337,8 +349,9 @@ func (s *Sentinel) Run(ctx context.Context, informer cache.SharedIndexInformer) 
 				s.Log.Info("stopped during the deletions; a restart resumes them")
 				return nil
 			default:
-				s.Log.WithError(err).Warn("deletion failed; retrying in 10s")
-				retry.Reset(10 * time.Second)
+				s.Log.WithError(err).WithField("retry_in", o.RetryEvery.String()).Warn("deletion failed; retrying")
+				backoff = true
+				retry.Reset(o.RetryEvery)
 			}
 		}
 		if !wake.IsZero() {
@@ -351,6 +364,7 @@ func (s *Sentinel) Run(ctx context.Context, informer cache.SharedIndexInformer) 
 		case <-s.T.kick:
 		case <-settle.C:
 		case <-retry.C:
+			backoff = false
 		case <-progress.C:
 			s.Log.WithFields(logrus.Fields{"injected": len(pods), "pods": Describe(pods, 50)}).Info("waiting for injected pods to go")
 			if reason, err := s.takenOver(ctx); err == nil && reason != "" {

@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -330,5 +331,25 @@ func TestStoppedBySignalDeletesNothing(t *testing.T) {
 	}
 	if d := e.deletions(); len(d) != 0 {
 		t.Fatalf("deleted: %v", d)
+	}
+}
+
+func TestDeletionFailureIsRetried(t *testing.T) {
+	e := newEnv(t, false, false)
+	fails := 3 // more than kube.Attempts: the first round gives up, a later one succeeds
+	e.k.PrependReactor("delete", "csidrivers", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if fails > 0 {
+			fails--
+			return true, nil, apierrors.NewServiceUnavailable("apiserver restarting")
+		}
+		return false, nil, nil
+	})
+	done, cancel := e.start(t, Options{RetryEvery: 20 * time.Millisecond})
+	defer cancel()
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.k.Tracker().Get(storagev1.SchemeGroupVersion.WithResource("csidrivers"), "", nginxmesh.DefaultDriverName); !apierrors.IsNotFound(err) {
+		t.Fatalf("CSIDriver left: %v", err)
 	}
 }
