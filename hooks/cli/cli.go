@@ -165,6 +165,8 @@ CSI volume of the driver; finished pods count for --settle after their container
   csi-driver-sentinel.builtin.nsm.nginx naming the exact objects it may delete.
 It always exits 0: an uninstall hook must never wedge helm uninstall.`,
 		Args: noArgs,
+		// A flag from a newer chart is ignored rather than failing the uninstall.
+		FParseErrWhitelist: cobra.FParseErrWhitelist{UnknownFlags: true},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.clients(cmd.Context())
 			if err != nil {
@@ -402,16 +404,31 @@ func Code(err error) int {
 func Execute(ctx context.Context, args []string, deps Deps) int {
 	root := New(deps)
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err != nil {
 		stderr := deps.Stderr
 		if stderr == nil {
 			stderr = os.Stderr
 		}
 		fmt.Fprintln(stderr, "Error:", err)
+		if cmd != nil && (cmd.Name() == "pre-delete" || cmd.Name() == "post-delete") && !helpAsked(args) {
+			// Even a flag the binary does not know (chart and image of different versions)
+			// must not wedge helm uninstall: the driver stays, cleanup removes it later.
+			fmt.Fprintln(stderr, "The CSI driver stays; run `nginx-mesh-hooks cleanup` once no injected pod is left. Exiting 0 so the uninstall goes on.")
+			return ExitOK
+		}
 		if Code(err) == ExitUsage {
 			fmt.Fprintln(stderr, "Run 'nginx-mesh-hooks --help' for usage.")
 		}
 	}
 	return Code(err)
+}
+
+func helpAsked(args []string) bool {
+	for _, a := range args {
+		if a == "-h" || a == "--help" {
+			return true
+		}
+	}
+	return false
 }
