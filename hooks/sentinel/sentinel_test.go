@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
@@ -351,5 +353,56 @@ func TestDeletionFailureIsRetried(t *testing.T) {
 	}
 	if _, err := e.k.Tracker().Get(storagev1.SchemeGroupVersion.WithResource("csidrivers"), "", nginxmesh.DefaultDriverName); !apierrors.IsNotFound(err) {
 		t.Fatalf("CSIDriver left: %v", err)
+	}
+}
+
+// TestApiserverRestart: the watch breaks, the apiserver has lost the history (410 Gone on the
+// next watch), and the pod was deleted in between: the informer's re-list notices it.
+func TestApiserverRestart(t *testing.T) {
+	pod := fakes.Pod("app", "web", fakes.Annotated)
+	e := newEnv(t, false, false, pod)
+	first := watch.NewFake()
+	var mu sync.Mutex // the reactor runs on the informer's goroutine
+	calls := 0
+	e.k.PrependWatchReactor("pods", func(k8stesting.Action) (bool, watch.Interface, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		switch calls {
+		case 1:
+			return true, first, nil
+		case 2:
+			return true, nil, apierrors.NewResourceExpired("too old resource version")
+		}
+		return false, nil, nil
+	})
+	synced := make(chan struct{})
+	l, _ := test.NewNullLogger()
+	tr := NewTracker(nginxmesh.Injected{Settle: time.Second})
+	s := &Sentinel{C: e.cl, O: Options{Namespace: ns}, Log: l, T: tr, OnSynced: func() { close(synced) }}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, NewInformer(e.cl, tr)) }()
+	<-synced
+	deletePod(t, e.k, pod) // not delivered: the first watch is a dead end
+	if d := e.deletions(); len(d) != 0 {
+		t.Fatalf("deleted before the pod was seen gone: %v", d)
+	}
+	first.Stop() // the apiserver goes away
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.deletions(); len(d) == 0 || d[len(d)-1] != "clusterroles /"+nginxmesh.SentinelRBAC {
+		t.Fatalf("deletions %v", d)
+	}
+	lists := 0
+	for _, a := range e.k.Actions() {
+		if a.GetVerb() == "list" && a.GetResource().Resource == "pods" {
+			lists++
+		}
+	}
+	if lists < 2 {
+		t.Fatalf("pod lists %d: the informer did not re-list", lists)
 	}
 }
