@@ -21,7 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// benchPod is a pod of realistic size (about 3 KB of JSON): labels, owner, two containers, status.
+// benchPod is a pod of modest size (about 1.3 KB of JSON): labels, owner, two containers, status.
 func benchPod(i int) *corev1.Pod {
 	t := true
 	p := &corev1.Pod{
