@@ -6,6 +6,7 @@
 #   ci/cluster.sh images   rebuild the images and import them into the running cluster
 #   ci/cluster.sh logs P   tail the log of part P (etcd, containerd, kube-apiserver, kubelet, ...)
 #   ci/cluster.sh restart P  stop part P and start it again (fault tests)
+#   ci/cluster.sh scc-crd apply|delete   serve the OpenShift SCC API or not (Kubernetes profile tests)
 # Both up and down are idempotent; up on a running cluster reuses it (and re-imports the images).
 set -euo pipefail
 # shellcheck source=ci/lib.sh
@@ -593,6 +594,7 @@ cmd_restart() {
     kube-controller-manager | kube-scheduler) start_controllers ;;
     kubelet | kube-proxy)
       start_node
+      wait_for "kubelet healthz" 60 curl -fsS http://127.0.0.1:10248/healthz || fail_part kubelet
       wait_for "node $NODE_NAME Ready" 180 node_ready || fail_part kubelet
       ;;
     *) die "unknown part $part (one of ${PARTS[*]})" ;;
@@ -612,8 +614,18 @@ main() {
     status) cmd_status ;;
     images) shift; cmd_images "$@" ;;
     restart) [ -n "${2:-}" ] || die "usage: $0 restart PART"; cmd_restart "$2" ;;
+    scc-crd)
+      case "${2:-}" in
+        apply) apply_scc_crd ;;
+        delete)
+          kubectl delete crd securitycontextconstraints.security.openshift.io --ignore-not-found --wait=true >/dev/null
+          log "SCC CRD deleted (a plain Kubernetes cluster now)"
+          ;;
+        *) die "usage: $0 scc-crd apply|delete" ;;
+      esac
+      ;;
     logs) [ -n "${2:-}" ] || die "usage: $0 logs PART (one of ${PARTS[*]})"; tail -n "${3:-100}" "$LOGS/$2.log" ;;
-    *) echo "usage: $0 up|down|status|images [IMAGE...]|restart PART|logs PART [LINES]" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|status|images [IMAGE...]|restart PART|scc-crd apply|delete|logs PART [LINES]" >&2; exit 2 ;;
   esac
 }
 

@@ -83,6 +83,14 @@ func startWorkload(t *testing.T, name string, once bool) *corev1.Pod {
 	return p
 }
 
+func nodeName(t *testing.T) string {
+	nodes, err := e.cs.CoreV1().Nodes().List(ctx(t), metav1.ListOptions{})
+	if err != nil || len(nodes.Items) == 0 {
+		t.Fatalf("no node: %v", err)
+	}
+	return nodes.Items[0].Name
+}
+
 func podLogs(t *testing.T, ns, name string) string {
 	b, err := e.cs.CoreV1().Pods(ns).GetLogs(name, &corev1.PodLogOptions{}).DoRaw(ctx(t))
 	if err != nil {
@@ -338,6 +346,7 @@ func TestScenario2WorkloadIdentity(t *testing.T) {
 	}
 
 	// A kubelet restart remounts nothing twice.
+	restarted := time.Now()
 	if out, err := run(t, filepath.Join(e.root, "ci", "cluster.sh"), "restart", "kubelet"); err != nil {
 		t.Fatalf("restart kubelet: %v\n%s", err, out)
 	}
@@ -352,7 +361,14 @@ func TestScenario2WorkloadIdentity(t *testing.T) {
 		}
 		return cur.Status.Phase == corev1.PodRunning && ready, string(cur.Status.Phase)
 	})
-	time.Sleep(5 * time.Second) // let the restarted kubelet's volume reconciler run once
+	waitFor(t, "the restarted kubelet renewed its node lease", time.Minute, func() (bool, string) {
+		l, err := e.cs.CoordinationV1().Leases("kube-node-lease").Get(ctx(t), nodeName(t), metav1.GetOptions{})
+		if err != nil || l.Spec.RenewTime == nil {
+			return false, fmt.Sprint(err)
+		}
+		return l.Spec.RenewTime.After(restarted), l.Spec.RenewTime.String()
+	})
+	time.Sleep(5 * time.Second) // and let its volume reconciler run over the pod once more
 	if n := countMounts(t, target); n != 1 {
 		t.Fatalf("after the kubelet restart the host has %d mounts at %s, want exactly 1", n, target)
 	}

@@ -1,0 +1,194 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+)
+
+func clusterSh(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := run(t, filepath.Join(e.root, "ci", "cluster.sh"), args...); err != nil {
+		t.Fatalf("ci/cluster.sh %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// ---------- 8. the Kubernetes profile, on a cluster without the SCC CRD ----------
+
+func TestScenario8KubernetesProfile(t *testing.T) {
+	dumpOnFailure(t)
+	cleanSlate(t)
+	clusterSh(t, "scc-crd", "delete")
+	t.Cleanup(func() { clusterSh(t, "scc-crd", "apply") })
+	waitFor(t, "security.openshift.io no longer served", time.Minute, func() (bool, string) {
+		_, err := e.disc.ServerResourcesForGroupVersion("security.openshift.io/v1")
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	})
+	ensureNamespace(t, workloadNS)
+	start := time.Now()
+	args := []string{"install", release, "charts/nginx-mesh", "-f", "ci/values-local.yaml",
+		"-n", meshNS, "--create-namespace", "--wait", "--timeout", "6m"}
+	if out, err := helm(t, args...); err != nil {
+		t.Fatalf("helm install (Kubernetes profile): %v\n%s", err, out)
+	}
+	record("install-to-ready (Kubernetes profile): %s", time.Since(start).Round(100*time.Millisecond))
+
+	t.Run("no OpenShift object rendered", func(t *testing.T) {
+		out, err := helm(t, "get", "manifest", release, "-n", meshNS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, bad := range []string{"SecurityContextConstraints", "security.openshift.io", "openshift.io/required-scc", "system:openshift:scc:"} {
+			if strings.Contains(out, bad) {
+				t.Errorf("Kubernetes profile manifest contains %q", bad)
+			}
+		}
+		hooksOut, _ := helm(t, "get", "hooks", release, "-n", meshNS)
+		if strings.Contains(hooksOut, "security.openshift.io") {
+			t.Errorf("hook manifests reference security.openshift.io")
+		}
+	})
+
+	t.Run("identity", func(t *testing.T) {
+		want := registerWorkload(t, "cluster.local")
+		p := startWorkload(t, "k8s-profile", false)
+		var logs string
+		waitFor(t, "SPIFFE ID printed", 3*time.Minute, func() (bool, string) {
+			logs = podLogs(t, workloadNS, p.Name)
+			return spiffeIDLine.MatchString(logs), logs
+		})
+		if got := spiffeIDLine.FindStringSubmatch(logs)[1]; got != want {
+			t.Errorf("SPIFFE ID %s, want %s", got, want)
+		}
+		deletePodCleanly(t, p)
+	})
+
+	t.Run("uninstall leaves nothing", func(t *testing.T) {
+		if out, err := helm(t, "uninstall", release, "-n", meshNS, "--wait", "--timeout", "5m"); err != nil {
+			t.Fatalf("helm uninstall: %v\n%s", err, out)
+		}
+		waitFor(t, "zero leftovers", 2*time.Minute, func() (bool, string) {
+			l := leftovers(t)
+			return len(l) == 0, strings.Join(l, ", ")
+		})
+		if m := csiMounts(t); len(m) != 0 {
+			t.Errorf("host has CSI mounts left: %v", m)
+		}
+	})
+}
+
+// ---------- 9. faults ----------
+
+var containerdID = regexp.MustCompile(`^containerd://([0-9a-f]+)$`)
+
+// killDriverContainer SIGKILLs the running csi-driver container through the cluster's containerd.
+func killDriverContainer(t *testing.T) (podName string, restartsBefore int32) {
+	t.Helper()
+	pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + "=csi-driver"})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("want one driver pod: %v", err)
+	}
+	p := pods.Items[0]
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name != nginxmesh.CSIDriverContainer {
+			continue
+		}
+		m := containerdID.FindStringSubmatch(cs.ContainerID)
+		if m == nil {
+			t.Fatalf("container id %q", cs.ContainerID)
+		}
+		out, err := exec.Command("ctr", "--address", "/run/nmcl/containerd.sock", "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", m[1]).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ctr tasks kill: %v %s", err, out)
+		}
+		return p.Name, cs.RestartCount
+	}
+	t.Fatalf("no %s container in %s", nginxmesh.CSIDriverContainer, p.Name)
+	return "", 0
+}
+
+func TestScenario9Faults(t *testing.T) {
+	dumpOnFailure(t)
+	ensureInstalled(t)
+	p := startWorkload(t, "survives-faults", false)
+	target := volumeTarget(string(p.UID), volumeName)
+	waitFor(t, "driver mount on the host", time.Minute, func() (bool, string) { return countMounts(t, target) == 1, "" })
+
+	t.Run("kill the driver container while a pod is mounted", func(t *testing.T) {
+		name, before := killDriverContainer(t)
+		if n := countMounts(t, target); n != 1 {
+			t.Fatalf("mount count right after the kill: %d, want 1", n)
+		}
+		waitFor(t, "driver container restarted and Ready", 2*time.Minute, func() (bool, string) {
+			cur, err := e.cs.CoreV1().Pods(meshNS).Get(ctx(t), name, metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, cs := range cur.Status.ContainerStatuses {
+				if cs.Name == nginxmesh.CSIDriverContainer {
+					return cs.RestartCount > before && cs.Ready, fmt.Sprintf("restarts=%d ready=%v", cs.RestartCount, cs.Ready)
+				}
+			}
+			return false, "no status"
+		})
+		if n := countMounts(t, target); n != 1 {
+			t.Fatalf("mount count after the driver came back: %d, want 1", n)
+		}
+	})
+
+	uninstallLeavingSentinel(t, release, meshNS)
+
+	t.Run("kill the sentinel pod midway: it resumes", func(t *testing.T) {
+		pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: "job-name=" + nginxmesh.Sentinel})
+		if err != nil || len(pods.Items) == 0 {
+			t.Fatalf("no sentinel pod: %v", err)
+		}
+		first := pods.Items[0].Name
+		if err := e.cs.CoreV1().Pods(meshNS).Delete(ctx(t), first, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "a new sentinel pod running", 2*time.Minute, func() (bool, string) {
+			pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: "job-name=" + nginxmesh.Sentinel})
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, sp := range pods.Items {
+				if sp.Name != first && sp.Status.Phase == corev1.PodRunning {
+					return true, ""
+				}
+			}
+			return false, fmt.Sprintf("%d pods", len(pods.Items))
+		})
+		if err := getRef(t, nginxmesh.Ref{Kind: nginxmesh.KindDaemonSet, Namespace: meshNS, Name: nginxmesh.CSIDriver}); err != nil {
+			t.Fatalf("driver DaemonSet went while the pod runs: %v", err)
+		}
+	})
+
+	t.Run("restart the apiserver during the watch: it recovers", func(t *testing.T) {
+		clusterSh(t, "restart", "kube-apiserver")
+		time.Sleep(5 * time.Second)
+		if err := getRef(t, nginxmesh.Ref{Kind: nginxmesh.KindDaemonSet, Namespace: meshNS, Name: nginxmesh.CSIDriver}); err != nil {
+			t.Fatalf("driver DaemonSet went while the pod runs: %v", err)
+		}
+	})
+
+	t.Run("delete the pod: clean, then the sentinel removes everything", func(t *testing.T) {
+		deletePodCleanly(t, p)
+		waitFor(t, "zero leftovers", 3*time.Minute, func() (bool, string) {
+			l := leftovers(t)
+			return len(l) == 0, strings.Join(l, ", ")
+		})
+	})
+}
