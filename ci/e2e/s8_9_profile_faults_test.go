@@ -119,6 +119,68 @@ func killDriverContainer(t *testing.T) (podName string, restartsBefore int32) {
 	return "", 0
 }
 
+// sentinelPod returns the running sentinel pod and its restart count.
+func sentinelPod(t *testing.T) (*corev1.Pod, int32) {
+	t.Helper()
+	var found *corev1.Pod
+	waitFor(t, "a running sentinel pod", time.Minute, func() (bool, string) {
+		pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: "job-name=" + nginxmesh.Sentinel})
+		if err != nil {
+			return false, err.Error()
+		}
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].State.Running != nil {
+				found = p
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d sentinel pods, none running", len(pods.Items))
+	})
+	return found, found.Status.ContainerStatuses[0].RestartCount
+}
+
+func containerOf(t *testing.T, p *corev1.Pod) string {
+	t.Helper()
+	m := containerdID.FindStringSubmatch(p.Status.ContainerStatuses[0].ContainerID)
+	if m == nil {
+		t.Fatalf("container id %q", p.Status.ContainerStatuses[0].ContainerID)
+	}
+	return m[1]
+}
+
+// waitSentinelResumed waits for the sentinel to run again (a new pod, or the same pod restarted),
+// while the driver DaemonSet stays, and the Job has not ended.
+func waitSentinelResumed(t *testing.T, oldPod string, oldRestarts int32) {
+	t.Helper()
+	waitFor(t, "the sentinel running again", 2*time.Minute, func() (bool, string) {
+		j, err := e.cs.BatchV1().Jobs(meshNS).Get(ctx(t), nginxmesh.Sentinel, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		if j.Status.Succeeded > 0 || j.Status.CompletionTime != nil {
+			t.Fatalf("the sentinel Job ended (succeeded=%d) although the injected pod still runs: it will not resume", j.Status.Succeeded)
+		}
+		pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: "job-name=" + nginxmesh.Sentinel})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning || len(p.Status.ContainerStatuses) == 0 {
+				continue
+			}
+			c := p.Status.ContainerStatuses[0]
+			if c.State.Running != nil && (p.Name != oldPod || c.RestartCount > oldRestarts) {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d sentinel pods, job active=%d failed=%d", len(pods.Items), j.Status.Active, j.Status.Failed)
+	})
+	if err := getRef(t, nginxmesh.Ref{Kind: nginxmesh.KindDaemonSet, Namespace: meshNS, Name: nginxmesh.CSIDriver}); err != nil {
+		t.Fatalf("driver DaemonSet went while the pod runs: %v", err)
+	}
+}
+
 func TestScenario9Faults(t *testing.T) {
 	dumpOnFailure(t)
 	ensureInstalled(t)
@@ -150,30 +212,21 @@ func TestScenario9Faults(t *testing.T) {
 
 	uninstallLeavingSentinel(t, release, meshNS)
 
-	t.Run("kill the sentinel pod midway: it resumes", func(t *testing.T) {
-		pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: "job-name=" + nginxmesh.Sentinel})
-		if err != nil || len(pods.Items) == 0 {
-			t.Fatalf("no sentinel pod: %v", err)
+	t.Run("SIGKILL the sentinel midway: it resumes", func(t *testing.T) {
+		sp, restarts := sentinelPod(t)
+		out, err := exec.Command("ctr", "--address", "/run/nmcl/containerd.sock", "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", containerOf(t, sp)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ctr tasks kill: %v %s", err, out)
 		}
-		first := pods.Items[0].Name
-		if err := e.cs.CoreV1().Pods(meshNS).Delete(ctx(t), first, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}); err != nil {
+		waitSentinelResumed(t, sp.Name, restarts)
+	})
+
+	t.Run("delete the sentinel pod midway (SIGTERM, as a drain does): it resumes", func(t *testing.T) {
+		sp, restarts := sentinelPod(t)
+		if err := e.cs.CoreV1().Pods(meshNS).Delete(ctx(t), sp.Name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "a new sentinel pod running", 2*time.Minute, func() (bool, string) {
-			pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: "job-name=" + nginxmesh.Sentinel})
-			if err != nil {
-				return false, err.Error()
-			}
-			for _, sp := range pods.Items {
-				if sp.Name != first && sp.Status.Phase == corev1.PodRunning {
-					return true, ""
-				}
-			}
-			return false, fmt.Sprintf("%d pods", len(pods.Items))
-		})
-		if err := getRef(t, nginxmesh.Ref{Kind: nginxmesh.KindDaemonSet, Namespace: meshNS, Name: nginxmesh.CSIDriver}); err != nil {
-			t.Fatalf("driver DaemonSet went while the pod runs: %v", err)
-		}
+		waitSentinelResumed(t, sp.Name, restarts)
 	})
 
 	t.Run("restart the apiserver during the watch: it recovers", func(t *testing.T) {
