@@ -248,9 +248,13 @@ func cleanSlate(t *testing.T) {
 		_, err := e.cs.CoreV1().Namespaces().Get(c, workloadNS, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
+	// A finished sentinel ends by its TTL; end it now so the next scenario starts clean.
+	for ns := range finishedSentinels(t) {
+		_ = e.cs.BatchV1().Jobs(ns).Delete(c, nginxmesh.Sentinel, metav1.DeleteOptions{PropagationPolicy: ptr(metav1.DeletePropagationForeground)})
+	}
 	if left := leftovers(t); len(left) > 0 {
 		// A sentinel finishes once the workloads are gone; give it that chance, then force.
-		if !eventually(90*time.Second, func() bool { return len(leftovers(t)) == 0 }) {
+		if !eventually(30*time.Second, func() bool { return len(leftovers(t)) == 0 }) {
 			_, _ = hooksCmd(t, "cleanup", "--force")
 		}
 	}
@@ -313,6 +317,50 @@ func leftovers(t *testing.T) []string {
 	}
 	sort.Strings(found)
 	return dedup(found)
+}
+
+// finishedSentinels lists the namespaces whose sentinel Job completed and ends itself through
+// ttlSecondsAfterFinished (the Job, its pod and its ServiceAccount, owned by the Job, go then).
+func finishedSentinels(t *testing.T) map[string]bool {
+	t.Helper()
+	jobs, err := e.cs.BatchV1().Jobs("").List(ctx(t), metav1.ListOptions{FieldSelector: "metadata.name=" + nginxmesh.Sentinel})
+	out := map[string]bool{}
+	if err != nil {
+		return out
+	}
+	for _, j := range jobs.Items {
+		if j.Status.Succeeded > 0 && j.Spec.TTLSecondsAfterFinished != nil {
+			out[j.Namespace] = true
+		}
+	}
+	return out
+}
+
+// remaining is leftovers minus a completed sentinel that is waiting for its TTL: "the sentinel
+// removes everything, itself included" counts once it finished with a TTL set.
+func remaining(t *testing.T) []string {
+	t.Helper()
+	done := finishedSentinels(t)
+	var out []string
+	for _, l := range leftovers(t) {
+		kind, name, _ := strings.Cut(l, " ")
+		ns, obj, _ := strings.Cut(name, "/")
+		if done[ns] && ((kind == "jobs" || kind == "serviceaccounts") && obj == nginxmesh.Sentinel ||
+			kind == "pods" && strings.HasPrefix(obj, nginxmesh.Sentinel+"-")) {
+			continue
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// waitNoLeftovers waits until nothing of the product remains but a finished, self-expiring sentinel.
+func waitNoLeftovers(t *testing.T, desc string, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, desc, timeout, func() (bool, string) {
+		l := remaining(t)
+		return len(l) == 0, strings.Join(l, ", ")
+	})
 }
 
 func dedup(s []string) []string {

@@ -386,10 +386,7 @@ func TestScenario3UninstallNoInjected(t *testing.T) {
 		t.Fatalf("helm uninstall: %v\n%s", err, out)
 	}
 	record("uninstall with no injected pods (helm uninstall --wait): %s", time.Since(start).Round(100*time.Millisecond))
-	waitFor(t, "nothing labelled part-of nginx-mesh remains", 2*time.Minute, func() (bool, string) {
-		l := leftovers(t)
-		return len(l) == 0, strings.Join(l, ", ")
-	})
+	waitNoLeftovers(t, "nothing labelled part-of nginx-mesh remains", 2*time.Minute)
 	if _, err := e.cs.BatchV1().Jobs(meshNS).Get(ctx(t), nginxmesh.Sentinel, metav1.GetOptions{}); err == nil {
 		t.Errorf("a sentinel Job exists although no injected pod ran")
 	}
@@ -469,10 +466,7 @@ func TestScenario4UninstallWithInjected(t *testing.T) {
 			return false, fmt.Sprint(err)
 		})
 		record("sentinel reaction (injected pod gone -> driver DaemonSet deleted): %s", reaction.Round(100*time.Millisecond))
-		waitFor(t, "zero leftovers (sentinel and its RBAC included)", 3*time.Minute, func() (bool, string) {
-			l := leftovers(t)
-			return len(l) == 0, strings.Join(l, ", ")
-		})
+		waitNoLeftovers(t, "zero leftovers (sentinel and its RBAC included)", 3*time.Minute)
 		if m := csiMounts(t); len(m) != 0 {
 			t.Errorf("host has CSI mounts left: %v", m)
 		}

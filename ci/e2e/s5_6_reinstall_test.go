@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -131,10 +130,7 @@ func TestScenario5ReinstallWhileSentinelWaits(t *testing.T) {
 		if out, err := helm(t, "uninstall", "r3", "-n", "nginx-mesh-2", "--wait", "--timeout", "5m"); err != nil {
 			t.Fatalf("helm uninstall r3: %v\n%s", err, out)
 		}
-		waitFor(t, "zero leftovers", 3*time.Minute, func() (bool, string) {
-			l := leftovers(t)
-			return len(l) == 0, strings.Join(l, ", ")
-		})
+		waitNoLeftovers(t, "zero leftovers", 3*time.Minute)
 		_ = e.cs.CoreV1().Namespaces().Delete(ctx(t), "nginx-mesh-2", metav1.DeleteOptions{})
 	})
 }
@@ -176,10 +172,7 @@ func TestScenario6CompletedJobPod(t *testing.T) {
 	}
 	// The finished pod may count for the settle period (30 s) if it ended moments ago; after that
 	// nothing may remain, whether the pre-delete hook or a sentinel removed it.
-	waitFor(t, "zero leftovers with the completed Job pod still present", 3*time.Minute, func() (bool, string) {
-		l := leftovers(t)
-		return len(l) == 0, strings.Join(l, ", ")
-	})
+	waitNoLeftovers(t, "zero leftovers with the completed Job pod still present", 3*time.Minute)
 	record("uninstall with a completed injected Job pod, to zero leftovers: %s", time.Since(start).Round(100*time.Millisecond))
 	if _, err := e.cs.CoreV1().Pods(workloadNS).Get(ctx(t), pod.Name, metav1.GetOptions{}); err != nil {
 		t.Errorf("the completed pod should still exist (it must not hold the sentinel): %v", err)

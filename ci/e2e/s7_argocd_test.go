@@ -239,10 +239,7 @@ func TestScenario7ArgoCD(t *testing.T) {
 
 	t.Run("delete the pod: the end state is the same as after helm uninstall", func(t *testing.T) {
 		deletePodCleanly(t, p)
-		waitFor(t, "zero leftovers", 3*time.Minute, func() (bool, string) {
-			l := leftovers(t)
-			return len(l) == 0, strings.Join(l, ", ")
-		})
+		waitNoLeftovers(t, "zero leftovers", 3*time.Minute)
 		if m := csiMounts(t); len(m) != 0 {
 			t.Errorf("host has CSI mounts left: %v", m)
 		}

@@ -79,10 +79,7 @@ func TestScenario8KubernetesProfile(t *testing.T) {
 		if out, err := helm(t, "uninstall", release, "-n", meshNS, "--wait", "--timeout", "5m"); err != nil {
 			t.Fatalf("helm uninstall: %v\n%s", err, out)
 		}
-		waitFor(t, "zero leftovers", 2*time.Minute, func() (bool, string) {
-			l := leftovers(t)
-			return len(l) == 0, strings.Join(l, ", ")
-		})
+		waitNoLeftovers(t, "zero leftovers", 2*time.Minute)
 		if m := csiMounts(t); len(m) != 0 {
 			t.Errorf("host has CSI mounts left: %v", m)
 		}
@@ -239,9 +236,6 @@ func TestScenario9Faults(t *testing.T) {
 
 	t.Run("delete the pod: clean, then the sentinel removes everything", func(t *testing.T) {
 		deletePodCleanly(t, p)
-		waitFor(t, "zero leftovers", 3*time.Minute, func() (bool, string) {
-			l := leftovers(t)
-			return len(l) == 0, strings.Join(l, ", ")
-		})
+		waitNoLeftovers(t, "zero leftovers", 3*time.Minute)
 	})
 }
