@@ -453,18 +453,48 @@ func TestScenario4UninstallWithInjected(t *testing.T) {
 	})
 
 	t.Run("delete the pod: clean termination, sentinel removes everything", func(t *testing.T) {
-		gone := deletePodCleanly(t, p)
-		var reaction time.Duration
-		waitFor(t, "sentinel deletes the driver DaemonSet", 3*time.Minute, func() (bool, string) {
-			ds, err := e.cs.AppsV1().DaemonSets(meshNS).Get(ctx(t), nginxmesh.CSIDriver, metav1.GetOptions{})
-			if apierrors.IsNotFound(err) || (err == nil && ds.DeletionTimestamp != nil) {
-				if reaction == 0 {
-					reaction = time.Since(gone)
+		// Poll pod and DaemonSet every 100 ms in the background: reaction = DaemonSet deleted
+		// minus pod object gone.
+		type times struct{ podGone, dsGone time.Time }
+		res := make(chan times, 1)
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			var tm times
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(100 * time.Millisecond):
 				}
-				return true, ""
+				if tm.podGone.IsZero() {
+					if _, err := e.cs.CoreV1().Pods(p.Namespace).Get(ctx(t), p.Name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+						tm.podGone = time.Now()
+					}
+				}
+				if tm.dsGone.IsZero() {
+					ds, err := e.cs.AppsV1().DaemonSets(meshNS).Get(ctx(t), nginxmesh.CSIDriver, metav1.GetOptions{})
+					if apierrors.IsNotFound(err) || (err == nil && ds.DeletionTimestamp != nil) {
+						tm.dsGone = time.Now()
+					}
+				}
+				if !tm.podGone.IsZero() && !tm.dsGone.IsZero() {
+					res <- tm
+					return
+				}
 			}
-			return false, fmt.Sprint(err)
-		})
+		}()
+		deletePodCleanly(t, p)
+		var reaction time.Duration
+		select {
+		case tm := <-res:
+			reaction = tm.dsGone.Sub(tm.podGone)
+			if reaction < 0 {
+				t.Errorf("the driver DaemonSet was deleted %s before the injected pod was gone", -reaction)
+			}
+		case <-time.After(3 * time.Minute):
+			t.Fatalf("the sentinel did not delete the driver DaemonSet within 3m of the pod's deletion")
+		}
 		record("sentinel reaction (injected pod gone -> driver DaemonSet deleted): %s", reaction.Round(100*time.Millisecond))
 		waitNoLeftovers(t, "zero leftovers (sentinel and its RBAC included)", 3*time.Minute)
 		if m := csiMounts(t); len(m) != 0 {
