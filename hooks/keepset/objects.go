@@ -27,108 +27,97 @@ const (
 // ErrNoSCC is returned for SCC work on a cluster that does not serve security.openshift.io.
 var ErrNoSCC = fmt.Errorf("the cluster does not serve %s: no SCCs to handle", nginxmesh.SCCGroup)
 
-// Get reads the object's metadata. NotFound comes back as the API error.
-func Get(ctx context.Context, c *kube.Clients, r nginxmesh.Ref) (metav1.Object, error) {
-	o := metav1.GetOptions{}
+// client is what every typed client-go (and OpenShift) client offers for one kind.
+type client[T metav1.Object] interface {
+	Get(ctx context.Context, name string, o metav1.GetOptions) (T, error)
+	Delete(ctx context.Context, name string, o metav1.DeleteOptions) error
+	Patch(ctx context.Context, name string, pt types.PatchType, data []byte, o metav1.PatchOptions, sub ...string) (T, error)
+}
+
+// ops erases the object type of a typed client, so one switch serves Get, Delete and Patch.
+type ops struct {
+	get   func(ctx context.Context, name string) (metav1.Object, error)
+	del   func(ctx context.Context, name string, o metav1.DeleteOptions) error
+	patch func(ctx context.Context, name string, data []byte) error
+}
+
+func wrap[T metav1.Object](c client[T]) ops {
+	return ops{
+		get: func(ctx context.Context, name string) (metav1.Object, error) {
+			o, err := c.Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return nil, err
+			}
+			return o, nil
+		},
+		del: c.Delete,
+		patch: func(ctx context.Context, name string, data []byte) error {
+			_, err := c.Patch(ctx, name, types.MergePatchType, data, metav1.PatchOptions{})
+			return err
+		},
+	}
+}
+
+func opsFor(c *kube.Clients, r nginxmesh.Ref) (ops, error) {
 	k := c.Kube
 	switch r.Kind {
 	case nginxmesh.KindDaemonSet:
-		return k.AppsV1().DaemonSets(r.Namespace).Get(ctx, r.Name, o)
+		return wrap(k.AppsV1().DaemonSets(r.Namespace)), nil
 	case KindStatefulSet:
-		return k.AppsV1().StatefulSets(r.Namespace).Get(ctx, r.Name, o)
+		return wrap(k.AppsV1().StatefulSets(r.Namespace)), nil
 	case nginxmesh.KindServiceAccount:
-		return k.CoreV1().ServiceAccounts(r.Namespace).Get(ctx, r.Name, o)
+		return wrap(k.CoreV1().ServiceAccounts(r.Namespace)), nil
 	case KindService:
-		return k.CoreV1().Services(r.Namespace).Get(ctx, r.Name, o)
+		return wrap(k.CoreV1().Services(r.Namespace)), nil
 	case KindConfigMap:
-		return k.CoreV1().ConfigMaps(r.Namespace).Get(ctx, r.Name, o)
+		return wrap(k.CoreV1().ConfigMaps(r.Namespace)), nil
 	case KindNamespace:
-		return k.CoreV1().Namespaces().Get(ctx, r.Name, o)
+		return wrap(k.CoreV1().Namespaces()), nil
 	case KindJob:
-		return k.BatchV1().Jobs(r.Namespace).Get(ctx, r.Name, o)
+		return wrap(k.BatchV1().Jobs(r.Namespace)), nil
 	case nginxmesh.KindCSIDriver:
-		return k.StorageV1().CSIDrivers().Get(ctx, r.Name, o)
+		return wrap(k.StorageV1().CSIDrivers()), nil
 	case nginxmesh.KindRoleBinding:
-		return k.RbacV1().RoleBindings(r.Namespace).Get(ctx, r.Name, o)
+		return wrap(k.RbacV1().RoleBindings(r.Namespace)), nil
 	case KindRole:
-		return k.RbacV1().Roles(r.Namespace).Get(ctx, r.Name, o)
+		return wrap(k.RbacV1().Roles(r.Namespace)), nil
 	case nginxmesh.KindClusterRole:
-		return k.RbacV1().ClusterRoles().Get(ctx, r.Name, o)
+		return wrap(k.RbacV1().ClusterRoles()), nil
 	case KindClusterRoleBinding:
-		return k.RbacV1().ClusterRoleBindings().Get(ctx, r.Name, o)
+		return wrap(k.RbacV1().ClusterRoleBindings()), nil
 	case nginxmesh.KindSCC:
 		if c.SCC == nil {
-			return nil, ErrNoSCC
+			return ops{}, ErrNoSCC
 		}
-		return c.SCC.SecurityV1().SecurityContextConstraints().Get(ctx, r.Name, o)
+		return wrap(c.SCC.SecurityV1().SecurityContextConstraints()), nil
 	}
-	return nil, fmt.Errorf("unsupported kind %q (%s)", r.Kind, r)
+	return ops{}, fmt.Errorf("unsupported kind %q (%s)", r.Kind, r)
+}
+
+// Get reads the object's metadata. NotFound comes back as the API error.
+func Get(ctx context.Context, c *kube.Clients, r nginxmesh.Ref) (metav1.Object, error) {
+	o, err := opsFor(c, r)
+	if err != nil {
+		return nil, err
+	}
+	return o.get(ctx, r.Name)
 }
 
 // Delete deletes the object with the given propagation (nil: the API's default, background
 // for all kinds here). NotFound comes back as the API error.
 func Delete(ctx context.Context, c *kube.Clients, r nginxmesh.Ref, propagation *metav1.DeletionPropagation) error {
-	o := metav1.DeleteOptions{PropagationPolicy: propagation}
-	k := c.Kube
-	switch r.Kind {
-	case nginxmesh.KindDaemonSet:
-		return k.AppsV1().DaemonSets(r.Namespace).Delete(ctx, r.Name, o)
-	case KindStatefulSet:
-		return k.AppsV1().StatefulSets(r.Namespace).Delete(ctx, r.Name, o)
-	case nginxmesh.KindServiceAccount:
-		return k.CoreV1().ServiceAccounts(r.Namespace).Delete(ctx, r.Name, o)
-	case KindService:
-		return k.CoreV1().Services(r.Namespace).Delete(ctx, r.Name, o)
-	case KindConfigMap:
-		return k.CoreV1().ConfigMaps(r.Namespace).Delete(ctx, r.Name, o)
-	case KindNamespace:
-		return k.CoreV1().Namespaces().Delete(ctx, r.Name, o)
-	case KindJob:
-		return k.BatchV1().Jobs(r.Namespace).Delete(ctx, r.Name, o)
-	case nginxmesh.KindCSIDriver:
-		return k.StorageV1().CSIDrivers().Delete(ctx, r.Name, o)
-	case nginxmesh.KindRoleBinding:
-		return k.RbacV1().RoleBindings(r.Namespace).Delete(ctx, r.Name, o)
-	case KindRole:
-		return k.RbacV1().Roles(r.Namespace).Delete(ctx, r.Name, o)
-	case nginxmesh.KindClusterRole:
-		return k.RbacV1().ClusterRoles().Delete(ctx, r.Name, o)
-	case KindClusterRoleBinding:
-		return k.RbacV1().ClusterRoleBindings().Delete(ctx, r.Name, o)
-	case nginxmesh.KindSCC:
-		if c.SCC == nil {
-			return ErrNoSCC
-		}
-		return c.SCC.SecurityV1().SecurityContextConstraints().Delete(ctx, r.Name, o)
+	o, err := opsFor(c, r)
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("unsupported kind %q (%s)", r.Kind, r)
+	return o.del(ctx, r.Name, metav1.DeleteOptions{PropagationPolicy: propagation})
 }
 
 // Patch applies a JSON merge patch to the object.
 func Patch(ctx context.Context, c *kube.Clients, r nginxmesh.Ref, patch []byte) error {
-	o, mp := metav1.PatchOptions{}, types.MergePatchType
-	k := c.Kube
-	var err error
-	switch r.Kind {
-	case nginxmesh.KindDaemonSet:
-		_, err = k.AppsV1().DaemonSets(r.Namespace).Patch(ctx, r.Name, mp, patch, o)
-	case nginxmesh.KindServiceAccount:
-		_, err = k.CoreV1().ServiceAccounts(r.Namespace).Patch(ctx, r.Name, mp, patch, o)
-	case KindJob:
-		_, err = k.BatchV1().Jobs(r.Namespace).Patch(ctx, r.Name, mp, patch, o)
-	case nginxmesh.KindCSIDriver:
-		_, err = k.StorageV1().CSIDrivers().Patch(ctx, r.Name, mp, patch, o)
-	case nginxmesh.KindRoleBinding:
-		_, err = k.RbacV1().RoleBindings(r.Namespace).Patch(ctx, r.Name, mp, patch, o)
-	case nginxmesh.KindClusterRole:
-		_, err = k.RbacV1().ClusterRoles().Patch(ctx, r.Name, mp, patch, o)
-	case nginxmesh.KindSCC:
-		if c.SCC == nil {
-			return ErrNoSCC
-		}
-		_, err = c.SCC.SecurityV1().SecurityContextConstraints().Patch(ctx, r.Name, mp, patch, o)
-	default:
-		err = fmt.Errorf("patching kind %q is not supported (%s)", r.Kind, r)
+	o, err := opsFor(c, r)
+	if err != nil {
+		return err
 	}
-	return err
+	return o.patch(ctx, r.Name, patch)
 }
