@@ -495,7 +495,7 @@ func TestScenario4UninstallWithInjected(t *testing.T) {
 		case <-time.After(3 * time.Minute):
 			t.Fatalf("the sentinel did not delete the driver DaemonSet within 3m of the pod's deletion")
 		}
-		record("sentinel reaction (injected pod gone -> driver DaemonSet deleted): %s", reaction.Round(100*time.Millisecond))
+		record("sentinel reaction (injected pod gone -> driver DaemonSet deleted): %s (polled every 100 ms)", reaction.Round(time.Millisecond))
 		waitNoLeftovers(t, "zero leftovers (sentinel and its RBAC included)", 3*time.Minute)
 		if m := csiMounts(t); len(m) != 0 {
 			t.Errorf("host has CSI mounts left: %v", m)
