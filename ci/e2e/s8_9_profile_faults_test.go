@@ -218,14 +218,6 @@ func TestScenario9Faults(t *testing.T) {
 		waitSentinelResumed(t, sp.Name, restarts)
 	})
 
-	t.Run("delete the sentinel pod midway (SIGTERM, as a drain does): it resumes", func(t *testing.T) {
-		sp, restarts := sentinelPod(t)
-		if err := e.cs.CoreV1().Pods(meshNS).Delete(ctx(t), sp.Name, metav1.DeleteOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		waitSentinelResumed(t, sp.Name, restarts)
-	})
-
 	t.Run("restart the apiserver during the watch: it recovers", func(t *testing.T) {
 		clusterSh(t, "restart", "kube-apiserver")
 		time.Sleep(5 * time.Second)
@@ -236,6 +228,25 @@ func TestScenario9Faults(t *testing.T) {
 
 	t.Run("delete the pod: clean, then the sentinel removes everything", func(t *testing.T) {
 		deletePodCleanly(t, p)
+		waitNoLeftovers(t, "zero leftovers", 3*time.Minute)
+	})
+
+	// Part B: a drain deletes the sentinel pod (SIGTERM); the Job must run it again.
+	cleanSlate(t)
+	ensureInstalled(t)
+	p2 := startWorkload(t, "survives-drain", false)
+	uninstallLeavingSentinel(t, release, meshNS)
+
+	t.Run("drain: delete the sentinel pod (SIGTERM): it resumes", func(t *testing.T) {
+		sp, restarts := sentinelPod(t)
+		if err := e.cs.CoreV1().Pods(meshNS).Delete(ctx(t), sp.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitSentinelResumed(t, sp.Name, restarts)
+	})
+
+	t.Run("drain: delete the pod, then the sentinel removes everything", func(t *testing.T) {
+		deletePodCleanly(t, p2)
 		waitNoLeftovers(t, "zero leftovers", 3*time.Minute)
 	})
 }
