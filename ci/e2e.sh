@@ -30,36 +30,6 @@ rc=${PIPESTATUS[0]}
 set -e
 test_s=$(since "$t0")
 
-# Quarantine: ci/e2e/QUARANTINE lists subtests that fail because of a known product bug (name,
-# then the reason). Their failures are printed, loudly, but do not fail the run; any other
-# failure does. A quarantined test that passes again is reported so its entry can go.
-if [ -f "$CI/e2e/QUARANTINE" ]; then
-  grep -v '^#' "$CI/e2e/QUARANTINE" | awk 'NF {print $1}' | while read -r q; do
-    if grep -qF -- "--- PASS: $q " "$CACHE/logs/e2e.log"; then
-      echo "== e2e: quarantined $q passes now: remove it from ci/e2e/QUARANTINE"
-    fi
-  done
-fi
-if [ "$rc" != 0 ] && [ -f "$CI/e2e/QUARANTINE" ]; then
-  mapfile -t failed < <(sed -n 's/^ *--- FAIL: \([^ ]*\) .*/\1/p' "$CACHE/logs/e2e.log")
-  mapfile -t quarantined < <(grep -v '^#' "$CI/e2e/QUARANTINE" | awk 'NF {print $1}')
-  unknown=()
-  for f in "${failed[@]}"; do
-    ok=0
-    for q in "${quarantined[@]}"; do
-      # a quarantined subtest also covers the failure of its parent test
-      if [ "$f" = "$q" ] || [[ "$q" == "$f/"* ]]; then ok=1; fi
-    done
-    [ $ok = 1 ] || unknown+=("$f")
-  done
-  if [ ${#failed[@]} -gt 0 ] && [ ${#unknown[@]} -eq 0 ] && ! grep -q '^panic:\|^FAIL.*\[build failed\]\|test timed out' "$CACHE/logs/e2e.log"; then
-    echo "== e2e: only QUARANTINED failures (known product bugs, see ci/e2e/QUARANTINE):"
-    printf '  %s\n' "${failed[@]}"
-    rc=0
-  else
-    echo "== e2e: failures not in quarantine: ${unknown[*]:-(panic, build failure or timeout)}"
-  fi
-fi
 echo "== e2e timings"
 echo "  cluster up:    ${up_s}s"
 echo "  e2e tests:     ${test_s}s"

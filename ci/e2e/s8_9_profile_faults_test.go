@@ -230,8 +230,12 @@ func TestScenario9Faults(t *testing.T) {
 		deletePodCleanly(t, p)
 		waitNoLeftovers(t, "zero leftovers", 3*time.Minute)
 	})
+}
 
-	// Part B: a drain deletes the sentinel pod (SIGTERM); the Job must run it again.
+// TestScenario9bDrain: a drain deletes the sentinel pod (SIGTERM); the Job must run it again.
+func TestScenario9bDrain(t *testing.T) {
+	quarantine(t)
+	dumpOnFailure(t)
 	cleanSlate(t)
 	ensureInstalled(t)
 	p2 := startWorkload(t, "survives-drain", false)
