@@ -30,6 +30,7 @@ const (
 	ExitUsage   = 2
 	ExitRefused = 3 // cleanup with injected pods left and no --force
 	ExitTimeout = 4 // post-install not ready in time; sentinel --timeout passed
+	ExitStopped = 5 // sentinel stopped by a signal before it finished; its Job runs it again
 )
 
 const exitCodesHelp = `Exit codes:
@@ -37,7 +38,8 @@ const exitCodesHelp = `Exit codes:
   1  failure (the message names the object and the cause)
   2  usage error (unknown command or flag, bad flag value)
   3  refused: cleanup found injected pods still using the driver (use --force to override)
-  4  timeout: post-install not ready within --timeout, or sentinel --timeout passed (nothing deleted)`
+  4  timeout: post-install not ready within --timeout, or sentinel --timeout passed (nothing deleted)
+  5  sentinel stopped by a signal (drain, eviction) before it finished; its Job starts it again`
 
 type usageError struct{ error }
 
@@ -396,6 +398,8 @@ func Code(err error) int {
 		return ExitRefused
 	case errors.Is(err, sentinel.ErrTimeout), errors.Is(err, install.ErrTimeout):
 		return ExitTimeout
+	case errors.Is(err, sentinel.ErrStopped):
+		return ExitStopped
 	}
 	return ExitFailure
 }

@@ -121,6 +121,7 @@ func TestExitCodes(t *testing.T) {
 		objs    []runtime.Object
 		clients func(context.Context, string) (*kube.Clients, error)
 		failAll bool
+		stopped bool // the context ends while the command runs (SIGTERM)
 		want    int
 		out     string
 	}{
@@ -140,6 +141,7 @@ func TestExitCodes(t *testing.T) {
 		{name: "post-delete with a bad value exits 0", args: []string{"post-delete", "--settle=soon"}, want: ExitOK},
 		{name: "pre-install without API access fails", args: []string{"pre-install"}, clients: apiDown, want: ExitFailure},
 		{name: "sentinel timeout", args: []string{"sentinel", "--timeout=20ms"}, objs: []runtime.Object{injected}, want: ExitTimeout, out: "app/web"},
+		{name: "sentinel stopped by a signal", args: []string{"sentinel"}, objs: []runtime.Object{injected}, stopped: true, want: ExitStopped, out: "nothing deleted"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -158,7 +160,13 @@ func TestExitCodes(t *testing.T) {
 				clients = func(context.Context, string) (*kube.Clients, error) { return cl, nil }
 			}
 			var out bytes.Buffer
-			code := Execute(context.Background(), append([]string{"--namespace=" + ns, "--log-format=text"}, c.args...), Deps{Stdout: &out, Stderr: &out, Clients: clients})
+			ctx := context.Background()
+			if c.stopped {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, 200*time.Millisecond)
+				defer cancel()
+			}
+			code := Execute(ctx, append([]string{"--namespace=" + ns, "--log-format=text"}, c.args...), Deps{Stdout: &out, Stderr: &out, Clients: clients})
 			if code != c.want || !strings.Contains(out.String(), c.out) {
 				t.Fatalf("exit %d, want %d; output:\n%s", code, c.want, out.String())
 			}

@@ -37,6 +37,10 @@ var (
 	ErrTimeout = errors.New("sentinel timeout")
 	// ErrTakenOver: a new install owns the keep set now; nothing (more) was deleted.
 	ErrTakenOver = errors.New("keep set taken over by a new install")
+	// ErrStopped: a signal (drain, eviction, Job deletion) stopped the sentinel before it
+	// finished. It must not exit 0: the Job would count as complete and never run it again,
+	// leaving the keep set behind. A new pod resumes where this one stopped.
+	ErrStopped = errors.New("sentinel stopped before it finished")
 )
 
 // Options of the sentinel.
@@ -268,8 +272,9 @@ func (s *Sentinel) takenOver(ctx context.Context) (string, error) {
 	return "", nil
 }
 
-// Run waits, then deletes. It returns nil when done or stopped by its context (nothing is
-// deleted then), ErrTakenOver, or ErrTimeout with the pods still waited for.
+// Run waits, then deletes. It returns nil when done, ErrStopped when its context ended first
+// (what is already deleted stays deleted; a restart resumes), ErrTakenOver, or ErrTimeout with
+// the pods still waited for.
 func (s *Sentinel) Run(ctx context.Context, informer cache.SharedIndexInformer) error {
 	if s.O.Now == nil {
 		s.O.Now = time.Now
@@ -311,7 +316,7 @@ func (s *Sentinel) Run(ctx context.Context, informer cache.SharedIndexInformer) 
 		select {
 		case <-ctx.Done():
 			s.Log.Info("stopped before the pod list completed; nothing deleted")
-			return nil
+			return ErrStopped
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
@@ -347,7 +352,7 @@ func (s *Sentinel) Run(ctx context.Context, informer cache.SharedIndexInformer) 
 				s.Log.Info("an injected pod appeared during the deletions; waiting again")
 			case ctx.Err() != nil:
 				s.Log.Info("stopped during the deletions; a restart resumes them")
-				return nil
+				return ErrStopped
 			default:
 				s.Log.WithError(err).WithField("retry_in", o.RetryEvery.String()).Warn("deletion failed; retrying")
 				backoff = true
@@ -360,7 +365,7 @@ func (s *Sentinel) Run(ctx context.Context, informer cache.SharedIndexInformer) 
 		select {
 		case <-ctx.Done():
 			s.Log.Info("stopped; nothing deleted")
-			return nil
+			return ErrStopped
 		case <-s.T.kick:
 		case <-settle.C:
 		case <-retry.C:
