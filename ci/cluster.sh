@@ -237,6 +237,7 @@ state = "$RUN_DIR/containerd"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "$RUN_DIR/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$STATE/cni/net.d"
@@ -326,6 +327,12 @@ start_etcd() {
 
 start_containerd() {
   mkdir -p "$STATE/containerd/root" "$RUN_DIR/containerd"
+  # containerd makes these host folders for pod network namespaces and shim sockets; remember
+  # which did not exist, so down removes them again.
+  local d
+  for d in /run/netns /run/containerd; do
+    [ -e "$d" ] || grep -qx "$d" "$STATE/created-dirs" 2>/dev/null || echo "$d" >>"$STATE/created-dirs"
+  done
   start containerd --config "$STATE/config/containerd.toml"
   wait_for "containerd serving" 60 ctr_k8s version || fail_part containerd
 }
@@ -563,8 +570,14 @@ cmd_down() {
   if [ -f "$STATE/created-kubelet-dir" ]; then
     rm -rf "$KUBELET_DIR"
   fi
+  if [ -f "$STATE/created-dirs" ]; then
+    local d
+    while IFS= read -r d; do
+      [ -d "$d" ] || continue
+      find "$d" -depth -type d -empty -delete 2>/dev/null || true
+    done <"$STATE/created-dirs"
+  fi
   rm -rf "$RUN_DIR" "$STATE"
-  rmdir /run/containerd/s /run/containerd 2>/dev/null || true
   log "== cluster down in $(since "$start_all")s"
 }
 
