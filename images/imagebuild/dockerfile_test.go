@@ -113,7 +113,7 @@ func TestRepoDockerfiles(t *testing.T) {
 	}{
 		{"csi-driver", []string{"/nginx-mesh-csi-driver"}, "", "/nginx-mesh-csi-driver"},
 		{"hooks", []string{"/nginx-mesh-hooks"}, "65532:65532", "/nginx-mesh-hooks"},
-		{"spire-server", []string{"/opt/spire/bin/spire-server"}, "", "/opt/spire/bin/spire-server"},
+		{"spire-server", []string{"/opt/spire/bin/spire-server"}, "1000:1000", "/opt/spire/bin/spire-server"},
 		{"spire-agent", []string{"/opt/spire/bin/spire-agent"}, "", "/opt/spire/bin/spire-agent"},
 		{"pause", []string{"/pause"}, "65535:65535", "/pause"},
 		{"e2e-workload", []string{"/e2e-workload"}, "65532:65532", "/e2e-workload"},
