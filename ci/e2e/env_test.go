@@ -175,28 +175,6 @@ func waitFor(t *testing.T, desc string, timeout time.Duration, cond func() (bool
 // ctx is the context of one API call; each call is bounded by the client's Timeout.
 func ctx(_ *testing.T) context.Context { return context.Background() }
 
-// quarantine skips the test when ci/e2e/QUARANTINE lists it (a known product bug, with its
-// reason), unless E2E_RUN_QUARANTINED=1. The skip and its reason show in the test output.
-func quarantine(t *testing.T) {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(e.root, "ci", "e2e", "QUARANTINE"))
-	if err != nil {
-		return
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		name, reason, _ := strings.Cut(strings.TrimSpace(line), "\t")
-		if name == "" || strings.HasPrefix(name, "#") || name != t.Name() {
-			continue
-		}
-		if os.Getenv("E2E_RUN_QUARANTINED") == "1" {
-			t.Logf("QUARANTINED but run (E2E_RUN_QUARANTINED=1): %s", reason)
-			return
-		}
-		record("QUARANTINED %s: %s", t.Name(), reason)
-		t.Skipf("QUARANTINED (known product bug): %s", reason)
-	}
-}
-
 // ---------- install / uninstall ----------
 
 func chartArgs(extra ...string) []string {

@@ -234,7 +234,6 @@ func TestScenario9Faults(t *testing.T) {
 
 // TestScenario9bDrain: a drain deletes the sentinel pod (SIGTERM); the Job must run it again.
 func TestScenario9bDrain(t *testing.T) {
-	quarantine(t)
 	dumpOnFailure(t)
 	cleanSlate(t)
 	ensureInstalled(t)
