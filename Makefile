@@ -41,6 +41,10 @@ images: build
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./csi/... ./hooks/...
 
+## bench-cluster: the hooks benchmarks against the real local apiserver (50,000 pods; starts/stops the cluster)
+bench-cluster:
+	ci/bench-cluster.sh
+
 ## cluster-up / cluster-down: the real single-node cluster in ci/
 cluster-up:
 	ci/cluster.sh up
