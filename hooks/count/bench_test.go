@@ -8,12 +8,11 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/hooks/internal/clusterbench"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -79,30 +78,6 @@ func podServer(total int) *httptest.Server {
 	}))
 }
 
-// heapPeak samples HeapInuse until stopped and returns the highest value seen.
-func heapPeak() (stop func() uint64) {
-	var peak atomic.Uint64
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		var m runtime.MemStats
-		for {
-			runtime.ReadMemStats(&m)
-			if m.HeapInuse > peak.Load() {
-				peak.Store(m.HeapInuse)
-			}
-			select {
-			case <-done:
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-		}
-	}()
-	return func() uint64 { close(done); wg.Wait(); return peak.Load() }
-}
-
 // BenchmarkCount50k counts 50,000 pods through a paginating apiserver on loopback: the
 // paged way (Injected, limit 500) and, for comparison, one unpaged list of everything.
 func BenchmarkCount50k(b *testing.B) {
@@ -142,7 +117,7 @@ func BenchmarkCount50k(b *testing.B) {
 				runtime.GC()
 				var base runtime.MemStats
 				runtime.ReadMemStats(&base)
-				stop := heapPeak()
+				stop := clusterbench.HeapPeak()
 				n := 0
 				if mode == "paged-500" {
 					res, err := Injected(context.Background(), kc, rule, time.Now)

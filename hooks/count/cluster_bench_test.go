@@ -2,8 +2,6 @@ package count
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -12,14 +10,7 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/hooks/internal/clusterbench"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if err := clusterbench.Cleanup(); err != nil {
-		fmt.Fprintln(os.Stderr, "cluster benchmark cleanup:", err)
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { clusterbench.Main(m) }
 
 // BenchmarkClusterCount50k counts 50,000 Pending pods (500 injected) served by a real
 // apiserver, with the product's clients (protobuf) and Injected's 500-pod pages. It needs

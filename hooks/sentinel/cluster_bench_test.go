@@ -3,7 +3,6 @@ package sentinel
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -20,14 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if err := clusterbench.Cleanup(); err != nil {
-		fmt.Fprintln(os.Stderr, "cluster benchmark cleanup:", err)
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { clusterbench.Main(m) }
 
 // BenchmarkClusterReaction measures, on a real apiserver with 20,000 unrelated Pending pods,
 // the time from the last injected pod's deletion (grace period 0) to the driver DaemonSet's

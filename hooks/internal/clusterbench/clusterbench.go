@@ -272,8 +272,18 @@ func (e *Env) DropExtra(ctx context.Context) error {
 	}
 }
 
+// Main runs a package's tests and benchmarks, then Cleanup; for a TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	if err := Cleanup(); err != nil {
+		fmt.Fprintln(os.Stderr, "cluster benchmark cleanup:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
 // Cleanup deletes the namespace and the benchmark's CSIDriver, unless EnvKeep=1 or no
-// benchmark connected. Call it from TestMain after m.Run.
+// benchmark connected. Main calls it after the run.
 func Cleanup() error {
 	if !used.Load() || os.Getenv(EnvKeep) == "1" {
 		return nil
