@@ -9,18 +9,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 start=$(date +%s)
-was_running=0
-cluster_running && was_running=1
-t0=$(date +%s)
-"$CI/cluster.sh" up
-up_s=$(since "$t0")
-mkdir -p "$CACHE/logs"
-stop_cluster() {
-  if [ "$was_running" = 0 ] && [ "${BENCH_KEEP_CLUSTER:-0}" != 1 ]; then
-    "$CI/cluster.sh" down || true
-  fi
-}
-trap stop_cluster EXIT
+up_for_run BENCH_KEEP_CLUSTER
 
 logf="$CACHE/logs/bench-cluster.log"
 export NGINX_MESH_BENCH_KUBECONFIG="$KUBECONFIG_PATH"

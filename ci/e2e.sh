@@ -8,19 +8,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 start=$(date +%s)
-was_running=0
-cluster_running && was_running=1
-t0=$(date +%s)
-"$CI/cluster.sh" up
-up_s=$(since "$t0")
+up_for_run E2E_KEEP_CLUSTER
 build_helm
-mkdir -p "$CACHE/logs"
-stop_cluster() {
-  if [ "$was_running" = 0 ] && [ "${E2E_KEEP_CLUSTER:-0}" != 1 ]; then
-    "$CI/cluster.sh" down || true
-  fi
-}
-trap stop_cluster EXIT
 
 log "== go test -tags e2e ./ci/e2e/ (log: $CACHE/logs/e2e.log)"
 t0=$(date +%s)

@@ -189,6 +189,22 @@ build_helm() {
 
 cluster_running() { [ -f "$STATE/pids/kube-apiserver.pid" ] && [ -f "$KUBECONFIG_PATH" ] && kubectl get --raw /readyz >/dev/null 2>&1; }
 
+# up_for_run KEEP_VAR: brings the cluster up for one script's run and sets up_s to the seconds
+# it took. A cluster started here is stopped when the script exits, unless the environment
+# variable named KEEP_VAR is 1; one that was already running is left running.
+up_for_run() {
+  local was_running=0 t0
+  cluster_running && was_running=1
+  t0=$(date +%s)
+  "$CI/cluster.sh" up
+  up_s=$(since "$t0")
+  mkdir -p "$CACHE/logs"
+  UP_FOR_RUN_KEEP=$1
+  if [ "$was_running" = 0 ]; then
+    trap '[ "${!UP_FOR_RUN_KEEP:-0}" = 1 ] || "$CI/cluster.sh" down || true' EXIT
+  fi
+}
+
 # spire_server_cli ARGS...: the host-built spire-server CLI against the in-cluster server's admin
 # socket, through a short symlink (the real path under the kubelet pods tree is too long for a
 # unix socket address).
