@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -315,7 +316,7 @@ func TestTimeoutDeletesNothing(t *testing.T) {
 	done, cancel := e.start(t, Options{Timeout: 200 * time.Millisecond})
 	defer cancel()
 	err := wait(t, done)
-	if !errors.Is(err, ErrTimeout) || !contains(err.Error(), "app/web-abc-xyz (Deployment web)") {
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "app/web-abc-xyz (Deployment web)") {
 		t.Fatalf("want ErrTimeout naming the pod and its Deployment, got %v", err)
 	}
 	if d := e.deletions(); len(d) != 0 {

@@ -23,7 +23,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 )
 
@@ -148,7 +150,7 @@ func SentinelObjects(c *kube.Clients, o Options, nsUID string) (*rbacv1.ClusterR
 	}
 	cr := &rbacv1.ClusterRole{ObjectMeta: meta(nginxmesh.SentinelRBAC, ""), Rules: rules}
 	if nsUID != "" {
-		cr.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Namespace", Name: o.Namespace, UID: typesUID(nsUID)}}
+		cr.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Namespace", Name: o.Namespace, UID: types.UID(nsUID)}}
 	}
 	crb := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: meta(nginxmesh.SentinelRBAC, ""),
@@ -199,7 +201,7 @@ func SentinelObjects(c *kube.Clients, o Options, nsUID string) (*rbacv1.ClusterR
 							SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 						},
 						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-							corev1.ResourceCPU: mustQuantity("10m"), corev1.ResourceMemory: mustQuantity("64Mi")}},
+							corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("64Mi")}},
 						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 					}},
 				},
@@ -242,7 +244,7 @@ func CreateSentinel(ctx context.Context, c *kube.Clients, o Options) error {
 		return err
 	}
 	if crUID != "" {
-		crb.OwnerReferences = []metav1.OwnerReference{{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole", Name: cr.Name, UID: typesUID(crUID)}}
+		crb.OwnerReferences = []metav1.OwnerReference{{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole", Name: cr.Name, UID: types.UID(crUID)}}
 	}
 	steps := []struct {
 		what string

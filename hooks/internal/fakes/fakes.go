@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
@@ -116,7 +117,7 @@ func (g *Guard) reactor(a k8stesting.Action) (bool, runtime.Object, error) {
 // Install adds the guard in front of both fakes.
 func (g *Guard) Install(k *fake.Clientset, s *secfake.Clientset) {
 	k.PrependReactor("*", "*", g.reactor)
-	k.PrependWatchReactor("*", func(a k8stesting.Action) (bool, watchI, error) {
+	k.PrependWatchReactor("*", func(a k8stesting.Action) (bool, watch.Interface, error) {
 		_, _, _ = g.reactor(a)
 		return false, nil, nil
 	})

@@ -1,5 +1,0 @@
-package fakes
-
-import "k8s.io/apimachinery/pkg/watch"
-
-type watchI = watch.Interface
