@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X github.com/nginx-mesh/nginx-mesh.Version=$(VERSION)
 HELM    := $(GO) tool helm
 CHART   := charts/nginx-mesh
 
-.PHONY: all build test unit lint e2e images bench demo cluster-up cluster-down docs
+.PHONY: all build test unit lint e2e images bench bench-cluster demo cluster-up cluster-down docs
 
 all: build
 
