@@ -62,7 +62,7 @@ func workloadPod(name string, once bool) *corev1.Pod {
 	}
 }
 
-// startWorkload creates the pod and waits until it runs and the driver's mount is on the host.
+// startWorkload creates the pod and waits until it runs (or, with once, has run).
 func startWorkload(t *testing.T, name string, once bool) *corev1.Pod {
 	t.Helper()
 	ensureNamespace(t, workloadNS)
@@ -81,6 +81,18 @@ func startWorkload(t *testing.T, name string, once bool) *corev1.Pod {
 		return false, string(cur.Status.Phase) + " " + podProblems(cur)
 	})
 	return p
+}
+
+// startMountedWorkload starts a long-running workload and waits until the host shows exactly
+// one driver mount on its volume's target, which it returns.
+func startMountedWorkload(t *testing.T, name string) (*corev1.Pod, string) {
+	t.Helper()
+	p := startWorkload(t, name, false)
+	target := volumeTarget(string(p.UID), volumeName)
+	waitFor(t, "driver mount on the host", time.Minute, func() (bool, string) {
+		return countMounts(t, target) == 1, fmt.Sprint(csiMounts(t))
+	})
+	return p, target
 }
 
 func nodeName(t *testing.T) string {
@@ -400,11 +412,7 @@ func TestScenario3UninstallNoInjected(t *testing.T) {
 func TestScenario4UninstallWithInjected(t *testing.T) {
 	dumpOnFailure(t)
 	ensureInstalled(t)
-	p := startWorkload(t, "keeps-driver", false)
-	target := volumeTarget(string(p.UID), volumeName)
-	waitFor(t, "driver mount on the host", time.Minute, func() (bool, string) {
-		return countMounts(t, target) == 1, fmt.Sprint(csiMounts(t))
-	})
+	p, target := startMountedWorkload(t, "keeps-driver")
 	before := driverPods(t)
 	if len(before) == 0 {
 		t.Fatal("no csi-driver pods before uninstall")

@@ -181,9 +181,7 @@ func waitSentinelResumed(t *testing.T, oldPod string, oldRestarts int32) {
 func TestScenario9Faults(t *testing.T) {
 	dumpOnFailure(t)
 	ensureInstalled(t)
-	p := startWorkload(t, "survives-faults", false)
-	target := volumeTarget(string(p.UID), volumeName)
-	waitFor(t, "driver mount on the host", time.Minute, func() (bool, string) { return countMounts(t, target) == 1, "" })
+	p, target := startMountedWorkload(t, "survives-faults")
 
 	t.Run("kill the driver container while a pod is mounted", func(t *testing.T) {
 		name, before := killDriverContainer(t)
