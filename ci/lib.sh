@@ -3,9 +3,11 @@
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CI="$ROOT/ci"
-CACHE="$CI/.cache"          # built binaries (git-ignored), kept between runs
+# NMCL_CACHE / NMCL_STATE let several checkouts of the repository (git worktrees) share one
+# build cache and the one cluster this machine can run.
+CACHE="${NMCL_CACHE:-$CI/.cache}"   # built binaries (git-ignored), kept between runs
 BIN="$CACHE/bin"
-STATE="$CI/.cluster"        # everything of a running cluster (git-ignored)
+STATE="${NMCL_STATE:-$CI/.cluster}" # everything of a running cluster (git-ignored)
 export KUBECONFIG_PATH="$STATE/kubeconfig"
 export PATH="/usr/local/go/bin:$BIN:$PATH"
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"

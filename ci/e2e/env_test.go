@@ -71,7 +71,7 @@ func TestMain(m *testing.M) {
 	}
 	kc := os.Getenv("KUBECONFIG")
 	if kc == "" {
-		kc = filepath.Join(root, "ci", ".cluster", "kubeconfig")
+		kc = filepath.Join(envOr("NMCL_STATE", filepath.Join(root, "ci", ".cluster")), "kubeconfig")
 	}
 	if _, err := os.Stat(kc); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: no kubeconfig at %s: start the cluster with ci/cluster.sh up (or make e2e)\n", kc)
@@ -88,7 +88,7 @@ func TestMain(m *testing.M) {
 	e = &env{
 		root:       root,
 		kubeconfig: kc,
-		helm:       firstExisting(filepath.Join(root, "ci", ".cache", "bin", "helm")),
+		helm:       firstExisting(filepath.Join(cacheBin(root), "helm")),
 		hooks:      filepath.Join(root, "bin", "nginx-mesh-hooks"),
 		cfg:        cfg,
 		cs:         kubernetes.NewForConfigOrDie(cfg),
@@ -103,6 +103,18 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// cacheBin is ci/lib.sh's $BIN: the host-built helm, kubectl and SPIRE binaries.
+func cacheBin(root string) string {
+	return filepath.Join(envOr("NMCL_CACHE", filepath.Join(root, "ci", ".cache")), "bin")
 }
 
 func firstExisting(p string) string {

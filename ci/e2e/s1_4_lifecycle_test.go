@@ -306,7 +306,7 @@ func spireServer(t *testing.T, args ...string) (string, error) {
 		t.Fatal(err)
 	}
 	defer os.Remove(link)
-	bin := filepath.Join(e.root, "ci", ".cache", "bin", "spire-server")
+	bin := filepath.Join(cacheBin(e.root), "spire-server")
 	// spire-server <command> <subcommand> -socketPath ... <flags>
 	full := append(append(append([]string{}, args[:2]...), "-socketPath", link), args[2:]...)
 	return run(t, bin, full...)
