@@ -47,7 +47,15 @@ start() {
     return
   fi
   mkdir -p "$LOGS" "$PIDS"
-  setsid "$(part_binary "$part")" "$@" >>"$LOGS/$part.log" 2>&1 </dev/null &
+  # The part outlives this script: it must not inherit our descriptors beyond 0-2 (a caller's
+  # `flock LOCK ci/cluster.sh ...` lock among them, which a daemon would then hold forever).
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+    done 2>/dev/null
+    exec setsid "$(part_binary "$part")" "$@" >>"$LOGS/$part.log" 2>&1 </dev/null
+  ) &
   echo $! >"$PIDS/$part.pid"
   log "$part: started (pid $!, log $LOGS/$part.log)"
 }
