@@ -5,6 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/nginx-mesh/nginx-mesh.Version=$(VERSION)
 HELM    := $(GO) tool helm
 CHART   := charts/nginx-mesh
+SCRIPTS := $(shell git ls-files ci .ci | xargs grep -lE '^(\#!/usr/bin/env bash|\# shellcheck shell=bash)' 2>/dev/null)
 
 .PHONY: all build test unit lint e2e images bench bench-cluster demo cluster-up cluster-down docs
 
@@ -21,8 +22,10 @@ test: lint unit e2e
 unit:
 	$(GO) test -count=1 ./...
 
-## lint: gofmt, go vet, helm lint --strict for both profiles
+## lint: gofmt, go vet, shellcheck of every script, helm lint --strict for both profiles
 lint:
+	@ci/packages.sh install >/dev/null  # shellcheck comes from Debian (no-op when present)
+	shellcheck -x $(SCRIPTS)
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^ci/tools/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(HELM) lint --strict $(CHART)

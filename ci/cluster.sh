@@ -22,9 +22,13 @@ PIDS="$STATE/pids"
 pid_of() { [ -f "$PIDS/$1.pid" ] && cat "$PIDS/$1.pid"; }
 
 # alive PART: the recorded PID runs and is still that program (guards against PID reuse).
+# (Captured values, never `| grep -q`: under pipefail grep -q's early exit can SIGPIPE the writer
+# and fail the pipeline although it matched.)
 alive() {
-  local pid; pid=$(pid_of "$1") || return 1
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$(part_binary "$1")"
+  local pid cmdline; pid=$(pid_of "$1") || return 1
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ "$cmdline" == *"$(part_binary "$1")"* ]]
 }
 
 part_binary() {
@@ -43,7 +47,15 @@ start() {
     return
   fi
   mkdir -p "$LOGS" "$PIDS"
-  setsid "$(part_binary "$part")" "$@" >>"$LOGS/$part.log" 2>&1 </dev/null &
+  # The part outlives this script: it must not inherit our descriptors beyond 0-2 (a caller's
+  # `flock LOCK ci/cluster.sh ...` lock among them, which a daemon would then hold forever).
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+    done 2>/dev/null
+    exec setsid "$(part_binary "$part")" "$@" >>"$LOGS/$part.log" 2>&1 </dev/null
+  ) &
   echo $! >"$PIDS/$part.pid"
   log "$part: started (pid $!, log $LOGS/$part.log)"
 }
@@ -58,11 +70,11 @@ fail_part() {
 }
 
 stop_part() {
-  local part=$1 pid i
+  local part=$1 pid
   pid=$(pid_of "$part") || return 0
   if alive "$part"; then
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 30); do
+    for _ in $(seq 1 30); do
       alive "$part" || break
       sleep 0.5
     done
@@ -93,7 +105,8 @@ setup_network() {
     ip link add "$BRIDGE" type bridge
     log "bridge $BRIDGE created"
   fi
-  ip addr show dev "$BRIDGE" | grep -q "inet $NODE_IP/" || ip addr add "$NODE_IP/24" dev "$BRIDGE"
+  local addrs; addrs=$(ip -4 addr show dev "$BRIDGE")
+  [[ "$addrs" == *"inet $NODE_IP/"* ]] || ip addr add "$NODE_IP/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
   # Service IPs are virtual (kube-proxy DNATs them); route them onto the bridge all the same so
   # nothing addressed to the service range can take the default route.
@@ -542,7 +555,7 @@ cmd_down() {
   fi
   for p in containerd kube-apiserver etcd; do stop_part "$p"; done
   # kube-proxy's own cleanup of its rules, then every chain we or CNI made.
-  [ -x "$BIN/kube-proxy" ] && "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  if [ -x "$BIN/kube-proxy" ]; then "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
   remove_chains
   # Network namespaces containerd made for pods (netns mounts), then all mounts we made.
   local ns
@@ -563,7 +576,7 @@ cmd_down() {
     local kv
     while IFS= read -r kv; do
       local f; f="/proc/sys/$(echo "${kv%%=*}" | tr . /)"
-      [ -e "$f" ] && echo "${kv#*=}" >"$f" 2>/dev/null || true
+      if [ -e "$f" ]; then echo "${kv#*=}" >"$f" 2>/dev/null || true; fi
     done <"$STATE/sysctl.orig"
   fi
   remove_cgroups

@@ -34,9 +34,11 @@ TD=$(helm get values nginx-mesh -n "$NS" -a -o json | sed -n 's/.*"trustDomain":
 TD=${TD:-cluster.local}
 ID="spiffe://$TD/ns/$APP_NS/sa/default"
 NODE_ALIAS="spiffe://$TD/demo/node"
-SPIRE_NS=$NS spire_server_cli entry show -spiffeID "$NODE_ALIAS" 2>/dev/null | grep -q "$NODE_ALIAS" ||
+shown=$(SPIRE_NS=$NS spire_server_cli entry show -spiffeID "$NODE_ALIAS" 2>/dev/null || true)
+[[ "$shown" == *"$NODE_ALIAS"* ]] ||
   SPIRE_NS=$NS spire_server_cli entry create -node -spiffeID "$NODE_ALIAS" -selector k8s_psat:cluster:nginx-mesh >/dev/null
-SPIRE_NS=$NS spire_server_cli entry show -spiffeID "$ID" 2>/dev/null | grep -q "$ID" ||
+shown=$(SPIRE_NS=$NS spire_server_cli entry show -spiffeID "$ID" 2>/dev/null || true)
+[[ "$shown" == *"$ID"* ]] ||
   SPIRE_NS=$NS spire_server_cli entry create -parentID "$NODE_ALIAS" -spiffeID "$ID" \
     -selector "k8s:ns:$APP_NS" -selector k8s:sa:default >/dev/null
 log "  entry $ID"

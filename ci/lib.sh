@@ -1,5 +1,6 @@
 # Shared by ci/*.sh: paths, logging, bounded waits and the cached builds. Source it; do not run it.
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables are read by the scripts that source this file
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CI="$ROOT/ci"

@@ -14,6 +14,7 @@ PACKAGES=(
   iproute2 util-linux mount    # ip link/addr, nsenter, mount/umount/findmnt
   kmod                         # modprobe br_netfilter/overlay
   procps psmisc                # pgrep/ps for the harness
+  shellcheck                   # make lint checks every script
   gcc libc6-dev                # static cgo build of spire-server (SQLite)
   ca-certificates git make
 )
@@ -21,7 +22,7 @@ PACKAGES=(
 missing() {
   local p
   for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || echo "$p"
   done
 }
 
