@@ -12,7 +12,7 @@ all: build
 
 ## build: static binaries in bin/ (CGO off)
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./csi/cmd/nginx-mesh-csi-driver ./hooks/cmd/nginx-mesh-hooks
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./csi/cmd/nginx-mesh-csi-driver ./hooks/cmd/nginx-mesh-hooks ./proxy/cmd/nginx-mesh-proxy
 
 ## test: everything CI runs: lint, unit and peer suites, end-to-end on the local cluster
 test: lint unit e2e

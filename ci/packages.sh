@@ -15,6 +15,7 @@ PACKAGES=(
   kmod                         # modprobe br_netfilter/overlay
   procps psmisc                # pgrep/ps for the harness
   gcc libc6-dev                # static cgo build of spire-server (SQLite)
+  nginx libnginx-mod-stream    # NGINX with its stream module: the peer of the proxy benchmark (make bench-proxy); its own config, never the system service
   ca-certificates git make
 )
 

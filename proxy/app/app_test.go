@@ -36,6 +36,10 @@ func TestRequestThroughProxies(t *testing.T) {
 			t.Fatalf("round trip %d = %q, %v; want %q", i, got, err, msg)
 		}
 	}
+	port := strconv.Itoa(p.meshPort)
+	if got := p.server.metric(t, `nginx_mesh_proxy_active_connections{direction="inbound",port="`+port+`"}`); got != 1 {
+		t.Errorf("inbound active_connections while open = %v, want 1", got)
+	}
 	// A half-close travels through both proxies: the app sees EOF, closes, the client sees EOF.
 	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 		t.Fatal(err)
@@ -44,12 +48,14 @@ func TestRequestThroughProxies(t *testing.T) {
 	if n, err := c.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
 		t.Fatalf("after half-close: read %d, %v; want EOF", n, err)
 	}
-	port := strconv.Itoa(p.meshPort)
 	eventually(t, "server proxy counts the connection closed", func() bool {
 		return p.server.metric(t, `nginx_mesh_proxy_active_connections{direction="inbound",port="`+port+`"}`) == 0
 	})
 	if got := p.server.metric(t, `nginx_mesh_proxy_connections_total{direction="inbound",port="`+port+`"}`); got != 1 {
 		t.Errorf("inbound connections_total = %v, want 1", got)
+	}
+	if got := p.server.metric(t, `nginx_mesh_proxy_handshakes_total{direction="inbound",port="`+port+`",resumed="false"}`); got != 1 {
+		t.Errorf("inbound full handshakes = %v, want 1", got)
 	}
 	if got := p.server.metric(t, `nginx_mesh_proxy_bytes_total{direction="inbound",from="client",port="`+port+`"}`); got != float64(3*len("hello 0 through the mesh")) {
 		t.Errorf("inbound bytes from client = %v", got)
@@ -61,6 +67,14 @@ func TestRequestThroughProxies(t *testing.T) {
 	// The server proxy saw the client's ID (debug log).
 	if es := p.server.entries("accepted"); len(es) != 1 || es[0].Data["peer_id"] != clientID {
 		t.Errorf("server proxy's accepted log = %v, want peer_id %s", es, clientID)
+	}
+	// A second connection resumes the TLS session the first one got a ticket for.
+	c2 := p.dial()
+	if got, err := roundTrip(c2, "again"); err != nil || got != "again" {
+		t.Fatalf("second connection: %q, %v", got, err)
+	}
+	if got := p.client.metric(t, `nginx_mesh_proxy_handshakes_total{direction="outbound",port="`+strconv.Itoa(p.local)+`",resumed="true"}`); got != 1 {
+		t.Errorf("outbound resumed handshakes = %v, want 1", got)
 	}
 }
 

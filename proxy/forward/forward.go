@@ -73,7 +73,7 @@ func New(o Options) *Proxy {
 // It returns at once; the listener runs until Drain.
 func (p *Proxy) Inbound(l net.Listener, cfg *tls.Config, appAddr string, m *metrics.Listener) {
 	log := p.o.Log.WithFields(logrus.Fields{"direction": "inbound", "port": portOf(l), "app": appAddr})
-	p.serve(l, log, func(raw net.Conn) {
+	p.serve(l, log, m, func(raw net.Conn) {
 		tc := tls.Server(raw, cfg)
 		if !p.handshake(tc, raw, log, m) {
 			return
@@ -102,7 +102,7 @@ func (p *Proxy) Inbound(l net.Listener, cfg *tls.Config, appAddr string, m *metr
 // whose VerifyConnection checks the server's ID) to upstream.
 func (p *Proxy) Outbound(l net.Listener, cfg *tls.Config, upstream string, m *metrics.Listener) {
 	log := p.o.Log.WithFields(logrus.Fields{"direction": "outbound", "port": portOf(l), "upstream": upstream})
-	p.serve(l, log, func(local net.Conn) {
+	p.serve(l, log, m, func(local net.Conn) {
 		raw, err := net.DialTimeout("tcp", upstream, p.o.DialTimeout)
 		if err != nil {
 			m.DialFailures.Inc()
@@ -133,7 +133,7 @@ func (p *Proxy) Outbound(l net.Listener, cfg *tls.Config, upstream string, m *me
 }
 
 // serve runs l's accept loop in a goroutine, each connection in its own.
-func (p *Proxy) serve(l net.Listener, log *logrus.Entry, handle func(net.Conn)) {
+func (p *Proxy) serve(l net.Listener, log *logrus.Entry, m *metrics.Listener, handle func(net.Conn)) {
 	p.mu.Lock()
 	p.listeners = append(p.listeners, l)
 	p.mu.Unlock()
@@ -158,9 +158,12 @@ func (p *Proxy) serve(l net.Listener, log *logrus.Entry, handle func(net.Conn)) 
 				_ = c.Close()
 				continue
 			}
+			m.Accepted.Inc()
+			m.Active.Inc()
 			p.wg.Add(1)
 			go func() {
 				defer p.wg.Done()
+				defer m.Active.Dec()
 				defer p.untrack(c)
 				handle(c)
 			}()
@@ -170,11 +173,15 @@ func (p *Proxy) serve(l net.Listener, log *logrus.Entry, handle func(net.Conn)) 
 
 // handshake runs the TLS handshake under HandshakeTimeout and counts and logs a failure.
 func (p *Proxy) handshake(tc *tls.Conn, raw net.Conn, log *logrus.Entry, m *metrics.Listener) bool {
-	m.Accepted.Inc()
 	_ = raw.SetDeadline(time.Now().Add(p.o.HandshakeTimeout))
 	err := tc.Handshake()
 	if err == nil {
 		_ = raw.SetDeadline(time.Time{})
+		if tc.ConnectionState().DidResume {
+			m.Resumed.Inc()
+		} else {
+			m.Full.Inc()
+		}
 		return true
 	}
 	_ = raw.Close()

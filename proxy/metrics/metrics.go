@@ -38,6 +38,8 @@ type Metrics struct {
 	Connections *prometheus.CounterVec
 	// Active is the number of connections open now.
 	Active *prometheus.GaugeVec
+	// Handshakes counts completed mTLS handshakes, by whether the TLS session was resumed.
+	Handshakes *prometheus.CounterVec
 	// HandshakeFailures counts refused or failed mTLS handshakes by reason.
 	HandshakeFailures *prometheus.CounterVec
 	// DialFailures counts failures to reach the target: the app on loopback (inbound) or the
@@ -64,6 +66,9 @@ func New(ready func() error) *Metrics {
 			Help: "Connections accepted, by direction (inbound: on a mesh port; outbound: on a local port) and listening port."}, labels),
 		Active: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "active_connections",
 			Help: "Connections open now, by direction and listening port."}, labels),
+		Handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "handshakes_total",
+			Help: `Completed mTLS handshakes, by direction, listening port and resumed ("true": an abbreviated handshake on a TLS session ticket).`},
+			append(labels, "resumed")),
 		HandshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "handshake_failures_total",
 			Help: "mTLS handshakes refused or failed, by direction, listening port and reason (plaintext, no_certificate, untrusted, unauthorized, timeout, closed, no_svid, remote_alert, tls)."},
 			append(labels, "reason")),
@@ -86,7 +91,7 @@ func New(ready func() error) *Metrics {
 			}
 			return 1
 		})
-	m.Registry.MustRegister(m.Connections, m.Active, m.HandshakeFailures, m.DialFailures, m.Bytes,
+	m.Registry.MustRegister(m.Connections, m.Active, m.Handshakes, m.HandshakeFailures, m.DialFailures, m.Bytes,
 		m.SVIDExpiry, m.SVIDUpdates, readyGauge,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -96,6 +101,7 @@ func New(ready func() error) *Metrics {
 type Listener struct {
 	Accepted        prometheus.Counter
 	Active          prometheus.Gauge
+	Full, Resumed   prometheus.Counter // completed handshakes
 	DialFailures    prometheus.Counter
 	FromClient      prometheus.Counter
 	FromServer      prometheus.Counter
@@ -109,6 +115,8 @@ func (m *Metrics) For(direction string, port uint16) *Listener {
 	l := &Listener{
 		Accepted:     m.Connections.WithLabelValues(direction, p),
 		Active:       m.Active.WithLabelValues(direction, p),
+		Full:         m.Handshakes.WithLabelValues(direction, p, "false"),
+		Resumed:      m.Handshakes.WithLabelValues(direction, p, "true"),
 		DialFailures: m.DialFailures.WithLabelValues(direction, p),
 		FromClient:   m.Bytes.WithLabelValues(direction, p, "client"),
 		FromServer:   m.Bytes.WithLabelValues(direction, p, "server"),
