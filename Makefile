@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X github.com/nginx-mesh/nginx-mesh.Version=$(VERSION)
 HELM    := $(GO) tool helm
 CHART   := charts/nginx-mesh
 
-.PHONY: all build test unit lint e2e images bench bench-cluster demo cluster-up cluster-down docs
+.PHONY: all build test unit lint e2e images bench bench-cluster bench-proxy demo cluster-up cluster-down docs
 
 all: build
 
@@ -40,6 +40,10 @@ images: build
 ## bench: benchmarks with their report (numbers quoted in README.md come from here)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./csi/... ./hooks/...
+
+## bench-proxy: nginx-mesh-proxy against NGINX (Debian nginx + stream module), same run, same certificates; prints the table of proxy/README.md
+bench-proxy:
+	$(GO) test -run '^$$' -bench ProxyVsNGINX -benchtime 1x -timeout 30m ./proxy/bench/
 
 ## bench-cluster: the hooks benchmarks against the real local apiserver (50,000 pods; starts/stops the cluster)
 bench-cluster:

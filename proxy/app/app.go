@@ -44,6 +44,7 @@ type Options struct {
 	ConnectTimeout   time.Duration
 	DrainTimeout     time.Duration
 	BufferSize       int
+	RawIO            bool
 	LogLevel         string
 	LogFormat        string
 }
@@ -123,6 +124,7 @@ limit.`,
 	f.DurationVar(&o.ConnectTimeout, "connect-timeout", 5*time.Second, "bound on connecting to the app (inbound) or to an upstream (outbound)")
 	f.DurationVar(&o.DrainTimeout, "drain-timeout", 20*time.Second, "on SIGTERM, how long open connections may finish before they are closed; keep it below the pod's terminationGracePeriodSeconds")
 	f.IntVar(&o.BufferSize, "buffer-size", forward.DefaultBufferSize, "relay buffer per direction of a connection, in bytes")
+	f.BoolVar(&o.RawIO, "raw-io", true, "issue socket reads and writes as raw system calls on the non-blocking sockets (less Go scheduler work per message; see proxy/README.md); false uses net.Conn's own")
 	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&o.LogFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, JSON otherwise)")
 	f.VisitAll(func(fl *pflag.Flag) { fl.Usage += fmt.Sprintf(" [env %s]", EnvName(fl.Name)) })
@@ -178,7 +180,7 @@ func Run(ctx context.Context, o Options, log *logrus.Logger) error {
 	var (
 		id       atomic.Pointer[identity.Identity]
 		up       atomic.Bool
-		fwd      = forward.New(forward.Options{HandshakeTimeout: o.HandshakeTimeout, DialTimeout: o.ConnectTimeout, BufferSize: o.BufferSize, Log: log})
+		fwd      = forward.New(forward.Options{HandshakeTimeout: o.HandshakeTimeout, DialTimeout: o.ConnectTimeout, BufferSize: o.BufferSize, RawIO: o.RawIO, Log: log})
 		draining = fwd.Draining
 	)
 	ready := func() error {

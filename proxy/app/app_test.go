@@ -78,6 +78,17 @@ func TestRequestThroughProxies(t *testing.T) {
 	}
 }
 
+// --raw-io=false: the same path on net.Conn's own reads and writes.
+func TestRequestThroughProxiesWithoutRawIO(t *testing.T) {
+	m := newMesh(t)
+	p := m.startPairIO("client", "ns/shop/sa/client", "ns/shop/sa/server", true)
+	c := p.dial()
+	msg := strings.Repeat("x", 100<<10)
+	if got, err := roundTrip(c, msg); err != nil || got != msg {
+		t.Fatalf("round trip: %d bytes, %v", len(got), err)
+	}
+}
+
 func TestClientNotAllowedRefusedAtHandshake(t *testing.T) {
 	m := newMesh(t)
 	p := m.startPair("intruder", "ns/shop/sa/client", "ns/shop/sa/server")

@@ -143,10 +143,17 @@ type proxy struct {
 
 func (m *mesh) startProxy(api *workloadapitest.Server, o Options) *proxy {
 	m.t.Helper()
+	return m.startProxyIO(api, o, true)
+}
+
+// startProxyIO runs a proxy with --raw-io=rawIO (the command's default is true).
+func (m *mesh) startProxyIO(api *workloadapitest.Server, o Options, rawIO bool) *proxy {
+	m.t.Helper()
 	o.TrustDomain = tdName
 	o.WorkloadAPIAddr = api.Addr
 	o.AdminAddress = "127.0.0.1:" + strconv.Itoa(freePort(m.t))
 	o.InboundAddress = "127.0.0.1"
+	o.RawIO = rawIO
 	if o.DrainTimeout == 0 {
 		o.DrainTimeout = 5 * time.Second
 	}
@@ -247,12 +254,16 @@ type pair struct {
 }
 
 func (m *mesh) startPair(clientSA, allow, expect string) *pair {
+	return m.startPairIO(clientSA, allow, expect, false)
+}
+
+func (m *mesh) startPairIO(clientSA, allow, expect string, plainIO bool) *pair {
 	m.t.Helper()
 	p := &pair{m: m, app: startEcho(m.t), meshPort: freePort(m.t), local: freePort(m.t)}
 	p.serverAPI = m.workload("server", workloadapitest.Options{})
 	p.clientAPI = m.workload(clientSA, workloadapitest.Options{})
-	p.server = m.startProxy(p.serverAPI, Options{Inbound: fmt.Sprintf("%d->%d allow %s", p.meshPort, p.app.port, allow)})
-	p.client = m.startProxy(p.clientAPI, Options{Outbound: fmt.Sprintf("%d->127.0.0.1:%d expect %s", p.local, p.meshPort, expect)})
+	p.server = m.startProxyIO(p.serverAPI, Options{Inbound: fmt.Sprintf("%d->%d allow %s", p.meshPort, p.app.port, allow)}, !plainIO)
+	p.client = m.startProxyIO(p.clientAPI, Options{Outbound: fmt.Sprintf("%d->127.0.0.1:%d expect %s", p.local, p.meshPort, expect)}, !plainIO)
 	p.server.waitReady(m.t)
 	p.client.waitReady(m.t)
 	return p

@@ -30,6 +30,8 @@ type Options struct {
 	DialTimeout time.Duration
 	// BufferSize is the relay's buffer per direction; 0 means DefaultBufferSize.
 	BufferSize int
+	// RawIO issues socket reads and writes as raw system calls (see rawConn).
+	RawIO bool
 	Log        logrus.FieldLogger
 }
 
@@ -78,7 +80,7 @@ func (p *Proxy) Inbound(l net.Listener, cfg *tls.Config, appAddr string, m *metr
 		if !p.handshake(tc, raw, log, m) {
 			return
 		}
-		app, err := net.DialTimeout("tcp", appAddr, p.o.DialTimeout)
+		app, err := p.dial(appAddr)
 		if err != nil {
 			m.DialFailures.Inc()
 			log.WithError(err).WithField("peer_id", peerID(tc)).Warn("cannot reach the app on loopback; closing the client's connection")
@@ -103,7 +105,7 @@ func (p *Proxy) Inbound(l net.Listener, cfg *tls.Config, appAddr string, m *metr
 func (p *Proxy) Outbound(l net.Listener, cfg *tls.Config, upstream string, m *metrics.Listener) {
 	log := p.o.Log.WithFields(logrus.Fields{"direction": "outbound", "port": portOf(l), "upstream": upstream})
 	p.serve(l, log, m, func(local net.Conn) {
-		raw, err := net.DialTimeout("tcp", upstream, p.o.DialTimeout)
+		raw, err := p.dial(upstream)
 		if err != nil {
 			m.DialFailures.Inc()
 			log.WithError(err).Warn("cannot reach the upstream; closing the app's connection")
@@ -154,6 +156,9 @@ func (p *Proxy) serve(l net.Listener, log *logrus.Entry, m *metrics.Listener, ha
 				continue
 			}
 			backoff = 0
+			if p.o.RawIO {
+				c = raw(c)
+			}
 			if !p.track(c, true) {
 				_ = c.Close()
 				continue
@@ -169,6 +174,14 @@ func (p *Proxy) serve(l net.Listener, log *logrus.Entry, m *metrics.Listener, ha
 			}()
 		}
 	}()
+}
+
+func (p *Proxy) dial(addr string) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", addr, p.o.DialTimeout)
+	if err != nil || !p.o.RawIO {
+		return c, err
+	}
+	return raw(c), nil
 }
 
 // handshake runs the TLS handshake under HandshakeTimeout and counts and logs a failure.
