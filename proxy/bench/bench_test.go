@@ -71,11 +71,11 @@ func load() settings {
 
 // sample is one round's numbers for one target (direct, NGINX or the proxy).
 type sample struct {
-	rps               float64
-	loadP99           time.Duration
-	p50, p99          time.Duration
-	bulkMBps          float64
-	handshakesPerSec  float64
+	rps                  float64
+	loadP99              time.Duration
+	p50, p99             time.Duration
+	bulkMBps             float64
+	handshakesPerSec     float64
 	directP50, directP99 time.Duration // the direct connection's, measured in turns with p50/p99
 	// CPU time of the pair's processes (both sides, every thread) per unit of work, and context
 	// switches per request: robust where latency is at the mercy of the shared machine.

@@ -32,7 +32,7 @@ type Options struct {
 	BufferSize int
 	// RawIO issues socket reads and writes as raw system calls (see rawConn).
 	RawIO bool
-	Log        logrus.FieldLogger
+	Log   logrus.FieldLogger
 }
 
 // DefaultBufferSize holds two full TLS records (16 KiB of plaintext each), so a bulk transfer
