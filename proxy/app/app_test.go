@@ -160,6 +160,29 @@ func TestPlaintextRefused(t *testing.T) {
 	})
 }
 
+// A client that connects and says nothing is dropped after --handshake-timeout.
+func TestSilentClientDroppedAtHandshakeTimeout(t *testing.T) {
+	m := newMesh(t)
+	app := startEcho(t)
+	api := m.workload("server", workloadapitest.Options{})
+	mesh := freePort(t)
+	p := m.startProxy(api, Options{Inbound: fmt.Sprintf("%d->%d allow *", mesh, app.port), HandshakeTimeout: 200 * time.Millisecond})
+	p.waitReady(t)
+	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(mesh))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read data from a proxy that should drop a silent client")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the proxy kept a silent client past its handshake timeout")
+	}
+	series := `nginx_mesh_proxy_handshake_failures_total{direction="inbound",port="` + strconv.Itoa(mesh) + `",reason="timeout"}`
+	eventually(t, series, func() bool { return p.metric(t, series) == 1 })
+}
+
 func TestUntrustedAndCertlessClientsRefused(t *testing.T) {
 	m := newMesh(t)
 	p := m.startPair("client", "*", "ns/shop/sa/server")

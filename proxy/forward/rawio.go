@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -19,6 +20,20 @@ import (
 type rawConn struct {
 	*net.TCPConn
 	rc syscall.RawConn
+
+	// One read and one write at a time (tls.Conn and the relay never overlap them); the
+	// callbacks are bound once so a call allocates nothing (a closure per call was most of the
+	// proxy's garbage, and GC cycles showed in the latency tail).
+	rmu     sync.Mutex
+	rbuf    []byte
+	rn      int
+	rerrno  syscall.Errno
+	readFn  func(uintptr) bool
+	wmu     sync.Mutex
+	wbuf    []byte
+	wn      int
+	werrno  syscall.Errno
+	writeFn func(uintptr) bool
 }
 
 // raw wraps c when it is TCP; anything else is returned as is.
@@ -31,30 +46,21 @@ func raw(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &rawConn{TCPConn: tc, rc: rc}
+	r := &rawConn{TCPConn: tc, rc: rc}
+	r.readFn, r.writeFn = r.doRead, r.doWrite
+	return r
 }
 
 func (c *rawConn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	var (
-		n     int
-		errno syscall.Errno
-	)
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // wait on the netpoller, then call again
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rbuf, c.rn, c.rerrno = b, 0, 0
+	err := c.rc.Read(c.readFn)
+	n, errno := c.rn, c.rerrno
+	c.rbuf = nil
 	switch {
 	case err != nil: // deadline, or closed: already a *net.OpError
 		return 0, err
@@ -66,38 +72,58 @@ func (c *rawConn) Read(b []byte) (int, error) {
 	return n, nil
 }
 
+// doRead reads once; false (EAGAIN) makes RawConn wait on the netpoller and call again.
+func (c *rawConn) doRead(fd uintptr) bool {
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		c.rn, c.rerrno = int(r), e
+		return true
+	}
+}
+
 func (c *rawConn) Write(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	var (
-		written int
-		errno   syscall.Errno
-	)
-	err := c.rc.Write(func(fd uintptr) bool {
-		for written < len(b) {
-			// send(2) with MSG_NOSIGNAL: a peer's reset gives EPIPE, never a SIGPIPE.
-			r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[written])), uintptr(len(b)-written), syscall.MSG_NOSIGNAL, 0, 0)
-			switch e {
-			case 0:
-				written += int(r)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false // the send buffer is full: wait until writable
-			default:
-				errno = e
-				return true
-			}
-		}
-		return true
-	})
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf, c.wn, c.werrno = b, 0, 0
+	err := c.rc.Write(c.writeFn)
+	n, errno := c.wn, c.werrno
+	c.wbuf = nil
 	switch {
 	case err != nil:
-		return written, err
+		return n, err
 	case errno != 0:
-		return written, c.opError("write", errno)
+		return n, c.opError("write", errno)
 	}
-	return written, nil
+	return n, nil
+}
+
+// doWrite writes until done; false (EAGAIN: the send buffer is full) makes RawConn wait until
+// the socket is writable and call again.
+func (c *rawConn) doWrite(fd uintptr) bool {
+	for c.wn < len(c.wbuf) {
+		// send(2) with MSG_NOSIGNAL: a peer's reset gives EPIPE, never a SIGPIPE.
+		r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&c.wbuf[c.wn])), uintptr(len(c.wbuf)-c.wn), syscall.MSG_NOSIGNAL, 0, 0)
+		switch e {
+		case 0:
+			c.wn += int(r)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werrno = e
+			return true
+		}
+	}
+	return true
 }
 
 func (c *rawConn) opError(op string, errno syscall.Errno) error {

@@ -31,6 +31,10 @@ const (
 	EnvInbound     = "PROXY_INBOUND"
 	EnvOutbound    = "PROXY_OUTBOUND"
 
+	// ContainerName is the proxy's container in an injected pod (a native sidecar: an init
+	// container with restartPolicy Always).
+	ContainerName = "nginx-mesh-proxy"
+
 	// DefaultAdminPort serves the proxy's /ready, /live and /metrics on every interface of the
 	// pod; no inbound, app or outbound port may use it.
 	DefaultAdminPort = 9902
