@@ -270,17 +270,26 @@ func summarize(s settings, res map[string][]sample, ng, px string, resumed map[s
 	cpuConn := func(x sample) float64 { return float64(x.cpuPerConn) }
 	switches := func(x sample) float64 { return x.switchesPerReq }
 	switchesPing := func(x sample) float64 { return x.switchesPerPing }
-	ratio := func(f func(sample) float64) string { return fmt.Sprintf("%.2f", med(px, f)/med(ng, f)) }
+	// The ratio column is the median over rounds of each round's proxy/NGINX ratio: the two were
+	// measured in the same minutes of the same run, so the pair shares whatever else the machine
+	// was doing then. (A ratio of the two columns' medians could divide numbers from different
+	// rounds.)
+	pr := func(f func(sample) float64) float64 {
+		var v []float64
+		for i := range res[px] {
+			v = append(v, f(res[px][i])/f(res[ng][i]))
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	ratio := func(f func(sample) float64) string { return fmt.Sprintf("%.2f", pr(f)) }
 	cpuRow := func(what string, f func(sample) float64) []string {
 		return []string{what, "", us(med(ng, f)), us(med(px, f)), ratio(f), ""}
 	}
 	plus := func(ns float64) string { return fmt.Sprintf("+%.0f µs", ns/1e3) }
 	num := func(v float64) string { return fmt.Sprintf("%.0f", v) }
 	t := table{s: s}
-	t.rpsRatio = med(px, rps) / med(ng, rps)
-	t.bulkRatio = med(px, bulkF) / med(ng, bulkF)
-	t.p99Ratio = med(px, added99) / med(ng, added99)
-	t.hsRatio = med(px, hs) / med(ng, hs)
+	t.rpsRatio, t.bulkRatio, t.p99Ratio, t.hsRatio = pr(rps), pr(bulkF), pr(added99), pr(hs)
 	goal := func(ratio, bound float64, atLeast bool) string {
 		ok := ratio >= bound
 		sym := "≥"
@@ -295,10 +304,10 @@ func summarize(s settings, res map[string][]sample, ng, px string, resumed map[s
 	}
 	t.rows = [][]string{
 		{fmt.Sprintf("requests/s, 1 KiB request + 1 KiB response, %d persistent connections", s.conns), num(med("direct", rps)), num(med(ng, rps)), num(med(px, rps)), fmt.Sprintf("%.2f", t.rpsRatio), goal(t.rpsRatio, 0.8, true)},
-		{fmt.Sprintf("p99 latency under that load (%d connections)", s.conns), us(med("direct", loadP99)), us(med(ng, loadP99)), us(med(px, loadP99)), fmt.Sprintf("%.2f", med(px, loadP99)/med(ng, loadP99)), ""},
-		{"latency p50, one connection, 1 KiB round trip", us(med("direct", p50)), us(med(ng, p50)), us(med(px, p50)), fmt.Sprintf("%.2f", med(px, p50)/med(ng, p50)), ""},
-		{"added latency p50 (over direct)", "", plus(med(ng, added50)), plus(med(px, added50)), fmt.Sprintf("%.2f", med(px, added50)/med(ng, added50)), ""},
-		{"latency p99, one connection", us(med("direct", p99)), us(med(ng, p99)), us(med(px, p99)), fmt.Sprintf("%.2f", med(px, p99)/med(ng, p99)), ""},
+		{fmt.Sprintf("p99 latency under that load (%d connections)", s.conns), us(med("direct", loadP99)), us(med(ng, loadP99)), us(med(px, loadP99)), ratio(loadP99), ""},
+		{"latency p50, one connection, 1 KiB round trip", us(med("direct", p50)), us(med(ng, p50)), us(med(px, p50)), ratio(p50), ""},
+		{"added latency p50 (over direct)", "", plus(med(ng, added50)), plus(med(px, added50)), ratio(added50), ""},
+		{"latency p99, one connection", us(med("direct", p99)), us(med(ng, p99)), us(med(px, p99)), ratio(p99), ""},
 		{"added latency p99 (over direct)", "", plus(med(ng, added99)), plus(med(px, added99)), fmt.Sprintf("%.2f", t.p99Ratio), goal(t.p99Ratio, 1.25, false)},
 		{"added latency p99, median of per-batch p99s (bursts of other work excluded)", "", plus(med(ng, batch99)), plus(med(px, batch99)), ratio(batch99), ""},
 		{fmt.Sprintf("bulk throughput, one connection, %d MiB, MB/s", s.bulkBytes>>20), num(med("direct", bulkF)), num(med(ng, bulkF)), num(med(px, bulkF)), fmt.Sprintf("%.2f", t.bulkRatio), goal(t.bulkRatio, 0.8, true)},
@@ -326,7 +335,7 @@ func ratioDur(a, b time.Duration) float64 { return float64(a) / float64(b) }
 
 func (t table) markdown() string {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "| measure (median of %d rounds) | direct | NGINX | nginx-mesh-proxy | proxy / NGINX | goal |\n", t.s.rounds)
+	fmt.Fprintf(&sb, "| measure (medians of %d rounds) | direct | NGINX | nginx-mesh-proxy | proxy / NGINX (median of the rounds' ratios) | goal |\n", t.s.rounds)
 	sb.WriteString("|---|---:|---:|---:|---:|---|\n")
 	for _, r := range t.rows {
 		sb.WriteString("| " + strings.Join(r, " | ") + " |\n")
