@@ -7,13 +7,13 @@ HELM    := $(GO) tool helm
 CHART   := charts/nginx-mesh
 SCRIPTS := $(shell git ls-files ci .ci | xargs grep -lE '^(\#!/usr/bin/env bash|\# shellcheck shell=bash)' 2>/dev/null)
 
-.PHONY: all build test unit lint e2e images bench bench-cluster demo cluster-up cluster-down docs
+.PHONY: all build test unit lint e2e images bench bench-cluster bench-proxy demo cluster-up cluster-down docs
 
 all: build
 
 ## build: static binaries in bin/ (CGO off)
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./csi/cmd/nginx-mesh-csi-driver ./hooks/cmd/nginx-mesh-hooks
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./csi/cmd/nginx-mesh-csi-driver ./hooks/cmd/nginx-mesh-hooks ./proxy/cmd/nginx-mesh-proxy
 
 ## test: everything CI runs: lint, unit and peer suites, end-to-end on the local cluster
 test: lint unit e2e
@@ -43,6 +43,10 @@ images: build
 ## bench: benchmarks with their report (numbers quoted in README.md come from here)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./csi/... ./hooks/...
+
+## bench-proxy: nginx-mesh-proxy against NGINX (Debian nginx + stream module), same run, same certificates; prints the table of proxy/README.md
+bench-proxy:
+	$(GO) test -run '^$$' -bench ProxyVsNGINX -benchtime 1x -timeout 30m ./proxy/bench/
 
 ## bench-cluster: the hooks benchmarks against the real local apiserver (50,000 pods; starts/stops the cluster)
 bench-cluster:

@@ -16,6 +16,7 @@ PACKAGES=(
   procps psmisc                # pgrep/ps for the harness
   shellcheck                   # make lint checks every script
   gcc libc6-dev                # static cgo build of spire-server (SQLite)
+  nginx libnginx-mod-stream    # NGINX with its stream module: the peer of the proxy benchmark (make bench-proxy); its own config, never the system service
   ca-certificates git make
 )
 

@@ -117,6 +117,7 @@ func TestRepoDockerfiles(t *testing.T) {
 		{"spire-agent", []string{"/opt/spire/bin/spire-agent"}, "", "/opt/spire/bin/spire-agent"},
 		{"pause", []string{"/pause"}, "65535:65535", "/pause"},
 		{"e2e-workload", []string{"/e2e-workload"}, "65532:65532", "/e2e-workload"},
+		{"proxy", []string{"/nginx-mesh-proxy"}, "65532:65532", "/nginx-mesh-proxy"},
 	}
 	if len(tests) != len(LocalImages("dev")) {
 		t.Fatalf("every local image needs a row here")
@@ -256,7 +257,7 @@ func TestSelect(t *testing.T) {
 		want    []string
 		wantErr string
 	}{
-		{nil, []string{"csi-driver", "hooks", "spire-server", "spire-agent", "pause", "e2e-workload"}, ""},
+		{nil, []string{"csi-driver", "hooks", "spire-server", "spire-agent", "pause", "e2e-workload", "proxy"}, ""},
 		{[]string{"pause", "hooks"}, []string{"pause", "hooks"}, ""},
 		{[]string{"nope"}, nil, `unknown image "nope"`},
 	}

@@ -24,6 +24,7 @@ func LocalImages(tag string) []Image {
 		{Dir: "spire-agent", Ref: "localhost/spiffe/spire-agent:1.13.3"},
 		{Dir: "pause", Ref: "localhost/pause:3.10"},
 		{Dir: "e2e-workload", Ref: "localhost/nginx-mesh/e2e-workload:" + tag},
+		{Dir: "proxy", Ref: "localhost/nginx-mesh/proxy:" + tag},
 	}
 }
 
