@@ -67,7 +67,8 @@ ctr_k8s() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 stamp_hash() {
   local x
   for x in "$@"; do
-    if [ -f "$x" ]; then sha256sum "$x"; else echo "$x"; fi
+    # content only, not the path: worktrees sharing NMCL_CACHE share the stamps
+    if [ -f "$x" ]; then sha256sum <"$x"; else echo "$x"; fi
   done | sha256sum | cut -d' ' -f1
 }
 stamp_ok() { local n=$1; shift; [ -f "$CACHE/stamps/$n" ] && [ "$(cat "$CACHE/stamps/$n")" = "$(stamp_hash "$@")" ]; }
