@@ -3,7 +3,6 @@ package charts
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -20,7 +19,7 @@ var clusterScoped = map[string]bool{
 	"ClusterRole": true, "ClusterRoleBinding": true, "CSIDriver": true, "SecurityContextConstraints": true,
 }
 
-var components = []string{"spire-server", "spire-agent", "csi-driver", "sidecar", "hooks", "sentinel"}
+var components = []string{"spire-server", "spire-agent", "csi-driver", "sidecar", "hooks", "sentinel", "test"}
 
 // Every object: standard labels, a known component, an explicit namespace when namespaced,
 // and no two objects of one kind with one name.
@@ -222,7 +221,8 @@ func TestCSIDriverDaemonSet(t *testing.T) {
 			"--workload-socket-dir=" + nginxmesh.AgentSocketDir,
 			"--driver-name=" + driver,
 			"--kubelet-dir=" + kubelet,
-			"--selinux-relabel=" + r.str("csi.selinuxRelabel"),
+			// Derived from environment: always on OpenShift (enforcing SELinux), else the value.
+			fmt.Sprintf("--selinux-relabel=%t", r.openShift() || r.str("csi.selinuxRelabel") == "true"),
 		}
 		sidecar := r.str("csi.registrar") == "sidecar"
 		if sidecar {
@@ -242,8 +242,16 @@ func TestCSIDriverDaemonSet(t *testing.T) {
 		if sidecar != slices.Contains(names, "node-driver-registrar") {
 			t.Errorf("%s: registrar=%s but containers %v", r.scenario.name, r.str("csi.registrar"), names)
 		}
-		if r.openShift() && r.str("csi.selinuxRelabel") != "true" {
-			t.Errorf("%s: OpenShift without csi.selinuxRelabel", r.scenario.name)
+		if sidecar {
+			// OpenShift runs node-driver-registrar privileged (SELinux on kubelet's folders), as
+			// its csi-operator does; elsewhere it needs nothing.
+			sc, _, _ := unstructured.NestedMap(container(t, ds, "node-driver-registrar"), "securityContext")
+			if r.openShift() && (sc["privileged"] != true || sc["allowPrivilegeEscalation"] == false) {
+				t.Errorf("%s: node-driver-registrar on OpenShift is not privileged: %v", r.scenario.name, sc)
+			}
+			if !r.openShift() && (sc["privileged"] == true || sc["allowPrivilegeEscalation"] != false) {
+				t.Errorf("%s: node-driver-registrar on Kubernetes: %v", r.scenario.name, sc)
+			}
 		}
 	}
 }
@@ -252,7 +260,11 @@ func TestSpireAgentDaemonSet(t *testing.T) {
 	for _, r := range renderAll(t) {
 		ds := r.must(t, "DaemonSet", releaseNS, nginxmesh.SpireAgent)
 		spec := podSpec(ds)
-		if spec["hostPID"] != true || spec["hostNetwork"] != true || spec["dnsPolicy"] != "ClusterFirstWithHostNet" {
+		// Host PID for workload attestation; no host network: kubelet is dialled at the node's
+		// address and the server through its Service, both from the pod network.
+		_, hostNet := spec["hostNetwork"]
+		_, dns := spec["dnsPolicy"]
+		if spec["hostPID"] != true || hostNet || dns {
 			t.Errorf("%s: agent hostPID=%v hostNetwork=%v dnsPolicy=%v", r.scenario.name, spec["hostPID"], spec["hostNetwork"], spec["dnsPolicy"])
 		}
 		c := container(t, ds, "spire-agent")
@@ -290,16 +302,13 @@ func TestSpireAgentDaemonSet(t *testing.T) {
 		for _, want := range []string{
 			`socket_path = "/run/spire/agent-sockets/spire-agent.sock"`,
 			`cluster = "` + r.str("spire.clusterName") + `"`,
-			`skip_kubelet_verification = true`,
 			`token_path = "/var/run/secrets/tokens/spire-agent"`,
 		} {
 			if !strings.Contains(conf, want) {
 				t.Errorf("%s: agent.conf lacks %s", r.scenario.name, want)
 			}
 		}
-		if regexp.MustCompile(`(?m)^\s*node_name_env\s*=`).MatchString(conf) {
-			t.Errorf("%s: agent.conf sets node_name_env (node names do not resolve without DNS)", r.scenario.name)
-		}
+		checkKubeletAddress(t, r, ds, conf)
 		// The Service's first port feeds SPIRE_SERVER_SERVICE_PORT.
 		svc := r.must(t, "Service", releaseNS, nginxmesh.SpireServer)
 		ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports")
@@ -380,41 +389,12 @@ func TestImageReferences(t *testing.T) {
 		{"Job", "nginx-mesh-hooks-pre-install", "hooks", "example/hooks:0.1.0"},
 		{"DaemonSet", nginxmesh.SpireAgent, "spire-agent", "ghcr.io/spiffe/spire-agent:9.9.9"},
 		{"StatefulSet", nginxmesh.SpireServer, "spire-server", "ghcr.io/spiffe/spire-server:1.13.3"},
-		{"Pod", "nginx-mesh-test-workload-api", "healthcheck", "ghcr.io/spiffe/spire-agent:9.9.9"},
+		{"Pod", testPod, "workload-api", "example/hooks:0.1.0"},
 	}
 	for _, c := range cases {
 		got := container(t, r.must(t, c.kind, releaseNS, c.name), c.container)["image"]
 		if got != c.want {
 			t.Errorf("%s %s: image %v, want %s", c.kind, c.name, got, c.want)
-		}
-	}
-}
-
-// The helm test pod mounts the CSI volume at /spiffe-workload-api and health-checks the agent.
-func TestHelmTestPod(t *testing.T) {
-	for _, r := range renderAll(t) {
-		p := r.find("Pod", releaseNS, "nginx-mesh-test-workload-api")
-		if !r.csiEnabled() {
-			if p != nil {
-				t.Errorf("%s: test pod rendered without the CSI driver", r.scenario.name)
-			}
-			continue
-		}
-		if p == nil {
-			t.Fatalf("%s: no test pod", r.scenario.name)
-		}
-		if p.GetAnnotations()["helm.sh/hook"] != "test" {
-			t.Errorf("%s: test pod hook %q", r.scenario.name, p.GetAnnotations()["helm.sh/hook"])
-		}
-		c := container(t, p, "healthcheck")
-		cmd := strings.Join(append(stringList(c["command"]), stringList(c["args"])...), " ")
-		if !strings.HasPrefix(cmd, "/opt/spire/bin/spire-agent healthcheck -socketPath /spiffe-workload-api/spire-agent.sock") {
-			t.Errorf("%s: test command %q", r.scenario.name, cmd)
-		}
-		vols, _ := podSpec(p)["volumes"].([]any)
-		driver, _, _ := unstructured.NestedString(vols[0].(map[string]any), "csi", "driver")
-		if driver != r.str("csi.driverName") || mounts(c)["spiffe-workload-api"]["mountPath"] != "/spiffe-workload-api" {
-			t.Errorf("%s: test pod volume driver %q", r.scenario.name, driver)
 		}
 	}
 }

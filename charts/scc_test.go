@@ -3,6 +3,7 @@ package charts
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -41,7 +42,7 @@ var sccSpecs = map[string]sccSpec{
 		volumes: []securityv1.FSType{"configMap", "downwardAPI", "emptyDir", "persistentVolumeClaim", "projected", "secret"},
 	},
 	nginxmesh.SpireAgentSCC: {
-		serviceAccount: nginxmesh.SpireAgent, hostDir: true, hostNetwork: true, hostPID: true,
+		serviceAccount: nginxmesh.SpireAgent, hostDir: true, hostPID: true,
 		runAsUser: securityv1.RunAsUserStrategyRunAsAny, requiredDropAll: true,
 		volumes: []securityv1.FSType{"configMap", "emptyDir", "hostPath", "projected", "secret"},
 	},
@@ -281,6 +282,72 @@ func volumeType(v map[string]any) securityv1.FSType {
 	return ""
 }
 
+// sccViolations lists what of a workload's pod the SCC would refuse (the subset of OpenShift's
+// SCC admission that our pods touch; the local cluster's ValidatingAdmissionPolicy checks the
+// rest on a real apiserver).
+func sccViolations(scc *securityv1.SecurityContextConstraints, o *unstructured.Unstructured) []string {
+	var out []string
+	deny := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	spec := podSpec(o)
+	if spec["hostPID"] == true && !scc.AllowHostPID {
+		deny("hostPID")
+	}
+	if spec["hostNetwork"] == true && !scc.AllowHostNetwork {
+		deny("hostNetwork")
+	}
+	if spec["hostIPC"] == true && !scc.AllowHostIPC {
+		deny("hostIPC")
+	}
+	var vols []securityv1.FSType
+	l, _ := spec["volumes"].([]any)
+	for _, v := range l {
+		vols = append(vols, volumeType(v.(map[string]any)))
+	}
+	if _, ok, _ := unstructured.NestedSlice(o.Object, "spec", "volumeClaimTemplates"); ok {
+		vols = append(vols, securityv1.FSTypePersistentVolumeClaim)
+	}
+	for _, v := range vols {
+		if !slices.Contains(scc.Volumes, v) && !slices.Contains(scc.Volumes, securityv1.FSTypeAll) {
+			deny("volume type %s not in %v", v, scc.Volumes)
+		}
+		if v == securityv1.FSTypeHostPath && !scc.AllowHostDirVolumePlugin {
+			deny("hostPath volume")
+		}
+	}
+	if se, ok, _ := unstructured.NestedMap(spec, "securityContext", "seLinuxOptions"); ok && len(se) > 0 && scc.SELinuxContext.Type != securityv1.SELinuxStrategyRunAsAny {
+		deny("seLinuxOptions %v with seLinuxContext %s", se, scc.SELinuxContext.Type)
+	}
+	if sp, _, _ := unstructured.NestedString(spec, "securityContext", "seccompProfile", "type"); sp != "" && sp != "RuntimeDefault" {
+		deny("seccomp %s", sp)
+	}
+	for _, c := range containers(o) {
+		sc, _ := c["securityContext"].(map[string]any)
+		name := c["name"]
+		if sc["privileged"] == true && !scc.AllowPrivilegedContainer {
+			deny("container %s privileged", name)
+		}
+		if scc.ReadOnlyRootFilesystem && sc["readOnlyRootFilesystem"] != true {
+			deny("container %s: the SCC forces a read-only root filesystem it does not declare", name)
+		}
+		if sc["allowPrivilegeEscalation"] == true && (scc.AllowPrivilegeEscalation == nil || !*scc.AllowPrivilegeEscalation) {
+			deny("container %s allowPrivilegeEscalation", name)
+		}
+		add, _, _ := unstructured.NestedStringSlice(sc, "capabilities", "add")
+		for _, capability := range add {
+			if !slices.Contains(scc.AllowedCapabilities, corev1.Capability(capability)) {
+				deny("container %s adds %s", name, capability)
+			}
+		}
+		if slices.Contains(scc.RequiredDropCapabilities, "ALL") {
+			drop, _, _ := unstructured.NestedStringSlice(sc, "capabilities", "drop")
+			if !slices.Contains(drop, "ALL") {
+				deny("container %s does not drop ALL (the SCC requires it)", name)
+			}
+		}
+	}
+	return out
+}
+
 // Each workload is admissible under the SCC it is pinned to: what the pod asks for, the SCC
 // allows (the other direction, least privilege, is TestSCCs).
 func TestPodsFitTheirSCC(t *testing.T) {
@@ -293,74 +360,15 @@ func TestPodsFitTheirSCC(t *testing.T) {
 			sccs[o.GetName()] = decodeSCC(t, o)
 		}
 		for _, o := range r.objs {
-			spec := podSpec(o)
-			if spec == nil {
+			if podSpec(o) == nil {
 				continue
 			}
 			scc := sccs[podAnnotations(o)[nginxmesh.RequiredSCCAnnotation]]
 			if scc == nil {
 				continue // restricted-v2: hooks and the test pod
 			}
-			id := r.scenario.name + ": " + o.GetKind() + " " + o.GetName() + " under " + scc.Name
-			deny := func(format string, args ...any) {
-				t.Helper()
-				t.Errorf(id+": "+format, args...)
-			}
-			if spec["hostPID"] == true && !scc.AllowHostPID {
-				deny("hostPID")
-			}
-			if spec["hostNetwork"] == true && !scc.AllowHostNetwork {
-				deny("hostNetwork")
-			}
-			if spec["hostIPC"] == true && !scc.AllowHostIPC {
-				deny("hostIPC")
-			}
-			var vols []securityv1.FSType
-			l, _ := spec["volumes"].([]any)
-			for _, v := range l {
-				vols = append(vols, volumeType(v.(map[string]any)))
-			}
-			if _, ok, _ := unstructured.NestedSlice(o.Object, "spec", "volumeClaimTemplates"); ok {
-				vols = append(vols, securityv1.FSTypePersistentVolumeClaim)
-			}
-			for _, v := range vols {
-				if !slices.Contains(scc.Volumes, v) && !slices.Contains(scc.Volumes, securityv1.FSTypeAll) {
-					deny("volume type %s not in %v", v, scc.Volumes)
-				}
-				if v == securityv1.FSTypeHostPath && !scc.AllowHostDirVolumePlugin {
-					deny("hostPath volume")
-				}
-			}
-			if se, ok, _ := unstructured.NestedMap(spec, "securityContext", "seLinuxOptions"); ok && len(se) > 0 && scc.SELinuxContext.Type != securityv1.SELinuxStrategyRunAsAny {
-				deny("seLinuxOptions %v with seLinuxContext %s", se, scc.SELinuxContext.Type)
-			}
-			if sp, _, _ := unstructured.NestedString(spec, "securityContext", "seccompProfile", "type"); sp != "" && sp != "RuntimeDefault" {
-				deny("seccomp %s", sp)
-			}
-			for _, c := range containers(o) {
-				sc, _ := c["securityContext"].(map[string]any)
-				name := c["name"]
-				if sc["privileged"] == true && !scc.AllowPrivilegedContainer {
-					deny("container %s privileged", name)
-				}
-				if scc.ReadOnlyRootFilesystem && sc["readOnlyRootFilesystem"] != true {
-					deny("container %s: the SCC forces a read-only root filesystem it does not declare", name)
-				}
-				if sc["allowPrivilegeEscalation"] == true && (scc.AllowPrivilegeEscalation == nil || !*scc.AllowPrivilegeEscalation) {
-					deny("container %s allowPrivilegeEscalation", name)
-				}
-				add, _, _ := unstructured.NestedStringSlice(sc, "capabilities", "add")
-				for _, capability := range add {
-					if !slices.Contains(scc.AllowedCapabilities, corev1.Capability(capability)) {
-						deny("container %s adds %s", name, capability)
-					}
-				}
-				if slices.Contains(scc.RequiredDropCapabilities, "ALL") {
-					drop, _, _ := unstructured.NestedStringSlice(sc, "capabilities", "drop")
-					if !slices.Contains(drop, "ALL") {
-						deny("container %s does not drop ALL (the SCC requires it)", name)
-					}
-				}
+			for _, v := range sccViolations(scc, o) {
+				t.Errorf("%s: %s %s under %s: %s", r.scenario.name, o.GetKind(), o.GetName(), scc.Name, v)
 			}
 		}
 	}

@@ -433,9 +433,42 @@ apply_scc_crd() {
     crd/securitycontextconstraints.security.openshift.io || die "SCC CRD not established"
 }
 
-# apply_local_policies: what stands in for OpenShift admission on this cluster (ci/manifests).
+# apply_local_policies: what stands in for OpenShift admission on this cluster (ci/manifests):
+# restricted-v2 and its grant, the namespaces' UID/group/SELinux ranges, the UID assignment and
+# the SCC admission policy; then waits until the policy refuses a pod that breaks its SCC.
 apply_local_policies() {
-  run_logged "$LOGS/policies.log" kubectl apply -f "$CI/manifests/openshift-scc-uid.yaml"
+  local m="$CI/manifests"
+  mkdir -p "$LOGS"
+  # create/replace, not apply: apply drops the SCC's null fields, which the SCC CRD requires.
+  kubectl create -f "$m/openshift-default-sccs.yaml" >"$LOGS/policies.log" 2>&1 || true
+  run_logged "$LOGS/policies-sccs.log" kubectl replace -f "$m/openshift-default-sccs.yaml"
+  run_logged "$LOGS/policies.log" kubectl apply -f "$m/openshift-namespace-allocation.yaml" \
+    -f "$m/openshift-scc-uid.yaml" -f "$m/openshift-scc-admission.yaml"
+  # Namespaces created before the allocation policy get their ranges now, as OpenShift's
+  # controller gives them to every namespace.
+  local ns
+  for ns in $(kubectl get namespaces -o go-template='{{range .items}}{{if not .metadata.annotations}}{{.metadata.name}}{{"\n"}}{{else if not (index .metadata.annotations "openshift.io/sa.scc.uid-range")}}{{.metadata.name}}{{"\n"}}{{end}}{{end}}'); do
+    kubectl annotate namespace "$ns" openshift.io/sa.scc.uid-range=1000650000/10000 \
+      openshift.io/sa.scc.supplemental-groups=1000650000/10000 openshift.io/sa.scc.mcs=s0:c26,c15 >/dev/null
+  done
+  wait_for "SCC admission policy enforcing" 120 scc_admission_enforced || die "the SCC admission policy does not refuse a pod that breaks restricted-v2 (kubectl get validatingadmissionpolicy nmcl-openshift-scc -o yaml)"
+}
+
+# scc_admission_enforced: a pod pinned to restricted-v2 that asks for the host network is refused
+# by the policy, naming the SCC (a dry run: nothing is created).
+scc_admission_enforced() {
+  local out
+  out=$(kubectl create --dry-run=server -f - 2>&1 <<POD
+apiVersion: v1
+kind: Pod
+metadata: {name: nmcl-scc-probe, namespace: default, annotations: {openshift.io/required-scc: restricted-v2}}
+spec:
+  automountServiceAccountToken: false
+  hostNetwork: true
+  containers: [{name: probe, image: localhost/pause:3.10}]
+POD
+  ) || true
+  [[ $out == *'provider "restricted-v2": spec.securityContext.hostNetwork'* ]]
 }
 
 smoke_pod() {
@@ -657,10 +690,11 @@ main() {
     restart) [ -n "${2:-}" ] || die "usage: $0 restart PART"; cmd_restart "$2" ;;
     scc-crd)
       case "${2:-}" in
-        apply) apply_scc_crd ;;
+        # Deleting the CRD deleted every SCC, restricted-v2 too; the policies come back with it.
+        apply) apply_scc_crd; apply_local_policies ;;
         delete)
           kubectl delete crd securitycontextconstraints.security.openshift.io --ignore-not-found --wait=true >/dev/null
-          log "SCC CRD deleted (a plain Kubernetes cluster now)"
+          log "SCC CRD deleted (a plain Kubernetes cluster now: with no SCC the admission policies do nothing)"
           ;;
         *) die "usage: $0 scc-crd apply|delete" ;;
       esac

@@ -280,10 +280,39 @@ func TestScenario1InstallOpenShift(t *testing.T) {
 		})
 	})
 
-	t.Run("helm test passes", func(t *testing.T) {
-		if out, err := helm(t, "test", release, "-n", meshNS, "--timeout", "3m"); err != nil {
+	t.Run("the SPIRE agent runs on the pod network", func(t *testing.T) {
+		// So 127.0.0.1 is its own pod: attestation below works only because it dials kubelet at
+		// the node's IP (status.hostIP), as it must where kubelet listens on the node IP only.
+		pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + "=spire-agent"})
+		if err != nil || len(pods.Items) == 0 {
+			t.Fatalf("no agent pod: %v", err)
+		}
+		for _, p := range pods.Items {
+			if p.Spec.HostNetwork || p.Status.PodIP == "" || p.Status.PodIP == p.Status.HostIP {
+				t.Errorf("agent pod %s: hostNetwork=%v podIP=%s hostIP=%s", p.Name, p.Spec.HostNetwork, p.Status.PodIP, p.Status.HostIP)
+			}
+		}
+	})
+
+	t.Run("helm test passes: a pod fetches its SVID through the CSI volume", func(t *testing.T) {
+		start := time.Now()
+		out, err := helm(t, "test", release, "-n", meshNS, "--timeout", "3m")
+		if err != nil {
 			dumpNamespace(t, meshNS)
 			t.Fatalf("helm test: %v\n%s", err, out)
+		}
+		record("helm test (register the entry, fetch the SVID through the CSI volume): %s", time.Since(start).Round(100*time.Millisecond))
+		// The test removes its entries again; its hooks (pod and RBAC) went on success.
+		if out, _ := spireServer(t, "entry", "show", "-spiffeID", "spiffe://cluster.local/ns/"+meshNS+"/sa/nginx-mesh-test", "-output", "json"); !strings.Contains(out, `"entries":[]`) {
+			t.Errorf("helm test left its SPIRE entry:\n%s", out)
+		}
+		for _, name := range []string{"nginx-mesh-test-workload-api"} {
+			if _, err := e.cs.CoreV1().Pods(meshNS).Get(ctx(t), name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				t.Errorf("test pod %s left after success: %v", name, err)
+			}
+		}
+		if _, err := e.cs.RbacV1().Roles(meshNS).Get(ctx(t), "nginx-mesh-test", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("the test's pods/exec Role left after success: %v", err)
 		}
 	})
 }

@@ -105,23 +105,36 @@ func (a *argo) del(u *unstructured.Unstructured) {
 	}
 }
 
-// kindOrder approximates Argo CD's sync waves by kind: identities and RBAC before workloads.
-var kindOrder = map[string]int{"SecurityContextConstraints": 0, "ServiceAccount": 1, "ClusterRole": 2, "ClusterRoleBinding": 3,
-	"Role": 4, "RoleBinding": 5, "ConfigMap": 6, "Service": 7, "CSIDriver": 8}
+// kindOrder is Argo CD's order within one sync wave (gitops-engine's, Helm's install order) for
+// the kinds the chart renders; kinds it does not know, SCCs and the CSIDriver among them, come
+// last. Only the chart's sync-wave annotations put those before the workloads.
+var kindOrder = map[string]int{"ServiceAccount": 1, "ConfigMap": 2, "ClusterRole": 3, "ClusterRoleBinding": 4,
+	"Role": 5, "RoleBinding": 6, "Service": 7, "DaemonSet": 8, "StatefulSet": 9}
 
 func (a *argo) syncNormal() {
 	objs := append([]*unstructured.Unstructured{}, a.normal...)
-	sort.SliceStable(objs, func(i, j int) bool { return rank(objs[i]) < rank(objs[j]) })
+	sort.SliceStable(objs, func(i, j int) bool {
+		wi, wj := wave(objs[i]), wave(objs[j])
+		if wi != wj {
+			return wi < wj
+		}
+		return rank(objs[i]) < rank(objs[j])
+	})
 	for _, u := range objs {
 		a.apply(u)
 	}
+}
+
+func wave(u *unstructured.Unstructured) int {
+	w, _ := strconv.Atoi(u.GetAnnotations()["argocd.argoproj.io/sync-wave"])
+	return w
 }
 
 func rank(u *unstructured.Unstructured) int {
 	if r, ok := kindOrder[u.GetKind()]; ok {
 		return r
 	}
-	return 10
+	return 100
 }
 
 // runHooks runs the hooks of one Helm event as an Argo CD phase: by weight, Jobs waited for,

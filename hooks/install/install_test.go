@@ -204,12 +204,57 @@ func TestPostInstall(t *testing.T) {
 		}
 		return objs
 	}
+	// Healed events (issue 9, defect 6): Helm creates SCCs after the workloads, so a DaemonSet's
+	// first pod creations fail with "failed to retrieve the required SCC" and succeed on retry.
+	// Once the DaemonSet created its pods, that denial is history; a pod's failure before it
+	// became Ready likewise. Another, current failure must be the cause reported.
+	t0 := time.Now().Add(-time.Hour)
+	at := func(d time.Duration) metav1.Time { return metav1.NewTime(t0.Add(d)) }
+	healedDenial := sccDenied.DeepCopy()
+	healedDenial.Name, healedDenial.LastTimestamp = "e3", at(0)
+	healedDenial.Message = `pods "nginx-mesh-csi-driver-" is forbidden: failed to retrieve the required SCC "nginx-mesh-csi-driver-permissions": securitycontextconstraints.security.openshift.io "nginx-mesh-csi-driver-permissions" not found`
+	driverPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "nginx-mesh-csi-driver-x", Namespace: "mesh", UID: "pod-uid", CreationTimestamp: at(10 * time.Second),
+		OwnerReferences: []metav1.OwnerReference{{Kind: "DaemonSet", Name: nginxmesh.CSIDriver, UID: "ds-uid"}}}}
+	pullFails := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e4", Namespace: "mesh"}, Type: corev1.EventTypeWarning, Reason: "Failed",
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Name: driverPod.Name, UID: "pod-uid"}, LastTimestamp: at(20 * time.Second),
+		Message: `Failed to pull image "ghcr.io/nginx-mesh/csi-driver:0.1.0": not found`}
+	// The DaemonSet created its one pod (after the denial), which does not start.
+	createdNotAvailable := func(failAgain bool) []runtime.Object {
+		objs := notReadyDS()
+		for _, o := range objs {
+			if ds, ok := o.(*appsv1.DaemonSet); ok && ds.Name == nginxmesh.CSIDriver {
+				ds.Status.CurrentNumberScheduled = 1
+				if failAgain { // a second node appeared and its pod cannot be created
+					ds.Status.DesiredNumberScheduled = 2
+				}
+			}
+		}
+		return append(objs, driverPod)
+	}
+	// The server's pod failed a probe while starting, and is Ready since.
+	serverPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "spire-server-0", Namespace: "mesh", UID: "srv-pod", CreationTimestamp: at(0),
+		OwnerReferences: []metav1.OwnerReference{{Kind: "StatefulSet", Name: nginxmesh.SpireServer, UID: "sts-uid"}}},
+		Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: at(30 * time.Second)}}}}
+	probeFailed := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e5", Namespace: "mesh"}, Type: corev1.EventTypeWarning, Reason: "Unhealthy",
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Name: serverPod.Name, UID: "srv-pod"}, LastTimestamp: at(5 * time.Second),
+		Message: "Readiness probe failed: connection refused"}
+	withServerUID := func(objs []runtime.Object) []runtime.Object {
+		for _, o := range objs {
+			if s, ok := o.(*appsv1.StatefulSet); ok {
+				s.UID = "sts-uid"
+			}
+		}
+		return objs
+	}
 	cases := []struct {
 		name    string
 		objs    []runtime.Object
 		wantErr string
 		notErr  string
 	}{
+		{"a denial healed by the DaemonSet's retry is no cause", append(createdNotAvailable(false), healedDenial, pullFails), "Pod nginx-mesh-csi-driver-x: Failed: Failed to pull image", "required SCC"},
+		{"a denial while pods are still missing is the cause", append(createdNotAvailable(true), healedDenial), "admission denied the pods: pods \"nginx-mesh-csi-driver-\" is forbidden: failed to retrieve the required SCC", ""},
+		{"a pod's failure before it became Ready is no cause", append(withServerUID(createdNotAvailable(false)), serverPod, probeFailed, pullFails), "Failed to pull image", "Readiness probe failed"},
 		{"ready; tainted master not tolerated is not required", ready("mesh", false), "", ""},
 		{"driver tolerates the master taint but is not registered there", ready("mesh", true), "not registered on 1 of 2 schedulable nodes: master", ""},
 		{"SCC denial named from the events", append(notReadyDS(), sccDenied, stale, dns), "DaemonSet nginx-mesh-csi-driver: FailedCreate: admission denied the pods", ""},

@@ -183,28 +183,64 @@ const MaxCauses = 6
 // spire-server StatefulSet, the two DaemonSets and their current pods only (matched by UID, so
 // events of earlier installs and of other pods do not count): FailedCreate of a workload (an SCC
 // or pod-security admission denial shows there), and pod failures (image pulls, crash loops,
-// mount failures, probes). The newest MaxCauses, oldest first.
+// mount failures, probes). Events that have healed are no cause (see healed). The newest
+// MaxCauses, oldest first.
 func Causes(ctx context.Context, c *kube.Clients, namespace string) ([]string, error) {
 	k := c.Kube
 	ours := map[string]bool{}
+	// created: the workloads that have created every pod they want, with their newest pod's
+	// creation time.
+	created := map[string]time.Time{}
+	complete := map[string]bool{}
 	if sts, err := k.AppsV1().StatefulSets(namespace).Get(ctx, nginxmesh.SpireServer, metav1.GetOptions{}); err == nil {
 		ours[string(sts.UID)] = true
+		want := int32(1)
+		if sts.Spec.Replicas != nil {
+			want = *sts.Spec.Replicas
+		}
+		complete[string(sts.UID)] = sts.Status.Replicas >= want
 	}
 	for _, name := range []string{nginxmesh.SpireAgent, nginxmesh.CSIDriver} {
 		if ds, err := k.AppsV1().DaemonSets(namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
 			ours[string(ds.UID)] = true
+			complete[string(ds.UID)] = ds.Status.DesiredNumberScheduled > 0 && ds.Status.CurrentNumberScheduled >= ds.Status.DesiredNumberScheduled
 		}
 	}
 	pods, err := k.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
 	}
+	readySince := map[string]time.Time{}
 	for _, p := range pods.Items {
 		for _, o := range p.OwnerReferences {
-			if ours[string(o.UID)] {
-				ours[string(p.UID)] = true
+			if !ours[string(o.UID)] {
+				continue
+			}
+			ours[string(p.UID)] = true
+			if p.CreationTimestamp.After(created[string(o.UID)]) {
+				created[string(o.UID)] = p.CreationTimestamp.Time
 			}
 		}
+		for _, cond := range p.Status.Conditions {
+			if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+				readySince[string(p.UID)] = cond.LastTransitionTime.Time
+			}
+		}
+	}
+	// healed: a workload's failure to create pods before it created all of them (e.g. "failed
+	// to retrieve the required SCC" while Helm had not yet created the SCC, which it creates
+	// after the workloads), or a pod's failure before it became Ready (a mount before the driver
+	// registered, a probe while starting). Controllers and kubelet retry; such events explain
+	// nothing about a later failure.
+	healed := func(e *corev1.Event) bool {
+		uid := string(e.InvolvedObject.UID)
+		if since, ok := readySince[uid]; ok {
+			return !eventTime(e).After(since)
+		}
+		if complete[uid] {
+			return !eventTime(e).After(created[uid])
+		}
+		return false
 	}
 	evs, err := k.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -213,12 +249,13 @@ func Causes(ctx context.Context, c *kube.Clients, namespace string) ([]string, e
 	sort.Slice(evs.Items, func(i, j int) bool { return eventTime(&evs.Items[i]).Before(eventTime(&evs.Items[j])) })
 	seen := map[string]bool{}
 	var out []string
-	for _, e := range evs.Items {
-		if e.Type != corev1.EventTypeWarning || noise[e.Reason] || !ours[string(e.InvolvedObject.UID)] {
+	for i := range evs.Items {
+		e := &evs.Items[i]
+		if e.Type != corev1.EventTypeWarning || noise[e.Reason] || !ours[string(e.InvolvedObject.UID)] || healed(e) {
 			continue
 		}
 		msg := strings.TrimSpace(e.Message)
-		if strings.Contains(msg, "security context constraint") || strings.Contains(msg, "violates PodSecurity") {
+		if strings.Contains(msg, "security context constraint") || strings.Contains(msg, "required SCC") || strings.Contains(msg, "violates PodSecurity") {
 			msg = "admission denied the pods: " + msg
 		}
 		key := e.InvolvedObject.Kind + e.InvolvedObject.Name + e.Reason

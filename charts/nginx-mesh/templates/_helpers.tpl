@@ -21,6 +21,23 @@ binary and the sentinel find objects by these names, so they are not derived fro
 {{- if eq .Values.environment "openshift" }}true{{ end }}
 {{- end }}
 
+{{/*
+What enforcing SELinux needs, derived from `environment` (one source of truth: the OpenShift
+profile sets nothing else). The agent creates its socket in a host folder, which a container_t
+process may not: spc_t, unless the user set seLinuxOptions. The driver relabels the socket
+folder it publishes, so injected pods (container_t) may use it.
+*/}}
+{{- define "nginx-mesh.spireAgent.seLinuxOptions" -}}
+{{- with .Values.spire.agent.seLinuxOptions }}
+{{- toYaml . }}
+{{- else }}
+{{- if include "nginx-mesh.openshift" . }}type: spc_t{{ end }}
+{{- end }}
+{{- end }}
+{{- define "nginx-mesh.csi.selinuxRelabel" -}}
+{{- if or .Values.csi.selinuxRelabel (include "nginx-mesh.openshift" .) }}true{{ else }}false{{ end }}
+{{- end }}
+
 {{- define "nginx-mesh.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -134,6 +151,15 @@ seccompProfile:
 {{- end }}
 
 {{/*
+Argo CD sync-wave of the SCCs and their grants: before the workloads (wave 0), so their first
+pods are admitted. (Helm has no such order: it creates kinds it does not know, SCCs among them,
+after the workloads, whose controllers retry until the SCC exists.)
+*/}}
+{{- define "nginx-mesh.sccSyncWave" -}}
+argocd.argoproj.io/sync-wave: "-1"
+{{- end }}
+
+{{/*
 Grant of `use` on one SCC to one ServiceAccount (OpenShift): ClusterRole + RoleBinding, both
 named system:openshift:scc:<scc>, the way `oc adm policy add-scc-to-user` names them.
 Call with (dict "ctx" $ "scc" SCC "serviceAccount" SA "component" COMPONENT "keep" BOOL "extraLabels" MAP "extraAnnotations" MAP).
@@ -147,10 +173,11 @@ metadata:
   labels:
     {{- include "nginx-mesh.labels" (dict "ctx" .ctx "name" .scc "component" .component "extra" .extraLabels) | nindent 4 }}
   {{- $ann := include "nginx-mesh.annotations" (dict "extra" .extraAnnotations "keep" (and .keep (include "nginx-mesh.keep" .ctx))) | trim }}
-  {{- if $ann }}
   annotations:
-    {{- $ann | nindent 4 }}
-  {{- end }}
+    {{- include "nginx-mesh.sccSyncWave" . | nindent 4 }}
+    {{- with $ann }}
+    {{- . | nindent 4 }}
+    {{- end }}
 rules:
   - apiGroups: ["security.openshift.io"]
     resources: ["securitycontextconstraints"]
@@ -164,10 +191,11 @@ metadata:
   namespace: {{ .ctx.Release.Namespace }}
   labels:
     {{- include "nginx-mesh.labels" (dict "ctx" .ctx "name" .scc "component" .component "extra" .extraLabels) | nindent 4 }}
-  {{- if $ann }}
   annotations:
-    {{- $ann | nindent 4 }}
-  {{- end }}
+    {{- include "nginx-mesh.sccSyncWave" . | nindent 4 }}
+    {{- with $ann }}
+    {{- . | nindent 4 }}
+    {{- end }}
 roleRef:
   apiGroup: rbac.authorization.k8s.io
   kind: ClusterRole

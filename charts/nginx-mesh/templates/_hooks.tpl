@@ -13,3 +13,13 @@ helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
 {{- define "nginx-mesh.hookEvents" -}}
 {{- list "pre-install" "post-install" "post-upgrade" "pre-delete" "post-delete" | toJson }}
 {{- end }}
+
+{{/*
+Annotations of the `helm test` objects: RBAC first (lower weight), replaced on a rerun, removed
+once the test passed. Call with (dict "weight" N).
+*/}}
+{{- define "nginx-mesh.testHookAnnotations" -}}
+helm.sh/hook: test
+helm.sh/hook-weight: {{ .weight | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+{{- end }}

@@ -1,3 +1,7 @@
+{{/* The env var holding kubelet's address for the k8s workload attestor, and where the agent mounts kubelet's CA. */}}
+{{- define "nginx-mesh.spireAgent.kubeletHostEnv" -}}NGINX_MESH_KUBELET_HOST{{- end }}
+{{- define "nginx-mesh.spireAgent.kubeletCADir" -}}/run/spire/kubelet-ca{{- end }}
+
 {{/*
 SPIRE agent configuration (HCL). server_address is set here only when spire.agent.serverAddress
 is; otherwise the DaemonSet passes the Service's ClusterIP and port from the Kubernetes service
@@ -32,9 +36,16 @@ plugins {
 
   WorkloadAttestor "k8s" {
     plugin_data {
-      # kubelet's serving certificate is often self-signed; the agent reaches it on 127.0.0.1
-      # (no node_name_env: node names need not resolve).
+      # kubelet at the node's {{ ternary "IP" "name" (eq $v.kubelet.address "hostIP") }}, from the downward API (the agent runs on the pod
+      # network, and kubelet may listen on the node IP only).
+      node_name_env = "{{ include "nginx-mesh.spireAgent.kubeletHostEnv" . }}"
+      kubelet_secure_port = {{ $v.kubelet.port }}
+      {{- if $v.kubelet.caConfigMap }}
+      kubelet_ca_path = "{{ include "nginx-mesh.spireAgent.kubeletCADir" . }}/{{ $v.kubelet.caKey }}"
+      {{- else }}
+      # No CA for kubelet's serving certificate given (spire.agent.kubelet.caConfigMap).
       skip_kubelet_verification = true
+      {{- end }}
     }
   }
 }
