@@ -57,8 +57,8 @@ const (
 	// InjectorWebhook is the cluster-scoped MutatingWebhookConfiguration; pre-delete removes it
 	// before it counts injected pods, so no pod is injected after the count.
 	InjectorWebhook = "nginx-mesh-injector"
-	// InjectorWebhookName is the name of the one webhook inside it (a qualified name).
-	InjectorWebhookName = "inject.nsm.nginx.com"
+	// InjectorWebhookName is the one webhook inside it; the API server quotes it when a call fails.
+	InjectorWebhookName = "nginx-mesh-injector.nsm.nginx.com"
 	// WebhookBundleLabel = "true" asks the SPIRE server's k8sbundle notifier (its webhook_label)
 	// to keep the webhook configuration's caBundle equal to the trust bundle.
 	WebhookBundleLabel = "injector.nsm.nginx.com/spire-bundle"
