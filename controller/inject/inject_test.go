@@ -297,7 +297,9 @@ func TestInjectedPodStaysRestricted(t *testing.T) {
 		after.Spec.HostNetwork || after.Spec.HostPID || after.Spec.HostIPC {
 		t.Errorf("pod-level security settings changed")
 	}
-	all := func(p *corev1.Pod) []corev1.Container { return append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) }
+	all := func(p *corev1.Pod) []corev1.Container {
+		return append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...)
+	}
 	for i, c := range all(after) {
 		b := all(before)[i]
 		if !equality.Semantic.DeepEqual(b.SecurityContext, c.SecurityContext) || !equality.Semantic.DeepEqual(b.Ports, c.Ports) {
