@@ -106,6 +106,10 @@ func BenchmarkInitialSync10000(b *testing.B) {
 				took := time.Since(start)
 				b.StopTimer()
 				peak := stop()
+				runtime.GC()
+				var after runtime.MemStats
+				runtime.ReadMemStats(&after)
+				b.ReportMetric(float64(after.HeapInuse-min(after.HeapInuse, base.HeapInuse))/(1<<20), "controller-retained-MiB")
 				cancel()
 				<-done
 				if spire.Len() != n {

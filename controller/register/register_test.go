@@ -157,7 +157,7 @@ func TestResyncCreatesOnlyWantedEntriesAndCollectsOnlyOwnedOnes(t *testing.T) {
 		finished,
 	)
 	e.waitEntries("resynced entries", map[string]string{
-		"made-by-hand":          "spiffe://cluster.local/ns/shop/sa/legacy <- spiffe://cluster.local/demo/node k8s:ns:shop",
+		"made-by-hand":         "spiffe://cluster.local/ns/shop/sa/legacy <- spiffe://cluster.local/demo/node k8s:ns:shop",
 		"nginx-mesh.uid-web-1": "spiffe://cluster.local/ns/shop/sa/web <- " + agent1 + " k8s:pod-uid:uid-web-1",
 		"nginx-mesh.uid-web-2": "spiffe://cluster.local/ns/shop/sa/default <- " + agent1 + " k8s:pod-uid:uid-web-2",
 	})
