@@ -12,7 +12,7 @@ all: build
 
 ## build: static binaries in bin/ (CGO off)
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./csi/cmd/nginx-mesh-csi-driver ./hooks/cmd/nginx-mesh-hooks
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./csi/cmd/nginx-mesh-csi-driver ./hooks/cmd/nginx-mesh-hooks ./controller/cmd/nginx-mesh-controller
 
 ## test: everything CI runs: lint, unit and peer suites, end-to-end on the local cluster
 test: lint unit e2e
@@ -39,7 +39,7 @@ images: build
 
 ## bench: benchmarks with their report (numbers quoted in README.md come from here)
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./csi/... ./hooks/...
+	$(GO) test -run '^$$' -bench . -benchmem ./csi/... ./hooks/... ./controller/...
 
 ## bench-cluster: the hooks benchmarks against the real local apiserver (50,000 pods; starts/stops the cluster)
 bench-cluster:

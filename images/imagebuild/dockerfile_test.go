@@ -113,6 +113,7 @@ func TestRepoDockerfiles(t *testing.T) {
 	}{
 		{"csi-driver", []string{"/nginx-mesh-csi-driver"}, "", "/nginx-mesh-csi-driver"},
 		{"hooks", []string{"/nginx-mesh-hooks"}, "65532:65532", "/nginx-mesh-hooks"},
+		{"controller", []string{"/nginx-mesh-controller"}, "1000:1000", "/nginx-mesh-controller"},
 		{"spire-server", []string{"/opt/spire/bin/spire-server"}, "1000:1000", "/opt/spire/bin/spire-server"},
 		{"spire-agent", []string{"/opt/spire/bin/spire-agent"}, "", "/opt/spire/bin/spire-agent"},
 		{"pause", []string{"/pause"}, "65535:65535", "/pause"},
