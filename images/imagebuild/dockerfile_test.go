@@ -257,7 +257,7 @@ func TestSelect(t *testing.T) {
 		want    []string
 		wantErr string
 	}{
-		{nil, []string{"csi-driver", "hooks", "spire-server", "spire-agent", "pause", "e2e-workload"}, ""},
+		{nil, []string{"csi-driver", "hooks", "controller", "spire-server", "spire-agent", "pause", "e2e-workload"}, ""},
 		{[]string{"pause", "hooks"}, []string{"pause", "hooks"}, ""},
 		{[]string{"nope"}, nil, `unknown image "nope"`},
 	}
@@ -277,7 +277,7 @@ func TestSelect(t *testing.T) {
 			t.Fatalf("%v: got %v", tc.names, dirs)
 		}
 	}
-	if all[0].Ref != "localhost/nginx-mesh/csi-driver:dev" || all[4].Ref != "localhost/pause:3.10" {
+	if all[0].Ref != "localhost/nginx-mesh/csi-driver:dev" || all[5].Ref != "localhost/pause:3.10" {
 		t.Fatalf("refs drifted from the brief: %+v", all)
 	}
 }
