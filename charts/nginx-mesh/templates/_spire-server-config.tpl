@@ -61,6 +61,11 @@ plugins {
     plugin_data {
       namespace = "{{ .Release.Namespace }}"
       config_map = {{ .Values.spire.bundleConfigMap | quote }}
+      {{- if .Values.controller.enabled }}
+      # Keeps the caBundle of the injector's webhook configuration equal to the trust bundle:
+      # the controller serves an X.509 SVID the server minted.
+      webhook_label = "{{ include "nginx-mesh.webhookBundleLabel" . }}"
+      {{- end }}
     }
   }
 }
