@@ -14,7 +14,6 @@ import (
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"k8s.io/client-go/kubernetes/fake"
 )
 
 // spireServerBinary is a SPIRE server to benchmark against: NGINX_MESH_BENCH_SPIRE_SERVER, or
@@ -103,7 +102,7 @@ func BenchmarkInitialSync10000RealSPIRE(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				client := startSPIRE(b)
-				kube := fake.NewClientset(benchPods(n)...)
+				kube := pagedClientset(benchPods(n))
 				c := cfg
 				c.BatchSize = bc.batch
 				r, err := New(c, client, kube, logr.Discard())
