@@ -39,6 +39,11 @@ func (c Config) driver() string {
 type Step struct {
 	Name  string
 	Apply func(c Config, pod *corev1.Pod) error
+	// AppendOnly promises that Apply only adds or sets annotations and appends to the pod's
+	// volumes and to its containers' volume mounts and environment (never changes or removes an
+	// element, never adds a container). The webhook then writes the JSON patch from the appended
+	// parts instead of diffing two JSON documents. A step that does anything else leaves it false.
+	AppendOnly bool
 }
 
 // DeniedError refuses the pod; its message is what the user sees in the admission denial.
@@ -68,16 +73,26 @@ func New(c Config) *Injector { return NewWithSteps(c, DefaultSteps()...) }
 // NewWithSteps returns an injector with a pipeline of its own (tests, future mutations).
 func NewWithSteps(c Config, steps ...Step) *Injector { return &Injector{cfg: c, steps: steps} }
 
+// AppendOnly tells whether every step of the pipeline is (see Step.AppendOnly).
+func (i *Injector) AppendOnly() bool {
+	for _, s := range i.steps {
+		if !s.AppendOnly {
+			return false
+		}
+	}
+	return true
+}
+
 // Config returns the injector's configuration.
 func (i *Injector) Config() Config { return i.cfg }
 
 // DefaultSteps is the pipeline of today's injection, in order.
 func DefaultSteps() []Step {
 	return []Step{
-		{Name: "marker", Apply: addMarker},
-		{Name: "workload-api-volume", Apply: addVolume},
-		{Name: "workload-api-mounts", Apply: addMountsAndEnv},
-		{Name: "required-scc", Apply: pinSCC},
+		{Name: "marker", Apply: addMarker, AppendOnly: true},
+		{Name: "workload-api-volume", Apply: addVolume, AppendOnly: true},
+		{Name: "workload-api-mounts", Apply: addMountsAndEnv, AppendOnly: true},
+		{Name: "required-scc", Apply: pinSCC, AppendOnly: true},
 	}
 }
 

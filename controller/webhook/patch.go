@@ -1,7 +1,7 @@
 package webhook
 
 import (
-	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -9,93 +9,98 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// appendPatch builds the JSON patch of a mutation that only sets annotations and appends
-// volumes, volume mounts and environment variables (today's injection) without the generic
-// diff of two JSON documents, which costs most of the handler's time. ok is false when after
-// differs from before in any other way; the caller then falls back to the generic diff.
-func appendPatch(before, after *corev1.Pod) (ops []jsonpatch.Operation, ok bool) {
-	b, a := shallow(before), shallow(after)
-	// Annotations: added or changed keys (removals are not ours to make).
-	for k := range b.Annotations {
-		if _, kept := a.Annotations[k]; !kept {
+// snapshot is what an append-only mutation (inject.Step.AppendOnly) can change, taken before it
+// runs: a copy of the annotations and the lengths of the lists it may append to. Taking it costs
+// a map copy, where a deep copy of the pod costs more than the rest of the handler.
+type snapshot struct {
+	annotations map[string]string
+	volumes     int
+	containers  [2][]lists // initContainers, containers
+}
+
+type lists struct{ mounts, env int }
+
+func takeSnapshot(p *corev1.Pod) snapshot {
+	s := snapshot{volumes: len(p.Spec.Volumes)}
+	if p.Annotations != nil {
+		s.annotations = make(map[string]string, len(p.Annotations))
+		for k, v := range p.Annotations {
+			s.annotations[k] = v
+		}
+	}
+	for i, cs := range [2][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
+		for _, c := range cs {
+			s.containers[i] = append(s.containers[i], lists{len(c.VolumeMounts), len(c.Env)})
+		}
+	}
+	return s
+}
+
+// appendPatch is the JSON patch that turns the pod of the snapshot into p, given that an
+// append-only mutation made p from it. ok is false when p shows a change that no append-only
+// mutation makes (a removed annotation, a shorter list, another number of containers): the
+// caller then diffs the documents.
+func appendPatch(s snapshot, p *corev1.Pod) (ops []jsonpatch.Operation, ok bool) {
+	for k := range s.annotations {
+		if _, kept := p.Annotations[k]; !kept {
 			return nil, false
 		}
 	}
-	if len(b.Annotations) == 0 && len(a.Annotations) > 0 {
-		ops = append(ops, jsonpatch.NewOperation("add", "/metadata/annotations", a.Annotations))
+	if len(s.annotations) == 0 && len(p.Annotations) > 0 {
+		ops = append(ops, jsonpatch.NewOperation("add", "/metadata/annotations", p.Annotations))
 	} else {
-		for _, k := range sortedKeys(a.Annotations) {
-			if v, had := b.Annotations[k]; !had || v != a.Annotations[k] {
-				ops = append(ops, jsonpatch.NewOperation("add", "/metadata/annotations/"+escape(k), a.Annotations[k]))
+		keys := make([]string, 0, len(p.Annotations))
+		for k, v := range p.Annotations {
+			if old, had := s.annotations[k]; !had || old != v {
+				keys = append(keys, k)
 			}
 		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			ops = append(ops, jsonpatch.NewOperation("add", "/metadata/annotations/"+escape(k), p.Annotations[k]))
+		}
 	}
-	b.Annotations, a.Annotations = nil, nil
-
 	var good bool
-	if ops, good = appendList(ops, "/spec/volumes", b.Spec.Volumes, a.Spec.Volumes); !good {
+	if ops, good = appendList(ops, "/spec/volumes", s.volumes, p.Spec.Volumes); !good {
 		return nil, false
 	}
-	b.Spec.Volumes, a.Spec.Volumes = nil, nil
-	for _, l := range []struct {
+	for i, l := range []struct {
 		path string
-		b, a []corev1.Container
-	}{{"/spec/initContainers", b.Spec.InitContainers, a.Spec.InitContainers}, {"/spec/containers", b.Spec.Containers, a.Spec.Containers}} {
-		if len(l.b) != len(l.a) {
+		cs   []corev1.Container
+	}{{"/spec/initContainers", p.Spec.InitContainers}, {"/spec/containers", p.Spec.Containers}} {
+		if len(l.cs) != len(s.containers[i]) {
 			return nil, false
 		}
-		for i := range l.a {
-			p := l.path + "/" + strconv.Itoa(i)
-			if ops, good = appendList(ops, p+"/volumeMounts", l.b[i].VolumeMounts, l.a[i].VolumeMounts); !good {
+		for j, c := range l.cs {
+			base := l.path + "/" + strconv.Itoa(j)
+			if ops, good = appendList(ops, base+"/volumeMounts", s.containers[i][j].mounts, c.VolumeMounts); !good {
 				return nil, false
 			}
-			if ops, good = appendList(ops, p+"/env", l.b[i].Env, l.a[i].Env); !good {
+			if ops, good = appendList(ops, base+"/env", s.containers[i][j].env, c.Env); !good {
 				return nil, false
 			}
-			l.b[i].VolumeMounts, l.a[i].VolumeMounts, l.b[i].Env, l.a[i].Env = nil, nil, nil, nil
 		}
 	}
-	return ops, reflect.DeepEqual(b, a)
+	return ops, true
 }
 
-// shallow copies the pod down to the fields appendPatch clears, so clearing them leaves the
-// caller's pod alone (a deep copy costs more than the rest of the handler).
-func shallow(p *corev1.Pod) *corev1.Pod {
-	c := *p
-	c.Spec.InitContainers = append([]corev1.Container(nil), p.Spec.InitContainers...)
-	c.Spec.Containers = append([]corev1.Container(nil), p.Spec.Containers...)
-	return &c
-}
-
-// appendList adds the ops that turn b into a when a is b plus elements at its end.
-func appendList[T any](ops []jsonpatch.Operation, path string, b, a []T) ([]jsonpatch.Operation, bool) {
-	if len(a) < len(b) || (len(b) > 0 && !reflect.DeepEqual(b, a[:len(b)])) {
-		return ops, false
-	}
+// appendList adds the ops that append a[had:] to a list that had had elements.
+func appendList[T any](ops []jsonpatch.Operation, path string, had int, a []T) ([]jsonpatch.Operation, bool) {
 	switch {
-	case len(a) == len(b):
-	case len(b) == 0:
+	case len(a) < had:
+		return ops, false
+	case len(a) == had:
+	case had == 0:
 		ops = append(ops, jsonpatch.NewOperation("add", path, a))
 	default:
-		for _, x := range a[len(b):] {
+		for _, x := range a[had:] {
 			ops = append(ops, jsonpatch.NewOperation("add", path+"/-", x))
 		}
 	}
 	return ops, true
 }
 
-// escape makes a map key a JSON pointer token (RFC 6901).
-func escape(k string) string { return strings.NewReplacer("~", "~0", "/", "~1").Replace(k) }
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
 
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
-	return keys
-}
+// escape makes a map key a JSON pointer token (RFC 6901).
+func escape(k string) string { return pointerEscaper.Replace(k) }

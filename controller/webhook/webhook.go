@@ -38,11 +38,15 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 	if req.Operation != admissionv1.Create || req.Kind.Kind != "Pod" || req.SubResource != "" {
 		return admission.Allowed("nginx-mesh injects pods at CREATE only")
 	}
-	before := &corev1.Pod{}
-	if err := json.Unmarshal(req.Object.Raw, before); err != nil {
+	pod := &corev1.Pod{}
+	if err := json.Unmarshal(req.Object.Raw, pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("nginx-mesh injector: decode pod: %w", err))
 	}
-	pod := before.DeepCopy()
+	appendOnly := h.Injector.AppendOnly()
+	var before snapshot
+	if appendOnly {
+		before = takeSnapshot(pod)
+	}
 	res, err := h.Injector.Inject(req.Namespace, pod)
 	switch {
 	case inject.IsDenied(err):
@@ -52,10 +56,12 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 	case res.Skipped != "":
 		return admission.Allowed("nginx-mesh: not injected: " + res.Skipped)
 	}
-	if ops, ok := appendPatch(before, pod); ok {
-		return admission.Patched("", ops...)
+	if appendOnly {
+		if ops, ok := appendPatch(before, pod); ok {
+			return admission.Patched("", ops...)
+		}
 	}
-	// A mutation beyond appends and annotations: let the generic JSON diff find it.
+	// A mutation beyond appends and annotations: the generic diff of the two documents.
 	out, err := json.Marshal(pod)
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err)
