@@ -192,12 +192,11 @@ func Run(ctx context.Context, o Options) error {
 		Client: svidv1.NewSVIDClient(conn), ID: id, TTL: o.CertTTL, Log: log.WithName("certs"),
 		DNSNames: []string{o.ServiceName + "." + o.MeshNamespace + ".svc", o.ServiceName + "." + o.MeshNamespace, o.ServiceName},
 	}
-	srv := webhook.NewServer(webhook.Options{Port: o.WebhookPort, TLSOpts: []func(*tls.Config){
-		func(c *tls.Config) { c.GetCertificate = src.GetCertificate; c.MinVersion = tls.VersionTLS12 },
-	}})
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Logger:                  log,
-		WebhookServer:           srv,
+		Logger: log,
+		WebhookServer: webhook.NewServer(webhook.Options{Port: o.WebhookPort, TLSOpts: []func(*tls.Config){
+			func(c *tls.Config) { c.GetCertificate = src.GetCertificate; c.MinVersion = tls.VersionTLS12 },
+		}}),
 		HealthProbeBindAddress:  o.HealthAddress,
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddress},
 		LeaderElection:          o.LeaderElect,
@@ -207,6 +206,8 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	// GetWebhookServer adds the server to the manager's runnables (the option alone does not).
+	srv := mgr.GetWebhookServer()
 	inj := inject.New(inject.Config{MeshNamespace: o.MeshNamespace, DriverName: o.DriverName, RequiredSCC: o.RequiredSCC})
 	mwebhook.Register(srv, inj)
 
