@@ -266,7 +266,7 @@ func TestInitialResyncRetries(t *testing.T) {
 // Many pods at once go out in batches, not one call per pod.
 func TestBatches(t *testing.T) {
 	c := cfg
-	c.BatchSize = 100
+	c.BatchSize, c.Parallel = 100, 3
 	objs := []any{node("node-1", "uid-node-1")}
 	for i := range 450 {
 		objs = append(objs, pod("shop", fmt.Sprintf("web-%d", i), fmt.Sprintf("uid-%d", i), "node-1", "web", true))
