@@ -52,6 +52,9 @@ func realisticPod() *corev1.Pod {
 		}
 	}
 	ctrl := true
+	// An init container may carry no probes (the API server refuses them without restartPolicy: Always).
+	migrate := ctr("migrate", 9000)
+	migrate.ReadinessProbe, migrate.Ports = nil, nil
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: "web-7d9f8c6b5-", Namespace: "shop",
@@ -62,7 +65,7 @@ func realisticPod() *corev1.Pod {
 		Spec: corev1.PodSpec{
 			ServiceAccountName: "web",
 			SecurityContext:    &corev1.PodSecurityContext{RunAsNonRoot: &t, SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
-			InitContainers:     []corev1.Container{ctr("migrate", 9000)},
+			InitContainers:     []corev1.Container{migrate},
 			Containers:         []corev1.Container{ctr("web", 8080), ctr("cache", 6379)},
 			Volumes: []corev1.Volume{
 				{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "web"}}}},
