@@ -13,7 +13,7 @@ all: build
 
 ## build: static binaries in bin/ (CGO off)
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./csi/cmd/nginx-mesh-csi-driver ./hooks/cmd/nginx-mesh-hooks ./proxy/cmd/nginx-mesh-proxy
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./csi/cmd/nginx-mesh-csi-driver ./hooks/cmd/nginx-mesh-hooks ./proxy/cmd/nginx-mesh-proxy ./controller/cmd/nginx-mesh-controller
 
 ## test: everything CI runs: lint, unit and peer suites, end-to-end on the local cluster
 test: lint unit e2e
@@ -42,7 +42,7 @@ images: build
 
 ## bench: benchmarks with their report (numbers quoted in README.md come from here)
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./csi/... ./hooks/...
+	$(GO) test -run '^$$' -bench . -benchmem ./csi/... ./hooks/... ./controller/...
 
 ## bench-proxy: nginx-mesh-proxy against NGINX (Debian nginx + stream module), same run, same certificates; prints the table of proxy/README.md
 bench-proxy:

@@ -50,6 +50,36 @@ const (
 	ReleaseNameAnnotation      = "meta.helm.sh/release-name"
 	ReleaseNamespaceAnnotation = "meta.helm.sh/release-namespace"
 
+	// Controller is the controller binary, its Service, and its ClusterRole; ControllerContainer
+	// its container in the spire-server pod, which it shares for the server's admin socket.
+	Controller          = "nginx-mesh-controller"
+	ControllerContainer = "controller"
+	// InjectorWebhook is the cluster-scoped MutatingWebhookConfiguration; pre-delete removes it
+	// before it counts injected pods, so no pod is injected after the count.
+	InjectorWebhook = "nginx-mesh-injector"
+	// InjectorWebhookName is the one webhook inside it; the API server quotes it when a call fails.
+	InjectorWebhookName = "nginx-mesh-injector.nsm.nginx.com"
+	// WebhookBundleLabel = "true" asks the SPIRE server's k8sbundle notifier (its webhook_label)
+	// to keep the webhook configuration's caBundle equal to the trust bundle.
+	WebhookBundleLabel = "injector.nsm.nginx.com/spire-bundle"
+
+	// AutoInjectLabel = AutoInjectEnabled on a namespace opts its pods in; the annotation of the
+	// same key = AutoInjectDisabled on a pod opts it out (NGINX Service Mesh compatible names).
+	AutoInjectLabel    = "injector.nsm.nginx.com/auto-inject"
+	AutoInjectEnabled  = "enabled"
+	AutoInjectDisabled = "disabled"
+
+	// WorkloadAPIVolume is the injected CSI volume, mounted read-only at WorkloadAPIMountPath in
+	// every container; SocketEnv points the SPIFFE libraries at the agent's socket in it.
+	WorkloadAPIVolume    = "spiffe-workload-api"
+	WorkloadAPIMountPath = "/spiffe-workload-api"
+	AgentSocketName      = "spire-agent.sock"
+	SocketEnv            = "SPIFFE_ENDPOINT_SOCKET"
+
+	// EntryIDPrefix starts the ID of every SPIRE registration entry the controller creates (the
+	// rest is the pod UID). Its garbage collection touches only entries with this prefix.
+	EntryIDPrefix = "nginx-mesh."
+
 	// RequiredSCCAnnotation pins a pod to one SCC (OpenShift 4.14+).
 	RequiredSCCAnnotation = "openshift.io/required-scc"
 	// SCCGroup is the API group whose presence tells the binaries they run on OpenShift.
@@ -58,6 +88,9 @@ const (
 
 // SCCRoleName is the ClusterRole, and the RoleBinding, that grant `use` of an SCC the OpenShift way.
 func SCCRoleName(scc string) string { return "system:openshift:scc:" + scc }
+
+// SocketEnvValue is the value of SocketEnv in an injected container.
+func SocketEnvValue() string { return "unix://" + WorkloadAPIMountPath + "/" + AgentSocketName }
 
 // PartOfSelector selects everything the product created.
 func PartOfSelector() string { return PartOfLabel + "=" + PartOf }

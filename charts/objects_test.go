@@ -17,9 +17,10 @@ import (
 
 var clusterScoped = map[string]bool{
 	"ClusterRole": true, "ClusterRoleBinding": true, "CSIDriver": true, "SecurityContextConstraints": true,
+	"MutatingWebhookConfiguration": true,
 }
 
-var components = []string{"spire-server", "spire-agent", "csi-driver", "sidecar", "hooks", "sentinel", "test"}
+var components = []string{"spire-server", "spire-agent", "csi-driver", "sidecar", "hooks", "sentinel", "test", "controller"}
 
 // Every object: standard labels, a known component, an explicit namespace when namespaced,
 // and no two objects of one kind with one name.

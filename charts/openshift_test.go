@@ -15,6 +15,7 @@ import (
 	securityv1 "github.com/openshift/api/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 )
@@ -159,14 +160,6 @@ func TestSCCsAndGrantsSyncFirst(t *testing.T) {
 // OpenShift's default SCCs that matter on 4.13, where openshift.io/required-scc is ignored and a
 // pod takes the first SCC, by priority, that admits it (the definitions OpenShift ships).
 var (
-	restrictedV2 = &securityv1.SecurityContextConstraints{
-		AllowPrivilegeEscalation: new(bool), RequiredDropCapabilities: []corev1.Capability{"ALL"},
-		AllowedCapabilities: []corev1.Capability{"NET_BIND_SERVICE"},
-		RunAsUser:           securityv1.RunAsUserStrategyOptions{Type: securityv1.RunAsUserStrategyMustRunAsRange},
-		SELinuxContext:      securityv1.SELinuxContextStrategyOptions{Type: securityv1.SELinuxStrategyMustRunAs},
-		SeccompProfiles:     []string{"runtime/default"},
-		Volumes:             []securityv1.FSType{"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"},
-	}
 	anyuid = &securityv1.SecurityContextConstraints{
 		Priority: ptr(int32(10)), AllowPrivilegeEscalation: ptr(true),
 		RequiredDropCapabilities: []corev1.Capability{"MKNOD"},
@@ -178,6 +171,23 @@ var (
 
 func ptr[T any](v T) *T { return &v }
 
+// restrictedV2 is OpenShift's restricted-v2 SCC as the local cluster serves it
+// (ci/manifests/openshift-default-sccs.yaml: the fields as OpenShift 4.14+ ships them).
+func restrictedV2(t *testing.T) *securityv1.SecurityContextConstraints {
+	t.Helper()
+	for _, doc := range strings.Split(readFile(t, "../ci/manifests/openshift-default-sccs.yaml"), "\n---\n") {
+		var scc securityv1.SecurityContextConstraints
+		if err := yaml.Unmarshal([]byte(doc), &scc); err != nil {
+			t.Fatalf("ci/manifests/openshift-default-sccs.yaml: %v", err)
+		}
+		if scc.Kind == "SecurityContextConstraints" && scc.Name == "restricted-v2" {
+			return &scc
+		}
+	}
+	t.Fatal("ci/manifests/openshift-default-sccs.yaml holds no SCC restricted-v2")
+	return nil
+}
+
 // Defect 4: the README's 4.13 statement. Without required-scc the agent and the driver can only
 // land on their own SCCs: neither restricted-v2 nor anyuid (priority 10) admits them, however
 // the namespace is granted. The SPIRE server is an ordinary pod that anyuid would take if the
@@ -186,7 +196,7 @@ func TestSCCSelectionWithoutRequiredSCC(t *testing.T) {
 	r := render(t, scenario{name: "openshift", files: []string{"values-openshift.yaml"}, sets: []string{"csi.registrar=sidecar"}})
 	for _, name := range []string{nginxmesh.SpireAgent, nginxmesh.CSIDriver} {
 		ds := r.must(t, "DaemonSet", releaseNS, name)
-		for sccName, scc := range map[string]*securityv1.SecurityContextConstraints{"restricted-v2": restrictedV2, "anyuid": anyuid} {
+		for sccName, scc := range map[string]*securityv1.SecurityContextConstraints{"restricted-v2": restrictedV2(t), "anyuid": anyuid} {
 			if v := sccViolations(scc, ds); len(v) == 0 {
 				t.Errorf("%s admits the %s pods: on OpenShift 4.13 they could run under it", sccName, name)
 			}

@@ -145,7 +145,7 @@ build_images() {
     tail -n 15 "$CACHE/logs/make-build.log" >&2
     log "  WARNING: make build failed (log: $CACHE/logs/make-build.log); building each binary alone"
     local c
-    for c in csi/cmd/nginx-mesh-csi-driver hooks/cmd/nginx-mesh-hooks proxy/cmd/nginx-mesh-proxy; do
+    for c in csi/cmd/nginx-mesh-csi-driver hooks/cmd/nginx-mesh-hooks proxy/cmd/nginx-mesh-proxy controller/cmd/nginx-mesh-controller; do
       local b; b=$(basename "$c")
       rm -f "$ROOT/bin/$b"
       (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$ROOT/bin/$b" "./$c" \
@@ -163,6 +163,7 @@ build_images() {
   [ -x "$ROOT/bin/nginx-mesh-csi-driver" ] && names+=(csi-driver)
   [ -x "$ROOT/bin/nginx-mesh-hooks" ] && names+=(hooks)
   [ -x "$ROOT/bin/nginx-mesh-proxy" ] && names+=(proxy)
+  [ -x "$ROOT/bin/nginx-mesh-controller" ] && names+=(controller)
   (cd "$ROOT" && run_logged "$CACHE/logs/images-build.log" go run ./images/build --out "$ROOT/bin/images" "${names[@]}")
   log "  images built in $(since "$start")s: ${names[*]}"
 }
@@ -170,7 +171,7 @@ build_images() {
 # import_images [NAME...]: imports bin/images/NAME.tar into the cluster's containerd (all if none).
 import_images() {
   local names=("$@") n
-  [ ${#names[@]} -gt 0 ] || names=(pause csi-driver hooks spire-server spire-agent e2e-workload proxy)
+  [ ${#names[@]} -gt 0 ] || names=(pause csi-driver hooks spire-server spire-agent e2e-workload proxy controller)
   local done_=()
   for n in "${names[@]}"; do
     [ -f "$ROOT/bin/images/$n.tar" ] || { log "  WARNING: bin/images/$n.tar missing: not imported"; continue; }

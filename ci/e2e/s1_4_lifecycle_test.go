@@ -317,7 +317,7 @@ func TestScenario1InstallOpenShift(t *testing.T) {
 	})
 }
 
-// ---------- 2. workload identity ----------
+// ---------- 2. workload identity (a hand-injected pod; the controller registers it) ----------
 
 // spireServer runs the host-built spire-server CLI against the in-cluster server's admin socket,
 // reached through a short symlink (the real path under the kubelet pods tree is longer than a
@@ -341,22 +341,20 @@ func spireServer(t *testing.T, args ...string) (string, error) {
 	return run(t, bin, full...)
 }
 
-func registerWorkload(t *testing.T, trustDomain string) string {
+// defaultWorkloadID is the identity of a pod of the default ServiceAccount in workloadNS. The
+// controller registers it (an entry per injected pod); nothing is registered by hand.
+func defaultWorkloadID(trustDomain string) string {
+	return "spiffe://" + trustDomain + "/ns/" + workloadNS + "/sa/default"
+}
+
+// entryOf shows the controller's SPIRE entry of a pod through the server's CLI ("" when none).
+func entryOf(t *testing.T, uid string) string {
 	t.Helper()
-	nodeID := "spiffe://" + trustDomain + "/e2e/node"
-	id := "spiffe://" + trustDomain + "/ns/" + workloadNS + "/sa/default"
-	if out, _ := spireServer(t, "entry", "show", "-spiffeID", nodeID); !strings.Contains(out, nodeID) {
-		if out, err := spireServer(t, "entry", "create", "-node", "-spiffeID", nodeID, "-selector", "k8s_psat:cluster:nginx-mesh"); err != nil {
-			t.Fatalf("register node alias: %v\n%s", err, out)
-		}
+	out, err := spireServer(t, "entry", "show", "-entryID", nginxmesh.EntryIDPrefix+uid)
+	if err != nil || !strings.Contains(out, nginxmesh.EntryIDPrefix+uid) {
+		return ""
 	}
-	if out, _ := spireServer(t, "entry", "show", "-spiffeID", id); !strings.Contains(out, id) {
-		if out, err := spireServer(t, "entry", "create", "-parentID", nodeID, "-spiffeID", id,
-			"-selector", "k8s:ns:"+workloadNS, "-selector", "k8s:sa:default"); err != nil {
-			t.Fatalf("register workload: %v\n%s", err, out)
-		}
-	}
-	return id
+	return out
 }
 
 var spiffeIDLine = regexp.MustCompile(`(?m)^SPIFFE_ID=(\S+)$`)
@@ -365,7 +363,7 @@ func TestScenario2WorkloadIdentity(t *testing.T) {
 	dumpOnFailure(t)
 	ensureInstalled(t)
 	ensureNamespace(t, workloadNS)
-	want := registerWorkload(t, "cluster.local")
+	want := defaultWorkloadID("cluster.local")
 	p := startWorkload(t, "identity", false)
 	var logs string
 	waitFor(t, "the workload printed its SPIFFE ID", 3*time.Minute, func() (bool, string) {
@@ -380,6 +378,9 @@ func TestScenario2WorkloadIdentity(t *testing.T) {
 	}
 	if !strings.Contains(logs, "VOLUME_WRITE=denied") {
 		t.Errorf("the container could write through the CSI mount:\n%s", logs)
+	}
+	if entryOf(t, string(p.UID)) == "" {
+		t.Errorf("no controller entry %s%s for the pod", nginxmesh.EntryIDPrefix, p.UID)
 	}
 	target := volumeTarget(string(p.UID), volumeName)
 	if n := countMounts(t, target); n != 1 {
@@ -414,6 +415,9 @@ func TestScenario2WorkloadIdentity(t *testing.T) {
 		t.Fatalf("after the kubelet restart the host has %d mounts at %s, want exactly 1", n, target)
 	}
 	deletePodCleanly(t, p)
+	waitFor(t, "the deleted pod's entry removed", 30*time.Second, func() (bool, string) {
+		return entryOf(t, string(p.UID)) == "", "still registered"
+	})
 }
 
 // ---------- 3. uninstall with no injected pods ----------

@@ -141,7 +141,6 @@ func TestScenario6CompletedJobPod(t *testing.T) {
 	dumpOnFailure(t)
 	ensureInstalled(t)
 	ensureNamespace(t, workloadNS)
-	registerWorkload(t, "cluster.local")
 	tmpl := workloadPod("", true)
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: "injected-job", Namespace: workloadNS},

@@ -62,7 +62,7 @@ func TestScenario8KubernetesProfile(t *testing.T) {
 	})
 
 	t.Run("identity", func(t *testing.T) {
-		want := registerWorkload(t, "cluster.local")
+		want := defaultWorkloadID("cluster.local")
 		p := startWorkload(t, "k8s-profile", false)
 		var logs string
 		waitFor(t, "SPIFFE ID printed", 3*time.Minute, func() (bool, string) {

@@ -21,10 +21,10 @@ func main() {
 		Short: "Build the images/*/Dockerfile images into tarballs for `ctr images import`",
 		Long: `Reads images/<name>/Dockerfile (subset: FROM scratch, COPY, USER, ENTRYPOINT, CMD, ENV,
 LABEL, WORKDIR) with the repository root as build context, and writes <out>/<name>.tar tagged
-with the local cluster's ref. Images: csi-driver, hooks, spire-server, spire-agent, pause,
-e2e-workload, proxy (default: all). Inputs: bin/nginx-mesh-csi-driver, bin/nginx-mesh-hooks and
-bin/nginx-mesh-proxy (make build), bin/spire-server, bin/spire-agent, bin/pause and bin/e2e-workload
-(ci/images.sh).`,
+with the local cluster's ref. Images: csi-driver, hooks, controller, proxy, spire-server,
+spire-agent, pause, e2e-workload (default: all). Inputs: bin/nginx-mesh-csi-driver,
+bin/nginx-mesh-hooks, bin/nginx-mesh-controller and bin/nginx-mesh-proxy (make build),
+bin/spire-server, bin/spire-agent, bin/pause and bin/e2e-workload (ci/images.sh).`,
 		Example:       "  go run ./images/build --out bin/images csi-driver hooks",
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -46,7 +46,7 @@ bin/nginx-mesh-proxy (make build), bin/spire-server, bin/spire-agent, bin/pause 
 	}
 	cmd.Flags().StringVar(&out, "out", "bin/images", "folder for the image tarballs")
 	cmd.Flags().StringVar(&root, "root", ".", "repository root: holds images/ and is the build context")
-	cmd.Flags().StringVar(&tag, "tag", "dev", "tag of the product images (csi-driver, hooks, e2e-workload, proxy)")
+	cmd.Flags().StringVar(&tag, "tag", "dev", "tag of the product images (csi-driver, hooks, e2e-workload, controller, proxy)")
 	logrus.SetFormatter(&logrus.TextFormatter{DisableTimestamp: true})
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "images/build:", err)

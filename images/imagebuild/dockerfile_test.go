@@ -113,6 +113,7 @@ func TestRepoDockerfiles(t *testing.T) {
 	}{
 		{"csi-driver", []string{"/nginx-mesh-csi-driver"}, "", "/nginx-mesh-csi-driver"},
 		{"hooks", []string{"/nginx-mesh-hooks"}, "65532:65532", "/nginx-mesh-hooks"},
+		{"controller", []string{"/nginx-mesh-controller"}, "1000:1000", "/nginx-mesh-controller"},
 		{"spire-server", []string{"/opt/spire/bin/spire-server"}, "1000:1000", "/opt/spire/bin/spire-server"},
 		{"spire-agent", []string{"/opt/spire/bin/spire-agent"}, "", "/opt/spire/bin/spire-agent"},
 		{"pause", []string{"/pause"}, "65535:65535", "/pause"},
@@ -257,7 +258,7 @@ func TestSelect(t *testing.T) {
 		want    []string
 		wantErr string
 	}{
-		{nil, []string{"csi-driver", "hooks", "spire-server", "spire-agent", "pause", "e2e-workload", "proxy"}, ""},
+		{nil, []string{"csi-driver", "hooks", "controller", "spire-server", "spire-agent", "pause", "e2e-workload", "proxy"}, ""},
 		{[]string{"pause", "hooks"}, []string{"pause", "hooks"}, ""},
 		{[]string{"nope"}, nil, `unknown image "nope"`},
 	}
@@ -277,7 +278,7 @@ func TestSelect(t *testing.T) {
 			t.Fatalf("%v: got %v", tc.names, dirs)
 		}
 	}
-	if all[0].Ref != "localhost/nginx-mesh/csi-driver:dev" || all[4].Ref != "localhost/pause:3.10" {
+	if all[0].Ref != "localhost/nginx-mesh/csi-driver:dev" || all[5].Ref != "localhost/pause:3.10" {
 		t.Fatalf("refs drifted from the brief: %+v", all)
 	}
 }

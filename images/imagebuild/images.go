@@ -20,6 +20,7 @@ func LocalImages(tag string) []Image {
 	return []Image{
 		{Dir: "csi-driver", Ref: "localhost/nginx-mesh/csi-driver:" + tag},
 		{Dir: "hooks", Ref: "localhost/nginx-mesh/hooks:" + tag},
+		{Dir: "controller", Ref: "localhost/nginx-mesh/controller:" + tag},
 		{Dir: "spire-server", Ref: "localhost/spiffe/spire-server:1.13.3"},
 		{Dir: "spire-agent", Ref: "localhost/spiffe/spire-agent:1.13.3"},
 		{Dir: "pause", Ref: "localhost/pause:3.10"},

@@ -6,6 +6,11 @@ binary and the sentinel find objects by these names, so they are not derived fro
 {{- define "nginx-mesh.spireAgent.name" -}}spire-agent{{- end }}
 {{- define "nginx-mesh.csiDriver.name" -}}nginx-mesh-csi-driver{{- end }}
 {{- define "nginx-mesh.hooks.name" -}}nginx-mesh-hooks{{- end }}
+{{- define "nginx-mesh.controller.name" -}}nginx-mesh-controller{{- end }}
+{{- define "nginx-mesh.injectorWebhook.name" -}}nginx-mesh-injector{{- end }}
+{{/* Label that asks the SPIRE server's k8sbundle notifier (webhook_label) to keep the caBundle current. */}}
+{{- define "nginx-mesh.webhookBundleLabel" -}}injector.nsm.nginx.com/spire-bundle{{- end }}
+{{- define "nginx-mesh.controller.adminSocketDir" -}}/run/spire/server-admin{{- end }}
 
 {{/* SCC names, and the ClusterRole/RoleBinding name that grants `use` of one. */}}
 {{- define "nginx-mesh.scc.spireServer" -}}nginx-mesh-spire-server-permissions{{- end }}

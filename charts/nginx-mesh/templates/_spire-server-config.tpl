@@ -17,6 +17,12 @@ server {
   ca_ttl = {{ $v.caTTL | quote }}
   default_x509_svid_ttl = {{ $v.defaultX509SVIDTTL | quote }}
   default_jwt_svid_ttl = {{ $v.defaultJWTSVIDTTL | quote }}
+  experimental {
+    # New pods' entries reach the agents within this interval (the controller creates them
+    # as the pods are scheduled).
+    events_based_cache = {{ $v.entryCache.eventsBased }}
+    cache_reload_interval = {{ $v.entryCache.reloadInterval | quote }}
+  }
   ca_subject {
     country = [{{ $v.caSubject.country | quote }}]
     organization = [{{ $v.caSubject.organization | quote }}]
@@ -61,6 +67,11 @@ plugins {
     plugin_data {
       namespace = "{{ .Release.Namespace }}"
       config_map = {{ .Values.spire.bundleConfigMap | quote }}
+      {{- if .Values.controller.enabled }}
+      # Keeps the caBundle of the injector's webhook configuration equal to the trust bundle:
+      # the controller serves an X.509 SVID the server minted.
+      webhook_label = "{{ include "nginx-mesh.webhookBundleLabel" . }}"
+      {{- end }}
     }
   }
 }

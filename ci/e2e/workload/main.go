@@ -20,14 +20,15 @@ import (
 func main() {
 	var socket string
 	var timeout time.Duration
-	var once bool
+	var once, watch bool
 	cmd := &cobra.Command{
 		Use:   "e2e-workload",
 		Short: "Fetch an X.509 SVID through the SPIFFE Workload API socket and report it",
 		Long: `Prints lines the e2e tests parse:
   SPIFFE_ID=<id>            the SVID's ID, once fetched
   SVID_FETCH_MS=<ms>        time from start to the SVID
-  VOLUME_WRITE=denied|allowed <detail>   whether the socket folder is writable`,
+  VOLUME_WRITE=denied|allowed <detail>   whether the socket folder is writable
+  SVID_UPDATE=<id> SERIAL=<serial>        with --watch, every X.509 SVID the agent pushes later`,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			start := time.Now()
@@ -45,6 +46,11 @@ func main() {
 			if once {
 				return nil
 			}
+			if watch {
+				// Keeps a Workload API stream open (reconnecting with backoff when the agent goes
+				// away) and reports each SVID pushed: proof that the pod is still served.
+				go func() { _ = workloadapi.WatchX509Context(ctx, printer{}, workloadapi.WithAddr("unix://"+socket)) }()
+			}
 			<-ctx.Done()
 			fmt.Println("TERMINATING")
 			return nil
@@ -53,6 +59,7 @@ func main() {
 	cmd.Flags().StringVar(&socket, "socket", "/spiffe-workload-api/spire-agent.sock", "Workload API socket path")
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long to retry until an SVID arrives")
 	cmd.Flags().BoolVar(&once, "once", false, "exit after the report instead of waiting for SIGTERM")
+	cmd.Flags().BoolVar(&watch, "watch", false, "after the report, watch the Workload API and print every SVID update")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e-workload:", err)
 		os.Exit(1)
@@ -87,3 +94,14 @@ func writeProbe(socket string) string {
 	_ = os.Remove(p)
 	return "VOLUME_WRITE=allowed"
 }
+
+// printer reports the SVIDs of a Workload API watch.
+type printer struct{}
+
+func (printer) OnX509ContextUpdate(c *workloadapi.X509Context) {
+	if svid := c.DefaultSVID(); svid != nil && len(svid.Certificates) > 0 {
+		fmt.Printf("SVID_UPDATE=%s SERIAL=%s\n", svid.ID, svid.Certificates[0].SerialNumber)
+	}
+}
+
+func (printer) OnX509ContextWatchError(err error) { fmt.Fprintln(os.Stderr, "watch:", err) }

@@ -1,0 +1,202 @@
+package charts
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	securityv1 "github.com/openshift/api/security/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/controller/webhook"
+)
+
+func (r *release) controllerEnabled() bool {
+	c, _ := r.values["controller"].(map[string]any)
+	e, ok := c["enabled"].(bool)
+	return !ok || e
+}
+
+func decode[T any](t *testing.T, o *unstructured.Unstructured) *T {
+	t.Helper()
+	var out T
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(o.Object, &out, true); err != nil {
+		t.Fatalf("%s %s: %v", o.GetKind(), o.GetName(), err)
+	}
+	return &out
+}
+
+
+// The sidecar SCC admits exactly what restricted-v2 admits, with the same defaults (so a pod
+// it admits is mutated as restricted-v2 would mutate it): injected pods are ordinary restricted
+// workloads plus a CSI volume of a driver labelled for the restricted profile. Injected pods pin
+// it (openshift.io/required-scc, set by the controller). OpenShift orders usable SCCs by
+// priority, then restrictiveness, then name; with the same priority and points the sidecar SCC
+// sorts before restricted-v2 by name, so in a namespace granted it a pod that is not injected
+// may be admitted under it: with the field-for-field equality asserted here the outcome is the
+// same, only the openshift.io/scc annotation differs (see the chart README).
+func TestSidecarSCCIsRestrictedV2(t *testing.T) {
+	for _, r := range renderAll(t) {
+		if !r.openShift() {
+			continue
+		}
+		got := decode[securityv1.SecurityContextConstraints](t, r.must(t, "SecurityContextConstraints", "", nginxmesh.SidecarSCC))
+		want := restrictedV2(t)
+		want.ObjectMeta, want.TypeMeta = got.ObjectMeta, got.TypeMeta
+		want.Users, want.Groups, want.Priority = got.Users, got.Groups, nil
+		norm := func(s *securityv1.SecurityContextConstraints) {
+			if s.AllowedCapabilities == nil {
+				s.AllowedCapabilities = []corev1.Capability{}
+			}
+			if s.DefaultAddCapabilities == nil {
+				s.DefaultAddCapabilities = []corev1.Capability{}
+			}
+		}
+		norm(got)
+		norm(want)
+		if got.Priority != nil {
+			t.Errorf("%s: sidecar SCC priority %d: a priority above restricted-v2's would win over it for every pod of a granted namespace", r.scenario.name, *got.Priority)
+		}
+		if len(got.Users)+len(got.Groups) != 0 {
+			t.Errorf("%s: sidecar SCC names users/groups %v %v; grants go through RBAC only", r.scenario.name, got.Users, got.Groups)
+		}
+		if !equality.Semantic.DeepEqual(got, want) {
+			t.Errorf("%s: sidecar SCC differs from restricted-v2:\n got %+v\nwant %+v", r.scenario.name, got, want)
+		}
+	}
+}
+
+func TestControllerContainer(t *testing.T) {
+	for _, r := range renderAll(t) {
+		sts := r.must(t, "StatefulSet", releaseNS, nginxmesh.SpireServer)
+		if !r.controllerEnabled() {
+			for _, c := range containers(sts) {
+				if c["name"] == nginxmesh.ControllerContainer {
+					t.Errorf("%s: controller container rendered although disabled", r.scenario.name)
+				}
+			}
+			continue
+		}
+		c := container(t, sts, nginxmesh.ControllerContainer)
+		args := strings.Join(stringList(c["args"]), " ")
+		for _, want := range []string{
+			"--trust-domain=" + r.str("spire.trustDomain"), "--cluster-name=" + r.str("spire.clusterName"),
+			"--mesh-namespace=" + releaseNS, "--driver-name=" + r.str("csi.driverName"),
+			"--spire-admin-socket=/run/spire/server-admin/api.sock", "--service-name=" + nginxmesh.Controller,
+		} {
+			if !strings.Contains(args, want) {
+				t.Errorf("%s: controller args lack %s: %s", r.scenario.name, want, args)
+			}
+		}
+		if pin := strings.Contains(args, "--required-scc="+nginxmesh.SidecarSCC); pin != r.openShift() {
+			t.Errorf("%s: --required-scc present=%v, want %v", r.scenario.name, pin, r.openShift())
+		}
+		sc, _ := c["securityContext"].(map[string]any)
+		if sc["readOnlyRootFilesystem"] != true || sc["allowPrivilegeEscalation"] != false || sc["runAsNonRoot"] != true {
+			t.Errorf("%s: controller securityContext %v", r.scenario.name, sc)
+		}
+		// The admin socket: the server's emptyDir, mounted in both containers.
+		server := mounts(container(t, sts, nginxmesh.SpireServer))
+		ctrl := mounts(c)
+		if server["admin-socket"] == nil || ctrl["admin-socket"] == nil || ctrl["admin-socket"]["mountPath"] != "/run/spire/server-admin" {
+			t.Errorf("%s: admin socket not shared: server %v controller %v", r.scenario.name, server["admin-socket"], ctrl["admin-socket"])
+		}
+	}
+}
+
+func TestInjectorWebhookConfiguration(t *testing.T) {
+	for _, r := range renderAll(t) {
+		o := r.find("MutatingWebhookConfiguration", "", nginxmesh.InjectorWebhook)
+		svc := r.find("Service", releaseNS, nginxmesh.Controller)
+		if !r.controllerEnabled() {
+			if o != nil || svc != nil || r.find("ClusterRole", "", nginxmesh.Controller) != nil {
+				t.Errorf("%s: controller objects rendered although disabled", r.scenario.name)
+			}
+			continue
+		}
+		if o == nil || svc == nil {
+			t.Fatalf("%s: webhook configuration or Service missing", r.scenario.name)
+		}
+		if o.GetLabels()[nginxmesh.WebhookBundleLabel] != "true" {
+			t.Errorf("%s: no %s=true label: the SPIRE server would not keep its caBundle", r.scenario.name, nginxmesh.WebhookBundleLabel)
+		}
+		cm := r.must(t, "ConfigMap", releaseNS, nginxmesh.SpireServer)
+		conf, _, _ := unstructured.NestedString(cm.Object, "data", "server.conf")
+		if !strings.Contains(conf, `webhook_label = "`+nginxmesh.WebhookBundleLabel+`"`) {
+			t.Errorf("%s: k8sbundle notifier has no webhook_label", r.scenario.name)
+		}
+		if w := o.GetAnnotations()["argocd.argoproj.io/sync-wave"]; w == "" || w == "0" || strings.HasPrefix(w, "-") {
+			t.Errorf("%s: sync-wave %q must come after the controller's wave 0", r.scenario.name, w)
+		}
+		cfg := decode[admissionregistrationv1.MutatingWebhookConfiguration](t, o)
+		if len(cfg.Webhooks) != 1 {
+			t.Fatalf("%s: %d webhooks", r.scenario.name, len(cfg.Webhooks))
+		}
+		w := cfg.Webhooks[0]
+		if w.Name != nginxmesh.InjectorWebhookName {
+			t.Errorf("%s: webhook name %s", r.scenario.name, w.Name)
+		}
+		if string(*w.FailurePolicy) != r.str("controller.webhook.failurePolicy") || *w.TimeoutSeconds > 10 {
+			t.Errorf("%s: failurePolicy %s timeout %d", r.scenario.name, *w.FailurePolicy, *w.TimeoutSeconds)
+		}
+		if s := w.ClientConfig.Service; s == nil || s.Name != svc.GetName() || s.Namespace != releaseNS || *s.Path != webhook.Path || *s.Port != 443 {
+			t.Errorf("%s: clientConfig %+v", r.scenario.name, w.ClientConfig)
+		}
+		if len(w.Rules) != 1 || !slices.Equal(w.Rules[0].Operations, []admissionregistrationv1.OperationType{"CREATE"}) || !slices.Equal(w.Rules[0].Resources, []string{"pods"}) {
+			t.Errorf("%s: rules %+v", r.scenario.name, w.Rules)
+		}
+		var optIn, notMesh bool
+		for _, e := range w.NamespaceSelector.MatchExpressions {
+			optIn = optIn || (e.Key == nginxmesh.AutoInjectLabel && e.Operator == "In" && slices.Equal(e.Values, []string{nginxmesh.AutoInjectEnabled}))
+			notMesh = notMesh || (e.Key == "kubernetes.io/metadata.name" && e.Operator == "NotIn" && slices.Contains(e.Values, releaseNS) && slices.Contains(e.Values, "kube-system"))
+		}
+		if !optIn || !notMesh {
+			t.Errorf("%s: namespaceSelector %+v lacks the opt-in label or the mesh namespace exclusion", r.scenario.name, w.NamespaceSelector)
+		}
+		conds := map[string]string{}
+		for _, c := range w.MatchConditions {
+			conds[c.Name] = c.Expression
+		}
+		for name, want := range map[string]string{
+			"not-a-system-namespace": "startsWith('kube-')", "not-host-network": "hostNetwork",
+			"not-opted-out": nginxmesh.AutoInjectLabel, "not-injected": nginxmesh.InjectedAnnotation,
+		} {
+			if !strings.Contains(conds[name], want) {
+				t.Errorf("%s: match condition %s = %q", r.scenario.name, name, conds[name])
+			}
+		}
+		ports := decode[corev1.Service](t, svc).Spec.Ports
+		if len(ports) != 1 || ports[0].Port != 443 || ports[0].TargetPort.StrVal != "webhook" {
+			t.Errorf("%s: Service ports %+v", r.scenario.name, ports)
+		}
+	}
+}
+
+// Least privilege: the controller lists and watches pods and nodes; the SPIRE server's bundle
+// notifier watches webhook configurations and patches only the injector's.
+func TestControllerRBAC(t *testing.T) {
+	want := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods", "nodes"}, Verbs: []string{"list", "watch"}},
+		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations", "validatingwebhookconfigurations"}, Verbs: []string{"list", "watch"}},
+		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{nginxmesh.InjectorWebhook}, Verbs: []string{"get", "patch"}},
+	}
+	for _, r := range renderAll(t) {
+		if !r.controllerEnabled() {
+			continue
+		}
+		role := decode[rbacv1.ClusterRole](t, r.must(t, "ClusterRole", "", nginxmesh.Controller))
+		if !equality.Semantic.DeepEqual(role.Rules, want) {
+			t.Errorf("%s: ClusterRole rules\n got %+v\nwant %+v", r.scenario.name, role.Rules, want)
+		}
+		b := decode[rbacv1.ClusterRoleBinding](t, r.must(t, "ClusterRoleBinding", "", nginxmesh.Controller))
+		if len(b.Subjects) != 1 || b.Subjects[0].Name != nginxmesh.SpireServer || b.Subjects[0].Namespace != releaseNS || b.RoleRef.Name != nginxmesh.Controller {
+			t.Errorf("%s: binding %+v", r.scenario.name, b)
+		}
+	}
+}

@@ -1,0 +1,254 @@
+// Package app wires nginx-mesh-controller: the command line, the controller-runtime manager
+// (webhook server, health and metrics endpoints), the serving certificate and the registration.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
+	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/controller/certs"
+	"github.com/nginx-mesh/nginx-mesh/controller/inject"
+	"github.com/nginx-mesh/nginx-mesh/controller/register"
+	mwebhook "github.com/nginx-mesh/nginx-mesh/controller/webhook"
+)
+
+// Options are the controller's flags.
+type Options struct {
+	Kubeconfig     string
+	TrustDomain    string
+	ClusterName    string
+	MeshNamespace  string
+	DriverName     string
+	RequiredSCC    string
+	AdminSocket    string
+	ServiceName    string
+	WebhookPort    int
+	HealthAddress  string
+	MetricsAddress string
+	CertTTL        time.Duration
+	ResyncPeriod   time.Duration
+	BatchSize      int
+	LeaderElect    bool
+	LogLevel       string
+}
+
+// env returns the environment variable's value or def: every flag falls back to
+// NGINX_MESH_CONTROLLER_<FLAG>.
+func env(flag, def string) string {
+	if v, ok := os.LookupEnv("NGINX_MESH_CONTROLLER_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))); ok {
+		return v
+	}
+	return def
+}
+
+func (o *Options) injectFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.MeshNamespace, "mesh-namespace", env("mesh-namespace", nginxmesh.DefaultNamespace), "namespace of the mesh; its pods are never injected")
+	fs.StringVar(&o.DriverName, "driver-name", env("driver-name", nginxmesh.DefaultDriverName), "CSI driver of the injected Workload API volume")
+	fs.StringVar(&o.RequiredSCC, "required-scc", env("required-scc", ""), "OpenShift: pin injected pods to this SCC (openshift.io/required-scc); empty: no pin")
+}
+
+// NewCommand is the root command: run the controller; `inject` previews the mutation offline.
+func NewCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	o := &Options{}
+	root := &cobra.Command{
+		Use:           "nginx-mesh-controller",
+		Short:         "Inject pods of opted-in namespaces into the mesh and register their SPIRE identities",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return Run(cmd.Context(), *o)
+		},
+	}
+	fs := root.Flags()
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", env("kubeconfig", os.Getenv("KUBECONFIG")), "kubeconfig; empty: in-cluster configuration")
+	fs.StringVar(&o.TrustDomain, "trust-domain", env("trust-domain", ""), "SPIFFE trust domain of the SPIRE server (required)")
+	fs.StringVar(&o.ClusterName, "cluster-name", env("cluster-name", ""), "k8s_psat cluster name of the agents: parent IDs are spiffe://<td>/spire/agent/k8s_psat/<cluster>/<node UID> (required)")
+	o.injectFlags(fs)
+	fs.StringVar(&o.AdminSocket, "spire-admin-socket", env("spire-admin-socket", "/run/spire/server-admin/api.sock"), "the SPIRE server's admin API socket")
+	fs.StringVar(&o.ServiceName, "service-name", env("service-name", nginxmesh.Controller), "Service the API server calls the webhook through (DNS names of the certificate)")
+	fs.IntVar(&o.WebhookPort, "webhook-port", 9443, "HTTPS port of the admission webhook")
+	fs.StringVar(&o.HealthAddress, "health-address", env("health-address", ":8083"), "address of /healthz and /readyz")
+	fs.StringVar(&o.MetricsAddress, "metrics-address", env("metrics-address", ":8084"), `address of /metrics ("0" disables)`)
+	fs.DurationVar(&o.CertTTL, "cert-ttl", 24*time.Hour, "lifetime asked for the webhook certificate (renewed at half); the SPIRE server caps it at its CA's")
+	fs.DurationVar(&o.ResyncPeriod, "resync-period", 10*time.Minute, "period of the full resync of SPIRE entries")
+	fs.IntVar(&o.BatchSize, "batch-size", 500, "most entries per Batch call of the SPIRE entry API")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader before registering entries (only needed with more than one replica)")
+	fs.StringVar(&o.LogLevel, "log-level", env("log-level", "info"), "debug, info or error")
+
+	root.AddCommand(newInjectCommand(stdin, stdout, stderr), &cobra.Command{
+		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
+		Run: func(*cobra.Command, []string) { fmt.Fprintln(stdout, nginxmesh.Version) },
+	})
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	return root
+}
+
+func newInjectCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	o := &Options{}
+	var file, namespace string
+	cmd := &cobra.Command{
+		Use:   "inject -f FILE",
+		Short: "Print the objects of FILE (YAML or JSON; - for stdin) as the webhook would inject them",
+		Long: `Runs the webhook's mutation offline on Pods and on the pod templates of Deployments,
+StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs, and prints the result. Why an object
+was left alone goes to stderr. Namespace labels are not checked: the preview assumes the
+namespace opted in.`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var in io.Reader = stdin
+			if file != "-" {
+				f, err := os.Open(file)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				in = f
+			}
+			inj := inject.New(inject.Config{MeshNamespace: o.MeshNamespace, DriverName: o.DriverName, RequiredSCC: o.RequiredSCC})
+			return inj.Preview(in, stdout, stderr, namespace)
+		},
+	}
+	cmd.Flags().StringVarP(&file, "filename", "f", "", "file to inject (- for stdin)")
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", "default", "namespace of objects that name none")
+	_ = cmd.MarkFlagRequired("filename")
+	o.injectFlags(cmd.Flags())
+	return cmd
+}
+
+// Validate names every missing or wrong flag.
+func (o Options) Validate() error {
+	var errs []error
+	if err := (register.Config{TrustDomain: o.TrustDomain, ClusterName: o.ClusterName}).Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.MeshNamespace == "" {
+		errs = append(errs, errors.New("--mesh-namespace is empty"))
+	}
+	if o.AdminSocket == "" {
+		errs = append(errs, errors.New("--spire-admin-socket is empty"))
+	}
+	if o.WebhookPort <= 0 || o.WebhookPort > 65535 {
+		errs = append(errs, fmt.Errorf("--webhook-port %d is not a port", o.WebhookPort))
+	}
+	return errors.Join(errs...)
+}
+
+// Run runs the controller until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	lvl := zapcore.InfoLevel
+	if err := lvl.UnmarshalText([]byte(o.LogLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: %w", o.LogLevel, err)
+	}
+	log := zap.New(zap.Level(lvl), zap.UseDevMode(false))
+	ctrl.SetLogger(log)
+
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: o.Kubeconfig}, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return fmt.Errorf("kubernetes client configuration: %w", err)
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	// The admin socket: local callers are admins of the SPIRE server.
+	conn, err := grpc.NewClient("unix://"+o.AdminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("SPIRE admin socket %s: %w", o.AdminSocket, err)
+	}
+	defer conn.Close()
+
+	id := &url.URL{Scheme: "spiffe", Host: o.TrustDomain, Path: "/nginx-mesh/controller/webhook"}
+	src := &certs.Source{
+		Client: svidv1.NewSVIDClient(conn), ID: id, TTL: o.CertTTL, Log: log.WithName("certs"),
+		DNSNames: []string{o.ServiceName + "." + o.MeshNamespace + ".svc", o.ServiceName + "." + o.MeshNamespace, o.ServiceName},
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Logger: log,
+		WebhookServer: webhook.NewServer(webhook.Options{Port: o.WebhookPort, TLSOpts: []func(*tls.Config){
+			func(c *tls.Config) { c.GetCertificate = src.GetCertificate; c.MinVersion = tls.VersionTLS12 },
+		}}),
+		HealthProbeBindAddress:  o.HealthAddress,
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddress},
+		LeaderElection:          o.LeaderElect,
+		LeaderElectionID:        nginxmesh.Controller,
+		LeaderElectionNamespace: o.MeshNamespace,
+	})
+	if err != nil {
+		return err
+	}
+	// GetWebhookServer adds the server to the manager's runnables (the option alone does not).
+	srv := mgr.GetWebhookServer()
+	inj := inject.New(inject.Config{MeshNamespace: o.MeshNamespace, DriverName: o.DriverName, RequiredSCC: o.RequiredSCC})
+	mwebhook.Register(srv, inj)
+
+	reg, err := register.New(register.Config{
+		TrustDomain: o.TrustDomain, ClusterName: o.ClusterName, DriverName: o.DriverName,
+		ResyncPeriod: o.ResyncPeriod, BatchSize: o.BatchSize,
+	}, entryv1.NewEntryClient(conn), kube, log.WithName("register"))
+	if err != nil {
+		return err
+	}
+	for _, r := range []interface {
+		Start(context.Context) error
+	}{src, reg} {
+		if err := mgr.Add(runnable{r}); err != nil {
+			return err
+		}
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("certificate", src.Ready); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("webhook", srv.StartedChecker()); err != nil {
+		return err
+	}
+	log.Info("starting", "version", nginxmesh.Version, "trustDomain", o.TrustDomain, "cluster", o.ClusterName,
+		"meshNamespace", o.MeshNamespace, "adminSocket", o.AdminSocket, "requiredSCC", o.RequiredSCC)
+	return mgr.Start(ctx)
+}
+
+// runnable passes NeedLeaderElection through when the wrapped value has it.
+type runnable struct {
+	r interface{ Start(context.Context) error }
+}
+
+func (r runnable) Start(ctx context.Context) error { return r.r.Start(ctx) }
+
+func (r runnable) NeedLeaderElection() bool {
+	if l, ok := r.r.(interface{ NeedLeaderElection() bool }); ok {
+		return l.NeedLeaderElection()
+	}
+	return true
+}

@@ -1,0 +1,67 @@
+package app
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func run(t *testing.T, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd := NewCommand(strings.NewReader(stdin), &out, &errb)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), errb.String(), err
+}
+
+func TestInjectCommand(t *testing.T) {
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: i}]}\n"
+	out, _, err := run(t, pod, "inject", "-f", "-", "--required-scc", "nginx-mesh-sidecar-permissions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"injector.nsm.nginx.com/status: injected", "openshift.io/required-scc: nginx-mesh-sidecar-permissions", "driver: csi.nsm.nginx.com"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// From a file, into the mesh namespace: left alone, and the reason on stderr.
+	f := filepath.Join(t.TempDir(), "pod.yaml")
+	if err := os.WriteFile(f, []byte(pod), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := run(t, "", "inject", "-f", f, "-n", "nginx-mesh")
+	if err != nil || strings.Contains(out, "injected") || !strings.Contains(errOut, "mesh namespace") {
+		t.Errorf("mesh namespace: err=%v out=%s stderr=%s", err, out, errOut)
+	}
+	if _, _, err := run(t, "", "inject"); err == nil || !strings.Contains(err.Error(), "filename") {
+		t.Errorf("inject without -f: %v", err)
+	}
+}
+
+func TestValidateNamesEveryProblem(t *testing.T) {
+	err := Options{TrustDomain: "spiffe://x", WebhookPort: 70000}.Validate()
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"trust domain", "cluster name", "--mesh-namespace", "--spire-admin-socket", "--webhook-port 70000"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	// Run refuses before touching the network.
+	if _, _, err := run(t, "", "--trust-domain", "cluster.local"); err == nil || !strings.Contains(err.Error(), "cluster name") {
+		t.Errorf("run without --cluster-name: %v", err)
+	}
+}
+
+func TestFlagsFallBackToEnvironment(t *testing.T) {
+	t.Setenv("NGINX_MESH_CONTROLLER_TRUST_DOMAIN", "example.org")
+	cmd := NewCommand(strings.NewReader(""), &bytes.Buffer{}, &bytes.Buffer{})
+	if got := cmd.Flags().Lookup("trust-domain").DefValue; got != "example.org" {
+		t.Errorf("trust-domain default %q", got)
+	}
+}

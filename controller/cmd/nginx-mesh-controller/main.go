@@ -1,0 +1,23 @@
+// Command nginx-mesh-controller injects the pods of opted-in namespaces into the mesh (a
+// mutating admission webhook) and keeps their SPIRE registration entries. `inject -f` previews
+// the mutation offline. See controller/README.md.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/nginx-mesh/nginx-mesh/controller/app"
+)
+
+func main() {
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer cancel()
+	if err := app.NewCommand(os.Stdin, os.Stdout, os.Stderr).ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "nginx-mesh-controller:", err)
+		os.Exit(1)
+	}
+}

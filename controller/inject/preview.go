@@ -1,0 +1,115 @@
+package inject
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
+)
+
+// Preview injects every object of a YAML or JSON stream (`nginx-mesh-controller inject -f`,
+// like `istioctl kube-inject`) and writes the mutated objects as YAML documents. Pods and the
+// pod templates of Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs are
+// injected with the webhook's code; other objects pass through unchanged. namespace is used
+// for objects that do not name one. Why an object was left alone goes to notes. A denial fails
+// with the object named.
+func (i *Injector) Preview(in io.Reader, out, notes io.Writer, namespace string) error {
+	dec := utilyaml.NewYAMLOrJSONDecoder(bufio.NewReader(in), 4096)
+	codecs := serializer.NewCodecFactory(scheme.Scheme)
+	first := true
+	for n := 1; ; n++ {
+		var raw runtime.RawExtension
+		if err := dec.Decode(&raw); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("document %d: %w", n, err)
+		}
+		if len(bytes.TrimSpace(raw.Raw)) == 0 || string(bytes.TrimSpace(raw.Raw)) == "null" {
+			continue
+		}
+		obj, gvk, err := codecs.UniversalDeserializer().Decode(raw.Raw, nil, nil)
+		var doc any = raw
+		if err == nil {
+			skipped, err := i.injectObject(obj, namespace)
+			if err != nil {
+				return fmt.Errorf("document %d (%s): %w", n, gvk.Kind, err)
+			}
+			if skipped != "" {
+				fmt.Fprintf(notes, "document %d (%s): not injected: %s\n", n, gvk.Kind, skipped)
+			}
+			obj.GetObjectKind().SetGroupVersionKind(*gvk)
+			doc = obj
+		}
+		b, err := yaml.Marshal(doc)
+		if err != nil {
+			return fmt.Errorf("document %d: %w", n, err)
+		}
+		if !first {
+			if _, err := io.WriteString(out, "---\n"); err != nil {
+				return err
+			}
+		}
+		first = false
+		if _, err := out.Write(b); err != nil {
+			return err
+		}
+	}
+}
+
+func (i *Injector) injectObject(obj runtime.Object, namespace string) (skipped string, err error) {
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		res, err := i.Inject(nsOf(o.ObjectMeta, namespace), o)
+		return res.Skipped, named(o.Name, err)
+	case *appsv1.Deployment:
+		return i.injectTemplate(o.ObjectMeta, &o.Spec.Template, namespace)
+	case *appsv1.StatefulSet:
+		return i.injectTemplate(o.ObjectMeta, &o.Spec.Template, namespace)
+	case *appsv1.DaemonSet:
+		return i.injectTemplate(o.ObjectMeta, &o.Spec.Template, namespace)
+	case *appsv1.ReplicaSet:
+		return i.injectTemplate(o.ObjectMeta, &o.Spec.Template, namespace)
+	case *batchv1.Job:
+		return i.injectTemplate(o.ObjectMeta, &o.Spec.Template, namespace)
+	case *batchv1.CronJob:
+		return i.injectTemplate(o.ObjectMeta, &o.Spec.JobTemplate.Spec.Template, namespace)
+	}
+	return "not a pod or a pod template", nil
+}
+
+// injectTemplate injects the pod a controller would create from t, and writes it back.
+func (i *Injector) injectTemplate(owner metav1.ObjectMeta, t *corev1.PodTemplateSpec, namespace string) (string, error) {
+	pod := &corev1.Pod{ObjectMeta: *t.ObjectMeta.DeepCopy(), Spec: *t.Spec.DeepCopy()}
+	res, err := i.Inject(nsOf(owner, namespace), pod)
+	if err != nil || res.Skipped != "" {
+		return res.Skipped, named(owner.Name, err)
+	}
+	t.ObjectMeta, t.Spec = pod.ObjectMeta, pod.Spec
+	return "", nil
+}
+
+func nsOf(m metav1.ObjectMeta, def string) string {
+	if m.Namespace != "" {
+		return m.Namespace
+	}
+	return def
+}
+
+func named(name string, err error) error {
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,63 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/controller/internal/clusterbench"
+)
+
+// BenchmarkClusterPodCreate measures pod CREATE on a real API server with the chart installed:
+// the same realistic pod into a namespace that opted in (through the webhook) and one that did
+// not, alternately in the same run. The pods name a scheduler that does not exist, so nothing
+// runs them. Reported: p50 and p99 of each, and the ratio of the p50s (goal: at most 1.3).
+func BenchmarkClusterPodCreate(b *testing.B) {
+	cs, _ := clusterbench.Connect(b)
+	injNS, plainNS := "nginx-mesh-bench-injected", "nginx-mesh-bench-plain"
+	clusterbench.Namespace(b, cs, injNS, map[string]string{nginxmesh.AutoInjectLabel: nginxmesh.AutoInjectEnabled})
+	clusterbench.Namespace(b, cs, plainNS, nil)
+	ctx := context.Background()
+	create := func(ns string, i int) time.Duration {
+		p := realisticPod()
+		p.Namespace, p.GenerateName, p.Name = ns, "", fmt.Sprintf("p-%06d", i)
+		p.OwnerReferences = nil
+		p.Spec.ServiceAccountName = "default"
+		p.Spec.SchedulerName = "nginx-mesh-bench-none"
+		start := time.Now()
+		got, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+		d := time.Since(start)
+		if err != nil {
+			b.Fatalf("create in %s: %v", ns, err)
+		}
+		if injected := got.Annotations[nginxmesh.InjectedAnnotation] == nginxmesh.InjectedValue; injected != (ns == injNS) {
+			b.Fatalf("pod in %s injected=%v", ns, injected)
+		}
+		return d
+	}
+	// Warm both paths (connections, the webhook's TLS session).
+	create(injNS, 0)
+	create(plainNS, 0)
+	var inj, plain []time.Duration
+	i := 1
+	b.ResetTimer()
+	for b.Loop() {
+		inj = append(inj, create(injNS, i))
+		plain = append(plain, create(plainNS, i))
+		i++
+	}
+	b.StopTimer()
+	pi, pp := clusterbench.Percentile(inj, 0.5), clusterbench.Percentile(plain, 0.5)
+	b.ReportMetric(float64(pi.Microseconds())/1000, "injected-p50-ms")
+	b.ReportMetric(float64(clusterbench.Percentile(inj, 0.99).Microseconds())/1000, "injected-p99-ms")
+	b.ReportMetric(float64(pp.Microseconds())/1000, "plain-p50-ms")
+	b.ReportMetric(float64(clusterbench.Percentile(plain, 0.99).Microseconds())/1000, "plain-p99-ms")
+	b.ReportMetric(float64(pi)/float64(pp), "p50-ratio")
+	for _, ns := range []string{injNS, plainNS} {
+		_ = cs.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}, metav1.ListOptions{})
+	}
+}

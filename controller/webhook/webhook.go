@@ -1,0 +1,79 @@
+// Package webhook serves the injector as a controller-runtime admission handler: pod CREATE in,
+// the inject package's mutation out as a JSON patch, its denials as admission denials.
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/nginx-mesh/nginx-mesh/controller/inject"
+)
+
+// Path is where the webhook configuration sends pod CREATE reviews.
+const Path = "/inject"
+
+// Handler is the admission handler. Failures of the injector itself are errors (500) so the
+// webhook's failurePolicy decides; a pod the mutation refuses is denied with the reason.
+type Handler struct {
+	Injector *inject.Injector
+}
+
+// NewHandler returns a handler for inj.
+func NewHandler(inj *inject.Injector) *Handler { return &Handler{Injector: inj} }
+
+// Register mounts the handler on a controller-runtime webhook server.
+func Register(srv webhook.Server, inj *inject.Injector) {
+	srv.Register(Path, &webhook.Admission{Handler: NewHandler(inj)})
+}
+
+// Handle implements admission.Handler.
+func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Response {
+	if req.Operation != admissionv1.Create || req.Kind.Kind != "Pod" || req.SubResource != "" {
+		return admission.Allowed("nginx-mesh injects pods at CREATE only")
+	}
+	pod := &corev1.Pod{}
+	if err := json.Unmarshal(req.Object.Raw, pod); err != nil {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("nginx-mesh injector: decode pod: %w", err))
+	}
+	appendOnly := h.Injector.AppendOnly()
+	var before snapshot
+	if appendOnly {
+		before = takeSnapshot(pod)
+	}
+	res, err := h.Injector.Inject(req.Namespace, pod)
+	switch {
+	case inject.IsDenied(err):
+		return admission.Denied(fmt.Sprintf("nginx-mesh injector refused pod %s: %s", podName(req, pod), err))
+	case err != nil:
+		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("nginx-mesh injector: pod %s: %w", podName(req, pod), err))
+	case res.Skipped != "":
+		return admission.Allowed("nginx-mesh: not injected: " + res.Skipped)
+	}
+	if appendOnly {
+		if ops, ok := appendPatch(before, pod); ok {
+			return admission.Patched("", ops...)
+		}
+	}
+	// A mutation beyond appends and annotations: the generic diff of the two documents.
+	out, err := json.Marshal(pod)
+	if err != nil {
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+	return admission.PatchResponseFromRaw(req.Object.Raw, out)
+}
+
+// podName names the pod in messages; pods of controllers have only a generateName at CREATE.
+func podName(req admission.Request, pod *corev1.Pod) string {
+	name := pod.Name
+	if name == "" {
+		name = pod.GenerateName + "*"
+	}
+	return req.Namespace + "/" + name
+}
