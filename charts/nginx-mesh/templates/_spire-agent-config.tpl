@@ -20,6 +20,10 @@ agent {
   socket_path = "{{ include "nginx-mesh.agentSocketDir" . }}/{{ include "nginx-mesh.agentSocketName" . }}"
   trust_bundle_path = "/run/spire/bundle/bundle.crt"
   trust_domain = {{ .Values.spire.trustDomain | quote }}
+  experimental {
+    # How soon a new pod's entry reaches the agent (spire.agent.syncInterval).
+    sync_interval = {{ $v.syncInterval | quote }}
+  }
 }
 
 plugins {
