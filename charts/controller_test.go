@@ -32,7 +32,6 @@ func decode[T any](t *testing.T, o *unstructured.Unstructured) *T {
 	return &out
 }
 
-
 // The sidecar SCC admits exactly what restricted-v2 admits, with the same defaults (so a pod
 // it admits is mutated as restricted-v2 would mutate it): injected pods are ordinary restricted
 // workloads plus a CSI volume of a driver labelled for the restricted profile. Injected pods pin

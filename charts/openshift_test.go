@@ -238,6 +238,7 @@ func TestHelmTestProvesAttestation(t *testing.T) {
 			"socket":       "/spiffe-workload-api/spire-agent.sock",
 			"timeout":      r.str("test.timeout"),
 			"log-format":   r.str("hooks.logFormat"),
+			"register":     fmt.Sprint(!r.controllerEnabled()),
 		}
 		if got != "helm-test" || !maps.Equal(fl, want) {
 			t.Errorf("%s: test runs %s %v, want helm-test %v", r.scenario.name, got, fl, want)
@@ -259,6 +260,14 @@ func TestHelmTestProvesAttestation(t *testing.T) {
 		}
 		if r.openShift() && podAnnotations(p)[nginxmesh.RequiredSCCAnnotation] != "restricted-v2" {
 			t.Errorf("%s: test pod not pinned to restricted-v2", r.scenario.name)
+		}
+		// With the controller the pod is registered like any pod with the driver's volume: no
+		// exec into the SPIRE server.
+		if r.controllerEnabled() {
+			if r.find("Role", releaseNS, testSA) != nil || r.find("RoleBinding", releaseNS, testSA) != nil {
+				t.Errorf("%s: the test's exec Role is rendered although the controller registers the pod", r.scenario.name)
+			}
+			continue
 		}
 		role := r.must(t, "Role", releaseNS, testSA)
 		rules := rulesOf(t, role)

@@ -301,11 +301,13 @@ func TestScenario1InstallOpenShift(t *testing.T) {
 			dumpNamespace(t, meshNS)
 			t.Fatalf("helm test: %v\n%s", err, out)
 		}
-		record("helm test (register the entry, fetch the SVID through the CSI volume): %s", time.Since(start).Round(100*time.Millisecond))
-		// The test removes its entries again; its hooks (pod and RBAC) went on success.
-		if out, _ := spireServer(t, "entry", "show", "-spiffeID", "spiffe://cluster.local/ns/"+meshNS+"/sa/nginx-mesh-test", "-output", "json"); !strings.Contains(out, `"entries":[]`) {
-			t.Errorf("helm test left its SPIRE entry:\n%s", out)
-		}
+		record("helm test (the controller registers the test pod, which fetches its SVID through the CSI volume): %s", time.Since(start).Round(100*time.Millisecond))
+		// Its hooks (pod, ServiceAccount) went on success, and the controller removes the entry
+		// of the deleted pod.
+		waitFor(t, "the test pod's SPIRE entry gone", 30*time.Second, func() (bool, string) {
+			out, _ := spireServer(t, "entry", "show", "-spiffeID", "spiffe://cluster.local/ns/"+meshNS+"/sa/nginx-mesh-test", "-output", "json")
+			return strings.Contains(out, `"entries":[]`), out
+		})
 		for _, name := range []string{"nginx-mesh-test-workload-api"} {
 			if _, err := e.cs.CoreV1().Pods(meshNS).Get(ctx(t), name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 				t.Errorf("test pod %s left after success: %v", name, err)

@@ -287,6 +287,7 @@ func (g *globals) helmTest() *cobra.Command {
 		Short: "helm test: fetch this pod's X.509 SVID through the CSI volume (proves attestation)",
 		Long: `Runs in the chart's helm test pod, which mounts the CSI volume like an injected workload.
 
+With nginx-mesh-controller running, pass --register=false: the controller registers the pod.
 With --register (the default) it first registers the pod's identity on the SPIRE server: a node
 alias for every agent of the cluster (k8s_psat:cluster:<cluster>) and, under it, the entry
 spiffe://<trust domain>/ns/<namespace>/sa/<service account> with the selectors k8s:ns, k8s:sa

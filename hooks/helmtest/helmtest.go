@@ -2,10 +2,11 @@
 // workload fetches its X.509 SVID through the SPIRE agent, which proves node attestation, the
 // agent's call to kubelet (workload attestation) and the driver's publish on this cluster.
 //
-// Until nginx-mesh-controller registers entries by itself, the test registers its own entry on
-// the SPIRE server (the spire-server CLI run in the server's container through pods/exec, on
-// the admin socket that only that pod can reach) and deletes it again at the end. Drop
-// Options.Register and the test's pods/exec grant once the controller does it.
+// With nginx-mesh-controller (the chart's default) the controller registers the test pod like
+// any pod with the driver's volume, and the chart passes --register=false. Without it, the test
+// registers its own entry on the SPIRE server (the spire-server CLI run in the server's
+// container through pods/exec, on the admin socket that only that pod can reach) and deletes it
+// again at the end; only then does the chart grant it pods/exec.
 package helmtest
 
 import (
