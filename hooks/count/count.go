@@ -73,10 +73,39 @@ func (r *Result) Add(rule nginxmesh.Injected, pod *corev1.Pod, now time.Time) {
 	}
 }
 
+// Nodes lists the nodes and returns their readiness for the injected-pod rule.
+func Nodes(ctx context.Context, kube kubernetes.Interface) (nginxmesh.NodeReadiness, error) {
+	l, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	type state struct {
+		ready bool
+		since time.Time
+	}
+	m := make(map[string]state, len(l.Items))
+	for i := range l.Items {
+		r, s := nginxmesh.NodeReady(&l.Items[i])
+		m[l.Items[i].Name] = state{r, s}
+	}
+	return func(name string) (bool, time.Time, bool) {
+		s, ok := m[name]
+		return s.ready, s.since, ok
+	}, nil
+}
+
 // Injected lists every pod in all namespaces, PageSize at a time, and counts the injected
-// ones at now. A continue token that expired mid-way (410 Gone) restarts the count once from
-// the beginning, since a count over two snapshots could miss a pod.
+// ones at now. Without rule.Nodes it lists the nodes first (a finished pod on a node that is
+// not Ready keeps counting). A continue token that expired mid-way (410 Gone) restarts the
+// count once from the beginning, since a count over two snapshots could miss a pod.
 func Injected(ctx context.Context, kube kubernetes.Interface, rule nginxmesh.Injected, now func() time.Time) (Result, error) {
+	if rule.Nodes == nil {
+		n, err := Nodes(ctx, kube)
+		if err != nil {
+			return Result{}, err
+		}
+		rule.Nodes = n
+	}
 	for attempt := 0; ; attempt++ {
 		res, err := injectedOnce(ctx, kube, rule, now)
 		if err != nil && apierrors.IsResourceExpired(err) && attempt == 0 {

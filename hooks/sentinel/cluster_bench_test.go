@@ -122,7 +122,7 @@ func reactOnce(b *testing.B, env *clusterbench.Env) (reaction, done, synced time
 	log.SetLevel(logrus.WarnLevel)
 	tr := NewTracker(nginxmesh.Injected{DriverName: clusterbench.DriverName})
 	syncedC := make(chan struct{})
-	s := &Sentinel{C: env.C, O: Options{Namespace: ns, DriverName: clusterbench.DriverName}, Log: log, T: tr,
+	s := &Sentinel{Clients: env.C, Options: Options{Namespace: ns, DriverName: clusterbench.DriverName}, Log: log, Tracker: tr,
 		OnSynced: func() { close(syncedC) }}
 	runErr := make(chan error, 1)
 	start := time.Now()
