@@ -21,10 +21,12 @@ test: lint unit e2e
 unit:
 	$(GO) test -count=1 ./...
 
-## lint: gofmt, go vet, helm lint --strict for both profiles
+## lint: gofmt, go vet (also with the e2e tag), a build for macOS, helm lint --strict for both profiles
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^ci/tools/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./ci/e2e/
+	GOOS=darwin $(GO) build ./...
 	$(HELM) lint --strict $(CHART)
 	$(HELM) lint --strict $(CHART) -f $(CHART)/values-openshift.yaml
 	@for f in $(CHART)/ci/*.yaml; do echo "$(HELM) lint --strict $(CHART) -f $$f"; $(HELM) lint --strict --quiet $(CHART) -f $$f || exit 1; done
