@@ -17,6 +17,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,6 +67,12 @@ func record(format string, a ...any) {
 }
 
 func TestMain(m *testing.M) {
+	// The cluster lock (flock on /tmp/nmcl.lock) reaches this process as an open descriptor. A
+	// part that a scenario restarts (ci/cluster.sh restart kubelet) would inherit it and hold the
+	// machine-wide lock for as long as it runs: mark every inherited descriptor close-on-exec.
+	for fd := 3; fd < 256; fd++ {
+		syscall.CloseOnExec(fd)
+	}
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		panic(err)
