@@ -368,46 +368,77 @@ func TestLifecycleReinstallOtherDriver(t *testing.T) {
 // ---------- rollback after uninstall --keep-history ----------
 
 // TestLifecycleRollbackAfterKeepHistory: `helm rollback` brings the release back while its
-// sentinel waits; the pre-rollback hook (and the DaemonSet's new revision) stop the sentinel,
-// so the live release keeps its driver when the last old pod goes.
+// sentinel waits; the live release must keep its driver when the last old pod goes. Twice: with
+// --no-hooks (only the DaemonSet's revision annotation tells the sentinel: rollback 2 -> 1), and
+// with hooks (the pre-rollback hook stops the sentinel).
 func TestLifecycleRollbackAfterKeepHistory(t *testing.T) {
 	dumpOnFailure(t)
 	ensureInstalled(t)
-	p, _ := startMountedWorkload(t, "rollback-user")
-	before := driverPods(t)
-	if out, err := helm(t, "uninstall", release, "-n", meshNS, "--keep-history", "--wait", "--timeout", "5m"); err != nil {
-		t.Fatalf("helm uninstall --keep-history: %v\n%s", err, out)
+	if out, err := helm(t, append([]string{"upgrade", release}, append(chartArgs(), "-n", meshNS, "--wait", "--timeout", "5m")...)...); err != nil {
+		t.Fatalf("helm upgrade: %v\n%s", err, out)
 	}
-	waitFor(t, "sentinel waiting", time.Minute, func() (bool, string) {
-		return sentinelRunning(t, meshNS, nginxmesh.DefaultDriverName), ""
-	})
-	if out, err := helm(t, "rollback", release, "1", "-n", meshNS, "--wait", "--timeout", "5m"); err != nil {
-		t.Fatalf("helm rollback: %v\n%s", err, out)
-	}
-	waitFor(t, "the sentinel stopped", time.Minute, func() (bool, string) {
-		return !sentinelRunning(t, meshNS, nginxmesh.DefaultDriverName), ""
-	})
-	ds, err := e.cs.AppsV1().DaemonSets(meshNS).Get(ctx(t), nginxmesh.CSIDriver, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rev := ds.Annotations[nginxmesh.RevisionAnnotation]; rev == "1" || rev == "" {
-		t.Errorf("the DaemonSet's revision annotation %q: a rollback must write a new revision", rev)
-	}
-	for name, id := range before {
-		if a, ok := driverPods(t)[name]; !ok || a.uid != id.uid {
-			t.Errorf("driver pod %s restarted by the rollback", name)
+	driverKept := func(t *testing.T) {
+		t.Helper()
+		time.Sleep(settle + 3*time.Second) // a sentinel still acting would delete the driver now
+		if err := getRef(t, nginxmesh.Ref{Kind: nginxmesh.KindDaemonSet, Namespace: meshNS, Name: nginxmesh.CSIDriver}); err != nil {
+			t.Fatalf("the live release lost its driver: %v", err)
 		}
+		waitDriverServing(t, nginxmesh.DefaultDriverName)
 	}
-	deletePodCleanly(t, p)
-	time.Sleep(settle + 3*time.Second) // a sentinel still waiting would delete the driver now
-	if err := getRef(t, nginxmesh.Ref{Kind: nginxmesh.KindDaemonSet, Namespace: meshNS, Name: nginxmesh.CSIDriver}); err != nil {
-		t.Fatalf("the live release lost its driver: %v", err)
+	for _, c := range []struct {
+		name   string
+		target string
+		args   []string
+	}{
+		{"rollback --no-hooks to revision 1: the revision annotation stops the sentinel", "1", []string{"--no-hooks"}},
+		{"rollback to revision 2: the pre-rollback hook stops the sentinel", "2", nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p, _ := startMountedWorkload(t, "rollback-user")
+			before := driverPods(t)
+			if out, err := helm(t, "uninstall", release, "-n", meshNS, "--keep-history", "--wait", "--timeout", "5m"); err != nil {
+				t.Fatalf("helm uninstall --keep-history: %v\n%s", err, out)
+			}
+			waitFor(t, "sentinel waiting", time.Minute, func() (bool, string) {
+				return sentinelRunning(t, meshNS, nginxmesh.DefaultDriverName), ""
+			})
+			args := append([]string{"rollback", release, c.target, "-n", meshNS, "--wait", "--timeout", "5m"}, c.args...)
+			if out, err := helm(t, args...); err != nil {
+				t.Fatalf("helm rollback: %v\n%s", err, out)
+			}
+			ds, err := e.cs.AppsV1().DaemonSets(meshNS).Get(ctx(t), nginxmesh.CSIDriver, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rev := ds.Annotations[nginxmesh.RevisionAnnotation]; rev != c.target {
+				t.Errorf("the DaemonSet's revision annotation %q, want the target's %q", rev, c.target)
+			}
+			if c.args == nil {
+				waitFor(t, "the sentinel stopped by the pre-rollback hook", time.Minute, func() (bool, string) {
+					return !sentinelRunning(t, meshNS, nginxmesh.DefaultDriverName), ""
+				})
+			}
+			for name, id := range before {
+				if a, ok := driverPods(t)[name]; !ok || a.uid != id.uid {
+					t.Errorf("driver pod %s restarted by the rollback", name)
+				}
+			}
+			deletePodCleanly(t, p)
+			driverKept(t)
+			if !releaseDeployed(t, release, meshNS) {
+				t.Fatal("the release is not deployed after the rollback")
+			}
+			// A sentinel that noticed the new revision by itself ends (exit 0, "taken over");
+			// its finished Job goes with its TTL, and now.
+			if _, err := e.cs.BatchV1().Jobs(meshNS).Get(ctx(t), nginxmesh.Sentinel, metav1.GetOptions{}); err == nil {
+				waitFor(t, "the sentinel ended, taken over", time.Minute, func() (bool, string) {
+					j, err := e.cs.BatchV1().Jobs(meshNS).Get(ctx(t), nginxmesh.Sentinel, metav1.GetOptions{})
+					return err == nil && j.Status.Succeeded > 0 || apierrors.IsNotFound(err), fmt.Sprint(err)
+				})
+				stopSentinel(t, meshNS, nginxmesh.DefaultDriverName)
+			}
+		})
 	}
-	if !releaseDeployed(t, release, meshNS) {
-		t.Fatal("the release is not deployed after the rollback")
-	}
-	waitDriverServing(t, nginxmesh.DefaultDriverName)
 }
 
 // ---------- --no-hooks, then cleanup next to a user namespace labelled part-of ----------
