@@ -519,15 +519,15 @@ func TestLifecycleNoHooksCleanup(t *testing.T) {
 	case <-time.After(2 * time.Minute):
 		t.Fatal("cleanup --wait did not finish once the pod was gone")
 	}
-	var rest []string
-	for _, l := range leftovers(t) {
-		if !strings.Contains(l, userNS) {
-			rest = append(rest, l)
+	waitFor(t, "no leftovers but the user's", time.Minute, func() (bool, string) {
+		var rest []string
+		for _, l := range leftovers(t) {
+			if !strings.Contains(l, userNS) {
+				rest = append(rest, l)
+			}
 		}
-	}
-	if len(rest) > 0 {
-		t.Errorf("leftovers: %v", rest)
-	}
+		return len(rest) == 0, strings.Join(rest, ", ")
+	})
 	if _, err := e.cs.CoreV1().ConfigMaps(userNS).Get(ctx(t), "settings", metav1.GetOptions{}); err != nil {
 		t.Errorf("the user's ConfigMap labelled part-of was deleted: %v", err)
 	}
