@@ -94,7 +94,7 @@ func objs(o ...runtime.Object) func(bool) []runtime.Object {
 // lateAfterCSIDriverDeletion injects a pod right when the CSIDriver goes (the count-then-delete race).
 func lateAfterCSIDriverDeletion(k *fake.Clientset) {
 	k.PrependReactor("delete", "csidrivers", func(k8stesting.Action) (bool, runtime.Object, error) {
-		_ = k.Tracker().Add(fakes.Pod("app", "late", fakes.Annotated))
+		_ = k.Tracker().Add(fakes.Pod("app", "late", fakes.Annotated, fakes.OnNode("n1")))
 		return false, nil, nil
 	})
 }

@@ -99,6 +99,18 @@ func Nodes(ctx context.Context, kube kubernetes.Interface) (nginxmesh.NodeReadin
 // not Ready keeps counting). A continue token that expired mid-way (410 Gone) restarts the
 // count once from the beginning, since a count over two snapshots could miss a pod.
 func Injected(ctx context.Context, kube kubernetes.Interface, rule nginxmesh.Injected, now func() time.Time) (Result, error) {
+	return count(ctx, kube, rule, now, "")
+}
+
+// Bound counts like Injected, but only the pods bound to a node (field selector
+// spec.nodeName!=""). That is all keepset.Remove's fresh re-list needs: a pod can hold a
+// volume only once bound, and one bound after the CSIDriver's deletion reaches kubelet after
+// kubelet learned of the deletion, so its mount is refused.
+func Bound(ctx context.Context, kube kubernetes.Interface, rule nginxmesh.Injected, now func() time.Time) (Result, error) {
+	return count(ctx, kube, rule, now, "spec.nodeName!=")
+}
+
+func count(ctx context.Context, kube kubernetes.Interface, rule nginxmesh.Injected, now func() time.Time, fieldSelector string) (Result, error) {
 	if rule.Nodes == nil {
 		n, err := Nodes(ctx, kube)
 		if err != nil {
@@ -107,7 +119,7 @@ func Injected(ctx context.Context, kube kubernetes.Interface, rule nginxmesh.Inj
 		rule.Nodes = n
 	}
 	for attempt := 0; ; attempt++ {
-		res, err := injectedOnce(ctx, kube, rule, now)
+		res, err := injectedOnce(ctx, kube, rule, now, fieldSelector)
 		if err != nil && apierrors.IsResourceExpired(err) && attempt == 0 {
 			continue
 		}
@@ -115,9 +127,9 @@ func Injected(ctx context.Context, kube kubernetes.Interface, rule nginxmesh.Inj
 	}
 }
 
-func injectedOnce(ctx context.Context, kube kubernetes.Interface, rule nginxmesh.Injected, now func() time.Time) (Result, error) {
+func injectedOnce(ctx context.Context, kube kubernetes.Interface, rule nginxmesh.Injected, now func() time.Time, fieldSelector string) (Result, error) {
 	var res Result
-	opts := metav1.ListOptions{Limit: PageSize}
+	opts := metav1.ListOptions{Limit: PageSize, FieldSelector: fieldSelector}
 	for {
 		page, err := kube.CoreV1().Pods(metav1.NamespaceAll).List(ctx, opts)
 		if err != nil {

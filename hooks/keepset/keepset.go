@@ -186,8 +186,9 @@ type Removal struct {
 //  1. delete the CSIDriver: from then on kubelet refuses to mount any new inline volume of the
 //     driver (no CSIDriver object, no Ephemeral lifecycle mode), while it still unmounts the
 //     volumes it mounted, through the plugin's registered socket;
-//  2. list every pod again, fresh from the API server (not a cache): a pod created before this
-//     point is seen; one created after it can no longer get a volume;
+//  2. list every pod bound to a node again, fresh from the API server (not a cache): a pod bound
+//     before this point is seen; one bound after it reaches kubelet after kubelet learned of the
+//     deletion, and can no longer get a volume;
 //  3. if an injected pod turned up, create the CSIDriver again from what was read in step 1
 //     and return ErrPodsAppeared (the caller keeps the driver: sentinel);
 //  4. else delete the DaemonSet, then, if no other driver unit runs in the namespace, the
@@ -241,7 +242,7 @@ func Remove(ctx context.Context, c *kube.Clients, o RemoveOptions, log logrus.Fi
 	}
 	err = kube.Retry(ctx, "count injected pods again", func(ctx context.Context) error {
 		var e error
-		res.Injected, e = count.Injected(ctx, c.Kube, o.Rule, o.Now)
+		res.Injected, e = count.Bound(ctx, c.Kube, o.Rule, o.Now)
 		return e
 	})
 	if err != nil {

@@ -187,7 +187,7 @@ func unit(ns, driver, release string) (kobjs, sobjs []runtime.Object) {
 func TestRemoveLatePod(t *testing.T) {
 	kobjs, _ := unit("mesh", "", "r1")
 	cl, k, _ := fakes.Clients(false, kobjs)
-	late := fakes.Pod("app", "late", fakes.CSIVolume(nginxmesh.DefaultDriverName))
+	late := fakes.Pod("app", "late", fakes.CSIVolume(nginxmesh.DefaultDriverName), fakes.OnNode("n1"))
 	k.PrependReactor("delete", "csidrivers", func(k8stesting.Action) (bool, runtime.Object, error) {
 		// created (and, on a real node, mounted) just before the CSIDriver goes
 		if err := k.Tracker().Add(late); err != nil {

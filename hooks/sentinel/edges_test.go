@@ -29,7 +29,7 @@ import (
 func TestLatePodNotInCache(t *testing.T) {
 	pod := fakes.Pod("app", "web", fakes.Annotated)
 	e := newEnv(t, false, false, pod)
-	late := fakes.Pod("app", "late", fakes.CSIVolume(nginxmesh.DefaultDriverName))
+	late := fakes.Pod("app", "late", fakes.CSIVolume(nginxmesh.DefaultDriverName), fakes.OnNode("n1"))
 	release := make(chan struct{})
 	// The sentinel's pod watch holds back the late pod's events until released.
 	e.k.PrependWatchReactor("pods", func(a k8stesting.Action) (bool, watch.Interface, error) {

@@ -176,7 +176,7 @@ func TestPodInjectedAfterTheCount(t *testing.T) {
 	lists := 0
 	k.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
 		if lists++; lists == 2 { // right after the count's list
-			if err := k.Tracker().Add(fakes.Pod("app", "late", fakes.CSIVolume(nginxmesh.DefaultDriverName))); err != nil {
+			if err := k.Tracker().Add(fakes.Pod("app", "late", fakes.CSIVolume(nginxmesh.DefaultDriverName), fakes.OnNode("n1"))); err != nil {
 				t.Error(err)
 			}
 		}

@@ -11,9 +11,11 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/hooks/rbac"
 	securityv1 "github.com/openshift/api/security/v1"
 	secfake "github.com/openshift/client-go/security/clientset/versioned/fake"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
@@ -34,6 +36,7 @@ func Clients(openshift bool, kubeObjs []runtime.Object, sccObjs ...runtime.Objec
 		return false, nil, nil
 	})
 	preconditions(k)
+	podFieldSelectors(k)
 	c := &kube.Clients{Kube: k, Meta: metadataOf(k), OpenShift: openshift}
 	var s *secfake.Clientset
 	if openshift {
@@ -49,6 +52,30 @@ func Clients(openshift bool, kubeObjs []runtime.Object, sccObjs ...runtime.Objec
 		c.SCC = s
 	}
 	return c, k, s
+}
+
+// podFieldSelectors makes pod lists honour field selectors on metadata.name,
+// metadata.namespace and spec.nodeName as the API server does; the fake's tracker ignores them.
+func podFieldSelectors(k *fake.Clientset) {
+	k.PrependReactor("list", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		sel := a.(k8stesting.ListAction).GetListRestrictions().Fields
+		if sel == nil || sel.Empty() {
+			return false, nil, nil
+		}
+		o, err := k.Tracker().List(a.GetResource(), corev1.SchemeGroupVersion.WithKind("Pod"), a.GetNamespace())
+		if err != nil {
+			return true, nil, err
+		}
+		l := o.(*corev1.PodList)
+		var items []corev1.Pod
+		for _, p := range l.Items {
+			if sel.Matches(fields.Set{"metadata.name": p.Name, "metadata.namespace": p.Namespace, "spec.nodeName": p.Spec.NodeName}) {
+				items = append(items, p)
+			}
+		}
+		l.Items = items
+		return true, l, nil
+	})
 }
 
 // preconditions makes deletions honour DeleteOptions.Preconditions as the API server does

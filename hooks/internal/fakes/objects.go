@@ -90,6 +90,9 @@ func Finished(phase corev1.PodPhase, t time.Time) PodOpt {
 	}
 }
 
+// OnNode binds the pod to a node.
+func OnNode(name string) PodOpt { return func(p *corev1.Pod) { p.Spec.NodeName = name } }
+
 // Terminating sets a deletion timestamp.
 func Terminating(p *corev1.Pod) {
 	now := metav1.Now()
