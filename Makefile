@@ -22,12 +22,14 @@ test: lint unit e2e
 unit:
 	$(GO) test -count=1 ./...
 
-## lint: gofmt, go vet, shellcheck of every script, helm lint --strict for both profiles
+## lint: gofmt, go vet (also with the e2e tag), a build for macOS, shellcheck of every script, helm lint --strict for both profiles
 lint:
 	@ci/packages.sh install >/dev/null  # shellcheck comes from Debian (no-op when present)
 	shellcheck -x $(SCRIPTS)
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^ci/tools/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./ci/e2e/
+	GOOS=darwin $(GO) build ./...
 	$(HELM) lint --strict $(CHART)
 	$(HELM) lint --strict $(CHART) -f $(CHART)/values-openshift.yaml
 	@for f in $(CHART)/ci/*.yaml; do echo "$(HELM) lint --strict $(CHART) -f $$f"; $(HELM) lint --strict --quiet $(CHART) -f $$f || exit 1; done

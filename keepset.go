@@ -2,16 +2,26 @@ package nginxmesh
 
 import "fmt"
 
-// Kind is the kind of a keep-set object.
+// Kind is the kind of an object the product creates. Every kind the binaries handle is here,
+// once (hooks/keepset maps each to its API client).
 type Kind string
 
 const (
-	KindDaemonSet      Kind = "DaemonSet"
-	KindServiceAccount Kind = "ServiceAccount"
-	KindCSIDriver      Kind = "CSIDriver"
-	KindSCC            Kind = "SecurityContextConstraints"
-	KindClusterRole    Kind = "ClusterRole"
-	KindRoleBinding    Kind = "RoleBinding"
+	KindDaemonSet          Kind = "DaemonSet"
+	KindStatefulSet        Kind = "StatefulSet"
+	KindJob                Kind = "Job"
+	KindPod                Kind = "Pod"
+	KindService            Kind = "Service"
+	KindConfigMap          Kind = "ConfigMap"
+	KindServiceAccount     Kind = "ServiceAccount"
+	KindCSIDriver          Kind = "CSIDriver"
+	KindSCC                Kind = "SecurityContextConstraints"
+	KindClusterRole        Kind = "ClusterRole"
+	KindClusterRoleBinding Kind = "ClusterRoleBinding"
+	KindRole               Kind = "Role"
+	KindRoleBinding        Kind = "RoleBinding"
+	KindNamespace          Kind = "Namespace"
+	KindMutatingWebhook    Kind = "MutatingWebhookConfiguration"
 )
 
 // Ref names one object. Namespace is empty for cluster-scoped kinds.
@@ -36,24 +46,38 @@ type KeepSetOptions struct {
 	OpenShift         bool     // whether SCCs and their grants are part of it
 }
 
-// KeepSet lists the objects that carry helm.sh/resource-policy: keep, in the order that deletes
-// them safely: the DaemonSet first (nothing may recreate a driver pod once its SCC is gone),
-// then the CSIDriver, then the grants, the SCCs they grant, and last the ServiceAccount.
-func KeepSet(o KeepSetOptions) []Ref {
-	ns := o.Namespace
-	if ns == "" {
-		ns = DefaultNamespace
+// NS is the mesh namespace, DefaultNamespace when unset.
+func (o KeepSetOptions) NS() string {
+	if o.Namespace == "" {
+		return DefaultNamespace
 	}
-	driver := o.DriverName
-	if driver == "" {
-		driver = DefaultDriverName
+	return o.Namespace
+}
+
+// Driver is the CSI driver name, DefaultDriverName when unset.
+func (o KeepSetOptions) Driver() string {
+	if o.DriverName == "" {
+		return DefaultDriverName
 	}
-	refs := []Ref{
-		{Kind: KindDaemonSet, Namespace: ns, Name: CSIDriver},
-		{Kind: KindCSIDriver, Name: driver},
+	return o.DriverName
+}
+
+// DriverUnit is what belongs to one driver name: the CSIDriver first (without it kubelet
+// refuses every new inline volume of the driver, while it still unmounts the old ones), then
+// the DaemonSet.
+func DriverUnit(o KeepSetOptions) []Ref {
+	return []Ref{
+		{Kind: KindCSIDriver, Name: o.Driver()},
+		{Kind: KindDaemonSet, Namespace: o.NS(), Name: DaemonSetName(o.Driver())},
 	}
+}
+
+// Shared is what every driver unit of a namespace uses: on OpenShift the grants, then the SCCs
+// they grant; last the driver's ServiceAccount. Deleted only with the namespace's last unit.
+func Shared(o KeepSetOptions) []Ref {
+	var refs []Ref
 	if o.OpenShift {
-		refs = append(refs, Ref{Kind: KindRoleBinding, Namespace: ns, Name: SCCRoleName(CSIDriverSCC)})
+		refs = append(refs, Ref{Kind: KindRoleBinding, Namespace: o.NS(), Name: SCCRoleName(CSIDriverSCC)})
 		for _, s := range o.SidecarNamespaces {
 			refs = append(refs, Ref{Kind: KindRoleBinding, Namespace: s, Name: SCCRoleName(SidecarSCC)})
 		}
@@ -64,5 +88,27 @@ func KeepSet(o KeepSetOptions) []Ref {
 			Ref{Kind: KindSCC, Name: SidecarSCC},
 		)
 	}
-	return append(refs, Ref{Kind: KindServiceAccount, Namespace: ns, Name: CSIDriver})
+	return append(refs, Ref{Kind: KindServiceAccount, Namespace: o.NS(), Name: CSIDriver})
+}
+
+// SentinelObjects is the sentinel's RBAC, rendered by the chart for the driver unit: the bindings
+// before the roles they bind, the ServiceAccount last.
+func SentinelObjects(o KeepSetOptions) []Ref {
+	ns, name, cluster := o.NS(), SentinelName(o.Driver()), SentinelRBACName(o.Driver())
+	return []Ref{
+		{Kind: KindClusterRoleBinding, Name: cluster},
+		{Kind: KindClusterRole, Name: cluster},
+		{Kind: KindRoleBinding, Namespace: ns, Name: name},
+		{Kind: KindRole, Namespace: ns, Name: name},
+		{Kind: KindServiceAccount, Namespace: ns, Name: name},
+	}
+}
+
+// KeepSet lists the objects that carry helm.sh/resource-policy: keep, in the order that deletes
+// them safely: the driver unit (CSIDriver, then DaemonSet: nothing may recreate a driver pod
+// once its SCC is gone), the shared grants and SCCs, then the sentinel's RBAC.
+func KeepSet(o KeepSetOptions) []Ref {
+	refs := DriverUnit(o)
+	refs = append(refs, Shared(o)...)
+	return append(refs, SentinelObjects(o)...)
 }

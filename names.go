@@ -1,7 +1,12 @@
-// Package nginxmesh is the design contract (../shared/DESIGN.md) in code: the names, labels,
+// Package nginxmesh is the design contract in code (docs/design.md): the names, labels,
 // injected-pod rule and keep set that the chart, the CSI driver and the hooks binary share.
 // Change a name here only together with the chart templates that render it.
 package nginxmesh
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
 
 const (
 	// DefaultNamespace is where the chart is installed unless told otherwise.
@@ -13,6 +18,10 @@ const (
 	// ComponentLabel names the component an object belongs to.
 	ComponentLabel = "app.kubernetes.io/component"
 	ManagedByLabel = "app.kubernetes.io/managed-by"
+	// Components the hooks binary looks objects up by.
+	ComponentCSIDriver = "csi-driver"
+	ComponentSentinel  = "sentinel"
+	ComponentHooks     = "hooks"
 
 	// InjectedAnnotation with value InjectedValue marks an injected pod.
 	InjectedAnnotation = "injector.nsm.nginx.com/status"
@@ -29,18 +38,28 @@ const (
 
 	SpireAgent  = "spire-agent"
 	SpireServer = "spire-server"
-	CSIDriver   = "nginx-mesh-csi-driver"
+	// CSIDriver is the driver's ServiceAccount, shared by every driver DaemonSet of a
+	// namespace, and the DaemonSet's name for DefaultDriverName (see DaemonSetName).
+	CSIDriver = "nginx-mesh-csi-driver"
 	// CSIDriverContainer is the driver's container in its DaemonSet.
 	CSIDriverContainer = "csi-driver"
+	// Hooks names the hook Jobs' ServiceAccount, ClusterRole, ClusterRoleBinding, Role and
+	// RoleBinding, and prefixes the hook Jobs (nginx-mesh-hooks-<command>).
+	Hooks = "nginx-mesh-hooks"
+	// SpireAgentRBAC and SpireServerRBAC name the ClusterRole and ClusterRoleBinding of each.
+	SpireAgentRBAC  = "nginx-mesh-spire-agent"
+	SpireServerRBAC = "nginx-mesh-spire-server"
 
 	SpireAgentSCC  = "nginx-mesh-spire-agent-permissions"
 	SpireServerSCC = "nginx-mesh-spire-server-permissions"
 	CSIDriverSCC   = "nginx-mesh-csi-driver-permissions"
 	SidecarSCC     = "nginx-mesh-sidecar-permissions"
 
-	// Sentinel is the name of the sentinel Job and its ServiceAccount.
+	// Sentinel names the sentinel's Job, ServiceAccount, Role and RoleBinding for
+	// DefaultDriverName (see SentinelName).
 	Sentinel = "csi-driver-sentinel"
-	// SentinelRBAC is the name of the sentinel's ClusterRole and ClusterRoleBinding.
+	// SentinelRBAC names the sentinel's ClusterRole and ClusterRoleBinding for
+	// DefaultDriverName (see SentinelRBACName).
 	SentinelRBAC = "csi-driver-sentinel.builtin.nsm.nginx"
 
 	// ResourcePolicyAnnotation = "keep" makes Helm (and Argo CD) leave an object at uninstall.
@@ -49,6 +68,10 @@ const (
 	// Helm's ownership annotations, checked before any hook runs.
 	ReleaseNameAnnotation      = "meta.helm.sh/release-name"
 	ReleaseNamespaceAnnotation = "meta.helm.sh/release-namespace"
+	// RevisionAnnotation on the driver DaemonSet's metadata (not its pod template, so no
+	// driver pod restarts) is the Helm revision that last rendered it: every upgrade and
+	// rollback changes it, which is how a waiting sentinel notices that the release is back.
+	RevisionAnnotation = "nsm.nginx.com/release-revision"
 
 	// Controller is the controller binary, its Service, and its ClusterRole; ControllerContainer
 	// its container in the spire-server pod, which it shares for the server's admin socket.
@@ -82,6 +105,8 @@ const (
 
 	// RequiredSCCAnnotation pins a pod to one SCC (OpenShift 4.14+).
 	RequiredSCCAnnotation = "openshift.io/required-scc"
+	// RestrictedSCC is the SCC the hook Jobs and the sentinel run under on OpenShift.
+	RestrictedSCC = "restricted-v2"
 	// SCCGroup is the API group whose presence tells the binaries they run on OpenShift.
 	SCCGroup = "security.openshift.io"
 )
@@ -94,6 +119,31 @@ func SocketEnvValue() string { return "unix://" + WorkloadAPIMountPath + "/" + A
 
 // PartOfSelector selects everything the product created.
 func PartOfSelector() string { return PartOfLabel + "=" + PartOf }
+
+// DriverSuffix tells driver units apart: "" for DefaultDriverName (the names of the design),
+// else "-" and the first 8 hex digits of the SHA-256 of the driver name. A release that
+// changes csi.driverName therefore renders a new DaemonSet (and sentinel RBAC) instead of
+// updating the old one in place, and Helm keeps the old one (resource-policy keep) serving the
+// pods that still use the old driver. The chart computes the same suffix (_helpers.tpl).
+func DriverSuffix(driver string) string {
+	if driver == "" || driver == DefaultDriverName {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(driver))
+	return "-" + hex.EncodeToString(sum[:4])
+}
+
+// DaemonSetName is the driver DaemonSet of one driver name.
+func DaemonSetName(driver string) string { return CSIDriver + DriverSuffix(driver) }
+
+// SentinelName is the sentinel's Job, ServiceAccount, Role and RoleBinding of one driver name.
+func SentinelName(driver string) string { return Sentinel + DriverSuffix(driver) }
+
+// SentinelRBACName is the sentinel's ClusterRole and ClusterRoleBinding of one driver name.
+func SentinelRBACName(driver string) string { return SentinelRBAC + DriverSuffix(driver) }
+
+// HookJobName is the hook Job that runs one command.
+func HookJobName(command string) string { return Hooks + "-" + command }
 
 // Version is the product's version, set at link time by the Makefile (-X).
 var Version = "dev"

@@ -1,6 +1,7 @@
 package nginxmesh
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -35,6 +36,17 @@ func TestInjectedCounts(t *testing.T) {
 		{"succeeded after settle", corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{csiVol}}, Status: finished(31 * time.Second)}, Injected{}, false},
 		{"failed after short settle", corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{csiVol}}, Status: func() corev1.PodStatus { s := finished(5 * time.Second); s.Phase = corev1.PodFailed; return s }()}, Injected{Settle: 2 * time.Second}, false},
 		{"terminal without finish time", corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{csiVol}}, Status: corev1.PodStatus{Phase: corev1.PodFailed}}, Injected{}, true},
+		// Issue 8 item 3: a terminating pod counts until it is gone, whatever its phase (kubelet
+		// removes the object only after it unmounted; a finalizer may hold it longer).
+		{"failed and terminating after settle", corev1.Pod{ObjectMeta: metav1.ObjectMeta{DeletionTimestamp: &deleting}, Spec: corev1.PodSpec{Volumes: []corev1.Volume{csiVol}}, Status: func() corev1.PodStatus { s := finished(time.Hour); s.Phase = corev1.PodFailed; return s }()}, Injected{}, true},
+		{"succeeded and terminating after settle", corev1.Pod{ObjectMeta: metav1.ObjectMeta{DeletionTimestamp: &deleting}, Spec: corev1.PodSpec{Volumes: []corev1.Volume{csiVol}}, Status: finished(time.Hour)}, Injected{}, true},
+		// ... and a finished pod's settle period does not run while its node is not Ready.
+		{"after settle on a NotReady node", corev1.Pod{Spec: corev1.PodSpec{NodeName: "n1", Volumes: []corev1.Volume{csiVol}}, Status: finished(time.Hour)}, Injected{Nodes: nodes(false, now.Add(-2*time.Hour), true)}, true},
+		{"after settle, node Ready again 10s ago", corev1.Pod{Spec: corev1.PodSpec{NodeName: "n1", Volumes: []corev1.Volume{csiVol}}, Status: finished(time.Hour)}, Injected{Nodes: nodes(true, now.Add(-10*time.Second), true)}, true},
+		{"after settle, node Ready again long ago", corev1.Pod{Spec: corev1.PodSpec{NodeName: "n1", Volumes: []corev1.Volume{csiVol}}, Status: finished(time.Hour)}, Injected{Nodes: nodes(true, now.Add(-time.Minute), true)}, false},
+		{"after settle, node gone", corev1.Pod{Spec: corev1.PodSpec{NodeName: "n1", Volumes: []corev1.Volume{csiVol}}, Status: finished(time.Hour)}, Injected{Nodes: nodes(false, time.Time{}, false)}, false},
+		{"retired driver: annotation alone does not hold it", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{InjectedAnnotation: InjectedValue}}}, Injected{VolumeOnly: true}, false},
+		{"retired driver: its volume holds it", corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{otherCSI}}}, Injected{DriverName: "other.csi", VolumeOnly: true}, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -42,6 +54,25 @@ func TestInjectedCounts(t *testing.T) {
 				t.Fatalf("Counts = %v, want %v", got, c.want)
 			}
 		})
+	}
+}
+
+func nodes(ready bool, since time.Time, known bool) NodeReadiness {
+	return func(string) (bool, time.Time, bool) { return ready, since, known }
+}
+
+func TestNames(t *testing.T) {
+	if DaemonSetName("") != CSIDriver || DaemonSetName(DefaultDriverName) != CSIDriver ||
+		SentinelName(DefaultDriverName) != Sentinel || SentinelRBACName("") != SentinelRBAC {
+		t.Fatal("the default driver keeps the names of the design")
+	}
+	a, b := DaemonSetName("csi.example.com"), DaemonSetName("csi2.example.com")
+	// helm template: {{ printf "-%s" (sha256sum "csi.example.com" | trunc 8) }}
+	if a != CSIDriver+"-3d4a7488" || a == b || a == CSIDriver {
+		t.Fatalf("per-driver names %q %q", a, b)
+	}
+	if SentinelName("csi.example.com") != Sentinel+DriverSuffix("csi.example.com") {
+		t.Fatal("one suffix for every name of a driver unit")
 	}
 }
 
@@ -74,11 +105,11 @@ func TestTopOwner(t *testing.T) {
 
 func TestKeepSetOrder(t *testing.T) {
 	k8s := KeepSet(KeepSetOptions{})
-	if len(k8s) != 3 || k8s[0].Kind != KindDaemonSet || k8s[len(k8s)-1].Kind != KindServiceAccount {
+	if len(k8s) != 8 || k8s[0].Kind != KindCSIDriver || k8s[1].Kind != KindDaemonSet || k8s[len(k8s)-1].Kind != KindServiceAccount {
 		t.Fatalf("kubernetes keep set = %v", k8s)
 	}
 	for _, r := range k8s {
-		if r.Kind == KindSCC || r.Kind == KindClusterRole || r.Kind == KindRoleBinding {
+		if r.Kind == KindSCC || (r.Kind == KindClusterRole || r.Kind == KindRoleBinding) && !strings.HasPrefix(r.Name, Sentinel) {
 			t.Fatalf("kubernetes keep set has OpenShift grant %v", r)
 		}
 	}
@@ -88,10 +119,15 @@ func TestKeepSetOrder(t *testing.T) {
 		pos[r.String()] = i
 	}
 	mustBefore := [][2]string{
+		{"CSIDriver csi.nsm.nginx.com", "DaemonSet m/nginx-mesh-csi-driver"},
 		{"DaemonSet m/nginx-mesh-csi-driver", "SecurityContextConstraints nginx-mesh-csi-driver-permissions"},
 		{"RoleBinding a/system:openshift:scc:nginx-mesh-sidecar-permissions", "ClusterRole system:openshift:scc:nginx-mesh-sidecar-permissions"},
 		{"ClusterRole system:openshift:scc:nginx-mesh-csi-driver-permissions", "SecurityContextConstraints nginx-mesh-csi-driver-permissions"},
 		{"SecurityContextConstraints nginx-mesh-sidecar-permissions", "ServiceAccount m/nginx-mesh-csi-driver"},
+		{"ServiceAccount m/nginx-mesh-csi-driver", "ClusterRoleBinding csi-driver-sentinel.builtin.nsm.nginx"},
+		{"ClusterRoleBinding csi-driver-sentinel.builtin.nsm.nginx", "ClusterRole csi-driver-sentinel.builtin.nsm.nginx"},
+		{"RoleBinding m/csi-driver-sentinel", "Role m/csi-driver-sentinel"},
+		{"Role m/csi-driver-sentinel", "ServiceAccount m/csi-driver-sentinel"},
 	}
 	for _, p := range mustBefore {
 		a, okA := pos[p[0]]
@@ -100,7 +136,7 @@ func TestKeepSetOrder(t *testing.T) {
 			t.Errorf("want %q before %q in %v", p[0], p[1], os)
 		}
 	}
-	if len(os) != 10 {
-		t.Errorf("openshift keep set has %d objects, want 10: %v", len(os), os)
+	if len(os) != 15 {
+		t.Errorf("openshift keep set has %d objects, want 15: %v", len(os), os)
 	}
 }

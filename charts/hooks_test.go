@@ -11,12 +11,15 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/hooks/rbac"
 )
 
 const hooksName = "nginx-mesh-hooks"
 
-var allHookEvents = []string{"pre-install", "post-install", "post-upgrade", "pre-delete", "post-delete"}
+var allHookEvents = []string{"pre-install", "post-install", "pre-upgrade", "pre-rollback", "post-upgrade", "pre-delete", "post-delete"}
+
+var hookCommands = []string{"pre-install", "pre-upgrade", "post-install", "pre-delete", "post-delete"}
 
 type hookSpec struct {
 	events []string
@@ -30,6 +33,8 @@ func expectedHooks(r *release) map[string]hookSpec {
 		want[k+"/"+hooksName] = hookSpec{allHookEvents, "-10"}
 	}
 	want["Job/"+hooksName+"-pre-install"] = hookSpec{[]string{"pre-install"}, "0"}
+	// Issue 8 item 6: a rollback (after uninstall --keep-history) and an upgrade stop a waiting sentinel.
+	want["Job/"+hooksName+"-pre-upgrade"] = hookSpec{[]string{"pre-upgrade", "pre-rollback"}, "0"}
 	want["Job/"+hooksName+"-post-install"] = hookSpec{[]string{"post-install", "post-upgrade"}, "0"}
 	want["Job/"+hooksName+"-pre-delete"] = hookSpec{[]string{"pre-delete"}, "0"}
 	want["Job/"+hooksName+"-post-delete"] = hookSpec{[]string{"post-delete"}, "0"}
@@ -91,17 +96,25 @@ func flags(t *testing.T, args []string) (string, map[string]string) {
 // The Jobs run `nginx-mesh-hooks <command>` with exactly the flags of the design contract.
 func TestHookJobs(t *testing.T) {
 	for _, r := range renderAll(t) {
-		for _, cmd := range []string{"pre-install", "post-install", "pre-delete", "post-delete"} {
+		for _, cmd := range hookCommands {
 			job := r.must(t, "Job", releaseNS, hooksName+"-"+cmd)
 			spec, _, _ := unstructured.NestedMap(job.Object, "spec")
 			if fmt.Sprint(spec["backoffLimit"]) != r.str("hooks.backoffLimit") || fmt.Sprint(spec["activeDeadlineSeconds"]) != r.str("hooks.activeDeadlineSeconds") {
 				t.Errorf("%s: Job %s backoffLimit=%v activeDeadlineSeconds=%v", r.scenario.name, job.GetName(), spec["backoffLimit"], spec["activeDeadlineSeconds"])
+			}
+			// Issue 8 item 10: Helm deletes only successful hooks; a failed one goes after its TTL.
+			if fmt.Sprint(spec["ttlSecondsAfterFinished"]) != r.str("hooks.ttlSecondsAfterFinished") {
+				t.Errorf("%s: Job %s ttlSecondsAfterFinished=%v", r.scenario.name, job.GetName(), spec["ttlSecondsAfterFinished"])
 			}
 			ps := podSpec(job)
 			if ps["restartPolicy"] != "Never" || ps["serviceAccountName"] != hooksName {
 				t.Errorf("%s: Job %s restartPolicy=%v serviceAccountName=%v", r.scenario.name, job.GetName(), ps["restartPolicy"], ps["serviceAccountName"])
 			}
 			c := container(t, job, "hooks")
+			// Issue 8 item 9: the hook reads its own Job to give the sentinel its pod settings.
+			if env := envOf(c); env["HOOK_JOB_NAME"] != job.GetName() {
+				t.Errorf("%s: Job %s env %v", r.scenario.name, job.GetName(), env)
+			}
 			got, fl := flags(t, stringList(c["args"]))
 			if got != cmd {
 				t.Errorf("%s: Job %s runs %q", r.scenario.name, job.GetName(), got)
@@ -115,16 +128,23 @@ func TestHookJobs(t *testing.T) {
 			if ns := r.keepSetOptions().SidecarNamespaces; len(ns) > 0 {
 				want["sidecar-namespaces"] = strings.Join(ns, ",")
 			}
-			switch cmd {
-			case "post-install":
+			if cmd == "post-install" {
 				want["timeout"] = r.str("hooks.postInstallTimeout")
-			case "pre-delete", "post-delete":
+			} else {
+				want["csi-enabled"] = r.str("csi.enabled")
+			}
+			if cmd == "pre-upgrade" || cmd == "pre-delete" || cmd == "post-delete" {
 				want["image"] = c["image"].(string)
 				want["image-pull-policy"] = r.str("images.hooks.pullPolicy")
 				if secrets := stringList(r.values["global"].(map[string]any)["imagePullSecrets"]); len(secrets) > 0 {
 					want["image-pull-secrets"] = strings.Join(secrets, ",")
 				}
 				want["settle"] = r.str("uninstall.settle")
+			}
+			if cmd == "pre-upgrade" {
+				want["allow-driver-change"] = r.str("csi.allowDriverChange")
+			}
+			if cmd == "pre-delete" || cmd == "post-delete" {
 				want["sentinel-timeout"] = r.str("uninstall.sentinelTimeout")
 				want["delete-namespace"] = r.str("uninstall.deleteNamespace")
 			}
@@ -178,6 +198,70 @@ func TestHookRBACMatchesHooksPackage(t *testing.T) {
 			subs, _, _ := unstructured.NestedSlice(rb.Object, "subjects")
 			if ref["name"] != hooksName || len(subs) != 1 || subs[0].(map[string]any)["name"] != hooksName || subs[0].(map[string]any)["namespace"] != releaseNS {
 				t.Errorf("%s: %s %s binds %v to %v", r.scenario.name, kind, hooksName, ref, subs)
+			}
+		}
+	}
+}
+
+func envOf(c map[string]any) map[string]string {
+	out := map[string]string{}
+	l, _ := c["env"].([]any)
+	for _, e := range l {
+		m := e.(map[string]any)
+		if v, ok := m["value"].(string); ok {
+			out[m["name"].(string)] = v
+		}
+	}
+	return out
+}
+
+// The sentinel's RBAC is rendered by the chart (no hook creates RBAC at run time), kept at
+// uninstall, named after the driver, and grants exactly what hooks/rbac says: the namespace's
+// deletion (and the reads before it) only with uninstall.deleteNamespace.
+func TestSentinelRBACMatchesHooksPackage(t *testing.T) {
+	for _, r := range renderAll(t) {
+		driver := r.str("csi.driverName")
+		name, cluster := nginxmesh.SentinelName(driver), nginxmesh.SentinelRBACName(driver)
+		if !r.csiEnabled() {
+			for _, o := range r.objs {
+				if o.GetLabels()[nginxmesh.ComponentLabel] == nginxmesh.ComponentSentinel {
+					t.Errorf("%s: %s %s rendered without a CSI driver", r.scenario.name, o.GetKind(), o.GetName())
+				}
+			}
+			continue
+		}
+		o := r.keepSetOptions()
+		deleteNS := r.str("uninstall.deleteNamespace") == "true"
+		cases := []struct {
+			obj  *unstructured.Unstructured
+			want []rbacv1.PolicyRule
+		}{
+			{r.must(t, "ClusterRole", "", cluster), rbac.SentinelClusterRules(o, deleteNS)},
+			{r.must(t, "Role", releaseNS, name), rbac.SentinelNamespaceRules(o, deleteNS)},
+		}
+		for _, c := range cases {
+			got := rulesOf(t, c.obj)
+			if missing := rbac.Covers(got, c.want); len(missing) > 0 {
+				t.Errorf("%s: %s %s lacks what hooks/rbac needs:\n  %s", r.scenario.name, c.obj.GetKind(), c.obj.GetName(), strings.Join(missing, "\n  "))
+			}
+			if extra := rbac.Covers(c.want, got); len(extra) > 0 {
+				t.Errorf("%s: %s %s grants more than hooks/rbac:\n  %s", r.scenario.name, c.obj.GetKind(), c.obj.GetName(), strings.Join(extra, "\n  "))
+			}
+		}
+		for _, b := range []*unstructured.Unstructured{r.must(t, "ClusterRoleBinding", "", cluster), r.must(t, "RoleBinding", releaseNS, name)} {
+			ref, _, _ := unstructured.NestedStringMap(b.Object, "roleRef")
+			subs, _, _ := unstructured.NestedSlice(b.Object, "subjects")
+			if ref["name"] != b.GetName() || len(subs) != 1 || subs[0].(map[string]any)["name"] != name || subs[0].(map[string]any)["namespace"] != releaseNS {
+				t.Errorf("%s: %s %s binds %v to %v", r.scenario.name, b.GetKind(), b.GetName(), ref, subs)
+			}
+		}
+		r.must(t, "ServiceAccount", releaseNS, name)
+		// Only the sentinel deletes a namespace, and only with uninstall.deleteNamespace.
+		for _, kind := range []string{"ClusterRole", "Role"} {
+			for _, obj := range r.ofKind(kind) {
+				if rbac.Allows(rulesOf(t, obj), rbac.Request{Verb: "delete", Resource: "namespaces", Name: releaseNS}) != (deleteNS && obj.GetName() == cluster) {
+					t.Errorf("%s: %s %s: namespace delete rule with deleteNamespace=%v", r.scenario.name, kind, obj.GetName(), deleteNS)
+				}
 			}
 		}
 	}

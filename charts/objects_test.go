@@ -101,7 +101,7 @@ func TestCSIDriverObject(t *testing.T) {
 	for _, r := range renderAll(t) {
 		drivers := r.ofKind("CSIDriver")
 		if !r.csiEnabled() {
-			if len(drivers) != 0 || r.find("DaemonSet", releaseNS, nginxmesh.CSIDriver) != nil {
+			if len(drivers) != 0 || r.find("DaemonSet", releaseNS, r.driverDaemonSet()) != nil || len(r.ofKind("DaemonSet")) != 1 {
 				t.Errorf("%s: csi.enabled=false still renders the driver", r.scenario.name)
 			}
 			continue
@@ -188,8 +188,19 @@ func TestCSIDriverDaemonSet(t *testing.T) {
 		if !r.csiEnabled() {
 			continue
 		}
-		ds := r.must(t, "DaemonSet", releaseNS, nginxmesh.CSIDriver)
+		ds := r.must(t, "DaemonSet", releaseNS, r.driverDaemonSet())
 		spec := podSpec(ds)
+		// Issue 8 item 6: every revision rewrites the DaemonSet's revision annotation, on its
+		// metadata only (no driver pod restarts), so a waiting sentinel notices any new revision.
+		if ds.GetAnnotations()[nginxmesh.RevisionAnnotation] != "1" {
+			t.Errorf("%s: DaemonSet annotations %v lack %s", r.scenario.name, ds.GetAnnotations(), nginxmesh.RevisionAnnotation)
+		}
+		if a, _, _ := unstructured.NestedStringMap(ds.Object, "spec", "template", "metadata", "annotations"); a[nginxmesh.RevisionAnnotation] != "" {
+			t.Errorf("%s: the revision is in the pod template: every upgrade would restart the driver", r.scenario.name)
+		}
+		if args := stringList(container(t, ds, nginxmesh.CSIDriverContainer)["args"]); !slices.Contains(args, "--driver-name="+r.str("csi.driverName")) {
+			t.Errorf("%s: driver args %v", r.scenario.name, args)
+		}
 		if spec["automountServiceAccountToken"] != false || spec["serviceAccountName"] != nginxmesh.CSIDriver {
 			t.Errorf("%s: driver pod automount=%v sa=%v", r.scenario.name, spec["automountServiceAccountToken"], spec["serviceAccountName"])
 		}

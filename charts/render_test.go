@@ -231,6 +231,9 @@ func (r *release) keepSetOptions() nginxmesh.KeepSetOptions {
 	return o
 }
 
+// driverDaemonSet is the name of the driver DaemonSet for the release's driver name.
+func (r *release) driverDaemonSet() string { return nginxmesh.DaemonSetName(r.str("csi.driverName")) }
+
 func (r *release) find(kind, namespace, name string) *unstructured.Unstructured {
 	for _, o := range r.objs {
 		if o.GetKind() == kind && o.GetNamespace() == namespace && o.GetName() == name {

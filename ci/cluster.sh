@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real single-node Kubernetes of the project (see ../shared/LOCAL-CLUSTER.md and ci/README.md).
+# The real single-node Kubernetes of the project (see ci/README.md).
 #   ci/cluster.sh up       build what is missing (cached), start every part, wait until a pod runs
 #   ci/cluster.sh down     stop what up started (by recorded PID), unmount, remove bridge/iptables/state
 #   ci/cluster.sh status   show the parts and the node

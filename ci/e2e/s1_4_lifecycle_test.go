@@ -181,6 +181,10 @@ func getRef(t *testing.T, r nginxmesh.Ref) error {
 		_, err = e.cs.StorageV1().CSIDrivers().Get(c, r.Name, metav1.GetOptions{})
 	case nginxmesh.KindClusterRole:
 		_, err = e.cs.RbacV1().ClusterRoles().Get(c, r.Name, metav1.GetOptions{})
+	case nginxmesh.KindClusterRoleBinding:
+		_, err = e.cs.RbacV1().ClusterRoleBindings().Get(c, r.Name, metav1.GetOptions{})
+	case nginxmesh.KindRole:
+		_, err = e.cs.RbacV1().Roles(r.Namespace).Get(c, r.Name, metav1.GetOptions{})
 	case nginxmesh.KindRoleBinding:
 		_, err = e.cs.RbacV1().RoleBindings(r.Namespace).Get(c, r.Name, metav1.GetOptions{})
 	case nginxmesh.KindSCC:
@@ -192,9 +196,13 @@ func getRef(t *testing.T, r nginxmesh.Ref) error {
 }
 
 // dumpOnFailure logs pods, container logs and warning events of the mesh and workload
-// namespaces when the test failed, so a CI log shows the cause.
+// namespaces when the test failed, so a CI log shows the cause. Every scenario calls it; it
+// also checks at the end that no pod labelled part-of is left without an owner (issue 13).
 func dumpOnFailure(t *testing.T) {
 	t.Cleanup(func() {
+		if o := orphanPods(t); len(o) > 0 {
+			t.Errorf("pods labelled part-of with no owner (a Job deleted without a propagation policy orphans its pods): %v", o)
+		}
 		if t.Failed() {
 			dumpNamespace(t, meshNS)
 			dumpNamespace(t, workloadNS)

@@ -9,7 +9,7 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// flagNames are the flags the design contract fixes (DESIGN.md), plus --log-level.
+// flagNames are the flags the design fixes (docs/design.md, README.md), plus --log-level.
 var flagNames = []string{"endpoint", "node-id", "workload-socket-dir", "driver-name", "kubelet-registration-dir", "kubelet-dir", "selinux-relabel", "metrics-address"}
 
 func TestEnvName(t *testing.T) {

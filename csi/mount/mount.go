@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/moby/sys/mountinfo"
-	"golang.org/x/sys/unix"
 )
 
 // Mounter does the three mount operations the driver needs.
@@ -25,36 +24,11 @@ type Mounter interface {
 	IsMountPoint(path string) (bool, error)
 }
 
-// Linux is the real Mounter.
+// Linux is the real Mounter (mount(2) on Linux; elsewhere every mount operation fails with
+// errors.ErrUnsupported, so the module builds on a developer's Mac).
 type Linux struct{}
 
 var _ Mounter = Linux{}
-
-// Bind bind-mounts source onto target read-only. A bind mount ignores MS_RDONLY on the first
-// call, so read-only takes a second remount; if that fails the bind is undone, because a
-// writable socket folder inside a pod is worse than a failed publish that kubelet retries.
-func (Linux) Bind(source, target string) error {
-	if err := unix.Mount(source, target, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind mount %s on %s: %w", source, target, err)
-	}
-	flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY)
-	if err := unix.Mount("", target, "", flags, ""); err != nil {
-		if uerr := unix.Unmount(target, 0); uerr != nil {
-			return fmt.Errorf("remount %s read-only: %w (and undoing the bind mount failed: %v)", target, err, uerr)
-		}
-		return fmt.Errorf("remount %s read-only: %w", target, err)
-	}
-	return nil
-}
-
-// Unmount unmounts target. It is not lazy (no MNT_DETACH): a busy mount should fail loudly
-// and be retried by kubelet rather than linger invisibly.
-func (Linux) Unmount(target string) error {
-	if err := unix.Unmount(target, 0); err != nil {
-		return fmt.Errorf("unmount %s: %w", target, err)
-	}
-	return nil
-}
 
 // IsMountPoint uses mountinfo.Mounted, which asks the kernel with openat2(RESOLVE_NO_XDEV)
 // and so detects bind mounts from the same file system without reading the mount table: its
@@ -128,21 +102,4 @@ func within(path, dir string) bool {
 type Usage struct {
 	TotalBytes, AvailableBytes, UsedBytes int64
 	TotalInodes, FreeInodes, UsedInodes   int64
-}
-
-// Statfs reads the usage of the file system that holds path.
-func Statfs(path string) (Usage, error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(path, &st); err != nil {
-		return Usage{}, fmt.Errorf("statfs %s: %w", path, err)
-	}
-	bs := int64(st.Bsize)
-	return Usage{
-		TotalBytes:     int64(st.Blocks) * bs,
-		AvailableBytes: int64(st.Bavail) * bs,
-		UsedBytes:      (int64(st.Blocks) - int64(st.Bfree)) * bs,
-		TotalInodes:    int64(st.Files),
-		FreeInodes:     int64(st.Ffree),
-		UsedInodes:     int64(st.Files) - int64(st.Ffree),
-	}, nil
 }

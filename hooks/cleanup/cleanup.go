@@ -1,5 +1,8 @@
-// Package cleanup removes every leftover of the product, by label and by the names of the
-// design, for the case nothing else did: a sentinel that could not start, a forced removal.
+// Package cleanup removes what is left of the product in one mesh namespace, for the case
+// nothing else did: `helm uninstall --no-hooks`, a sentinel that could not start, a forced
+// removal. Its scope is the mesh namespace it is given and the cluster-scoped objects the
+// design names; it never deletes another namespace, and the mesh namespace only when asked
+// and when that namespace holds nothing but the mesh's objects.
 package cleanup
 
 import (
@@ -7,98 +10,88 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/hooks/count"
-	"github.com/nginx-mesh/nginx-mesh/hooks/install"
 	"github.com/nginx-mesh/nginx-mesh/hooks/keepset"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
+	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
 	"github.com/sirupsen/logrus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// ErrRefused: injected pods remain and --force was not given.
+// ErrRefused: injected pods remain and neither --wait nor --force was given, or the namespace
+// to delete holds objects that are not the mesh's.
 var ErrRefused = errors.New("refused")
 
 // Options of cleanup.
 type Options struct {
-	Namespace, DriverName string
-	SidecarNamespaces     []string
-	Settle                time.Duration
-	Force, DryRun         bool
+	Namespace, Release, DriverName string
+	SidecarNamespaces              []string
+	Settle                         time.Duration
+	// Force deletes the drivers even while injected pods use them (those pods can then never
+	// unmount their volumes). Wait deletes what no pod needs now, then waits (as the sentinel
+	// does, in this process) until no pod uses the drivers, then deletes them.
+	Force, DryRun, Wait bool
+	// DeleteNamespace deletes the mesh namespace last, if it holds nothing else.
+	DeleteNamespace bool
+	// ProgressEvery is the in-process sentinel's progress interval (tests).
+	ProgressEvery time.Duration
 }
 
-// order deletes what could recreate or use others first: workloads, then the CSIDriver,
-// grants, roles, SCCs, accounts, and namespaces last.
-var order = map[nginxmesh.Kind]int{
-	keepset.KindJob: 0, nginxmesh.KindDaemonSet: 1, keepset.KindStatefulSet: 2, keepset.KindService: 3,
-	keepset.KindConfigMap: 4, nginxmesh.KindCSIDriver: 5, nginxmesh.KindRoleBinding: 6, keepset.KindRole: 7,
-	keepset.KindClusterRoleBinding: 8, nginxmesh.KindClusterRole: 9, nginxmesh.KindSCC: 10,
-	nginxmesh.KindServiceAccount: 11, keepset.KindNamespace: 12,
+// Plan is what cleanup found.
+type Plan struct {
+	Delete  []nginxmesh.Ref // in deletion order
+	Skipped []string        // objects by the design's names that are not this namespace's, and why
+	Drivers []string        // the driver names of the namespace's units
+	// KeepSet are the Delete entries a pod may still need (drivers, grants, SCCs, the
+	// sentinels' RBAC); with --wait they go last.
+	KeepSet map[nginxmesh.Ref]bool
 }
 
-// Plan lists what exists of the product: objects labelled part-of=nginx-mesh, and the
-// objects the design names (found by name even if their labels were removed).
-func Plan(ctx context.Context, c *kube.Clients, o Options) ([]nginxmesh.Ref, error) {
-	set := map[nginxmesh.Ref]bool{}
-	if err := byLabel(ctx, c, set); err != nil {
-		return nil, err
-	}
-	sentinelNS, err := install.SentinelNamespace(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	for _, r := range named(c, o, sentinelNS) {
-		if set[r] {
-			continue
-		}
-		_, err := keepset.Get(ctx, c, r)
-		switch {
-		case err == nil:
-			set[r] = true
-		case apierrors.IsNotFound(err), errors.Is(err, keepset.ErrNoSCC):
-		default:
-			return nil, fmt.Errorf("read %s: %w", r, err)
-		}
-	}
-	refs := make([]nginxmesh.Ref, 0, len(set))
-	for r := range set {
-		refs = append(refs, r)
-	}
-	sort.Slice(refs, func(i, j int) bool {
-		a, b := refs[i], refs[j]
-		if order[a.Kind] != order[b.Kind] {
-			return order[a.Kind] < order[b.Kind]
-		}
-		if a.Namespace != b.Namespace {
-			return a.Namespace < b.Namespace
-		}
-		return a.Name < b.Name
-	})
-	return refs, nil
+// Result of Run.
+type Result struct {
+	Plan     Plan
+	Injected count.Result
+	Deleted  []nginxmesh.Ref
 }
 
-// named are the design's names in the mesh namespace and cluster-wide.
-func named(c *kube.Clients, o Options, sentinelNS string) []nginxmesh.Ref {
+func (o Options) claim() keepset.Claim { return keepset.Claim{Namespace: o.Namespace} }
+
+// named are the design's names: in the mesh namespace, in the sidecar namespaces, and
+// cluster-scoped, for every driver unit.
+func named(c *kube.Clients, o Options, drivers []string) (refs []nginxmesh.Ref, keep map[nginxmesh.Ref]bool) {
 	ns := o.Namespace
-	refs := nginxmesh.KeepSet(nginxmesh.KeepSetOptions{Namespace: ns, DriverName: o.DriverName, SidecarNamespaces: o.SidecarNamespaces, OpenShift: c.OpenShift})
+	keep = map[nginxmesh.Ref]bool{}
+	for _, d := range drivers {
+		for _, r := range nginxmesh.KeepSet(nginxmesh.KeepSetOptions{Namespace: ns, DriverName: d, SidecarNamespaces: o.SidecarNamespaces, OpenShift: c.OpenShift}) {
+			refs = append(refs, r)
+			keep[r] = true
+		}
+		refs = append(refs, nginxmesh.Ref{Kind: nginxmesh.KindJob, Namespace: ns, Name: nginxmesh.SentinelName(d)})
+	}
 	refs = append(refs,
+		nginxmesh.Ref{Kind: nginxmesh.KindMutatingWebhook, Name: nginxmesh.InjectorWebhook},
 		nginxmesh.Ref{Kind: nginxmesh.KindDaemonSet, Namespace: ns, Name: nginxmesh.SpireAgent},
 		nginxmesh.Ref{Kind: nginxmesh.KindServiceAccount, Namespace: ns, Name: nginxmesh.SpireAgent},
-		nginxmesh.Ref{Kind: keepset.KindStatefulSet, Namespace: ns, Name: nginxmesh.SpireServer},
-		nginxmesh.Ref{Kind: keepset.KindService, Namespace: ns, Name: nginxmesh.SpireServer},
+		nginxmesh.Ref{Kind: nginxmesh.KindStatefulSet, Namespace: ns, Name: nginxmesh.SpireServer},
+		nginxmesh.Ref{Kind: nginxmesh.KindService, Namespace: ns, Name: nginxmesh.SpireServer},
 		nginxmesh.Ref{Kind: nginxmesh.KindServiceAccount, Namespace: ns, Name: nginxmesh.SpireServer},
-		nginxmesh.Ref{Kind: keepset.KindClusterRoleBinding, Name: nginxmesh.SentinelRBAC},
-		nginxmesh.Ref{Kind: nginxmesh.KindClusterRole, Name: nginxmesh.SentinelRBAC},
+		nginxmesh.Ref{Kind: nginxmesh.KindService, Namespace: ns, Name: nginxmesh.Controller},
+		nginxmesh.Ref{Kind: nginxmesh.KindServiceAccount, Namespace: ns, Name: nginxmesh.Hooks},
+		nginxmesh.Ref{Kind: nginxmesh.KindRole, Namespace: ns, Name: nginxmesh.Hooks},
+		nginxmesh.Ref{Kind: nginxmesh.KindRoleBinding, Namespace: ns, Name: nginxmesh.Hooks},
+		nginxmesh.Ref{Kind: nginxmesh.KindClusterRole, Name: nginxmesh.Hooks},
+		nginxmesh.Ref{Kind: nginxmesh.KindClusterRoleBinding, Name: nginxmesh.Hooks},
 	)
-	for _, sns := range []string{ns, sentinelNS} {
-		if sns != "" {
-			refs = append(refs,
-				nginxmesh.Ref{Kind: keepset.KindJob, Namespace: sns, Name: nginxmesh.Sentinel},
-				nginxmesh.Ref{Kind: nginxmesh.KindServiceAccount, Namespace: sns, Name: nginxmesh.Sentinel})
-		}
+	for _, cmd := range []string{"pre-install", "post-install", "pre-upgrade", "pre-delete", "post-delete"} {
+		refs = append(refs, nginxmesh.Ref{Kind: nginxmesh.KindJob, Namespace: ns, Name: nginxmesh.HookJobName(cmd)})
+	}
+	for _, name := range []string{nginxmesh.SpireAgentRBAC, nginxmesh.SpireServerRBAC, nginxmesh.Controller} {
+		refs = append(refs, nginxmesh.Ref{Kind: nginxmesh.KindClusterRole, Name: name}, nginxmesh.Ref{Kind: nginxmesh.KindClusterRoleBinding, Name: name})
 	}
 	if c.OpenShift {
 		for _, scc := range []string{nginxmesh.SpireAgentSCC, nginxmesh.SpireServerSCC, nginxmesh.CSIDriverSCC, nginxmesh.SidecarSCC} {
@@ -108,112 +101,267 @@ func named(c *kube.Clients, o Options, sentinelNS string) []nginxmesh.Ref {
 				nginxmesh.Ref{Kind: nginxmesh.KindRoleBinding, Namespace: ns, Name: nginxmesh.SCCRoleName(scc)})
 		}
 	}
-	return refs
+	return refs, keep
 }
 
-func byLabel(ctx context.Context, c *kube.Clients, set map[nginxmesh.Ref]bool) error {
+// labelled lists the objects labelled part-of: namespaced ones in the mesh namespace only
+// (pods only when nothing owns them: a leftover of a Job deleted with the orphan policy),
+// cluster-scoped ones only when a release of the mesh namespace owns them.
+func labelled(ctx context.Context, c *kube.Clients, o Options) ([]nginxmesh.Ref, error) {
+	var out []nginxmesh.Ref
 	lo := metav1.ListOptions{LabelSelector: nginxmesh.PartOfSelector()}
-	k := c.Kube
-	all := metav1.NamespaceAll
-	add := func(kind nginxmesh.Kind, items []metav1.Object) {
-		for _, m := range items {
-			set[nginxmesh.Ref{Kind: kind, Namespace: m.GetNamespace(), Name: m.GetName()}] = true
+	for _, k := range keepset.Kinds {
+		if k.Kind == nginxmesh.KindNamespace || k.Kind == nginxmesh.KindSCC && !c.OpenShift {
+			continue
 		}
-	}
-	lists := []struct {
-		kind nginxmesh.Kind
-		list func() ([]metav1.Object, error)
-	}{
-		{nginxmesh.KindDaemonSet, func() ([]metav1.Object, error) {
-			l, err := k.AppsV1().DaemonSets(all).List(ctx, lo)
-			return metas(l, err)
-		}},
-		{keepset.KindStatefulSet, func() ([]metav1.Object, error) {
-			l, err := k.AppsV1().StatefulSets(all).List(ctx, lo)
-			return metas(l, err)
-		}},
-		{keepset.KindJob, func() ([]metav1.Object, error) { l, err := k.BatchV1().Jobs(all).List(ctx, lo); return metas(l, err) }},
-		{keepset.KindService, func() ([]metav1.Object, error) {
-			l, err := k.CoreV1().Services(all).List(ctx, lo)
-			return metas(l, err)
-		}},
-		{keepset.KindConfigMap, func() ([]metav1.Object, error) {
-			l, err := k.CoreV1().ConfigMaps(all).List(ctx, lo)
-			return metas(l, err)
-		}},
-		{nginxmesh.KindServiceAccount, func() ([]metav1.Object, error) {
-			l, err := k.CoreV1().ServiceAccounts(all).List(ctx, lo)
-			return metas(l, err)
-		}},
-		{nginxmesh.KindCSIDriver, func() ([]metav1.Object, error) {
-			l, err := k.StorageV1().CSIDrivers().List(ctx, lo)
-			return metas(l, err)
-		}},
-		{nginxmesh.KindRoleBinding, func() ([]metav1.Object, error) {
-			l, err := k.RbacV1().RoleBindings(all).List(ctx, lo)
-			return metas(l, err)
-		}},
-		{keepset.KindRole, func() ([]metav1.Object, error) { l, err := k.RbacV1().Roles(all).List(ctx, lo); return metas(l, err) }},
-		{keepset.KindClusterRoleBinding, func() ([]metav1.Object, error) {
-			l, err := k.RbacV1().ClusterRoleBindings().List(ctx, lo)
-			return metas(l, err)
-		}},
-		{nginxmesh.KindClusterRole, func() ([]metav1.Object, error) {
-			l, err := k.RbacV1().ClusterRoles().List(ctx, lo)
-			return metas(l, err)
-		}},
-		{keepset.KindNamespace, func() ([]metav1.Object, error) { l, err := k.CoreV1().Namespaces().List(ctx, lo); return metas(l, err) }},
-	}
-	if c.SCC != nil {
-		lists = append(lists, struct {
-			kind nginxmesh.Kind
-			list func() ([]metav1.Object, error)
-		}{nginxmesh.KindSCC, func() ([]metav1.Object, error) {
-			l, err := c.SCC.SecurityV1().SecurityContextConstraints().List(ctx, lo)
-			return metas(l, err)
-		}})
-	}
-	for _, l := range lists {
+		ns := ""
+		if k.Namespaced {
+			ns = o.Namespace
+		}
 		var items []metav1.Object
-		err := kube.Retry(ctx, "list "+string(l.kind)+"s labelled "+nginxmesh.PartOfSelector(), func(context.Context) error {
-			var err error
-			items, err = l.list()
-			return err
+		err := kube.Retry(ctx, "list "+string(k.Kind)+"s labelled "+nginxmesh.PartOfSelector(), func(ctx context.Context) error {
+			var e error
+			items, e = keepset.List(ctx, c, k.Kind, ns, lo)
+			return e
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
-		add(l.kind, items)
+		for _, m := range items {
+			switch {
+			case k.Kind == nginxmesh.KindPod && len(m.GetOwnerReferences()) > 0:
+			case !k.Namespaced && m.GetAnnotations()[nginxmesh.ReleaseNamespaceAnnotation] != o.Namespace:
+			default:
+				out = append(out, keepset.RefOf(k.Kind, m))
+			}
+		}
 	}
-	return nil
+	return out, nil
 }
 
-// Run refuses while injected pods remain (unless Force), then deletes the plan in order,
-// stopping a sentinel first so it cannot race the deletions. DryRun only returns the plan.
-func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger) ([]nginxmesh.Ref, count.Result, error) {
-	rule := nginxmesh.Injected{DriverName: o.DriverName, Settle: o.Settle}
-	var res count.Result
-	err := kube.Retry(ctx, "count injected pods", func(ctx context.Context) error {
-		var e error
-		res, e = count.Injected(ctx, c.Kube, rule, time.Now)
-		return e
+// MakePlan lists what exists of the product in the namespace: objects labelled part-of there,
+// the objects the design names (found by name even if their labels were removed), and the
+// cluster-scoped objects of a release of the namespace. A named object outside the mesh
+// namespace that is not this namespace's (owned by another release, or a user's look-alike
+// without the part-of label) is skipped and reported.
+func MakePlan(ctx context.Context, c *kube.Clients, o Options) (Plan, error) {
+	var p Plan
+	var err error
+	if p.Drivers, err = keepset.Drivers(ctx, c, o.Namespace, o.DriverName); err != nil {
+		return p, err
+	}
+	refs, keep := named(c, o, p.Drivers)
+	byLabel, err := labelled(ctx, c, o)
+	if err != nil {
+		return p, err
+	}
+	refs = append(refs, byLabel...)
+	set := map[nginxmesh.Ref]bool{}
+	for _, r := range refs {
+		if set[r] {
+			continue
+		}
+		set[r] = true
+		var obj metav1.Object
+		err := kube.Retry(ctx, "get "+r.String(), func(ctx context.Context) error {
+			var e error
+			obj, e = keepset.Get(ctx, c, r)
+			return e
+		})
+		switch {
+		case apierrors.IsNotFound(err), errors.Is(err, keepset.ErrNoSCC):
+			continue
+		case err != nil:
+			return p, fmt.Errorf("read %s: %w", r, err)
+		}
+		if r.Namespace != o.Namespace { // cluster-scoped, or a sidecar grant: shared by name
+			if err := o.claim().Check(obj); err != nil {
+				p.Skipped = append(p.Skipped, fmt.Sprintf("%s: %v", r, err))
+				continue
+			}
+		}
+		p.Delete = append(p.Delete, r)
+	}
+	if o.DeleteNamespace {
+		p.Delete = append(p.Delete, nginxmesh.Ref{Kind: nginxmesh.KindNamespace, Name: o.Namespace})
+	}
+	sort.SliceStable(p.Delete, func(i, j int) bool {
+		a, b := p.Delete[i], p.Delete[j]
+		ka, _ := keepset.KindOf(a.Kind)
+		kb, _ := keepset.KindOf(b.Kind)
+		if ka.Rank != kb.Rank {
+			return ka.Rank < kb.Rank
+		}
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		return a.Name < b.Name
 	})
-	if err != nil {
-		return nil, res, err
+	p.KeepSet = map[nginxmesh.Ref]bool{}
+	for _, r := range p.Delete {
+		if keep[r] {
+			p.KeepSet[r] = true
+		}
 	}
-	plan, err := Plan(ctx, c, o)
+	sort.Strings(p.Skipped)
+	return p, nil
+}
+
+// countAll counts the pods that use any of the drivers (the annotation counts for the given
+// driver only: it does not say which driver a pod uses).
+func countAll(ctx context.Context, c *kube.Clients, o Options) (count.Result, error) {
+	var total count.Result
+	ds, err := keepset.Drivers(ctx, c, o.Namespace, o.DriverName)
 	if err != nil {
-		return nil, res, err
+		return total, err
 	}
-	if res.Total > 0 && !o.Force {
-		return plan, res, fmt.Errorf("%w: %d injected pods still use the CSI driver (%v); re-roll them (see `nginx-mesh-hooks status`) or pass --force, which leaves them unable to unmount", ErrRefused, res.Total, res.Pods)
+	for _, d := range ds {
+		rule := nginxmesh.Injected{DriverName: d, Settle: o.Settle, VolumeOnly: d != o.DriverName}
+		var res count.Result
+		err := kube.Retry(ctx, "count pods using "+d, func(ctx context.Context) error {
+			var e error
+			res, e = count.Injected(ctx, c.Kube, rule, time.Now)
+			return e
+		})
+		if err != nil {
+			return total, err
+		}
+		total.Total += res.Total
+		total.Pods = append(total.Pods, res.Pods...)
+		total.Scanned = res.Scanned
+	}
+	return total, nil
+}
+
+// Run deletes the injector's webhook configuration (no pod is injected from then on), counts
+// the pods that use the namespace's drivers, and then:
+//   - with none (or Force): removes each driver unit the safe way (keepset.Remove), then the
+//     rest of the plan in order;
+//   - with some and Wait: stops in-cluster sentinels, deletes what no pod needs now, runs the
+//     sentinel here until the pods are gone, then the rest;
+//   - with some otherwise: refuses (ErrRefused) and deletes nothing else.
+//
+// DryRun only returns the plan. The namespace goes last, only with DeleteNamespace, and only
+// if it holds nothing but the mesh's objects.
+func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger) (Result, error) {
+	var res Result
+	if !o.DryRun {
+		webhook := nginxmesh.Ref{Kind: nginxmesh.KindMutatingWebhook, Name: nginxmesh.InjectorWebhook}
+		if err := keepset.DeleteAll(ctx, c, []nginxmesh.Ref{webhook}, o.claim(), nil, log); err != nil {
+			return res, err
+		}
+	}
+	var err error
+	if res.Injected, err = countAll(ctx, c, o); err != nil {
+		return res, err
+	}
+	if res.Plan, err = MakePlan(ctx, c, o); err != nil {
+		return res, err
+	}
+	waiting := res.Injected.Total > 0 && !o.Force
+	if waiting && !o.Wait {
+		return res, fmt.Errorf("%w: %d injected pods still use the CSI driver (%v); re-roll them (see `nginx-mesh-hooks status`), or pass --wait to remove everything else now and the driver once they are gone, or --force, which leaves them unable to unmount", ErrRefused, res.Injected.Total, res.Injected.Pods)
+	}
+	if o.DeleteNamespace {
+		foreign, err := keepset.NamespaceContents(ctx, c, o.Namespace, o.Release)
+		if err != nil {
+			return res, err
+		}
+		if len(foreign) > 0 {
+			return res, fmt.Errorf("%w to delete namespace %s: it holds objects that are not the mesh's: %s; move them, or run cleanup without --delete-namespace", ErrRefused, o.Namespace, strings.Join(foreign, ", "))
+		}
 	}
 	if o.DryRun {
-		return plan, res, nil
+		return res, nil
 	}
-	if err := install.StopSentinel(ctx, c, install.Options{Namespace: o.Namespace}, "cleanup", log); err != nil {
-		return plan, res, fmt.Errorf("stop the sentinel: %w", err)
+	for _, d := range res.Plan.Drivers {
+		if _, err := sentinel.StopAll(ctx, c, d, "cleanup", log); err != nil {
+			return res, fmt.Errorf("stop the sentinel: %w", err)
+		}
 	}
-	_, err = keepset.DeleteAll(ctx, c, plan, nil, log)
-	return plan, res, err
+	del := func(refs []nginxmesh.Ref) error {
+		for _, r := range refs {
+			if r.Kind == nginxmesh.KindNamespace {
+				continue // last, below
+			}
+			out, err := keepset.DeleteOwned(ctx, c, r, o.claimFor(r), metav1.DeletePropagationBackground)
+			switch {
+			case errors.Is(err, keepset.ErrNotOurs):
+				log.WithError(err).Info("left alone")
+			case err != nil:
+				return err
+			case out == keepset.Deleted:
+				res.Deleted = append(res.Deleted, r)
+				log.WithField("object", r.String()).Info("deleted")
+			}
+		}
+		return nil
+	}
+	if waiting {
+		var now []nginxmesh.Ref
+		for _, r := range res.Plan.Delete {
+			if !res.Plan.KeepSet[r] {
+				now = append(now, r)
+			}
+		}
+		if err := del(now); err != nil {
+			return res, err
+		}
+		for _, d := range res.Plan.Drivers {
+			if err := o.waitAndRemove(ctx, c, d, log); err != nil {
+				return res, err
+			}
+		}
+	} else if !o.Force {
+		for _, d := range res.Plan.Drivers {
+			_, err := keepset.Remove(ctx, c, keepset.RemoveOptions{
+				Keep:  nginxmesh.KeepSetOptions{Namespace: o.Namespace, DriverName: d, SidecarNamespaces: o.SidecarNamespaces, OpenShift: c.OpenShift},
+				Claim: o.claim(), Rule: nginxmesh.Injected{DriverName: d, Settle: o.Settle, VolumeOnly: d != o.DriverName},
+				SentinelRBAC: true, RefusalWait: sentinel.DefaultRefusalWait,
+			}, log)
+			if errors.Is(err, keepset.ErrPodsAppeared) {
+				return res, fmt.Errorf("%w: %w; run cleanup --wait", ErrRefused, err)
+			}
+			if err != nil {
+				return res, err
+			}
+		}
+	}
+	if err := del(res.Plan.Delete); err != nil {
+		return res, err
+	}
+	if o.DeleteNamespace {
+		ns := nginxmesh.Ref{Kind: nginxmesh.KindNamespace, Name: o.Namespace}
+		if err := keepset.Delete(ctx, c, ns, metav1.DeletePropagationBackground, nil); kube.IgnoreNotFound(err) != nil {
+			return res, err
+		}
+		res.Deleted = append(res.Deleted, ns)
+		log.WithField("object", ns.String()).Info("deleted")
+	}
+	return res, nil
+}
+
+// claimFor is the claim of one planned object: anything in the mesh namespace is the
+// namespace's; elsewhere (cluster-scoped, sidecar grants) a release of the namespace must
+// own it or, without Helm's annotations, it must carry the part-of label.
+func (o Options) claimFor(r nginxmesh.Ref) keepset.Claim {
+	if r.Namespace == o.Namespace {
+		return keepset.Claim{Unconditional: true}
+	}
+	return o.claim()
+}
+
+// waitAndRemove runs the sentinel of one driver unit in this process: it waits until no pod
+// uses the driver, then removes the unit and its sentinel RBAC.
+func (o Options) waitAndRemove(ctx context.Context, c *kube.Clients, driver string, log logrus.FieldLogger) error {
+	so := sentinel.Options{Namespace: o.Namespace, DriverName: driver, SidecarNamespaces: o.SidecarNamespaces,
+		Settle: o.Settle, Retired: driver != o.DriverName, ProgressEvery: o.ProgressEvery}
+	t := sentinel.NewTracker(so.Rule())
+	s := &sentinel.Sentinel{Clients: c, Options: so, Log: log.WithField("driver", driver), Tracker: t}
+	log.WithField("driver", driver).Info("waiting until no pod uses the driver (Ctrl-C stops; run cleanup --wait again to resume)")
+	err := s.Run(ctx, sentinel.NewInformer(c, t))
+	if errors.Is(err, sentinel.ErrTakenOver) {
+		return nil
+	}
+	return err
 }

@@ -29,16 +29,18 @@ const (
 	ExitOK      = 0
 	ExitFailure = 1
 	ExitUsage   = 2
-	ExitRefused = 3 // cleanup with injected pods left and no --force
-	ExitTimeout = 4 // post-install not ready in time; sentinel --timeout passed
-	ExitStopped = 5 // sentinel stopped by a signal before it finished; its Job runs it again
+	ExitRefused = 3                    // cleanup with injected pods left and no --force
+	ExitTimeout = sentinel.ExitTimeout // post-install not ready in time; sentinel --timeout passed
+	ExitStopped = sentinel.ExitStopped // sentinel stopped by a signal before it finished; its Job runs it again
 )
 
 const exitCodesHelp = `Exit codes:
   0  done (pre-delete and post-delete always exit 0: they never wedge an uninstall)
   1  failure (the message names the object and the cause)
   2  usage error (unknown command or flag, bad flag value)
-  3  refused: cleanup found injected pods still using the driver (use --force to override)
+  3  refused: cleanup found injected pods still using the driver (--wait or --force), or the
+     namespace to delete holds other objects; pre-upgrade: the new revision drops a driver that
+     pods use (csi.allowDriverChange=true allows it)
   4  timeout: post-install not ready within --timeout, or sentinel --timeout passed (nothing deleted)
   5  sentinel stopped by a signal (drain, eviction) before it finished; its Job starts it again`
 
@@ -59,6 +61,10 @@ type globals struct {
 	deps                                                        Deps
 	log                                                         *logrus.Logger
 }
+
+// HookJobEnv names the hook's own Job (set by the chart): its pod template gives the sentinel
+// the chart's hook pod settings.
+const HookJobEnv = "HOOK_JOB_NAME"
 
 func envOr(key, def string) string {
 	if v := os.Getenv(key); v != "" {
@@ -142,7 +148,7 @@ discovers whether security.openshift.io is served and skips SCC work when it is 
 	pf.StringVar(&g.sidecars, "sidecar-namespaces", "", "comma list of namespaces whose sidecar SCC RoleBinding the chart made")
 	pf.StringVar(&g.logFormat, "log-format", "auto", "auto, json or text (auto: json when stderr is not a terminal)")
 
-	root.AddCommand(g.preDelete(false), g.preDelete(true), g.sentinelCmd(), g.preInstall(), g.postInstall(),
+	root.AddCommand(g.preDelete(false), g.preDelete(true), g.sentinelCmd(), g.preInstall(), g.preUpgrade(), g.postInstall(),
 		g.adopt(), g.cleanupCmd(), g.statusCmd(), g.helmTest(), versionCmd(deps))
 	return root
 }
@@ -156,16 +162,23 @@ func (g *globals) preDelete(post bool) *cobra.Command {
 	var pullSecrets string
 	cmd := &cobra.Command{
 		Use:   name,
-		Short: "Uninstall hook: delete the kept CSI driver now, or start the csi-driver-sentinel",
+		Short: "Uninstall hook: remove the CSI driver now, or start the csi-driver-sentinel",
 		Long: `Runs ` + when + `.
 
-Counts injected pods in all namespaces (annotation injector.nsm.nginx.com/status=injected, or a
-CSI volume of the driver; finished pods count for --settle after their containers ended).
-- none: deletes the keep set (CSI driver DaemonSet and ServiceAccount, CSIDriver, and on
-  OpenShift the driver's and the sidecar's SCCs, ClusterRoles and RoleBindings).
-- some, or the count failed after retries: creates ServiceAccount and Job csi-driver-sentinel
-  in the mesh namespace, and ClusterRole and ClusterRoleBinding
-  csi-driver-sentinel.builtin.nsm.nginx naming the exact objects it may delete.
+First deletes the injector's MutatingWebhookConfiguration nginx-mesh-injector (if it is the
+release's), so that no pod is injected after the count, and the finished hook Jobs of other
+events. Then counts injected pods in all namespaces (annotation
+injector.nsm.nginx.com/status=injected, or a CSI volume of the driver; a terminating pod counts
+until it is gone; a finished pod counts for --settle after its containers ended, and while its
+node is not Ready).
+- none: removes the driver unit: the CSIDriver first (kubelet then refuses new volumes of the
+  driver), a fresh list of every pod, then the DaemonSet, the grants, SCCs and ServiceAccount
+  it shares with no other driver, and the sentinel's RBAC. A pod that turned up in the fresh
+  list puts the CSIDriver back and starts the sentinel instead.
+- some, or the count failed after retries: creates the Job csi-driver-sentinel (the chart
+  rendered its RBAC), with this hook pod's scheduling, resources and annotations.
+Deletions touch only objects of this release (Helm's ownership annotations, or the part-of label
+without them) that carry helm.sh/resource-policy: keep.
 It always exits 0: an uninstall hook must never wedge helm uninstall.`,
 		Args: noArgs,
 		// A flag from a newer chart is ignored rather than failing the uninstall.
@@ -174,23 +187,24 @@ It always exits 0: an uninstall hook must never wedge helm uninstall.`,
 			c, err := g.clients(cmd.Context())
 			if err != nil {
 				// Cannot even reach the API: nothing can be deleted, so the driver stays.
-				g.log.WithError(err).Error("no API access; the CSI driver stays. Run `nginx-mesh-hooks cleanup` later")
+				g.log.WithError(err).Error("no API access; the CSI driver stays. Run `nginx-mesh-hooks cleanup --wait` later")
 				return nil
 			}
 			o.Namespace, o.Release, o.DriverName, o.SidecarNamespaces, o.PostDelete = g.namespace, g.release, g.driver, g.sidecarList(), post
-			o.ImagePullSecrets = kube.SplitList(pullSecrets)
+			o.ImagePullSecrets, o.LogFormat, o.HookJob = kube.SplitList(pullSecrets), g.logFormat, os.Getenv(HookJobEnv)
 			out := uninstall.Run(cmd.Context(), c, o, g.log.WithField("hook", name))
 			g.log.WithFields(logrus.Fields{"decision": out.Decision, "injected": out.Injected.Total, "sentinel": out.SentinelStarted}).Info(name + " done")
 			return nil
 		},
 	}
 	f := cmd.Flags()
+	f.BoolVar(&o.CSIEnabled, "csi-enabled", true, "whether the release has a CSI driver (csi.enabled)")
 	f.StringVar(&o.Image, "image", os.Getenv("HOOKS_IMAGE"), "image of the sentinel Job (env HOOKS_IMAGE)")
 	f.StringVar(&o.ImagePullPolicy, "image-pull-policy", "IfNotPresent", "imagePullPolicy of the sentinel Job")
 	f.StringVar(&pullSecrets, "image-pull-secrets", "", "comma list of imagePullSecrets for the sentinel Job")
 	f.DurationVar(&o.Settle, "settle", nginxmesh.DefaultSettle, "how long a finished injected pod still counts")
 	f.DurationVar(&o.SentinelTimeout, "sentinel-timeout", 0, "the sentinel gives up (deleting nothing) after this; 0 = never")
-	f.BoolVar(&o.DeleteNamespace, "delete-namespace", false, "the sentinel deletes the mesh namespace last")
+	f.BoolVar(&o.DeleteNamespace, "delete-namespace", false, "the sentinel deletes the mesh namespace last, if it holds nothing but the mesh's objects")
 	return cmd
 }
 
@@ -199,16 +213,21 @@ func (g *globals) sentinelCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sentinel",
 		Short: "Wait until no injected pod is left, then delete the keep set and the sentinel's own RBAC",
-		Long: `Runs in the csi-driver-sentinel Job that pre-delete creates.
+		Long: `Runs in the csi-driver-sentinel Job that pre-delete (or, for a driver an upgrade renamed or
+disabled, pre-upgrade) creates.
 
-Watches pods in all namespaces (an informer: one list, then a watch that re-lists after an
-apiserver restart). Once no injected pod is left it deletes the keep set in a safe order
-(DaemonSet, CSIDriver, RoleBindings, ClusterRoles, SCCs, ServiceAccount), then its ClusterRole
-(its ClusterRoleBinding goes with it), and with --delete-namespace the mesh namespace last.
-Before every deletion it checks that no new install took the keep set over (its Job marked by
-pre-install or adopt, or the driver DaemonSet changed); if one did, it exits 0 deleting nothing.
-Killed half-way, it resumes: what is gone counts as deleted. Every few minutes it logs the
-pods it waits for with their owners. With --timeout it exits 4 after that long, deleting nothing.`,
+Watches pods and nodes in all namespaces (informers: one list, then a watch that re-lists after
+an apiserver restart). Once no injected pod is left it removes the driver unit the safe way:
+the CSIDriver first, a fresh list of every pod (an injected pod puts the CSIDriver back and it
+waits again), the DaemonSet, then, if no other driver unit runs in the namespace, the grants,
+SCCs and ServiceAccount they share; with --delete-namespace the mesh namespace, if it holds
+nothing but the mesh's objects; last its own RBAC and its own Job. Before every deletion it checks
+that no new install took over (its Job marked, deleted or replaced by pre-install, pre-upgrade,
+pre-rollback, adopt or cleanup, or the driver DaemonSet changed: any new Helm revision rewrites
+its revision annotation); if one did, it exits 0 deleting nothing. It deletes only objects of
+its release that carry helm.sh/resource-policy: keep. Killed half-way, it resumes: what is gone
+counts as deleted. Every few minutes it logs the pods it waits for with their owners. With
+--timeout it exits 4 after that long, deleting nothing.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.clients(cmd.Context())
@@ -216,9 +235,9 @@ pods it waits for with their owners. With --timeout it exits 4 after that long, 
 				return err
 			}
 			o.Namespace, o.Release, o.DriverName, o.SidecarNamespaces = g.namespace, g.release, g.driver, g.sidecarList()
-			o.ProgressEvery = g.deps.ProgressEvery
-			t := sentinel.NewTracker(nginxmesh.Injected{DriverName: o.DriverName, Settle: o.Settle})
-			s := &sentinel.Sentinel{C: c, O: o, Log: g.log.WithField("component", "sentinel"), T: t}
+			o.ProgressEvery, o.JobUID = g.deps.ProgressEvery, os.Getenv(sentinel.JobUIDEnv)
+			t := sentinel.NewTracker(o.Rule())
+			s := &sentinel.Sentinel{Clients: c, Options: o, Log: g.log.WithField("component", "sentinel"), Tracker: t}
 			err = s.Run(cmd.Context(), sentinel.NewInformer(c, t))
 			if errors.Is(err, sentinel.ErrTakenOver) {
 				return nil
@@ -229,30 +248,84 @@ pods it waits for with their owners. With --timeout it exits 4 after that long, 
 	f := cmd.Flags()
 	f.DurationVar(&o.Settle, "settle", nginxmesh.DefaultSettle, "how long a finished injected pod still counts")
 	f.DurationVar(&o.Timeout, "timeout", 0, "give up after this, deleting nothing, exit 4; 0 = never")
-	f.BoolVar(&o.DeleteNamespace, "delete-namespace", false, "delete the mesh namespace last")
+	f.BoolVar(&o.DeleteNamespace, "delete-namespace", false, "delete the mesh namespace last, if it holds nothing but the mesh's objects")
+	f.BoolVar(&o.Retired, "retired", false, "the driver was retired by an upgrade: only pods with its CSI volume hold it")
 	return cmd
 }
 
+func (g *globals) installOptions() install.Options {
+	return install.Options{Namespace: g.namespace, Release: g.release, DriverName: g.driver, SidecarNamespaces: g.sidecarList(), LogFormat: g.logFormat}
+}
+
 func (g *globals) preInstall() *cobra.Command {
-	return &cobra.Command{
+	csiEnabled := true
+	cmd := &cobra.Command{
 		Use:   "pre-install",
-		Short: "Install hook: hand leftovers of an earlier uninstall over to this install",
+		Short: "Install hook: take over what an earlier uninstall kept of this release's driver",
 		Long: `Runs before Helm creates the release's objects (Helm has already checked their ownership).
 
-Stops a running csi-driver-sentinel without letting it delete anything: marks its Job, deletes
-the Job in the foreground and waits until it is gone, then deletes its ServiceAccount,
-ClusterRoleBinding and ClusterRole. If a kept CSI driver DaemonSet (with its ServiceAccount and
-SCC RoleBinding) sits in another namespace, deletes it: one driver per node, and the new one
-serves the old pods.`,
+If this release serves a CSI driver (--csi-enabled), it takes over a kept driver of the same
+name: it stops that driver's csi-driver-sentinel wherever it runs (marks its Job, then deletes the
+Job without waiting for its pod: a marked sentinel deletes nothing), and removes the driver
+DaemonSet, the sentinel's namespaced RBAC and, when no other driver runs there, the driver's
+ServiceAccount and SCC RoleBinding kept in another namespace: one driver per node, and the new
+one serves the old pods. A kept driver of another name (or any, when this release serves none)
+stays with its sentinel, which removes it once no pod uses it; the log names it.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.clients(cmd.Context())
 			if err != nil {
 				return err
 			}
-			return install.PreInstall(cmd.Context(), c, install.Options{Namespace: g.namespace, Release: g.release, DriverName: g.driver, SidecarNamespaces: g.sidecarList()}, g.log.WithField("hook", "pre-install"))
+			o := g.installOptions()
+			o.CSIEnabled = csiEnabled
+			return install.PreInstall(cmd.Context(), c, o, g.log.WithField("hook", "pre-install"))
 		},
 	}
+	cmd.Flags().BoolVar(&csiEnabled, "csi-enabled", true, "whether the release has a CSI driver (csi.enabled)")
+	return cmd
+}
+
+func (g *globals) preUpgrade() *cobra.Command {
+	o := install.Options{CSIEnabled: true}
+	var pullSecrets string
+	cmd := &cobra.Command{
+		Use:   "pre-upgrade",
+		Short: "Upgrade/rollback hook: take over a kept driver; retire a driver the new revision drops",
+		Long: `Runs before Helm upgrades or rolls back the release (hook events pre-upgrade and pre-rollback).
+
+First what pre-install does: stop the sentinels of this revision's driver (a rollback after
+"helm uninstall --keep-history" brings the release back while its sentinel waits) and take over
+that driver kept in another namespace.
+
+Then, for every driver DaemonSet of the namespace that this revision no longer serves (csi.driverName
+changed, or csi.enabled=false), it counts the pods with a CSI volume of that driver. With some,
+it refuses (exit 3) and names them, unless --allow-driver-change (csi.allowDriverChange): they
+could not unmount their volumes without the driver. Helm keeps that driver's DaemonSet, CSIDriver
+and sentinel RBAC (their names depend on the driver name, and they carry resource-policy keep),
+so it keeps serving those pods; this hook starts its sentinel, which removes it once no pod uses
+it.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.clients(cmd.Context())
+			if err != nil {
+				return err
+			}
+			base := g.installOptions()
+			base.CSIEnabled, base.AllowDriverChange, base.Settle = o.CSIEnabled, o.AllowDriverChange, o.Settle
+			base.Image, base.ImagePullPolicy, base.ImagePullSecrets = o.Image, o.ImagePullPolicy, kube.SplitList(pullSecrets)
+			base.HookJob = os.Getenv(HookJobEnv)
+			return install.PreUpgrade(cmd.Context(), c, base, g.log.WithField("hook", "pre-upgrade"))
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&o.CSIEnabled, "csi-enabled", true, "whether the new revision has a CSI driver (csi.enabled)")
+	f.BoolVar(&o.AllowDriverChange, "allow-driver-change", false, "retire a driver that pods still use, keeping it under its own sentinel (csi.allowDriverChange)")
+	f.DurationVar(&o.Settle, "settle", nginxmesh.DefaultSettle, "how long a finished pod still counts")
+	f.StringVar(&o.Image, "image", os.Getenv("HOOKS_IMAGE"), "image of a retired driver's sentinel Job (env HOOKS_IMAGE)")
+	f.StringVar(&o.ImagePullPolicy, "image-pull-policy", "IfNotPresent", "imagePullPolicy of that Job")
+	f.StringVar(&pullSecrets, "image-pull-secrets", "", "comma list of imagePullSecrets for that Job")
+	return cmd
 }
 
 func (g *globals) postInstall() *cobra.Command {
@@ -337,12 +410,13 @@ func (g *globals) adopt() *cobra.Command {
 left the keep set, and Helm fails with "invalid ownership metadata". (Helm >= 3.17 can instead
 "helm install --take-ownership".)
 
-Stops the csi-driver-sentinel (without letting it delete), then sets the annotations
-meta.helm.sh/release-name=NAME and meta.helm.sh/release-namespace=NS and the label
+Stops the csi-driver-sentinel of --driver-name (without letting it delete), then sets the
+annotations meta.helm.sh/release-name=NAME and meta.helm.sh/release-namespace=NS and the label
 app.kubernetes.io/managed-by=Helm on every kept object the new release will contain: the
-CSIDriver, on OpenShift the SCCs, their ClusterRoles and the sidecar RoleBindings, and the
-namespaced ones that already sit in NS. Kept objects in another namespace are removed by the
-new release's pre-install hook.`,
+CSIDriver, the sentinel's ClusterRole and ClusterRoleBinding, on OpenShift the SCCs, their
+ClusterRoles and the sidecar RoleBindings, and the namespaced ones that already sit in NS. An
+object of that name that the mesh did not make (no part-of label, no Helm owner) is left alone.
+Kept objects in another namespace are removed by the new release's pre-install hook.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("release") && os.Getenv("RELEASE_NAME") == "" || !cmd.Flags().Changed("namespace") && os.Getenv("POD_NAMESPACE") == "" {
@@ -352,7 +426,7 @@ new release's pre-install hook.`,
 			if err != nil {
 				return err
 			}
-			done, err := install.Adopt(cmd.Context(), c, install.Options{Namespace: g.namespace, Release: g.release, DriverName: g.driver, SidecarNamespaces: g.sidecarList()}, g.log)
+			done, err := install.Adopt(cmd.Context(), c, g.installOptions(), g.log)
 			if err != nil {
 				return err
 			}
@@ -366,40 +440,59 @@ func (g *globals) cleanupCmd() *cobra.Command {
 	o := cleanup.Options{Settle: nginxmesh.DefaultSettle}
 	cmd := &cobra.Command{
 		Use:   "cleanup",
-		Short: "Remove every leftover of nginx-mesh (by label and by name)",
-		Long: `Removes what an uninstall left: every object labelled app.kubernetes.io/part-of=nginx-mesh
-(DaemonSets, StatefulSets, Jobs, Services, ConfigMaps, ServiceAccounts, CSIDrivers, Roles,
-RoleBindings, ClusterRoles, ClusterRoleBindings, SCCs, namespaces), and the objects the design
-names even without labels: the keep set, SPIRE's workloads, the sentinel's Job, ServiceAccount
-and RBAC, and on OpenShift the four SCCs with their ClusterRoles and RoleBindings. A running
-sentinel is stopped first. The mesh namespace itself is deleted only if it carries the label.
+		Short: "Remove what is left of nginx-mesh in one namespace (by label and by name)",
+		Long: `Removes what an uninstall left in the mesh namespace --namespace, and nothing outside it but
+the cluster-scoped objects the design names: every object labelled
+app.kubernetes.io/part-of=nginx-mesh in that namespace (pods only when nothing owns them), the
+objects the design names even without labels (the driver units and their sentinels' RBAC,
+SPIRE's workloads, the hook Jobs and RBAC), on OpenShift the four SCCs with their ClusterRoles
+and RoleBindings, the sidecar grants in --sidecar-namespaces, the injector's webhook
+configuration, and the mesh's cluster-scoped objects that a release of the namespace owns. A
+cluster-scoped object owned by a release of another namespace, or a look-alike without the
+part-of label, is left alone and listed. Running sentinels of the namespace's drivers are stopped
+first. Other namespaces are never deleted; the mesh namespace only with --delete-namespace, and
+only if it holds nothing but the mesh's objects (else it refuses, naming them).
 
-It refuses (exit 3) while injected pods remain, since their volumes could then never be
-unmounted; --force deletes anyway. --dry-run lists what it would delete and deletes nothing.
-Do not run it against a live install: it removes that install too.`,
+The webhook configuration goes first. While injected pods use a driver it refuses (exit 3),
+since their volumes could then never be unmounted, unless:
+  --wait   removes everything else now, then waits (watching, like the sentinel, in this
+           process) until no pod uses the drivers, then removes them; Ctrl-C stops it, run it
+           again to resume. This is the way out after "helm uninstall --no-hooks".
+  --force  removes the drivers anyway.
+--dry-run lists what it would delete and deletes nothing. Do not run it against a live install:
+it removes that install too.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.clients(cmd.Context())
 			if err != nil {
 				return err
 			}
-			o.Namespace, o.DriverName, o.SidecarNamespaces = g.namespace, g.driver, g.sidecarList()
-			plan, res, err := cleanup.Run(cmd.Context(), c, o, g.log)
-			verb := "deleted"
+			o.Namespace, o.Release, o.DriverName, o.SidecarNamespaces = g.namespace, g.release, g.driver, g.sidecarList()
+			o.ProgressEvery = g.deps.ProgressEvery
+			res, err := cleanup.Run(cmd.Context(), c, o, g.log)
 			if o.DryRun || errors.Is(err, cleanup.ErrRefused) {
-				verb = "would delete"
+				for _, r := range res.Plan.Delete {
+					fmt.Fprintf(g.deps.Stdout, "would delete %s\n", r)
+				}
+			} else {
+				for _, r := range res.Deleted {
+					fmt.Fprintf(g.deps.Stdout, "deleted %s\n", r)
+				}
 			}
-			for _, r := range plan {
-				fmt.Fprintf(g.deps.Stdout, "%s %s\n", verb, r)
+			for _, s := range res.Plan.Skipped {
+				fmt.Fprintf(g.deps.Stdout, "left alone %s\n", s)
 			}
-			if res.Total > 0 {
-				fmt.Fprintf(g.deps.Stdout, "%d injected pods remain\n", res.Total)
+			if res.Injected.Total > 0 {
+				fmt.Fprintf(g.deps.Stdout, "%d injected pods use the drivers\n", res.Injected.Total)
 			}
 			return err
 		},
 	}
-	cmd.Flags().BoolVar(&o.Force, "force", false, "delete even while injected pods remain")
-	cmd.Flags().BoolVar(&o.DryRun, "dry-run", false, "list what would be deleted, delete nothing")
+	f := cmd.Flags()
+	f.BoolVar(&o.Force, "force", false, "delete the drivers even while injected pods use them")
+	f.BoolVar(&o.Wait, "wait", false, "delete the rest now, and the drivers once no pod uses them")
+	f.BoolVar(&o.DryRun, "dry-run", false, "list what would be deleted, delete nothing")
+	f.BoolVar(&o.DeleteNamespace, "delete-namespace", false, "delete the mesh namespace last, if it holds nothing but the mesh's objects")
 	return cmd
 }
 
@@ -407,10 +500,13 @@ func (g *globals) statusCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
 		Short: "Show the release, the keep set, the sentinel and injected pods (reads only)",
-		Long: `One screen: the Helm release and its state (read from Helm's release Secrets), whether each
-keep-set object is present and which release owns it, the csi-driver-sentinel (not running,
-running and waiting for N pods, succeeded, failed, handed over), and injected pods grouped by
-namespace and top owner (Deployment, StatefulSet, DaemonSet, Job), so you know what to re-roll.`,
+		Long: `One screen: the Helm release and its state (read from Helm's release Secrets); for each driver
+unit of the namespace (the release's driver, and drivers an upgrade renamed that stay for their
+pods) whether each keep-set object is present and which release owns it, its sentinels (not
+running, running and waiting for N pods, failed, handed over) and the pods that use it, grouped
+by namespace and top owner (Deployment, StatefulSet, DaemonSet, Job), so you know what to
+re-roll; the mesh's drivers kept for other namespaces' releases; leftover pods labelled part-of
+that nothing owns.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.clients(cmd.Context())
@@ -444,7 +540,7 @@ func Code(err error) int {
 		return ExitOK
 	case errors.As(err, &ue), strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"):
 		return ExitUsage
-	case errors.Is(err, cleanup.ErrRefused):
+	case errors.Is(err, cleanup.ErrRefused), errors.Is(err, install.ErrRefused):
 		return ExitRefused
 	case errors.Is(err, sentinel.ErrTimeout), errors.Is(err, install.ErrTimeout):
 		return ExitTimeout

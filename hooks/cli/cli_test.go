@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,8 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/hooks/internal/fakes"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"github.com/nginx-mesh/nginx-mesh/hooks/rbac"
+	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +24,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
 
@@ -39,9 +44,9 @@ func cluster(openshift bool, extra ...runtime.Object) ([]runtime.Object, []runti
 	one := int32(1)
 	kobjs = append(kobjs,
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
-		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.SpireServer, Namespace: ns}, Spec: appsv1.StatefulSetSpec{Replicas: &one},
+		&appsv1.StatefulSet{ObjectMeta: fakes.Owned(nginxmesh.SpireServer, ns, ns, "r1"), Spec: appsv1.StatefulSetSpec{Replicas: &one},
 			Status: appsv1.StatefulSetStatus{ReadyReplicas: 1, UpdatedReplicas: 1}},
-		&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.SpireAgent, Namespace: ns},
+		&appsv1.DaemonSet{ObjectMeta: fakes.Owned(nginxmesh.SpireAgent, ns, ns, "r1"),
 			Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: 1, UpdatedNumberScheduled: 1, NumberAvailable: 1}},
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}},
 		&storagev1.CSINode{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: storagev1.CSINodeSpec{Drivers: []storagev1.CSINodeDriver{{Name: nginxmesh.DefaultDriverName}}}},
@@ -49,66 +54,174 @@ func cluster(openshift bool, extra ...runtime.Object) ([]runtime.Object, []runti
 	return append(kobjs, extra...), sobjs
 }
 
-func sentinelRunning() []runtime.Object {
-	return []runtime.Object{
-		&batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: "old"}},
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: "old"}},
-		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.SentinelRBAC}},
-		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.SentinelRBAC},
-			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: nginxmesh.Sentinel, Namespace: "old"}}},
-		&appsv1.DaemonSet{ObjectMeta: fakes.Owned(nginxmesh.CSIDriver, "old", "old", "r0")},
+// elsewhere is what an earlier uninstall in namespace "old" left: its namespaced driver unit,
+// its sentinel's namespaced RBAC and its running sentinel (the cluster-scoped objects are the
+// same as this release's).
+func elsewhere(openshift bool) []runtime.Object {
+	kobjs, _ := fakes.KeepSet(nginxmesh.KeepSetOptions{Namespace: "old", OpenShift: openshift}, "r0")
+	var out []runtime.Object
+	for _, o := range kobjs {
+		if m, ok := o.(metav1.Object); ok && m.GetNamespace() != "" {
+			out = append(out, o)
+		}
+	}
+	return append(out, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: "old"}})
+}
+
+// scenario is one run of a command for TestCommandsStayWithinRBAC.
+type scenario struct {
+	name     string
+	path     string // the rbac code path the command belongs to
+	args     []string
+	extra    func(openshift bool) []runtime.Object
+	setup    func(k *fake.Clientset)
+	deleteNS bool // the sentinel's rules with uninstall.deleteNamespace
+	exit     int
+}
+
+const sentinelJobUID = "uid-sentinel-job"
+
+// sentinelJob is the running sentinel's own Job.
+func sentinelJob(bool) []runtime.Object {
+	return []runtime.Object{&batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: ns, UID: sentinelJobUID,
+		Labels: map[string]string{nginxmesh.PartOfLabel: nginxmesh.PartOf}}}}
+}
+
+func objs(o ...runtime.Object) func(bool) []runtime.Object {
+	return func(bool) []runtime.Object { return o }
+}
+
+// lateAfterCSIDriverDeletion injects a pod right when the CSIDriver goes (the count-then-delete race).
+func lateAfterCSIDriverDeletion(k *fake.Clientset) {
+	k.PrependReactor("delete", "csidrivers", func(k8stesting.Action) (bool, runtime.Object, error) {
+		_ = k.Tracker().Add(fakes.Pod("app", "late", fakes.Annotated, fakes.OnNode("n1")))
+		return false, nil, nil
+	})
+}
+
+func scenarios() []scenario {
+	injected := fakes.Pod("app", "web", fakes.Annotated)
+	webhook := &admissionv1.MutatingWebhookConfiguration{ObjectMeta: fakes.Owned(nginxmesh.InjectorWebhook, "", ns, "r1")}
+	failedHook := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.HookJobName("post-install"), Namespace: ns},
+		Status: batchv1.JobStatus{Conditions: []batchv1.JobCondition{{Type: batchv1.JobFailed, Status: corev1.ConditionTrue}}}}
+	// an earlier revision served another driver: its unit is still in the namespace
+	retired := func(bool) []runtime.Object {
+		ko, _ := fakes.KeepSet(nginxmesh.KeepSetOptions{Namespace: ns, DriverName: "old.example.com"}, "r1")
+		var unit []runtime.Object
+		for _, o := range ko {
+			if m := o.(metav1.Object); m.GetName() != nginxmesh.CSIDriver { // the shared ServiceAccount is there already
+				unit = append(unit, o)
+			}
+		}
+		return append(unit, fakes.Pod("app", "old-user", fakes.CSIVolume("old.example.com")))
+	}
+	return []scenario{
+		{name: "pre-install with a sentinel and a driver in another namespace", path: rbac.PreInstall, args: []string{"pre-install"}, extra: elsewhere},
+		{name: "pre-upgrade retiring a renamed driver", path: rbac.PreUpgrade, args: []string{"pre-upgrade", "--image=h:1", "--allow-driver-change"}, extra: retired},
+		{name: "pre-upgrade of a rollback, sentinel waiting", path: rbac.PreUpgrade, args: []string{"pre-upgrade", "--image=h:1"},
+			extra: objs(&batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: ns}})},
+		{name: "post-install", path: rbac.PostInstall, args: []string{"post-install", "--timeout=1s"}},
+		{name: "post-install, not ready", path: rbac.PostInstall, args: []string{"post-install", "--timeout=10ms"}, exit: ExitTimeout,
+			setup: func(k *fake.Clientset) {
+				_ = k.Tracker().Delete(storagev1.SchemeGroupVersion.WithResource("csinodes"), "", "n1")
+			}},
+		{name: "pre-delete none", path: rbac.PreDelete, args: []string{"pre-delete", "--image=h:1"}, extra: objs(webhook, failedHook)},
+		{name: "pre-delete, a pod injected after the count", path: rbac.PreDelete, args: []string{"pre-delete", "--image=h:1"}, setup: lateAfterCSIDriverDeletion},
+		{name: "pre-delete some", path: rbac.PreDelete, args: []string{"pre-delete", "--image=h:1", "--delete-namespace"}, extra: objs(injected)},
+		{name: "post-delete none delete-namespace", path: rbac.PreDelete, args: []string{"post-delete", "--image=h:1", "--delete-namespace", "--sentinel-timeout=1m"}},
+		{name: "post-delete some", path: rbac.PreDelete, args: []string{"post-delete", "--image=h:1", "--image-pull-secrets=a,b"}, extra: objs(injected)},
+		{name: "sentinel", path: rbac.Sentinel, args: []string{"sentinel"}, extra: sentinelJob},
+		{name: "sentinel, a pod injected before the deletions", path: rbac.Sentinel, args: []string{"sentinel", "--timeout=2s"}, setup: lateAfterCSIDriverDeletion,
+			extra: sentinelJob, exit: ExitTimeout},
+		{name: "sentinel delete-namespace", path: rbac.Sentinel, args: []string{"sentinel", "--delete-namespace"}, deleteNS: true, extra: sentinelJob},
 	}
 }
 
 // TestCommandsStayWithinRBAC runs each hook command, and the sentinel, against fake clientsets
-// whose every call is checked against hooks/rbac: a call the rules do not allow fails it.
+// whose every call is checked against hooks/rbac: a call the rules do not allow fails it, and so
+// does a deletion without a propagation policy or RBAC created at run time. Then minimality:
+// every permission is used by a run of each code path it names, and every verb and name it
+// grants is needed by one of them (a permission only an admission check needs is exempt).
 func TestCommandsStayWithinRBAC(t *testing.T) {
-	injected := fakes.Pod("app", "web", fakes.Annotated)
-	cases := []struct {
-		name     string
-		args     []string
-		extra    []runtime.Object
-		sentinel bool // the sentinel's rules instead of the hook's
-		deleteNS bool
-	}{
-		{name: "pre-install with a sentinel and a driver in another namespace", args: []string{"pre-install"}, extra: sentinelRunning()},
-		{name: "post-install", args: []string{"post-install", "--timeout=1s"}},
-		{name: "pre-delete none", args: []string{"pre-delete", "--image=h:1"}},
-		{name: "pre-delete some", args: []string{"pre-delete", "--image=h:1", "--delete-namespace"}, extra: []runtime.Object{injected}},
-		{name: "post-delete none delete-namespace", args: []string{"post-delete", "--image=h:1", "--delete-namespace", "--sentinel-timeout=1m"}},
-		{name: "post-delete some", args: []string{"post-delete", "--image=h:1", "--image-pull-secrets=a,b"}, extra: []runtime.Object{injected}},
-		{name: "sentinel", args: []string{"sentinel"}, sentinel: true},
-		{name: "sentinel delete-namespace", args: []string{"sentinel", "--delete-namespace"}, sentinel: true, deleteNS: true},
-	}
 	for _, openshift := range []bool{false, true} {
-		for _, c := range cases {
+		ks := nginxmesh.KeepSetOptions{Namespace: ns, SidecarNamespaces: []string{"app"}, OpenShift: openshift}
+		calls := map[string][]fakes.Call{} // by path
+		for _, c := range scenarios() {
 			t.Run(c.name+map[bool]string{true: " openshift", false: ""}[openshift], func(t *testing.T) {
-				kobjs, sobjs := cluster(openshift, c.extra...)
+				var extra []runtime.Object
+				if c.extra != nil {
+					extra = c.extra(openshift)
+				}
+				kobjs, sobjs := cluster(openshift, extra...)
 				cl, k, s := fakes.Clients(openshift, kobjs, sobjs...)
-				ks := nginxmesh.KeepSetOptions{Namespace: ns, SidecarNamespaces: []string{"app"}, OpenShift: openshift}
 				g := &fakes.Guard{Cluster: rbac.HookClusterRules(ks), Namespace: rbac.HookNamespaceRules(ks), MeshNS: ns}
-				if c.sentinel {
-					g.Cluster, g.Namespace = rbac.SentinelRules(ks), nil
-					if c.deleteNS {
-						g.Cluster = append(g.Cluster, rbac.NamespaceDeleteRule(ks))
-					}
+				if c.path == rbac.Sentinel {
+					g.Cluster, g.Namespace = rbac.SentinelClusterRules(ks, c.deleteNS), rbac.SentinelNamespaceRules(ks, c.deleteNS)
+				}
+				if c.setup != nil {
+					c.setup(k)
 				}
 				g.Install(k, s)
 				var out bytes.Buffer
 				args := append([]string{"--namespace=" + ns, "--release=r1", "--sidecar-namespaces=app", "--log-format=json"}, c.args...)
+				t.Setenv(sentinel.JobUIDEnv, sentinelJobUID)
 				code := Execute(context.Background(), args, Deps{Stdout: &out, Stderr: &out,
 					Clients: func(context.Context, string) (*kube.Clients, error) { return cl, nil }})
-				if code != 0 {
+				if code != c.exit {
 					t.Fatalf("exit %d:\n%s", code, out.String())
 				}
 				if d := g.Denied(); len(d) > 0 {
 					t.Errorf("calls outside the RBAC rules: %v", d)
 				}
+				if d := g.NoPropagation(); len(d) > 0 {
+					t.Errorf("deletions without a propagation policy: %v", d)
+				}
+				for _, r := range g.Requested() {
+					if strings.HasPrefix(r, "create ") && strings.Contains(r, "rbac.authorization.k8s.io") {
+						t.Errorf("RBAC created at run time: %s", r)
+					}
+				}
 				if len(g.Requested()) == 0 {
 					t.Fatal("no API call seen: the guard is not in place")
 				}
+				calls[c.path] = append(calls[c.path], g.Calls()...)
 			})
 		}
+		t.Run(fmt.Sprintf("minimality openshift=%v", openshift), func(t *testing.T) {
+			check := func(identity string, needs []rbac.Need, namespaced bool) {
+				for _, n := range needs {
+					if n.ForAdmission {
+						continue
+					}
+					rule := []rbacv1.PolicyRule{n.Rule}
+					matches := func(p string, want *rbac.Request) bool {
+						for _, call := range calls[p] {
+							if namespaced && call.Namespace != ns || !rbac.Allows(rule, call.Request) {
+								continue
+							}
+							if want == nil || call.Request.Verb == want.Verb && (want.Name == "" || call.Request.Name == want.Name) && call.Request.Resource == want.Resource {
+								return true
+							}
+						}
+						return false
+					}
+					for _, p := range n.Paths {
+						if !matches(p, nil) {
+							t.Errorf("%s: %v is not used by %s", identity, rbac.Expand(rule), p)
+						}
+					}
+					for _, req := range rbac.Expand(rule) {
+						if !slices.ContainsFunc(n.Paths, func(p string) bool { return matches(p, &req) }) {
+							t.Errorf("%s: %s is granted but no call of %v needs it", identity, req, n.Paths)
+						}
+					}
+				}
+			}
+			check("hook ClusterRole", rbac.HookClusterNeeds(ks), false)
+			check("hook Role", rbac.HookNamespaceNeeds(ks), true)
+			check("sentinel ClusterRole", rbac.SentinelClusterNeeds(ks, true), false)
+			check("sentinel Role", rbac.SentinelNamespaceNeeds(ks, true), true)
+		})
 	}
 }
 

@@ -45,11 +45,16 @@ func benchPod(i int) *corev1.Pod {
 	return p
 }
 
-// podServer is a minimal apiserver on loopback for GET /api/v1/pods with limit/continue. It
-// builds each page on demand and streams it, so its own memory stays small and what the
-// benchmark measures is the client's.
+// podServer is a minimal apiserver on loopback for GET /api/v1/pods with limit/continue (and an
+// empty node list: the count reads node readiness). It builds each page on demand and streams
+// it, so its own memory stays small and what the benchmark measures is the client's.
 func podServer(total int) *httptest.Server {
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/v1/nodes" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"kind":"NodeList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[]}`))
+			return
+		}
 		if r.URL.Path != "/api/v1/pods" {
 			http.NotFound(w, r)
 			return

@@ -73,12 +73,53 @@ func (r *Result) Add(rule nginxmesh.Injected, pod *corev1.Pod, now time.Time) {
 	}
 }
 
+// Nodes lists the nodes and returns their readiness for the injected-pod rule.
+func Nodes(ctx context.Context, kube kubernetes.Interface) (nginxmesh.NodeReadiness, error) {
+	l, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	type state struct {
+		ready bool
+		since time.Time
+	}
+	m := make(map[string]state, len(l.Items))
+	for i := range l.Items {
+		r, s := nginxmesh.NodeReady(&l.Items[i])
+		m[l.Items[i].Name] = state{r, s}
+	}
+	return func(name string) (bool, time.Time, bool) {
+		s, ok := m[name]
+		return s.ready, s.since, ok
+	}, nil
+}
+
 // Injected lists every pod in all namespaces, PageSize at a time, and counts the injected
-// ones at now. A continue token that expired mid-way (410 Gone) restarts the count once from
-// the beginning, since a count over two snapshots could miss a pod.
+// ones at now. Without rule.Nodes it lists the nodes first (a finished pod on a node that is
+// not Ready keeps counting). A continue token that expired mid-way (410 Gone) restarts the
+// count once from the beginning, since a count over two snapshots could miss a pod.
 func Injected(ctx context.Context, kube kubernetes.Interface, rule nginxmesh.Injected, now func() time.Time) (Result, error) {
+	return count(ctx, kube, rule, now, "")
+}
+
+// Bound counts like Injected, but only the pods bound to a node (field selector
+// spec.nodeName!=""). That is all keepset.Remove's fresh re-list needs: a pod can hold a
+// volume only once bound, and one bound after the CSIDriver's deletion reaches kubelet after
+// kubelet learned of the deletion, so its mount is refused.
+func Bound(ctx context.Context, kube kubernetes.Interface, rule nginxmesh.Injected, now func() time.Time) (Result, error) {
+	return count(ctx, kube, rule, now, "spec.nodeName!=")
+}
+
+func count(ctx context.Context, kube kubernetes.Interface, rule nginxmesh.Injected, now func() time.Time, fieldSelector string) (Result, error) {
+	if rule.Nodes == nil {
+		n, err := Nodes(ctx, kube)
+		if err != nil {
+			return Result{}, err
+		}
+		rule.Nodes = n
+	}
 	for attempt := 0; ; attempt++ {
-		res, err := injectedOnce(ctx, kube, rule, now)
+		res, err := injectedOnce(ctx, kube, rule, now, fieldSelector)
 		if err != nil && apierrors.IsResourceExpired(err) && attempt == 0 {
 			continue
 		}
@@ -86,9 +127,9 @@ func Injected(ctx context.Context, kube kubernetes.Interface, rule nginxmesh.Inj
 	}
 }
 
-func injectedOnce(ctx context.Context, kube kubernetes.Interface, rule nginxmesh.Injected, now func() time.Time) (Result, error) {
+func injectedOnce(ctx context.Context, kube kubernetes.Interface, rule nginxmesh.Injected, now func() time.Time, fieldSelector string) (Result, error) {
 	var res Result
-	opts := metav1.ListOptions{Limit: PageSize}
+	opts := metav1.ListOptions{Limit: PageSize, FieldSelector: fieldSelector}
 	for {
 		page, err := kube.CoreV1().Pods(metav1.NamespaceAll).List(ctx, opts)
 		if err != nil {

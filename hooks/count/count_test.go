@@ -108,3 +108,28 @@ func TestInjectedPaginates(t *testing.T) {
 		})
 	}
 }
+
+// Bound lists only the pods bound to a node (field selector spec.nodeName!=): keepset.Remove's
+// re-list needs no more, and a cluster's unscheduled pods cost it nothing.
+func TestBound(t *testing.T) {
+	cl, k, _ := fakes.Clients(false, []runtime.Object{
+		fakes.Pod("a", "bound", fakes.Annotated, fakes.OnNode("n1")),
+		fakes.Pod("a", "pending", fakes.Annotated),
+	})
+	_ = k
+	all, err := Injected(context.Background(), cl.Kube, nginxmesh.Injected{}, time.Now)
+	if err != nil || all.Total != 2 {
+		t.Fatalf("Injected = %+v, %v", all, err)
+	}
+	bound, err := Bound(context.Background(), cl.Kube, nginxmesh.Injected{}, time.Now)
+	if err != nil || bound.Total != 1 || bound.Pods[0] != "a/bound" {
+		t.Fatalf("Bound = %+v, %v", bound, err)
+	}
+	for _, a := range k.Actions() {
+		if l, ok := a.(k8stesting.ListAction); ok && a.GetResource().Resource == "pods" {
+			if f := l.GetListRestrictions().Fields; f != nil && !f.Empty() && f.String() != "spec.nodeName!=" {
+				t.Errorf("field selector %q", f)
+			}
+		}
+	}
+}

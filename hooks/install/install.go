@@ -1,5 +1,6 @@
-// Package install hands leftovers of an earlier uninstall over to a new install (pre-install,
-// adopt) and verifies an install (post-install).
+// Package install hands what an earlier uninstall kept over to a new install (pre-install,
+// adopt), retires a driver that an upgrade or rollback renames or disables (pre-upgrade), and
+// verifies an install (post-install).
 package install
 
 import (
@@ -8,137 +9,66 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/hooks/count"
 	"github.com/nginx-mesh/nginx-mesh/hooks/keepset"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
 	"github.com/sirupsen/logrus"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 )
 
-// Options of pre-install and adopt.
+// Options of pre-install, pre-upgrade and adopt.
 type Options struct {
 	Namespace, Release, DriverName string
 	SidecarNamespaces              []string
-	// StopWait bounds the wait for the sentinel's pod to be gone after its Job was deleted.
-	StopWait time.Duration
-	// Poll is the interval of that wait.
-	Poll time.Duration
+	// CSIEnabled tells whether the new release serves a driver (csi.enabled). Only a release
+	// that serves the same driver name takes a kept driver over.
+	CSIEnabled bool
+	// AllowDriverChange lets pre-upgrade retire a driver that pods still use
+	// (csi.allowDriverChange); without it pre-upgrade refuses and names the pods.
+	AllowDriverChange bool
+	// The retired driver's sentinel Job (pre-upgrade): see sentinel.JobOptions.
+	Settle                 time.Duration
+	Image, ImagePullPolicy string
+	ImagePullSecrets       []string
+	LogFormat, HookJob     string
+	Now                    func() time.Time
 }
 
-func (o *Options) defaults() {
-	if o.StopWait <= 0 {
-		o.StopWait = 2 * time.Minute
-	}
-	if o.Poll <= 0 {
-		o.Poll = time.Second
-	}
+func (o Options) handedTo() string { return o.Namespace + "/" + o.Release }
+
+func (o Options) driver() string {
+	return nginxmesh.KeepSetOptions{DriverName: o.DriverName}.Driver()
 }
 
-// SentinelNamespace finds where a sentinel runs: the namespace of the ServiceAccount its
-// ClusterRoleBinding binds ("" when there is no binding).
-func SentinelNamespace(ctx context.Context, c *kube.Clients) (string, error) {
-	var crb *rbacv1.ClusterRoleBinding
-	err := kube.Retry(ctx, "get ClusterRoleBinding "+nginxmesh.SentinelRBAC, func(ctx context.Context) error {
-		var err error
-		crb, err = c.Kube.RbacV1().ClusterRoleBindings().Get(ctx, nginxmesh.SentinelRBAC, metav1.GetOptions{})
-		return err
-	})
-	if apierrors.IsNotFound(err) {
-		return "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	for _, s := range crb.Subjects {
-		if s.Kind == rbacv1.ServiceAccountKind && s.Name == nginxmesh.Sentinel {
-			return s.Namespace, nil
-		}
-	}
-	return "", nil
-}
+// ErrRefused: pre-upgrade refused to rename or disable a driver that pods still use.
+var ErrRefused = errors.New("refused")
 
-// StopSentinel stops a running sentinel without letting it delete anything: it marks the Job
-// first (the sentinel checks the mark before every deletion), deletes the Job in the
-// foreground and waits until it is gone, then removes the sentinel's ServiceAccount and RBAC.
-// fallbackNS is searched when no ClusterRoleBinding tells where the sentinel runs.
-func StopSentinel(ctx context.Context, c *kube.Clients, o Options, handedTo string, log logrus.FieldLogger) error {
-	o.defaults()
-	ns, err := SentinelNamespace(ctx, c)
-	if err != nil {
-		return err
+// Handover lets this install take over what an earlier uninstall kept of its driver: it stops
+// the sentinels of its driver name wherever they run (without letting them delete) and removes
+// the namespaced objects of that driver unit kept in another namespace (one driver per node:
+// the new one serves the old pods). A driver of another name, or any driver when this release
+// serves none, is left running with its sentinel, which finishes on its own; the log says so.
+func Handover(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger) error {
+	if !o.CSIEnabled {
+		logOtherDrivers(ctx, c, "", log)
+		return nil
 	}
-	if ns == "" {
-		ns = o.Namespace
-	}
-	job := nginxmesh.Ref{Kind: keepset.KindJob, Namespace: ns, Name: nginxmesh.Sentinel}
-	mark, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{sentinel.StopAnnotation: handedTo}}})
-	err = kube.Retry(ctx, "mark "+job.String(), func(ctx context.Context) error { return keepset.Patch(ctx, c, job, mark) })
-	switch {
-	case apierrors.IsNotFound(err):
-		log.WithField("namespace", ns).Debug("no sentinel Job")
-	case err != nil:
-		return err
-	default:
-		log.WithField("job", ns+"/"+nginxmesh.Sentinel).Info("sentinel marked as handed over; deleting it")
-		fg := metav1.DeletePropagationForeground
-		if err := kube.Retry(ctx, "delete "+job.String(), func(ctx context.Context) error { return keepset.Delete(ctx, c, job, &fg) }); kube.IgnoreNotFound(err) != nil {
-			return err
-		}
-		if err := waitGone(ctx, c, job, o); err != nil {
-			return err
-		}
-	}
-	bg := metav1.DeletePropagationBackground
-	for _, r := range []nginxmesh.Ref{
-		{Kind: nginxmesh.KindServiceAccount, Namespace: ns, Name: nginxmesh.Sentinel},
-		{Kind: keepset.KindClusterRoleBinding, Name: nginxmesh.SentinelRBAC},
-		{Kind: nginxmesh.KindClusterRole, Name: nginxmesh.SentinelRBAC},
-	} {
-		err := kube.Retry(ctx, "delete "+r.String(), func(ctx context.Context) error { return keepset.Delete(ctx, c, r, &bg) })
-		if err == nil {
-			log.WithField("object", r.String()).Info("deleted")
-		} else if !apierrors.IsNotFound(err) {
-			return err
-		}
-	}
-	return nil
-}
-
-// waitGone polls until the object is gone: a Job deleted in the foreground stays until its
-// pods are gone, so afterwards no sentinel process can delete anything.
-func waitGone(ctx context.Context, c *kube.Clients, r nginxmesh.Ref, o Options) error {
-	ctx, cancel := context.WithTimeout(ctx, o.StopWait)
-	defer cancel()
-	for {
-		_, err := keepset.Get(ctx, c, r)
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s still present after %s: %w", r, o.StopWait, ctx.Err())
-		case <-time.After(o.Poll):
-		}
-	}
-}
-
-// PreInstall stops a running sentinel and removes namespaced keep-set objects that an earlier
-// install left in another namespace (one driver per node: the new one serves the old pods).
-func PreInstall(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger) error {
-	o.defaults()
-	if err := StopSentinel(ctx, c, o, o.Namespace+"/"+o.Release, log); err != nil {
+	driver := o.driver()
+	if _, err := sentinel.StopAll(ctx, c, driver, o.handedTo(), log); err != nil {
 		return fmt.Errorf("stop the sentinel: %w", err)
 	}
+	name := nginxmesh.DaemonSetName(driver)
 	var others []string
-	err := kube.Retry(ctx, "list DaemonSets named "+nginxmesh.CSIDriver, func(ctx context.Context) error {
+	err := kube.Retry(ctx, "list DaemonSets named "+name, func(ctx context.Context) error {
 		l, err := c.Kube.AppsV1().DaemonSets(metav1.NamespaceAll).List(ctx, metav1.ListOptions{
-			FieldSelector: fields.OneTermEqualSelector("metadata.name", nginxmesh.CSIDriver).String(),
+			FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String(),
 			LabelSelector: nginxmesh.PartOfSelector(),
 		})
 		if err != nil {
@@ -146,7 +76,7 @@ func PreInstall(ctx context.Context, c *kube.Clients, o Options, log logrus.Fiel
 		}
 		others = others[:0]
 		for _, ds := range l.Items {
-			if ds.Namespace != o.Namespace {
+			if ds.Name == name && ds.Namespace != o.Namespace && keepset.ServedDriver(&ds) == driver {
 				others = append(others, ds.Namespace)
 			}
 		}
@@ -156,33 +86,137 @@ func PreInstall(ctx context.Context, c *kube.Clients, o Options, log logrus.Fiel
 		return err
 	}
 	for _, ns := range others {
-		log.WithField("namespace", ns).Info("removing the CSI driver kept in another namespace; the new one serves its pods")
-		refs := []nginxmesh.Ref{
-			{Kind: nginxmesh.KindDaemonSet, Namespace: ns, Name: nginxmesh.CSIDriver},
-			{Kind: nginxmesh.KindRoleBinding, Namespace: ns, Name: nginxmesh.SCCRoleName(nginxmesh.CSIDriverSCC)},
-			{Kind: nginxmesh.KindServiceAccount, Namespace: ns, Name: nginxmesh.CSIDriver},
+		log.WithFields(logrus.Fields{"namespace": ns, "driver": driver}).Info("removing the CSI driver kept in another namespace; this release serves its pods")
+		ks := nginxmesh.KeepSetOptions{Namespace: ns, DriverName: driver, OpenShift: c.OpenShift}
+		refs := nginxmesh.DriverUnit(ks)[1:] // the DaemonSet; the CSIDriver is the new release's
+		for _, r := range nginxmesh.SentinelObjects(ks) {
+			if r.Namespace != "" { // the ClusterRole and its binding are the new release's too
+				refs = append(refs, r)
+			}
 		}
-		if !c.OpenShift {
-			refs = append(refs[:1], refs[2])
-		}
-		if _, err := keepset.DeleteAll(ctx, c, refs, nil, log); err != nil {
+		units, err := keepset.OtherUnits(ctx, c, ns, driver)
+		if err != nil {
 			return err
+		}
+		if len(units) == 0 {
+			for _, r := range nginxmesh.Shared(ks) {
+				if r.Namespace == ns {
+					refs = append(refs, r)
+				}
+			}
+		}
+		// Any release of that namespace: the objects were kept there by the earlier install.
+		if err := keepset.DeleteAll(ctx, c, refs, keepset.Claim{Namespace: ns, Kept: true}, nil, log); err != nil {
+			return err
+		}
+	}
+	logOtherDrivers(ctx, c, driver, log)
+	return nil
+}
+
+// logOtherDrivers says which kept drivers of other names stay, each until its sentinel
+// removes it.
+func logOtherDrivers(ctx context.Context, c *kube.Clients, driver string, log logrus.FieldLogger) {
+	drivers, err := keepset.List(ctx, c, nginxmesh.KindCSIDriver, "", metav1.ListOptions{LabelSelector: nginxmesh.PartOfSelector()})
+	if err != nil {
+		log.WithError(err).Debug("cannot list CSIDrivers")
+		return
+	}
+	for _, d := range drivers {
+		if d.GetName() == driver {
+			continue
+		}
+		a := d.GetAnnotations()
+		log.WithFields(logrus.Fields{"driver": d.GetName(), "release": a[nginxmesh.ReleaseNamespaceAnnotation] + "/" + a[nginxmesh.ReleaseNameAnnotation]}).
+			Info("another CSI driver of the mesh stays for the pods that use it; its sentinel removes it once they are gone (nginx-mesh-hooks status shows them)")
+	}
+}
+
+// PreInstall runs Handover.
+func PreInstall(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger) error {
+	return Handover(ctx, c, o, log)
+}
+
+// PreUpgrade runs before an upgrade or a rollback: Handover, then it retires every driver unit
+// of the namespace that the new revision no longer serves (csi.driverName changed, or
+// csi.enabled=false). Helm keeps such a unit, since its DaemonSet's name depends on the driver
+// name and it carries resource-policy keep, so its pods keep running; pre-upgrade starts its
+// sentinel, which removes it once no pod uses the old driver. While pods still use it,
+// pre-upgrade refuses, naming them, unless AllowDriverChange.
+func PreUpgrade(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger) error {
+	if err := Handover(ctx, c, o, log); err != nil {
+		return err
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	var units []string
+	err := kube.Retry(ctx, "list driver DaemonSets in "+o.Namespace, func(ctx context.Context) error {
+		l, err := c.Kube.AppsV1().DaemonSets(o.Namespace).List(ctx, metav1.ListOptions{
+			LabelSelector: nginxmesh.ComponentLabel + "=" + nginxmesh.ComponentCSIDriver + "," + nginxmesh.PartOfSelector()})
+		if err != nil {
+			return err
+		}
+		units = units[:0]
+		for _, ds := range l.Items {
+			d := keepset.ServedDriver(&ds)
+			if ds.Name != nginxmesh.DaemonSetName(d) || o.CSIEnabled && d == o.driver() || slices.Contains(units, d) {
+				continue
+			}
+			units = append(units, d)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var refusals []string
+	for _, d := range units {
+		rule := nginxmesh.Injected{DriverName: d, Settle: o.Settle, VolumeOnly: true}
+		var res count.Result
+		err := kube.Retry(ctx, "count pods using "+d, func(ctx context.Context) error {
+			var e error
+			res, e = count.Injected(ctx, c.Kube, rule, o.Now)
+			return e
+		})
+		if err != nil {
+			return err
+		}
+		if res.Total > 0 && !o.AllowDriverChange {
+			refusals = append(refusals, fmt.Sprintf("driver %s: %d pods still use it: %s", d, res.Total, strings.Join(res.Pods, ", ")))
+		}
+	}
+	if len(refusals) > 0 {
+		return fmt.Errorf("%w: this revision no longer serves a CSI driver that pods use, and they could not unmount their volumes without it. %s. "+
+			"Re-roll those pods first, keep csi.driverName (and csi.enabled), or set csi.allowDriverChange=true: the old driver then keeps running under its own sentinel until they are gone",
+			ErrRefused, strings.Join(refusals, "; "))
+	}
+	template := sentinel.HookTemplate(ctx, c, o.Namespace, o.HookJob, log)
+	for _, d := range units {
+		log.WithField("driver", d).Info("this revision no longer serves the driver; it stays for its pods under its own sentinel")
+		err := sentinel.Create(ctx, c, sentinel.JobOptions{
+			Namespace: o.Namespace, Release: o.Release, DriverName: d, SidecarNamespaces: o.SidecarNamespaces,
+			Settle: o.Settle, Retired: true, OpenShift: c.OpenShift,
+			Image: o.Image, ImagePullPolicy: o.ImagePullPolicy, ImagePullSecrets: o.ImagePullSecrets,
+			LogFormat: o.LogFormat, Template: template,
+		}, log)
+		if err != nil {
+			return fmt.Errorf("start the sentinel of the retired driver %s: %w", d, err)
 		}
 	}
 	return nil
 }
 
 // Adopt prepares kept objects for an install under another release name or namespace: it
-// stops the sentinel and rewrites Helm's ownership metadata on every kept object that the new
-// release's manifest will contain (cluster-scoped ones, the sidecar bindings, and namespaced
-// ones already in the new namespace). Objects kept in another namespace are left to
-// pre-install, which removes them.
+// stops the sentinel of the driver and rewrites Helm's ownership metadata on every kept object
+// that the new release's manifest will contain (cluster-scoped ones, the sidecar bindings,
+// and namespaced ones already in the new namespace). Objects kept in another namespace are
+// left to pre-install, which removes them.
 func Adopt(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger) ([]nginxmesh.Ref, error) {
-	o.defaults()
 	if o.Release == "" || o.Namespace == "" {
 		return nil, errors.New("adopt needs --release NAME and --namespace NS of the install that takes over")
 	}
-	if err := StopSentinel(ctx, c, o, o.Namespace+"/"+o.Release, log); err != nil {
+	if _, err := sentinel.StopAll(ctx, c, o.driver(), o.handedTo(), log); err != nil {
 		return nil, fmt.Errorf("stop the sentinel: %w", err)
 	}
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
@@ -214,12 +248,24 @@ func Adopt(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogg
 	ks := nginxmesh.KeepSetOptions{Namespace: o.Namespace, DriverName: o.DriverName, SidecarNamespaces: sidecars, OpenShift: c.OpenShift}
 	var done []nginxmesh.Ref
 	for _, r := range nginxmesh.KeepSet(ks) {
-		err := kube.Retry(ctx, "patch "+r.String(), func(ctx context.Context) error { return keepset.Patch(ctx, c, r, patch) })
+		obj, err := keepset.Get(ctx, c, r)
+		if apierrors.IsNotFound(err) || errors.Is(err, keepset.ErrNoSCC) {
+			continue
+		}
+		if err != nil {
+			return done, err
+		}
+		// Only what the mesh made: a look-alike of the user's keeps its owner.
+		if obj.GetLabels()[nginxmesh.PartOfLabel] != nginxmesh.PartOf && obj.GetAnnotations()[nginxmesh.ReleaseNameAnnotation] == "" {
+			log.WithField("object", r.String()).Info("not the mesh's (no part-of label, no Helm owner); left alone")
+			continue
+		}
+		err = kube.Retry(ctx, "patch "+r.String(), func(ctx context.Context) error { return keepset.Patch(ctx, c, r, patch) })
 		switch {
 		case err == nil:
-			log.WithField("object", r.String()).Info("ownership set to release " + o.Namespace + "/" + o.Release)
+			log.WithField("object", r.String()).Info("ownership set to release " + o.handedTo())
 			done = append(done, r)
-		case apierrors.IsNotFound(err), errors.Is(err, keepset.ErrNoSCC):
+		case apierrors.IsNotFound(err):
 		default:
 			return done, err
 		}

@@ -10,6 +10,7 @@ import (
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/hooks/internal/fakes"
+	"github.com/nginx-mesh/nginx-mesh/hooks/keepset"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"github.com/nginx-mesh/nginx-mesh/hooks/rbac"
 	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
@@ -30,43 +31,41 @@ func init() { kube.Attempts, kube.FirstBackoff = 2, time.Millisecond }
 
 func quiet() logrus.FieldLogger { l, _ := test.NewNullLogger(); return l }
 
-func sentinelObjs(ns string) []runtime.Object {
-	return []runtime.Object{
-		&batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: ns}},
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: ns}},
-		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.SentinelRBAC}},
-		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.SentinelRBAC},
-			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: nginxmesh.Sentinel, Namespace: ns}}},
-	}
+// sentinelJob is a running sentinel Job of driver in ns.
+func sentinelJob(ns, driver string) *batchv1.Job {
+	return &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.SentinelName(driver), Namespace: ns, UID: "uid-old-job"}}
 }
 
-func TestPreInstall(t *testing.T) {
+// kept is what an uninstall of release r1 in ns left while pods use driver: its keep set
+// (sentinel RBAC included) and its running sentinel.
+func kept(ns, driver string, openshift bool) (kobjs, sobjs []runtime.Object) {
+	kobjs, sobjs = fakes.KeepSet(nginxmesh.KeepSetOptions{Namespace: ns, DriverName: driver, OpenShift: openshift}, "r1")
+	return append(kobjs, sentinelJob(ns, driver)), sobjs
+}
+
+func hookGuard(ks nginxmesh.KeepSetOptions) *fakes.Guard {
+	return &fakes.Guard{Cluster: rbac.HookClusterRules(ks), Namespace: rbac.HookNamespaceRules(ks), MeshNS: ks.Namespace}
+}
+
+func TestPreInstallSameDriver(t *testing.T) {
 	cases := []struct {
 		name        string
 		openshift   bool
 		oldNS       string // where the earlier install kept its driver
-		sentinel    bool
 		wantOldGone bool
 	}{
-		{"same namespace, sentinel running", false, "mesh", true, false},
-		{"other namespace, sentinel running", false, "old", true, true},
-		{"other namespace openshift, no sentinel", true, "old", false, true},
-		{"fresh cluster", true, "", false, false},
+		{"same namespace", false, "mesh", false},
+		{"other namespace", false, "old", true},
+		{"other namespace openshift", true, "old", true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			ks := nginxmesh.KeepSetOptions{Namespace: "mesh", OpenShift: c.openshift}
-			var kobjs, sobjs []runtime.Object
-			if c.oldNS != "" {
-				kobjs, sobjs = fakes.KeepSet(nginxmesh.KeepSetOptions{Namespace: c.oldNS, OpenShift: c.openshift}, "r1")
-			}
-			if c.sentinel {
-				kobjs = append(kobjs, sentinelObjs(c.oldNS)...)
-			}
+			kobjs, sobjs := kept(c.oldNS, "", c.openshift)
 			cl, k, s := fakes.Clients(c.openshift, kobjs, sobjs...)
-			g := &fakes.Guard{Cluster: rbac.HookClusterRules(ks), Namespace: rbac.HookNamespaceRules(ks), MeshNS: "mesh"}
+			g := hookGuard(ks)
 			g.Install(k, s)
-			if err := PreInstall(context.Background(), cl, Options{Namespace: "mesh", Release: "r2", Poll: time.Millisecond}, quiet()); err != nil {
+			if err := PreInstall(context.Background(), cl, Options{Namespace: "mesh", Release: "r2", CSIEnabled: true}, quiet()); err != nil {
 				t.Fatal(err)
 			}
 			if d := g.Denied(); len(d) > 0 {
@@ -78,42 +77,89 @@ func TestPreInstall(t *testing.T) {
 					verbs = append(verbs, a.GetVerb())
 				}
 			}
-			if c.sentinel && !slices.Equal(verbs, []string{"patch", "delete"}) {
+			if !slices.Equal(verbs, []string{"patch", "delete"}) {
 				t.Errorf("sentinel Job must be marked, then deleted: %v", verbs)
 			}
-			for _, r := range []string{nginxmesh.SentinelRBAC} {
-				if _, err := k.RbacV1().ClusterRoleBindings().Get(context.Background(), r, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-					t.Errorf("sentinel binding left: %v", err)
-				}
-			}
 			_, err := k.AppsV1().DaemonSets(c.oldNS).Get(context.Background(), nginxmesh.CSIDriver, metav1.GetOptions{})
-			if c.oldNS != "" && apierrors.IsNotFound(err) != c.wantOldGone {
+			if apierrors.IsNotFound(err) != c.wantOldGone {
 				t.Errorf("old DaemonSet in %q gone=%v, want %v", c.oldNS, apierrors.IsNotFound(err), c.wantOldGone)
 			}
-			// Cluster-scoped kept objects are the new release's (Helm adopted them): untouched.
-			if c.oldNS != "" {
-				if _, err := k.StorageV1().CSIDrivers().Get(context.Background(), nginxmesh.DefaultDriverName, metav1.GetOptions{}); err != nil {
-					t.Errorf("CSIDriver must stay: %v", err)
+			for _, r := range nginxmesh.SentinelObjects(nginxmesh.KeepSetOptions{Namespace: c.oldNS}) {
+				_, err := keepset.Get(context.Background(), cl, r)
+				gone := apierrors.IsNotFound(err)
+				// namespaced sentinel RBAC in another namespace goes; cluster-scoped is the new release's
+				if want := c.wantOldGone && r.Namespace != ""; gone != want {
+					t.Errorf("%s gone=%v, want %v", r, gone, want)
 				}
+			}
+			// Cluster-scoped kept objects are the new release's (Helm adopted them): untouched.
+			if _, err := k.StorageV1().CSIDrivers().Get(context.Background(), nginxmesh.DefaultDriverName, metav1.GetOptions{}); err != nil {
+				t.Errorf("CSIDriver must stay: %v", err)
+			}
+			if d := g.NoPropagation(); len(d) > 0 {
+				t.Errorf("deletions without a propagation policy: %v", d)
 			}
 		})
 	}
 }
 
-func TestStopSentinelMarksBeforeDeleting(t *testing.T) {
-	cl, k, _ := fakes.Clients(false, sentinelObjs("mesh"))
+// Issue 8 item 1: a release that does not serve the kept driver's name (csi.driverName
+// changed, or csi.enabled=false) must leave that driver and its sentinel alone.
+func TestPreInstallOtherDriverLeavesItRunning(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		driver     string
+		csiEnabled bool
+	}{
+		{"another driver name", "csi.other.example", true},
+		{"no driver", nginxmesh.DefaultDriverName, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			kobjs, _ := kept("old", nginxmesh.DefaultDriverName, false)
+			cl, k, _ := fakes.Clients(false, kobjs)
+			o := Options{Namespace: "mesh", Release: "r2", DriverName: c.driver, CSIEnabled: c.csiEnabled}
+			if err := PreInstall(context.Background(), cl, o, quiet()); err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range k.Actions() {
+				if v := a.GetVerb(); v == "delete" || v == "patch" {
+					t.Errorf("touched the old driver: %s %s", v, a.GetResource().Resource)
+				}
+			}
+			if j, err := k.BatchV1().Jobs("old").Get(context.Background(), nginxmesh.Sentinel, metav1.GetOptions{}); err != nil || j.Annotations[sentinel.StopAnnotation] != "" {
+				t.Errorf("the old sentinel must keep running: %v %v", err, j)
+			}
+		})
+	}
+}
+
+// Issue 8 item 11: the sentinel's pod sits on an unreachable node, so its Job never goes;
+// pre-install must not wait for it.
+func TestPreInstallDoesNotWaitForTheSentinelPod(t *testing.T) {
+	kobjs, _ := kept("old", "", false)
+	cl, k, _ := fakes.Clients(false, kobjs)
+	k.PrependReactor("delete", "jobs", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, nil // accepted; the object stays (deletionTimestamp, dependents pending)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := PreInstall(ctx, cl, Options{Namespace: "mesh", Release: "r2", CSIEnabled: true}, quiet()); err != nil {
+		t.Fatalf("pre-install waited for the sentinel pod: %v", err)
+	}
+}
+
+func TestStopMarksBeforeDeleting(t *testing.T) {
+	kobjs, _ := kept("mesh", "", false)
+	cl, k, _ := fakes.Clients(false, kobjs)
 	var marked bool
 	k.PrependReactor("delete", "jobs", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		j, err := k.Tracker().Get(batchv1.SchemeGroupVersion.WithResource("jobs"), "mesh", nginxmesh.Sentinel)
 		if err == nil {
 			marked = j.(*batchv1.Job).Annotations[sentinel.StopAnnotation] == "mesh/r2"
 		}
-		if p := a.(k8stesting.DeleteActionImpl).DeleteOptions.PropagationPolicy; p == nil || *p != metav1.DeletePropagationForeground {
-			t.Errorf("Job must be deleted in the foreground, got %v", p)
-		}
 		return false, nil, nil
 	})
-	if err := StopSentinel(context.Background(), cl, Options{Namespace: "mesh", Poll: time.Millisecond}, "mesh/r2", quiet()); err != nil {
+	if err := PreInstall(context.Background(), cl, Options{Namespace: "mesh", Release: "r2", CSIEnabled: true}, quiet()); err != nil {
 		t.Fatal(err)
 	}
 	if !marked {
@@ -121,11 +167,87 @@ func TestStopSentinelMarksBeforeDeleting(t *testing.T) {
 	}
 }
 
+// Issue 8 items 4 and 6: pre-upgrade (and pre-rollback). It stops the sentinel of the
+// revision's driver (a rollback after uninstall --keep-history), and refuses to drop a
+// driver that pods use unless allowed; allowed, the old driver keeps running under its own
+// sentinel.
+func TestPreUpgrade(t *testing.T) {
+	const old, renamed = nginxmesh.DefaultDriverName, "csi2.example.com"
+	using := fakes.Pod("app", "web-1", fakes.CSIVolume(old))
+	annotatedOnly := fakes.Pod("app", "other", fakes.Annotated) // says nothing about which driver
+	for _, c := range []struct {
+		name        string
+		driver      string
+		csiEnabled  bool
+		allow       bool
+		pods        []runtime.Object
+		wantErr     string
+		wantRetired bool
+	}{
+		{"same driver: nothing to retire", old, true, false, []runtime.Object{using}, "", false},
+		{"renamed, pods use the old one: refused", renamed, true, false, []runtime.Object{using}, "app/web-1", false},
+		{"disabled, pods use it: refused", old, false, false, []runtime.Object{using}, "app/web-1", false},
+		{"renamed, allowed: retired under its sentinel", renamed, true, true, []runtime.Object{using}, "", true},
+		{"renamed, no pod uses it: retired", renamed, true, false, []runtime.Object{annotatedOnly}, "", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ks := nginxmesh.KeepSetOptions{Namespace: "mesh", DriverName: old}
+			kobjs, _ := fakes.KeepSet(ks, "r1")
+			cl, k, _ := fakes.Clients(false, append(kobjs, c.pods...))
+			g := hookGuard(nginxmesh.KeepSetOptions{Namespace: "mesh", DriverName: c.driver})
+			g.Install(k, nil)
+			o := Options{Namespace: "mesh", Release: "r1", DriverName: c.driver, CSIEnabled: c.csiEnabled, AllowDriverChange: c.allow, Image: "hooks:1"}
+			err := PreUpgrade(context.Background(), cl, o, quiet())
+			if d := g.Denied(); len(d) > 0 {
+				t.Errorf("calls the hook RBAC does not allow: %v", d)
+			}
+			if c.wantErr != "" {
+				if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), c.wantErr) || !strings.Contains(err.Error(), "csi.allowDriverChange=true") {
+					t.Fatalf("want a refusal naming %s and the value, got %v", c.wantErr, err)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			j, err := k.BatchV1().Jobs("mesh").Get(context.Background(), nginxmesh.SentinelName(old), metav1.GetOptions{})
+			if (err == nil) != c.wantRetired {
+				t.Fatalf("retired driver's sentinel exists=%v, want %v", err == nil, c.wantRetired)
+			}
+			if c.wantRetired && (!slices.Contains(j.Spec.Template.Spec.Containers[0].Args, "--retired") ||
+				!slices.Contains(j.Spec.Template.Spec.Containers[0].Args, "--driver-name="+old)) {
+				t.Errorf("retired sentinel args %v", j.Spec.Template.Spec.Containers[0].Args)
+			}
+			if _, err := k.AppsV1().DaemonSets("mesh").Get(context.Background(), nginxmesh.CSIDriver, metav1.GetOptions{}); err != nil {
+				t.Errorf("pre-upgrade must leave the old driver running: %v", err)
+			}
+		})
+	}
+}
+
+func TestPreUpgradeStopsTheSentinelOfARollback(t *testing.T) {
+	kobjs, _ := kept("mesh", "", false)
+	cl, k, _ := fakes.Clients(false, kobjs)
+	if err := PreUpgrade(context.Background(), cl, Options{Namespace: "mesh", Release: "r1", CSIEnabled: true, Image: "hooks:1"}, quiet()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.BatchV1().Jobs("mesh").Get(context.Background(), nginxmesh.Sentinel, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the waiting sentinel must be stopped when the release comes back: %v", err)
+	}
+	if _, err := k.AppsV1().DaemonSets("mesh").Get(context.Background(), nginxmesh.CSIDriver, metav1.GetOptions{}); err != nil {
+		t.Fatalf("driver: %v", err)
+	}
+}
+
 func TestAdopt(t *testing.T) {
 	ks := nginxmesh.KeepSetOptions{Namespace: "old", SidecarNamespaces: []string{"app1", "app2"}, OpenShift: true}
 	kobjs, sobjs := fakes.KeepSet(ks, "r1")
-	cl, _, _ := fakes.Clients(true, append(kobjs, sentinelObjs("old")...), sobjs...)
-	done, err := Adopt(context.Background(), cl, Options{Namespace: "new", Release: "r2", Poll: time.Millisecond}, quiet())
+	lookAlike := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.SentinelRBAC}} // a user's, same name
+	for i, o := range kobjs {
+		if cr, ok := o.(*rbacv1.ClusterRole); ok && cr.Name == nginxmesh.SentinelRBAC {
+			kobjs[i] = lookAlike
+		}
+	}
+	cl, _, _ := fakes.Clients(true, append(kobjs, sentinelJob("old", "")), sobjs...)
+	done, err := Adopt(context.Background(), cl, Options{Namespace: "new", Release: "r2", DriverName: nginxmesh.DefaultDriverName}, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,8 +255,9 @@ func TestAdopt(t *testing.T) {
 	for _, r := range done {
 		names = append(names, r.String())
 	}
-	// CSIDriver, 2 sidecar RoleBindings (found by label), 2 ClusterRoles, 2 SCCs; nothing in "old".
-	if len(done) != 7 {
+	// CSIDriver, 2 sidecar RoleBindings (found by label), 2 ClusterRoles, 2 SCCs, the sentinel's
+	// ClusterRoleBinding (not the look-alike ClusterRole); nothing in "old".
+	if len(done) != 8 {
 		t.Fatalf("adopted %v", names)
 	}
 	for _, r := range done {
@@ -149,6 +272,9 @@ func TestAdopt(t *testing.T) {
 	scc, _ := cl.SCC.SecurityV1().SecurityContextConstraints().Get(context.Background(), nginxmesh.SidecarSCC, metav1.GetOptions{})
 	if scc.Annotations[nginxmesh.ReleaseNameAnnotation] != "r2" {
 		t.Fatalf("SCC not adopted: %v", scc.Annotations)
+	}
+	if cr, _ := cl.Kube.RbacV1().ClusterRoles().Get(context.Background(), nginxmesh.SentinelRBAC, metav1.GetOptions{}); cr.Annotations[nginxmesh.ReleaseNameAnnotation] != "" {
+		t.Fatalf("adopted a user's look-alike: %v", cr.Annotations)
 	}
 	if _, err := cl.Kube.BatchV1().Jobs("old").Get(context.Background(), nginxmesh.Sentinel, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatal("adopt must stop the sentinel")

@@ -53,7 +53,7 @@ func Status(ctx context.Context, c *kube.Clients, o VerifyOptions) ([]Check, err
 		checks = append(checks, statefulSetCheck(sts))
 	}
 	var driverDS *appsv1.DaemonSet
-	for _, name := range []string{nginxmesh.SpireAgent, nginxmesh.CSIDriver} {
+	for _, name := range []string{nginxmesh.SpireAgent, nginxmesh.DaemonSetName(driver)} {
 		ds, err := k.AppsV1().DaemonSets(o.Namespace).Get(ctx, name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
@@ -62,7 +62,7 @@ func Status(ctx context.Context, c *kube.Clients, o VerifyOptions) ([]Check, err
 			return nil, err
 		default:
 			checks = append(checks, daemonSetCheck(ds))
-			if name == nginxmesh.CSIDriver {
+			if name == nginxmesh.DaemonSetName(driver) {
 				driverDS = ds
 			}
 		}

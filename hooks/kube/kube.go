@@ -15,14 +15,17 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// Clients are the typed clients every command uses. SCC is nil unless OpenShift is true.
+// Clients are the typed clients every command uses. SCC is nil unless OpenShift is true. Meta
+// lists objects' metadata only (what a namespace holds, without reading Secret data).
 type Clients struct {
 	Kube      kubernetes.Interface
 	SCC       securityclient.Interface
+	Meta      metadata.Interface
 	OpenShift bool
 }
 
@@ -59,7 +62,11 @@ func New(ctx context.Context, cfg *rest.Config) (*Clients, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Clients{Kube: kc}
+	mc, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &Clients{Kube: kc, Meta: mc}
 	var served bool
 	err = Retry(ctx, "discover API group "+nginxmesh.SCCGroup, func(ctx context.Context) error {
 		var e error

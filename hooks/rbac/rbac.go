@@ -1,11 +1,12 @@
 // Package rbac is the single source of truth for the permissions of the hook Jobs and of the
-// csi-driver-sentinel. The chart renders exactly these rules (a chart test checks both
-// directions with Covers), and the hooks' own tests check that every API call a command makes
-// is allowed by them (Allows).
+// csi-driver-sentinel. The chart renders exactly these rules (charts/hooks_test.go checks both
+// directions with Covers); the hooks' own tests check that every API call a command makes is
+// allowed by them (Allows), and that every rule is used by the command it names (minimality).
 //
 // Rules name the exact objects (resourceNames) wherever the name is known. RBAC cannot limit
 // create or deletecollection by name, nor list/watch unless the request selects one name with
 // the field selector metadata.name=NAME (the API server then authorizes it with that name).
+// No rule lets a hook or the sentinel create RBAC: the chart renders the sentinel's.
 package rbac
 
 import (
@@ -14,13 +15,33 @@ import (
 )
 
 const (
-	core     = ""
-	apps     = "apps"
-	batch    = "batch"
-	storage  = "storage.k8s.io"
-	rbacG    = "rbac.authorization.k8s.io"
-	security = nginxmesh.SCCGroup
+	core      = ""
+	apps      = "apps"
+	batch     = "batch"
+	storage   = "storage.k8s.io"
+	rbacG     = "rbac.authorization.k8s.io"
+	admission = "admissionregistration.k8s.io"
+	security  = nginxmesh.SCCGroup
 )
+
+// Code paths: the commands whose API calls need a permission.
+const (
+	PreInstall  = "pre-install"  // handover of a kept driver (also adopt, run with the user's rights)
+	PreUpgrade  = "pre-upgrade"  // pre-upgrade and pre-rollback: handover, retiring a renamed driver
+	PostInstall = "post-install" // post-install and post-upgrade: readiness check
+	PreDelete   = "pre-delete"   // pre-delete and post-delete: the uninstall decision
+	Sentinel    = "sentinel"
+)
+
+// Need is one permission and the code paths whose calls need it.
+type Need struct {
+	Paths []string
+	Rule  rbacv1.PolicyRule
+	// ForAdmission: no call of its own uses it, an admission check does: OpenShift's
+	// OwnerReferencesPermissionEnforcement lets only a user who may delete an object change
+	// its ownerReferences.
+	ForAdmission bool
+}
 
 func rule(group, resource string, verbs []string, names ...string) rbacv1.PolicyRule {
 	r := rbacv1.PolicyRule{APIGroups: []string{group}, Resources: []string{resource}, Verbs: verbs}
@@ -30,103 +51,170 @@ func rule(group, resource string, verbs []string, names ...string) rbacv1.Policy
 	return r
 }
 
-func driverName(o nginxmesh.KeepSetOptions) string {
-	if o.DriverName == "" {
-		return nginxmesh.DefaultDriverName
+func need(paths []string, r rbacv1.PolicyRule) Need { return Need{Paths: paths, Rule: r} }
+
+func paths(p ...string) []string { return p }
+
+// sharedNeeds delete what the driver units of a namespace share (OpenShift: SCCs, their
+// ClusterRoles, the sidecar bindings in workload namespaces), read first for the ownership
+// check. The driver's ServiceAccount and SCC RoleBinding are namespaced: see the callers.
+func sharedNeeds(o nginxmesh.KeepSetOptions, p []string) []Need {
+	if !o.OpenShift {
+		return nil
 	}
-	return o.DriverName
+	roles := []string{nginxmesh.SCCRoleName(nginxmesh.CSIDriverSCC), nginxmesh.SCCRoleName(nginxmesh.SidecarSCC)}
+	return []Need{
+		need(p, rule(security, "securitycontextconstraints", []string{"get", "delete"}, nginxmesh.CSIDriverSCC, nginxmesh.SidecarSCC)),
+		need(p, rule(rbacG, "clusterroles", []string{"get", "delete"}, roles...)),
+		// The sidecar grants sit in the workload namespaces.
+		need(p, rule(rbacG, "rolebindings", []string{"get", "delete"}, nginxmesh.SCCRoleName(nginxmesh.SidecarSCC))),
+	}
 }
 
-func namespace(o nginxmesh.KeepSetOptions) string {
-	if o.Namespace == "" {
-		return nginxmesh.DefaultNamespace
-	}
-	return o.Namespace
-}
-
-// keepSetDeleteRules allow deleting exactly the keep set (nginxmesh.KeepSet), plus reading the
-// driver DaemonSet (the sentinel compares its Helm ownership to notice a new install).
-func keepSetDeleteRules(o nginxmesh.KeepSetOptions) []rbacv1.PolicyRule {
-	rules := []rbacv1.PolicyRule{
-		rule(apps, "daemonsets", []string{"get", "delete"}, nginxmesh.CSIDriver),
-		rule(storage, "csidrivers", []string{"get", "delete"}, driverName(o)),
-		rule(core, "serviceaccounts", []string{"delete"}, nginxmesh.CSIDriver),
+// HookClusterNeeds is the ClusterRole of the hook Jobs.
+func HookClusterNeeds(o nginxmesh.KeepSetOptions) []Need {
+	d := o.Driver()
+	ds, sent, sentRBAC := nginxmesh.DaemonSetName(d), nginxmesh.SentinelName(d), nginxmesh.SentinelRBACName(d)
+	handover := paths(PreInstall, PreUpgrade)
+	needs := []Need{
+		// Counting injected pods, and the driver pods of other units (OtherUnits).
+		need(paths(PreDelete, PreUpgrade, PreInstall), rule(core, "pods", []string{"list"})),
+		// The injected-pod rule reads node readiness; post-install checks every node.
+		need(paths(PreDelete, PreUpgrade, PostInstall), rule(core, "nodes", []string{"list"})),
+		need(paths(PostInstall), rule(storage, "csinodes", []string{"list"})),
+		// The first step of an uninstall: no pod is injected after the count.
+		need(paths(PreDelete), rule(admission, "mutatingwebhookconfigurations", []string{"get", "delete"}, nginxmesh.InjectorWebhook)),
+		// Remove: the CSIDriver goes first and comes back (create) if a pod turned up.
+		need(paths(PreDelete), rule(storage, "csidrivers", []string{"get", "delete"}, d)),
+		need(paths(PreDelete), rule(storage, "csidrivers", []string{"create"})),
+		// pre-install logs the mesh's drivers of other names that stay.
+		need(handover, rule(storage, "csidrivers", []string{"list"})),
+		// Remove deletes the driver unit's sentinel RBAC when no sentinel is needed.
+		need(paths(PreDelete), rule(rbacG, "clusterroles", []string{"get", "delete"}, sentRBAC)),
+		need(paths(PreDelete), rule(rbacG, "clusterrolebindings", []string{"get", "delete"}, sentRBAC)),
+		// Handover: stop the driver's sentinels wherever they run (listed by name), and remove
+		// the driver unit kept in another namespace. These name-limited rules also serve the
+		// removal in the mesh namespace (pre-delete).
+		need(handover, rule(batch, "jobs", []string{"list", "patch", "delete"}, sent)),
+		need(handover, rule(apps, "daemonsets", []string{"list"}, ds)),
+		need(paths(PreInstall, PreDelete, PostInstall), rule(apps, "daemonsets", []string{"get", "delete"}, ds)),
+		need(paths(PreInstall, PreDelete), rule(core, "serviceaccounts", []string{"get", "delete"}, nginxmesh.CSIDriver, sent)),
+		need(paths(PreInstall, PreDelete), rule(rbacG, "roles", []string{"get", "delete"}, sent)),
+		need(paths(PreInstall, PreDelete), rule(rbacG, "rolebindings", []string{"get", "delete"}, sent)),
 	}
 	if o.OpenShift {
-		roles := []string{nginxmesh.SCCRoleName(nginxmesh.CSIDriverSCC), nginxmesh.SCCRoleName(nginxmesh.SidecarSCC)}
-		rules = append(rules,
-			rule(rbacG, "rolebindings", []string{"delete"}, roles...),
-			rule(rbacG, "clusterroles", []string{"delete"}, roles...),
-			rule(security, "securitycontextconstraints", []string{"delete"}, nginxmesh.CSIDriverSCC, nginxmesh.SidecarSCC),
-		)
+		needs = append(needs, need(paths(PreInstall, PreDelete), rule(rbacG, "rolebindings", []string{"get", "delete"}, nginxmesh.SCCRoleName(nginxmesh.CSIDriverSCC))))
 	}
-	return rules
+	return append(needs, sharedNeeds(o, paths(PreDelete))...)
 }
 
-// SentinelRules is the sentinel's ClusterRole (csi-driver-sentinel.builtin.nsm.nginx): watch
-// pods, read its own Job (a new install marks it), delete the keep set, then its own
-// ClusterRole (the ClusterRoleBinding is owned by the ClusterRole, so the garbage collector
-// removes it). With --delete-namespace the pre-delete hook adds NamespaceDeleteRule.
-func SentinelRules(o nginxmesh.KeepSetOptions) []rbacv1.PolicyRule {
-	rules := []rbacv1.PolicyRule{
-		rule(core, "pods", []string{"list", "watch"}),
-		rule(batch, "jobs", []string{"get"}, nginxmesh.Sentinel),
+// HookNamespaceNeeds is the Role of the hook Jobs in the mesh namespace.
+func HookNamespaceNeeds(o nginxmesh.KeepSetOptions) []Need {
+	return []Need{
+		// The sentinel Job (pre-delete; pre-upgrade for a retired driver, whose name the chart
+		// does not know), its predecessor read and replaced, the hook's own Job read for its pod
+		// settings, finished hook Jobs removed. Deleting any Job of the namespace is no more than
+		// creating one, which RBAC cannot limit by name anyway.
+		need(paths(PreDelete, PreUpgrade), rule(batch, "jobs", []string{"create", "get", "delete"})),
+		// pre-upgrade: the driver units of the namespace.
+		need(paths(PreUpgrade), rule(apps, "daemonsets", []string{"list"})),
+		// post-install: readiness of SPIRE, and events that name a failure's cause.
+		need(paths(PostInstall), rule(apps, "statefulsets", []string{"get"}, nginxmesh.SpireServer)),
+		need(paths(PostInstall), rule(apps, "daemonsets", []string{"get"}, nginxmesh.SpireAgent)),
+		need(paths(PostInstall), rule(core, "events", []string{"list"})),
 	}
-	rules = append(rules, keepSetDeleteRules(o)...)
-	return Normalize(append(rules, rule(rbacG, "clusterroles", []string{"delete"}, nginxmesh.SentinelRBAC)))
 }
 
-// NamespaceDeleteRule lets the sentinel delete the mesh namespace, its last step with
-// --delete-namespace. The hook ClusterRole always holds it, because creating a ClusterRole
-// requires holding every permission it grants.
-func NamespaceDeleteRule(o nginxmesh.KeepSetOptions) rbacv1.PolicyRule {
-	return rule(core, "namespaces", []string{"delete"}, namespace(o))
+// SentinelClusterNeeds is the sentinel's ClusterRole (csi-driver-sentinel.builtin.nsm.nginx
+// and its per-driver variants), rendered by the chart. deleteNamespace adds the namespace's
+// deletion (value uninstall.deleteNamespace).
+func SentinelClusterNeeds(o nginxmesh.KeepSetOptions, deleteNamespace bool) []Need {
+	d := o.Driver()
+	p := paths(Sentinel)
+	needs := []Need{
+		// The informers, the fresh re-list, and the driver pods of other units.
+		need(p, rule(core, "pods", []string{"list", "watch"})),
+		need(p, rule(core, "nodes", []string{"list", "watch"})),
+		need(p, rule(storage, "csidrivers", []string{"get", "delete"}, d)),
+		need(p, rule(storage, "csidrivers", []string{"create"})),
+		// Its own ClusterRole goes last; its binding is handed to the garbage collector first.
+		need(p, rule(rbacG, "clusterroles", []string{"get", "delete"}, nginxmesh.SentinelRBACName(d))),
+		need(p, rule(rbacG, "clusterrolebindings", []string{"patch"}, nginxmesh.SentinelRBACName(d))),
+		{Paths: p, Rule: rule(rbacG, "clusterrolebindings", []string{"delete"}, nginxmesh.SentinelRBACName(d)), ForAdmission: true},
+	}
+	needs = append(needs, sharedNeeds(o, p)...)
+	if deleteNamespace {
+		needs = append(needs, need(p, rule(core, "namespaces", []string{"delete"}, o.NS())))
+	}
+	return needs
 }
 
-// HookClusterRules is the ClusterRole of the hook Jobs (pre-install, post-install, pre-delete,
-// post-delete). It holds every sentinel permission itself: the API server lets a user create a
-// ClusterRole only with permissions the user holds cluster-wide ("escalate" cannot be limited
-// to one name on create).
-func HookClusterRules(o nginxmesh.KeepSetOptions) []rbacv1.PolicyRule {
-	rules := SentinelRules(o)
-	rules = append(rules,
-		NamespaceDeleteRule(o),
-		// pre-delete with --delete-namespace: the sentinel's ClusterRole is owned by the
-		// namespace (its UID is needed), so it goes with the namespace, after it.
-		rule(core, "namespaces", []string{"get"}, namespace(o)),
-		// pre-delete: create the sentinel's cluster-scoped RBAC (create cannot be name-limited).
-		rule(rbacG, "clusterroles", []string{"create"}),
-		rule(rbacG, "clusterrolebindings", []string{"create"}),
-		// pre-install: stop a sentinel wherever its namespace is (found from its binding), and
-		// remove its RBAC; setting ownerReferences needs delete on the object too.
-		rule(rbacG, "clusterrolebindings", []string{"get", "delete"}, nginxmesh.SentinelRBAC),
-		rule(batch, "jobs", []string{"patch", "delete"}, nginxmesh.Sentinel),
-		rule(core, "serviceaccounts", []string{"delete"}, nginxmesh.Sentinel),
-		// pre-install: find a driver DaemonSet kept in another namespace (listed with the field
-		// selector metadata.name, so the name limits it).
-		rule(apps, "daemonsets", []string{"list"}, nginxmesh.CSIDriver),
-		// post-install: every schedulable node must list the driver in its CSINode.
-		rule(core, "nodes", []string{"list"}),
-		rule(storage, "csinodes", []string{"list"}),
-	)
+// SentinelNamespaceNeeds is the sentinel's Role in the mesh namespace.
+func SentinelNamespaceNeeds(o nginxmesh.KeepSetOptions, deleteNamespace bool) []Need {
+	d := o.Driver()
+	sent := nginxmesh.SentinelName(d)
+	p := paths(Sentinel)
+	needs := []Need{
+		// Its own Job: the takeover mark, then its own deletion as the last step.
+		need(p, rule(batch, "jobs", []string{"get", "delete"}, sent)),
+		need(p, rule(apps, "daemonsets", []string{"get", "delete"}, nginxmesh.DaemonSetName(d))),
+		need(p, rule(core, "serviceaccounts", []string{"get", "delete"}, nginxmesh.CSIDriver)),
+		// Its own ServiceAccount, Role and RoleBinding are handed to the garbage collector
+		// (owned by its Job).
+		need(p, rule(core, "serviceaccounts", []string{"patch"}, sent)),
+		need(p, rule(rbacG, "roles", []string{"patch"}, sent)),
+		need(p, rule(rbacG, "rolebindings", []string{"patch"}, sent)),
+		{Paths: p, Rule: rule(core, "serviceaccounts", []string{"delete"}, sent), ForAdmission: true},
+		{Paths: p, Rule: rule(rbacG, "roles", []string{"delete"}, sent), ForAdmission: true},
+		{Paths: p, Rule: rule(rbacG, "rolebindings", []string{"delete"}, sent), ForAdmission: true},
+	}
 	if o.OpenShift {
-		// pre-install: the driver's SCC RoleBinding kept in another namespace.
-		rules = append(rules, rule(rbacG, "rolebindings", []string{"delete"}, nginxmesh.SCCRoleName(nginxmesh.CSIDriverSCC)))
+		needs = append(needs, need(p, rule(rbacG, "rolebindings", []string{"get", "delete"}, nginxmesh.SCCRoleName(nginxmesh.CSIDriverSCC))))
+	}
+	if deleteNamespace {
+		// What the namespace holds, before it is deleted (keepset.NamespaceResources; pods
+		// the ClusterRole lists everywhere already).
+		for _, r := range namespaceResources {
+			if r != [2]string{core, "pods"} {
+				needs = append(needs, need(p, rule(r[0], r[1], []string{"list"})))
+			}
+		}
+	}
+	return needs
+}
+
+// namespaceResources mirrors keepset.NamespaceResources (group, resource); a test checks it.
+var namespaceResources = [][2]string{
+	{core, "pods"}, {core, "services"}, {core, "configmaps"}, {core, "secrets"}, {core, "serviceaccounts"},
+	{core, "persistentvolumeclaims"}, {apps, "deployments"}, {apps, "statefulsets"}, {apps, "daemonsets"},
+	{apps, "replicasets"}, {batch, "jobs"}, {batch, "cronjobs"}, {rbacG, "roles"}, {rbacG, "rolebindings"},
+}
+
+// Rules turns needs into normalized rules.
+func Rules(needs []Need) []rbacv1.PolicyRule {
+	rules := make([]rbacv1.PolicyRule, 0, len(needs))
+	for _, n := range needs {
+		rules = append(rules, n.Rule)
 	}
 	return Normalize(rules)
 }
 
-// HookNamespaceRules is the Role of the hook Jobs in the mesh namespace.
+// HookClusterRules is the hook ClusterRole (nginx-mesh-hooks).
+func HookClusterRules(o nginxmesh.KeepSetOptions) []rbacv1.PolicyRule {
+	return Rules(HookClusterNeeds(o))
+}
+
+// HookNamespaceRules is the hook Role in the mesh namespace (nginx-mesh-hooks).
 func HookNamespaceRules(o nginxmesh.KeepSetOptions) []rbacv1.PolicyRule {
-	return Normalize([]rbacv1.PolicyRule{
-		// pre-delete: the sentinel's ServiceAccount and Job; the ServiceAccount is then made
-		// owned by the Job so that the Job's TTL removes both.
-		rule(core, "serviceaccounts", []string{"create"}),
-		rule(core, "serviceaccounts", []string{"patch"}, nginxmesh.Sentinel),
-		rule(batch, "jobs", []string{"create"}),
-		// post-install: readiness of the three workloads, and events naming a failure cause.
-		rule(apps, "statefulsets", []string{"get"}, nginxmesh.SpireServer),
-		rule(apps, "daemonsets", []string{"get"}, nginxmesh.SpireAgent, nginxmesh.CSIDriver),
-		rule(core, "events", []string{"list"}),
-	})
+	return Rules(HookNamespaceNeeds(o))
+}
+
+// SentinelClusterRules is the sentinel's ClusterRole.
+func SentinelClusterRules(o nginxmesh.KeepSetOptions, deleteNamespace bool) []rbacv1.PolicyRule {
+	return Rules(SentinelClusterNeeds(o, deleteNamespace))
+}
+
+// SentinelNamespaceRules is the sentinel's Role in the mesh namespace.
+func SentinelNamespaceRules(o nginxmesh.KeepSetOptions, deleteNamespace bool) []rbacv1.PolicyRule {
+	return Rules(SentinelNamespaceNeeds(o, deleteNamespace))
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/hooks/keepset"
 	rbacv1 "k8s.io/api/rbac/v1"
 )
 
@@ -60,13 +61,11 @@ func TestCoversBothDirections(t *testing.T) {
 func TestRuleSets(t *testing.T) {
 	for _, openshift := range []bool{false, true} {
 		o := nginxmesh.KeepSetOptions{Namespace: "mesh", DriverName: "d.example", SidecarNamespaces: []string{"w1"}, OpenShift: openshift}
-		sentinel := SentinelRules(o)
-		hook := HookClusterRules(o)
-		// The hook creates the sentinel's ClusterRole, so it must hold all of it cluster-wide.
-		if m := Covers(hook, append(slices.Clone(sentinel), NamespaceDeleteRule(o))); len(m) != 0 {
-			t.Errorf("openshift=%v: hook ClusterRole lacks sentinel permissions %v", openshift, m)
+		sets := map[string][]rbacv1.PolicyRule{
+			"hook ClusterRole": HookClusterRules(o), "hook Role": HookNamespaceRules(o),
+			"sentinel ClusterRole": SentinelClusterRules(o, true), "sentinel Role": SentinelNamespaceRules(o, true),
 		}
-		for name, rules := range map[string][]rbacv1.PolicyRule{"sentinel": sentinel, "hook": hook, "role": HookNamespaceRules(o)} {
+		for name, rules := range sets {
 			for _, req := range Expand(rules) {
 				if req.Verb == "*" || req.Resource == "*" || req.Group == "*" {
 					t.Errorf("%s: wildcard in %s", name, req)
@@ -74,22 +73,62 @@ func TestRuleSets(t *testing.T) {
 				if req.Name != "" && req.Verb == "create" {
 					t.Errorf("%s: %s is name-limited but RBAC cannot limit that verb by name", name, req)
 				}
-				if req.Verb == "delete" && req.Name == "" {
+				// Deleting any Job of the mesh namespace is no more than creating one there.
+				if req.Verb == "delete" && req.Name == "" && !(name == "hook Role" && req.Resource == "jobs") {
 					t.Errorf("%s: delete without resourceNames: %s", name, req)
 				}
 				if req.Group == nginxmesh.SCCGroup && !openshift {
 					t.Errorf("%s: SCC rule without OpenShift: %s", name, req)
 				}
+				// No rule lets a hook or the sentinel grant permissions to subjects of its choice.
+				if req.Group == "rbac.authorization.k8s.io" && (req.Verb == "create" || req.Verb == "bind" || req.Verb == "escalate" || req.Verb == "update") {
+					t.Errorf("%s: %s could grant permissions", name, req)
+				}
+				if req.Resource == "namespaces" && req.Verb == "delete" && (name != "sentinel ClusterRole" || req.Name != "mesh") {
+					t.Errorf("%s: %s: only the sentinel deletes a namespace, the mesh's", name, req)
+				}
 			}
 		}
-		if openshift && !Allows(sentinel, Request{Verb: "delete", Group: nginxmesh.SCCGroup, Resource: "securitycontextconstraints", Name: nginxmesh.SidecarSCC}) {
+		if openshift && !Allows(sets["sentinel ClusterRole"], Request{Verb: "delete", Group: nginxmesh.SCCGroup, Resource: "securitycontextconstraints", Name: nginxmesh.SidecarSCC}) {
 			t.Errorf("OpenShift sentinel cannot delete the sidecar SCC")
 		}
-		if !Allows(sentinel, Request{Verb: "delete", Group: "storage.k8s.io", Resource: "csidrivers", Name: "d.example"}) {
+		if !Allows(sets["sentinel ClusterRole"], Request{Verb: "delete", Group: "storage.k8s.io", Resource: "csidrivers", Name: "d.example"}) {
 			t.Errorf("openshift=%v: sentinel cannot delete the CSIDriver named by DriverName", openshift)
 		}
-		if Allows(sentinel, Request{Verb: "delete", Resource: "namespaces", Name: "mesh"}) {
-			t.Errorf("sentinel rules must not delete the namespace unless asked (NamespaceDeleteRule)")
+		if !Allows(sets["sentinel Role"], Request{Verb: "delete", Group: "apps", Resource: "daemonsets", Name: nginxmesh.DaemonSetName("d.example")}) {
+			t.Errorf("the sentinel cannot delete its driver's DaemonSet")
+		}
+		// The namespace-delete rule, and the reads before it, exist only with deleteNamespace.
+		for _, rules := range [][]rbacv1.PolicyRule{SentinelClusterRules(o, false), SentinelNamespaceRules(o, false), HookClusterRules(o), HookNamespaceRules(o)} {
+			if Allows(rules, Request{Verb: "delete", Resource: "namespaces", Name: "mesh"}) || Allows(rules, Request{Verb: "list", Resource: "secrets"}) {
+				t.Errorf("namespace deletion granted without uninstall.deleteNamespace")
+			}
+		}
+	}
+}
+
+// namespaceResources is the RBAC side of keepset.NamespaceResources.
+func TestNamespaceResourcesMirrorKeepset(t *testing.T) {
+	var want [][2]string
+	for _, g := range keepset.NamespaceResources {
+		want = append(want, [2]string{g.Group, g.Resource})
+	}
+	if !slices.Equal(want, namespaceResources) {
+		t.Fatalf("rbac %v\nkeepset %v", namespaceResources, want)
+	}
+}
+
+func TestNeedsNamePaths(t *testing.T) {
+	known := []string{PreInstall, PreUpgrade, PostInstall, PreDelete, Sentinel}
+	o := nginxmesh.KeepSetOptions{OpenShift: true}
+	for _, n := range slices.Concat(HookClusterNeeds(o), HookNamespaceNeeds(o), SentinelClusterNeeds(o, true), SentinelNamespaceNeeds(o, true)) {
+		if len(n.Paths) == 0 {
+			t.Errorf("%v names no code path", n.Rule)
+		}
+		for _, p := range n.Paths {
+			if !slices.Contains(known, p) {
+				t.Errorf("%v: unknown path %q", n.Rule, p)
+			}
 		}
 	}
 }

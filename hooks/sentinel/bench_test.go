@@ -48,7 +48,7 @@ func benchReaction(b *testing.B, unrelated int) {
 		l, _ := test.NewNullLogger()
 		tr := NewTracker(nginxmesh.Injected{})
 		synced := make(chan struct{})
-		s := &Sentinel{C: cl, O: Options{Namespace: ns}, Log: l, T: tr, OnSynced: func() { close(synced) }}
+		s := &Sentinel{Clients: cl, Options: Options{Namespace: ns, RefusalWait: -1}, Log: l, Tracker: tr, OnSynced: func() { close(synced) }}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		inf := NewInformer(cl, tr)

@@ -23,8 +23,9 @@ func TestMain(m *testing.M) { clusterbench.Main(m) }
 
 // BenchmarkClusterReaction measures, on a real apiserver with 20,000 unrelated Pending pods,
 // the time from the last injected pod's deletion (grace period 0) to the driver DaemonSet's
-// DELETED event on a watch (reaction-ms), and to the sentinel's return after deleting the rest
-// of the Kubernetes-profile keep set and its ClusterRole (done-ms). The sentinel runs in
+// DELETED event on a watch (reaction-ms: the CSIDriver's deletion, the 200 ms pause and the fresh
+// re-list of every pod come first), and to the sentinel's return after deleting the rest of the
+// Kubernetes-profile keep set and its ClusterRole (done-ms). The sentinel runs in
 // process with the product's clients and informer. Needs NGINX_MESH_BENCH_KUBECONFIG.
 func BenchmarkClusterReaction(b *testing.B) {
 	env := clusterbench.Connect(b)
@@ -57,17 +58,27 @@ func BenchmarkClusterReaction(b *testing.B) {
 	b.ReportMetric(float64(synced.Milliseconds())/float64(b.N)/1000, "list-sync-s")
 }
 
+var (
+	benchRelease     = clusterbench.NameValue
+	benchDaemonSet   = nginxmesh.DaemonSetName(clusterbench.DriverName)
+	benchClusterRole = nginxmesh.SentinelRBACName(clusterbench.DriverName)
+)
+
 // keepSetObjects creates the Kubernetes-profile keep set of namespace clusterbench.Namespace
 // (a DaemonSet whose nodeSelector matches no node, the bench CSIDriver, the ServiceAccount)
 // and the sentinel's ClusterRole, and returns the DaemonSet's resourceVersion.
 func keepSetObjects(ctx context.Context, env *clusterbench.Env) (string, error) {
 	k := env.Setup
 	ns := clusterbench.Namespace
+	// Owned by a (pretend) release of the bench namespace and kept, as an uninstall leaves them:
+	// the sentinel deletes only such objects.
 	meta := func(name, namespace string) metav1.ObjectMeta {
-		return metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: clusterbench.Labels("")}
+		return metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: clusterbench.Labels(""), Annotations: map[string]string{
+			nginxmesh.ReleaseNameAnnotation: benchRelease, nginxmesh.ReleaseNamespaceAnnotation: ns,
+			nginxmesh.ResourcePolicyAnnotation: nginxmesh.ResourcePolicyKeep}}
 	}
 	sel := map[string]string{"bench.nsm.nginx.com/ds": "driver"}
-	ds := &appsv1.DaemonSet{ObjectMeta: meta(nginxmesh.CSIDriver, ns), Spec: appsv1.DaemonSetSpec{
+	ds := &appsv1.DaemonSet{ObjectMeta: meta(benchDaemonSet, ns), Spec: appsv1.DaemonSetSpec{
 		Selector: &metav1.LabelSelector{MatchLabels: sel},
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: sel}, Spec: corev1.PodSpec{
 			NodeSelector: map[string]string{"bench.nsm.nginx.com/no-such-node": "true"},
@@ -77,7 +88,7 @@ func keepSetObjects(ctx context.Context, env *clusterbench.Env) (string, error) 
 	f := false
 	csi := &storagev1.CSIDriver{ObjectMeta: meta(clusterbench.DriverName, ""), Spec: storagev1.CSIDriverSpec{AttachRequired: &f}}
 	sa := &corev1.ServiceAccount{ObjectMeta: meta(nginxmesh.CSIDriver, ns)}
-	cr := &rbacv1.ClusterRole{ObjectMeta: meta(nginxmesh.SentinelRBAC, "")}
+	cr := &rbacv1.ClusterRole{ObjectMeta: meta(benchClusterRole, "")}
 	if old, err := k.RbacV1().ClusterRoles().Get(ctx, cr.Name, metav1.GetOptions{}); err == nil && old.Labels[clusterbench.NameLabel] != clusterbench.NameValue {
 		return "", fmt.Errorf("ClusterRole %s exists without label %s=%s (an install of nginx-mesh?): the benchmark's sentinel would delete it; use a cluster without nginx-mesh", cr.Name, clusterbench.NameLabel, clusterbench.NameValue)
 	}
@@ -122,7 +133,7 @@ func reactOnce(b *testing.B, env *clusterbench.Env) (reaction, done, synced time
 	log.SetLevel(logrus.WarnLevel)
 	tr := NewTracker(nginxmesh.Injected{DriverName: clusterbench.DriverName})
 	syncedC := make(chan struct{})
-	s := &Sentinel{C: env.C, O: Options{Namespace: ns, DriverName: clusterbench.DriverName}, Log: log, T: tr,
+	s := &Sentinel{Clients: env.C, Options: Options{Namespace: ns, Release: benchRelease, DriverName: clusterbench.DriverName}, Log: log, Tracker: tr,
 		OnSynced: func() { close(syncedC) }}
 	runErr := make(chan error, 1)
 	start := time.Now()
@@ -137,7 +148,7 @@ func reactOnce(b *testing.B, env *clusterbench.Env) (reaction, done, synced time
 		b.Fatalf("the sentinel sees %d pods with the injected marker, want 1 (%s/%s): other injected pods in the cluster?", tr.Len(), ns, last.Name)
 	}
 	w, err := env.Setup.AppsV1().DaemonSets(ns).Watch(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("metadata.name", nginxmesh.CSIDriver).String(), ResourceVersion: rv})
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", benchDaemonSet).String(), ResourceVersion: rv})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -178,8 +189,8 @@ func reactOnce(b *testing.B, env *clusterbench.Env) (reaction, done, synced time
 			_, e := env.Setup.CoreV1().ServiceAccounts(ns).Get(ctx, nginxmesh.CSIDriver, metav1.GetOptions{})
 			return e
 		},
-		"ClusterRole " + nginxmesh.SentinelRBAC: func() error {
-			_, e := env.Setup.RbacV1().ClusterRoles().Get(ctx, nginxmesh.SentinelRBAC, metav1.GetOptions{})
+		"ClusterRole " + benchClusterRole: func() error {
+			_, e := env.Setup.RbacV1().ClusterRoles().Get(ctx, benchClusterRole, metav1.GetOptions{})
 			return e
 		},
 	} {

@@ -1,18 +1,21 @@
-// Package sentinel keeps the CSI driver alive after an uninstall until the last injected pod
-// is gone, then deletes the keep set, then its own RBAC (and, if asked, the mesh namespace).
+// Package sentinel is everything about the csi-driver-sentinel: the Job that keeps a CSI driver
+// alive after an uninstall (or after an upgrade that changed the driver's name) until the last
+// pod using it is gone, then removes the driver unit and, with the namespace's last unit, what
+// the units share, then its own RBAC. This package builds and creates its Job (job.go), runs it
+// (this file), finds and stops it (stop.go), and defines its exit codes.
 //
-// It watches pods through an informer (a list, then a watch that re-lists after an apiserver
-// restart), keeps only the injected pods in memory, and re-evaluates on every event, plus a
-// timer for the moment a finished pod's settle period ends.
+// It watches pods and nodes through informers (a list, then a watch that re-lists after an
+// apiserver restart), keeps only the injected pods in memory, and re-evaluates on every event,
+// plus a timer for the moment a finished pod's settle period ends. Before it deletes the driver
+// it lists every pod again, fresh from the API server (keepset.Remove).
 package sentinel
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
@@ -28,20 +31,40 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// StopAnnotation on the sentinel's Job tells it that a new install took the keep set over:
-// it exits without deleting anything. pre-install and adopt set it before deleting the Job.
+// Exit codes of `nginx-mesh-hooks sentinel` beyond 0 (done, or taken over) and 1 (failure).
+const (
+	// ExitTimeout: --timeout passed with injected pods left; nothing was deleted. The Job's
+	// pod failure policy fails the Job at once on it.
+	ExitTimeout = 4
+	// ExitStopped: a signal stopped it before it finished; the Job runs it again.
+	ExitStopped = 5
+)
+
+// StopAnnotation on the sentinel's Job tells it that a new install took the driver over: it
+// exits without deleting anything. Stop sets it before deleting the Job.
 const StopAnnotation = "sentinel.nsm.nginx.com/handed-over-to"
+
+// JobUIDEnv carries the UID of the sentinel's own Job (downward API, from the pod's
+// batch.kubernetes.io/controller-uid label). With it, a Job that is gone or was replaced means
+// the sentinel was stopped, even if the mark never reached it.
+const JobUIDEnv = "SENTINEL_JOB_UID"
 
 var (
 	// ErrTimeout: --timeout passed with injected pods left; nothing was deleted.
 	ErrTimeout = errors.New("sentinel timeout")
-	// ErrTakenOver: a new install owns the keep set now; nothing (more) was deleted.
-	ErrTakenOver = errors.New("keep set taken over by a new install")
+	// ErrTakenOver: a new install owns the driver now; nothing (more) was deleted.
+	ErrTakenOver = errors.New("driver taken over by a new install")
 	// ErrStopped: a signal (drain, eviction, Job deletion) stopped the sentinel before it
 	// finished. It must not exit 0: the Job would count as complete and never run it again,
 	// leaving the keep set behind. A new pod resumes where this one stopped.
 	ErrStopped = errors.New("sentinel stopped before it finished")
 )
+
+// DefaultRefusalWait is the pause between deleting the CSIDriver and the fresh re-list of pods:
+// kubelet's informer sees the deletion within milliseconds, and a pod created after the re-list
+// needs far longer (scheduling, kubelet's pod worker, its volume manager's 100 ms loops) to reach
+// a mount, so a mount after the re-list is refused.
+const DefaultRefusalWait = 200 * time.Millisecond
 
 // Options of the sentinel.
 type Options struct {
@@ -49,214 +72,116 @@ type Options struct {
 	SidecarNamespaces              []string
 	Settle, Timeout                time.Duration
 	DeleteNamespace                bool
-	ProgressEvery                  time.Duration // how often the pods waited for are logged; default 3m
-	RetryEvery                     time.Duration // wait after a failed deletion round; default 10s
-	Now                            func() time.Time
+	// Retired: the driver was retired by an upgrade that changed csi.driverName or disabled the
+	// driver; only pods with its CSI volume hold it (nginxmesh.Injected.VolumeOnly).
+	Retired bool
+	// JobUID is the UID of the sentinel's Job ("" when run by hand, e.g. cleanup --wait).
+	JobUID        string
+	ProgressEvery time.Duration // how often the pods waited for are logged; default 3m
+	RetryEvery    time.Duration // wait after a failed deletion round; default 10s
+	RefusalWait   time.Duration // see DefaultRefusalWait; negative: none
+	Now           func() time.Time
 }
 
-// Tracker holds the injected pods seen by the informer, stripped to what the rule needs.
-type Tracker struct {
-	Rule nginxmesh.Injected
-	mu   sync.Mutex
-	pods map[types.UID]*corev1.Pod
-	kick chan struct{}
+// Rule is the injected-pod rule of these options (without node readiness).
+func (o Options) Rule() nginxmesh.Injected {
+	return nginxmesh.Injected{DriverName: o.DriverName, Settle: o.Settle, VolumeOnly: o.Retired}
 }
 
-// NewTracker returns an empty tracker.
-func NewTracker(rule nginxmesh.Injected) *Tracker {
-	return &Tracker{Rule: rule, pods: map[types.UID]*corev1.Pod{}, kick: make(chan struct{}, 1)}
+func (o Options) keepSet(openShift bool) nginxmesh.KeepSetOptions {
+	return nginxmesh.KeepSetOptions{Namespace: o.Namespace, DriverName: o.DriverName, SidecarNamespaces: o.SidecarNamespaces, OpenShift: openShift}
 }
 
-// Strip keeps what the injected rule, the settle timer and the progress log read, so that
-// the informer's cache of every pod in the cluster stays small.
-func (t *Tracker) Strip(obj any) (any, error) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
-	}
-	out := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
-		Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID, ResourceVersion: pod.ResourceVersion,
-	}}
-	if !t.Rule.HasMarker(pod) {
-		return out, nil
-	}
-	out.DeletionTimestamp = pod.DeletionTimestamp
-	out.OwnerReferences = pod.OwnerReferences
-	if h := pod.Labels["pod-template-hash"]; h != "" {
-		out.Labels = map[string]string{"pod-template-hash": h}
-	}
-	if v, ok := pod.Annotations[nginxmesh.InjectedAnnotation]; ok {
-		out.Annotations = map[string]string{nginxmesh.InjectedAnnotation: v}
-	}
-	for _, v := range pod.Spec.Volumes {
-		if v.CSI != nil {
-			out.Spec.Volumes = append(out.Spec.Volumes, v)
-		}
-	}
-	out.Status.Phase = pod.Status.Phase
-	out.Status.ContainerStatuses = pod.Status.ContainerStatuses
-	out.Status.InitContainerStatuses = pod.Status.InitContainerStatuses
-	out.Status.EphemeralContainerStatuses = pod.Status.EphemeralContainerStatuses
-	return out, nil
+func (o Options) claim() keepset.Claim {
+	return keepset.Claim{Release: o.Release, Namespace: o.Namespace, Kept: true}
 }
 
-// Observe records a pod added or updated.
-func (t *Tracker) Observe(obj any) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return
-	}
-	t.mu.Lock()
-	if t.Rule.HasMarker(pod) {
-		t.pods[pod.UID] = pod
-	} else {
-		delete(t.pods, pod.UID)
-	}
-	t.mu.Unlock()
-	t.Kick()
+// daemonSetState is what the sentinel remembers of the driver DaemonSet to notice a new
+// install: Helm re-creates, re-annotates or updates it, and every new revision rewrites
+// nginxmesh.RevisionAnnotation on its metadata.
+type daemonSetState struct {
+	Present          bool
+	UID              types.UID
+	Generation       int64
+	Release, RelNS   string
+	Revision         string
+	ManagedBy, Chart string
 }
 
-// Forget records a pod deleted.
-func (t *Tracker) Forget(obj any) {
-	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = d.Obj
-	}
-	if pod, ok := obj.(*corev1.Pod); ok {
-		t.mu.Lock()
-		delete(t.pods, pod.UID)
-		t.mu.Unlock()
-	}
-	t.Kick()
-}
-
-// Len is how many pods with the marker the tracker holds (counting or not).
-func (t *Tracker) Len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.pods)
-}
-
-// Kick asks the main loop to evaluate again.
-func (t *Tracker) Kick() {
-	select {
-	case t.kick <- struct{}{}:
-	default:
-	}
-}
-
-// Waiting returns the pods that count as injected at now, sorted, and the earliest later
-// time at which one of them stops counting (zero when no finished pod is waiting).
-func (t *Tracker) Waiting(now time.Time) (pods []*corev1.Pod, wake time.Time) {
-	settle := t.Rule.Settle
-	if settle <= 0 {
-		settle = nginxmesh.DefaultSettle
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, p := range t.pods {
-		if !t.Rule.Counts(p, now) {
-			continue
-		}
-		pods = append(pods, p)
-		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-			if f, ok := nginxmesh.FinishedAt(p); ok {
-				if end := f.Add(settle); wake.IsZero() || end.Before(wake) {
-					wake = end
-				}
-			}
-		}
-	}
-	sort.Slice(pods, func(i, j int) bool {
-		if pods[i].Namespace != pods[j].Namespace {
-			return pods[i].Namespace < pods[j].Namespace
-		}
-		return pods[i].Name < pods[j].Name
-	})
-	return pods, wake
-}
-
-// Describe names pods with their top owner, for logs (at most max, then "and N more").
-func Describe(pods []*corev1.Pod, max int) []string {
-	var out []string
-	for i, p := range pods {
-		if i == max {
-			out = append(out, fmt.Sprintf("and %d more", len(pods)-max))
-			break
-		}
-		kind, name := nginxmesh.TopOwner(p)
-		out = append(out, fmt.Sprintf("%s/%s (%s %s)", p.Namespace, p.Name, kind, name))
-	}
-	return out
-}
-
-// dsState is what the sentinel remembers of the driver DaemonSet to notice a new install.
-type dsState struct {
-	present           bool
-	uid               types.UID
-	generation        int64
-	release, relNS    string
-	managedBy, chartL string
-}
-
-func (d dsState) String() string {
-	if !d.present {
+func (d daemonSetState) String() string {
+	if !d.Present {
 		return "absent"
 	}
-	return fmt.Sprintf("uid=%s generation=%d release=%s/%s", d.uid, d.generation, d.relNS, d.release)
+	return fmt.Sprintf("uid=%s generation=%d release=%s/%s revision=%s", d.UID, d.Generation, d.RelNS, d.Release, d.Revision)
 }
 
 // Sentinel is one run.
 type Sentinel struct {
-	C   *kube.Clients
-	O   Options
-	Log logrus.FieldLogger
-	T   *Tracker
-	// OnSynced, when set, is called once the informer has listed every pod (tests, benchmarks).
+	Clients *kube.Clients
+	Options Options
+	Log     logrus.FieldLogger
+	Tracker *Tracker
+	// OnSynced, when set, is called once the informers have listed everything (tests, benchmarks).
 	OnSynced func()
 
-	baseline dsState
+	baseline daemonSetState
 }
 
-func (s *Sentinel) keepSet() nginxmesh.KeepSetOptions {
-	return nginxmesh.KeepSetOptions{Namespace: s.O.Namespace, DriverName: s.O.DriverName, SidecarNamespaces: s.O.SidecarNamespaces, OpenShift: s.C.OpenShift}
+func (s *Sentinel) daemonSetRef() nginxmesh.Ref {
+	return nginxmesh.Ref{Kind: nginxmesh.KindDaemonSet, Namespace: s.Options.Namespace, Name: nginxmesh.DaemonSetName(s.Options.DriverName)}
 }
 
-func (s *Sentinel) daemonSet(ctx context.Context) (dsState, error) {
-	var st dsState
-	err := kube.Retry(ctx, "get DaemonSet "+s.O.Namespace+"/"+nginxmesh.CSIDriver, func(ctx context.Context) error {
-		ds, err := s.C.Kube.AppsV1().DaemonSets(s.O.Namespace).Get(ctx, nginxmesh.CSIDriver, metav1.GetOptions{})
+func (s *Sentinel) jobRef() nginxmesh.Ref {
+	return nginxmesh.Ref{Kind: nginxmesh.KindJob, Namespace: s.Options.Namespace, Name: nginxmesh.SentinelName(s.Options.DriverName)}
+}
+
+func (s *Sentinel) daemonSet(ctx context.Context) (daemonSetState, error) {
+	var st daemonSetState
+	r := s.daemonSetRef()
+	err := kube.Retry(ctx, "get "+r.String(), func(ctx context.Context) error {
+		ds, err := s.Clients.Kube.AppsV1().DaemonSets(r.Namespace).Get(ctx, r.Name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		st = dsState{present: true, uid: ds.UID, generation: ds.Generation,
-			release: ds.Annotations[nginxmesh.ReleaseNameAnnotation], relNS: ds.Annotations[nginxmesh.ReleaseNamespaceAnnotation],
-			managedBy: ds.Labels[nginxmesh.ManagedByLabel], chartL: ds.Labels["helm.sh/chart"]}
+		st = daemonSetState{Present: true, UID: ds.UID, Generation: ds.Generation,
+			Release: ds.Annotations[nginxmesh.ReleaseNameAnnotation], RelNS: ds.Annotations[nginxmesh.ReleaseNamespaceAnnotation],
+			Revision:  ds.Annotations[nginxmesh.RevisionAnnotation],
+			ManagedBy: ds.Labels[nginxmesh.ManagedByLabel], Chart: ds.Labels["helm.sh/chart"]}
 		return nil
 	})
 	if apierrors.IsNotFound(err) {
-		return dsState{}, nil
+		return daemonSetState{}, nil
 	}
 	return st, err
 }
 
-// takenOver tells whether a new install owns the keep set: the Job was marked (or is being
-// deleted) by pre-install/adopt, or the driver DaemonSet changed since the sentinel started
-// (re-created, re-annotated by adopt/--take-ownership, or updated by a new release).
+// takenOver tells whether the sentinel must stop without deleting: its Job was marked, is
+// being deleted, is gone or was replaced (pre-install, pre-upgrade, pre-rollback, adopt,
+// cleanup), or the driver DaemonSet changed since the sentinel started (re-created,
+// re-annotated by adopt or --take-ownership, or updated by any new Helm revision).
 func (s *Sentinel) takenOver(ctx context.Context) (string, error) {
 	var reason string
-	err := kube.Retry(ctx, "get Job "+s.O.Namespace+"/"+nginxmesh.Sentinel, func(ctx context.Context) error {
-		job, err := s.C.Kube.BatchV1().Jobs(s.O.Namespace).Get(ctx, nginxmesh.Sentinel, metav1.GetOptions{})
+	r := s.jobRef()
+	err := kube.Retry(ctx, "get "+r.String(), func(ctx context.Context) error {
+		job, err := s.Clients.Kube.BatchV1().Jobs(r.Namespace).Get(ctx, r.Name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		if v, ok := job.Annotations[StopAnnotation]; ok {
+		switch v, marked := job.Annotations[StopAnnotation]; {
+		case marked:
 			reason = "the sentinel Job is marked " + StopAnnotation + "=" + v
-		} else if job.DeletionTimestamp != nil {
+		case job.DeletionTimestamp != nil:
 			reason = "the sentinel Job is being deleted"
+		case s.Options.JobUID != "" && string(job.UID) != s.Options.JobUID:
+			reason = "the sentinel Job was replaced (uid " + string(job.UID) + ")"
 		}
 		return nil
 	})
-	if err != nil && !apierrors.IsNotFound(err) { // no Job: run by hand, nothing to read
+	switch {
+	case apierrors.IsNotFound(err) && s.Options.JobUID != "":
+		return "the sentinel Job is gone", nil
+	case apierrors.IsNotFound(err): // run by hand: no Job to read
+	case err != nil:
 		return "", err
 	}
 	if reason != "" {
@@ -266,8 +191,8 @@ func (s *Sentinel) takenOver(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if now != s.baseline && now.present {
-		return fmt.Sprintf("the DaemonSet %s/%s changed: was %s, now %s", s.O.Namespace, nginxmesh.CSIDriver, s.baseline, now), nil
+	if now != s.baseline && now.Present {
+		return fmt.Sprintf("the DaemonSet %s changed: was %s, now %s", s.daemonSetRef(), s.baseline, now), nil
 	}
 	return "", nil
 }
@@ -275,22 +200,25 @@ func (s *Sentinel) takenOver(ctx context.Context) (string, error) {
 // Run waits, then deletes. It returns nil when done, ErrStopped when its context ended first
 // (what is already deleted stays deleted; a restart resumes), ErrTakenOver, or ErrTimeout with
 // the pods still waited for.
-func (s *Sentinel) Run(ctx context.Context, informer cache.SharedIndexInformer) error {
-	if s.O.Now == nil {
-		s.O.Now = time.Now
+func (s *Sentinel) Run(ctx context.Context, pods cache.SharedIndexInformer) error {
+	o := &s.Options
+	if o.Now == nil {
+		o.Now = time.Now
 	}
-	if s.O.ProgressEvery <= 0 {
-		s.O.ProgressEvery = 3 * time.Minute
+	if o.ProgressEvery <= 0 {
+		o.ProgressEvery = 3 * time.Minute
 	}
-	if s.O.RetryEvery <= 0 {
-		s.O.RetryEvery = 10 * time.Second
+	if o.RetryEvery <= 0 {
+		o.RetryEvery = 10 * time.Second
 	}
-	o := s.O
+	if o.RefusalWait == 0 {
+		o.RefusalWait = DefaultRefusalWait
+	}
 	var err error
 	if s.baseline, err = s.daemonSet(ctx); err != nil {
 		return fmt.Errorf("read the driver DaemonSet: %w", err)
 	}
-	s.Log.WithField("daemonset", s.baseline.String()).Info("sentinel started")
+	s.Log.WithFields(logrus.Fields{"daemonset": s.baseline.String(), "driver": o.Rule().DriverName, "retired": o.Retired}).Info("sentinel started")
 	if reason, err := s.takenOver(ctx); err != nil {
 		return err
 	} else if reason != "" {
@@ -298,29 +226,31 @@ func (s *Sentinel) Run(ctx context.Context, informer cache.SharedIndexInformer) 
 		return ErrTakenOver
 	}
 
-	reg, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    s.T.Observe,
-		UpdateFunc: func(_, n any) { s.T.Observe(n) },
-		DeleteFunc: s.T.Forget,
-	})
+	handlers := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { s.Tracker.Observe(obj) },
+		UpdateFunc: func(_, n any) { s.Tracker.Observe(n) },
+		DeleteFunc: s.Tracker.Forget,
+	}
+	podsReg, err := pods.AddEventHandler(handlers)
 	if err != nil {
 		return err
 	}
-	ictx, stopInformer := context.WithCancel(ctx)
-	defer stopInformer()
-	go informer.RunWithContext(ictx)
-	// Wait until the tracker itself has seen every listed pod (not only the informer's
-	// store): deciding on a half-filled tracker could delete the driver under a pod.
-	// (cache.WaitForCacheSync polls only every 100 ms.)
-	for !reg.HasSynced() {
-		select {
-		case <-ctx.Done():
-			s.Log.Info("stopped before the pod list completed; nothing deleted")
-			return ErrStopped
-		case <-time.After(5 * time.Millisecond):
-		}
+	nodes := NewNodeInformer(s.Clients, s.Tracker)
+	nodesReg, err := nodes.AddEventHandler(handlers)
+	if err != nil {
+		return err
 	}
-	s.Log.WithField("injected_seen", s.T.Len()).Info("pod list complete; watching")
+	ictx, stopInformers := context.WithCancel(ctx)
+	defer stopInformers()
+	go pods.RunWithContext(ictx)
+	go nodes.RunWithContext(ictx)
+	// Wait until the tracker itself has seen every listed pod and node (not only the
+	// informers' stores): deciding on a half-filled tracker could delete the driver under a pod.
+	if !cache.WaitFor(ctx, "", podsReg.HasSyncedChecker(), nodesReg.HasSyncedChecker()) {
+		s.Log.Info("stopped before the pod list completed; nothing deleted")
+		return ErrStopped
+	}
+	s.Log.WithField("injected_seen", s.Tracker.Len()).Info("pod list complete; watching")
 	if s.OnSynced != nil {
 		s.OnSynced()
 	}
@@ -340,16 +270,19 @@ func (s *Sentinel) Run(ctx context.Context, informer cache.SharedIndexInformer) 
 	retry.Stop()
 	defer retry.Stop()
 
-	backoff := false // after a failed deletion, wait for the retry timer, not the next pod event
+	backoff := false // after a failed round, wait for the retry timer, not the next pod event
 	for {
-		pods, wake := s.T.Waiting(o.Now())
+		pods, wake := s.Tracker.Waiting(o.Now())
 		if len(pods) == 0 && !backoff {
 			err := s.finish(ctx)
 			switch {
 			case err == nil, errors.Is(err, ErrTakenOver):
 				return err
-			case errors.Is(err, errPodsAgain):
-				s.Log.Info("an injected pod appeared during the deletions; waiting again")
+			case errors.Is(err, keepset.ErrPodsAppeared), errors.Is(err, errPodsAgain):
+				// The re-list saw a pod the watch has not delivered yet: wait for it.
+				s.Log.WithError(err).Info("an injected pod appeared during the deletions; waiting again")
+				backoff = true
+				retry.Reset(time.Second)
 			case ctx.Err() != nil:
 				s.Log.Info("stopped during the deletions; a restart resumes them")
 				return ErrStopped
@@ -366,7 +299,7 @@ func (s *Sentinel) Run(ctx context.Context, informer cache.SharedIndexInformer) 
 		case <-ctx.Done():
 			s.Log.Info("stopped; nothing deleted")
 			return ErrStopped
-		case <-s.T.kick:
+		case <-s.Tracker.kick:
 		case <-settle.C:
 		case <-retry.C:
 			backoff = false
@@ -377,7 +310,7 @@ func (s *Sentinel) Run(ctx context.Context, informer cache.SharedIndexInformer) 
 				return ErrTakenOver
 			}
 		case <-deadline:
-			pods, _ := s.T.Waiting(o.Now())
+			pods, _ := s.Tracker.Waiting(o.Now())
 			if len(pods) == 0 {
 				continue
 			}
@@ -390,11 +323,13 @@ func (s *Sentinel) Run(ctx context.Context, informer cache.SharedIndexInformer) 
 
 var errPodsAgain = errors.New("injected pods again")
 
-// finish deletes the keep set, then the sentinel's RBAC (and the namespace), checking before
-// every step that no new install took over and no injected pod appeared.
+// finish removes the driver unit (keepset.Remove: CSIDriver, fresh re-list, DaemonSet, and
+// with the namespace's last unit the shared grants, SCCs and ServiceAccount), checking before
+// every step that no new install took over and no injected pod appeared; then the namespace
+// (if asked and it holds nothing else) and the sentinel's own RBAC.
 func (s *Sentinel) finish(ctx context.Context) error {
 	before := func(ctx context.Context, _ nginxmesh.Ref) error {
-		if pods, _ := s.T.Waiting(s.O.Now()); len(pods) > 0 {
+		if pods, _ := s.Tracker.Waiting(s.Options.Now()); len(pods) > 0 {
 			return errPodsAgain
 		}
 		reason, err := s.takenOver(ctx)
@@ -406,52 +341,152 @@ func (s *Sentinel) finish(ctx context.Context) error {
 		}
 		return nil
 	}
-	refs := nginxmesh.KeepSet(s.keepSet())
-	if _, err := keepset.DeleteAll(ctx, s.C, refs, before, s.Log); err != nil {
+	rule := s.Options.Rule()
+	rule.Nodes = nil // the re-list reads the nodes fresh too
+	_, err := keepset.Remove(ctx, s.Clients, keepset.RemoveOptions{
+		Keep: s.Options.keepSet(s.Clients.OpenShift), Claim: s.Options.claim(), Rule: rule, Now: s.Options.Now,
+		Before: before, RefusalWait: max(s.Options.RefusalWait, 0),
+	}, s.Log)
+	if err != nil {
 		if errors.Is(err, ErrTakenOver) {
 			s.Log.WithError(err).Info("a new install took over; exiting without deleting anything more")
 		}
 		return err
 	}
-	s.Log.Info("keep set deleted")
-	return s.deleteSelf(ctx)
+	s.Log.Info("driver unit deleted")
+	return s.removeSelf(ctx)
 }
 
-// deleteSelf removes the sentinel's RBAC: its ClusterRole owns its ClusterRoleBinding, so one
-// delete removes both. With --delete-namespace the namespace goes first and the garbage
-// collector removes the ClusterRole (owned by the namespace); the explicit delete after it
-// is a fallback that may already lack the permission.
-func (s *Sentinel) deleteSelf(ctx context.Context) error {
-	self := nginxmesh.Ref{Kind: nginxmesh.KindClusterRole, Name: nginxmesh.SentinelRBAC}
-	if s.O.DeleteNamespace {
-		ns := nginxmesh.Ref{Kind: keepset.KindNamespace, Name: s.O.Namespace}
-		if _, err := keepset.DeleteAll(ctx, s.C, []nginxmesh.Ref{ns}, nil, s.Log); err != nil {
+// removeSelf removes the mesh namespace (if asked, and if it holds nothing but the mesh's
+// objects) and the sentinel's own RBAC, which the chart rendered and kept. Deleting a
+// binding or role it acts through would cut its own permissions half-way, so in a Job it
+// hands them to the garbage collector: its ServiceAccount, Role and RoleBinding become owned by
+// its Job, its ClusterRoleBinding by its ClusterRole; then it deletes the ClusterRole and last
+// its own Job.
+func (s *Sentinel) removeSelf(ctx context.Context) error {
+	o := s.Options
+	ks := o.keepSet(s.Clients.OpenShift)
+	self := nginxmesh.SentinelObjects(ks)
+	crb, cr := self[0], self[1]
+	nsDeleted := false
+	if o.DeleteNamespace {
+		foreign, err := keepset.NamespaceContents(ctx, s.Clients, o.Namespace, o.Release)
+		switch {
+		case err != nil:
+			s.Log.WithError(err).Warn("cannot tell what the namespace holds; leaving it")
+		case len(foreign) > 0:
+			s.Log.WithFields(logrus.Fields{"namespace": o.Namespace, "objects": foreign}).
+				Warn("not deleting the namespace: it holds objects that are not the mesh's; delete it yourself once they are moved")
+		default:
+			nsDeleted = true
+		}
+	}
+	if o.JobUID == "" {
+		// Run by hand (cleanup --wait): the caller's own rights; delete in order.
+		if nsDeleted {
+			if err := s.deleteNamespace(ctx); err != nil {
+				return err
+			}
+		}
+		if err := keepset.DeleteAll(ctx, s.Clients, self, o.claim(), nil, s.Log); err != nil {
 			return err
 		}
-		if err := keepset.Delete(ctx, s.C, self, nil); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err) && !apierrors.IsUnauthorized(err) {
-			s.Log.WithError(err).Info("ClusterRole " + self.Name + " is left to the garbage collector")
-		}
-		s.Log.Info("done: keep set and namespace deleted")
+		s.Log.Info("done: driver unit and sentinel RBAC deleted")
 		return nil
 	}
-	if _, err := keepset.DeleteAll(ctx, s.C, []nginxmesh.Ref{self}, nil, s.Log); err != nil {
+	job := s.jobRef()
+	owned := func(kind, apiVersion, name string, uid types.UID) []byte {
+		b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"ownerReferences": []metav1.OwnerReference{{
+			APIVersion: apiVersion, Kind: kind, Name: name, UID: uid}}}})
+		return b
+	}
+	patch := func(r nginxmesh.Ref, p []byte) error {
+		err := kube.Retry(ctx, "set the owner of "+r.String(), func(ctx context.Context) error { return keepset.Patch(ctx, s.Clients, r, p) })
+		return kube.IgnoreNotFound(err)
+	}
+	if !nsDeleted {
+		toJob := owned("Job", "batch/v1", job.Name, types.UID(o.JobUID))
+		for _, r := range self[2:] { // RoleBinding, Role, ServiceAccount
+			if err := patch(r, toJob); err != nil {
+				return err
+			}
+		}
+	}
+	var crUID types.UID
+	err := kube.Retry(ctx, "get "+cr.String(), func(ctx context.Context) error {
+		m, err := keepset.Get(ctx, s.Clients, cr)
+		if err == nil {
+			crUID = m.GetUID()
+		}
+		return err
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
-	s.Log.Info("done: keep set and sentinel RBAC deleted")
+	if crUID != "" {
+		if err := patch(crb, owned("ClusterRole", "rbac.authorization.k8s.io/v1", cr.Name, crUID)); err != nil {
+			return err
+		}
+	}
+	if nsDeleted {
+		if err := s.deleteNamespace(ctx); err != nil {
+			return err
+		}
+	}
+	// The last calls: after the ClusterRole, only the Role (in the namespace) still grants.
+	if err := keepset.DeleteAll(ctx, s.Clients, []nginxmesh.Ref{cr}, o.claim(), nil, s.Log); err != nil {
+		return err
+	}
+	s.Log.Info("done: driver unit and sentinel RBAC deleted; deleting its own Job")
+	if nsDeleted {
+		return nil
+	}
+	uid := types.UID(o.JobUID)
+	err = kube.Retry(ctx, "delete "+job.String(), func(ctx context.Context) error {
+		return keepset.Delete(ctx, s.Clients, job, metav1.DeletePropagationBackground, &metav1.Preconditions{UID: &uid})
+	})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		s.Log.WithError(err).Warn("cannot delete its own Job; its ttlSecondsAfterFinished removes it")
+	}
+	return nil
+}
+
+// deleteNamespace deletes the mesh namespace (its contents were checked): everything in it
+// goes with it, the sentinel's Job and namespaced RBAC included.
+func (s *Sentinel) deleteNamespace(ctx context.Context) error {
+	r := nginxmesh.Ref{Kind: nginxmesh.KindNamespace, Name: s.Options.Namespace}
+	err := kube.Retry(ctx, "delete "+r.String(), func(ctx context.Context) error {
+		return keepset.Delete(ctx, s.Clients, r, metav1.DeletePropagationBackground, nil)
+	})
+	if kube.IgnoreNotFound(err) != nil {
+		return err
+	}
+	s.Log.WithField("object", r.String()).Info("deleted")
 	return nil
 }
 
 // NewInformer watches pods in all namespaces, stripped by the tracker.
 func NewInformer(c *kube.Clients, t *Tracker) cache.SharedIndexInformer {
 	pods := c.Kube.CoreV1().Pods(metav1.NamespaceAll)
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return pods.List(ctx, o) },
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return pods.Watch(ctx, o)
-		},
-	}
+	return newInformer(c, t, &corev1.Pod{},
+		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return pods.List(ctx, o) },
+		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return pods.Watch(ctx, o) })
+}
+
+// NewNodeInformer watches nodes (their Ready condition), stripped by the tracker.
+func NewNodeInformer(c *kube.Clients, t *Tracker) cache.SharedIndexInformer {
+	nodes := c.Kube.CoreV1().Nodes()
+	return newInformer(c, t, &corev1.Node{},
+		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return nodes.List(ctx, o) },
+		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return nodes.Watch(ctx, o) })
+}
+
+func newInformer(c *kube.Clients, t *Tracker, obj runtime.Object,
+	list func(context.Context, metav1.ListOptions) (runtime.Object, error),
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) cache.SharedIndexInformer {
+	lw := &cache.ListWatch{ListWithContextFunc: list, WatchFuncWithContext: watchFn}
 	// The client tells the reflector whether it can stream the initial list (fakes cannot).
-	inf := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, c.Kube), &corev1.Pod{}, 0, cache.Indexers{})
+	inf := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, c.Kube), obj, 0, cache.Indexers{})
 	_ = inf.SetTransform(t.Strip)
 	return inf
 }

@@ -11,6 +11,7 @@ import (
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/hooks/internal/fakes"
+	"github.com/nginx-mesh/nginx-mesh/hooks/keepset"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"github.com/nginx-mesh/nginx-mesh/hooks/rbac"
 	securityv1 "github.com/openshift/api/security/v1"
@@ -77,43 +78,63 @@ type env struct {
 	ks    nginxmesh.KeepSetOptions
 }
 
+const jobUID = "uid-sentinel-job"
+
 func newEnv(t *testing.T, openshift bool, deleteNS bool, extra ...runtime.Object) *env {
 	ks := nginxmesh.KeepSetOptions{Namespace: ns, SidecarNamespaces: []string{"app"}, OpenShift: openshift}
 	kobjs, sobjs := fakes.KeepSet(ks, "r1")
 	kobjs = append(kobjs,
-		&batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: ns}},
+		&batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: ns, UID: jobUID, Labels: Labels("")}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
+			{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(time.Now().Add(-time.Hour))}}}},
 	)
 	cl, k, s := fakes.Clients(openshift, append(kobjs, extra...), sobjs...)
-	rules := rbac.SentinelRules(ks)
-	if deleteNS {
-		rules = append(rules, rbac.NamespaceDeleteRule(ks))
-	}
-	g := &fakes.Guard{Cluster: rules, MeshNS: ns}
+	g := &fakes.Guard{Cluster: rbac.SentinelClusterRules(ks, deleteNS), Namespace: rbac.SentinelNamespaceRules(ks, deleteNS), MeshNS: ns}
 	g.Install(k, s)
 	return &env{cl: cl, k: k, scc: s, guard: g, ks: ks}
 }
 
 func (e *env) start(t *testing.T, o Options) (chan error, context.CancelFunc) {
-	o.Namespace, o.SidecarNamespaces = ns, e.ks.SidecarNamespaces
+	o.Namespace, o.Release, o.SidecarNamespaces = ns, "r1", e.ks.SidecarNamespaces
 	if o.Settle == 0 {
 		o.Settle = 30 * time.Second
 	}
+	if o.JobUID == "" {
+		o.JobUID = jobUID
+	}
+	if o.RefusalWait == 0 {
+		o.RefusalWait = -1
+	}
 	l, _ := test.NewNullLogger()
-	tr := NewTracker(nginxmesh.Injected{Settle: o.Settle})
-	s := &Sentinel{C: e.cl, O: o, Log: l, T: tr}
+	tr := NewTracker(o.Rule())
+	s := &Sentinel{Clients: e.cl, Options: o, Log: l, Tracker: tr}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx, NewInformer(e.cl, tr)) }()
 	return done, cancel
 }
 
-// deletions lists the objects deleted, in order, as "Kind-ish resource ns/name".
+// deletions lists the objects deleted, in order, as "resource ns/name".
 func (e *env) deletions() []string {
 	var out []string
 	for _, a := range e.k.Actions() {
 		if d, ok := a.(k8stesting.DeleteAction); ok {
 			out = append(out, a.GetResource().Resource+" "+a.GetNamespace()+"/"+d.GetName())
+		}
+	}
+	return out
+}
+
+// sccDeletions lists the SCCs deleted.
+func (e *env) sccDeletions() []string {
+	var out []string
+	if e.scc == nil {
+		return nil
+	}
+	for _, a := range e.scc.Actions() {
+		if d, ok := a.(k8stesting.DeleteAction); ok {
+			out = append(out, d.GetName())
 		}
 	}
 	return out
@@ -195,10 +216,10 @@ func TestDeletesAfterLastPod(t *testing.T) {
 			if err := wait(t, done); err != nil {
 				t.Fatal(err)
 			}
-			var want []string
 			res := map[nginxmesh.Kind]string{nginxmesh.KindDaemonSet: "daemonsets", nginxmesh.KindCSIDriver: "csidrivers", nginxmesh.KindRoleBinding: "rolebindings",
-				nginxmesh.KindClusterRole: "clusterroles", nginxmesh.KindSCC: "securitycontextconstraints", nginxmesh.KindServiceAccount: "serviceaccounts"}
-			for _, r := range nginxmesh.KeepSet(e.ks) {
+				nginxmesh.KindClusterRole: "clusterroles", nginxmesh.KindServiceAccount: "serviceaccounts"}
+			var want []string
+			for _, r := range slices.Concat(nginxmesh.DriverUnit(e.ks), nginxmesh.Shared(e.ks)) {
 				if r.Kind != nginxmesh.KindSCC { // SCC deletions go to the OpenShift fake
 					want = append(want, res[r.Kind]+" "+r.Namespace+"/"+r.Name)
 				}
@@ -206,12 +227,35 @@ func TestDeletesAfterLastPod(t *testing.T) {
 			if c.deleteNS {
 				want = append(want, "namespaces /"+ns)
 			}
+			// its own RBAC: handed to the garbage collector, then its ClusterRole, then its Job
 			want = append(want, "clusterroles /"+nginxmesh.SentinelRBAC)
+			if !c.deleteNS {
+				want = append(want, "jobs "+ns+"/"+nginxmesh.Sentinel)
+			}
 			if got := e.deletions(); !slices.Equal(got, want) {
 				t.Fatalf("deletions\n got %v\nwant %v", got, want)
 			}
+			if c.openshift && !slices.Equal(e.sccDeletions(), []string{nginxmesh.CSIDriverSCC, nginxmesh.SidecarSCC}) {
+				t.Errorf("SCC deletions %v", e.sccDeletions())
+			}
 			if d := e.guard.Denied(); len(d) > 0 {
 				t.Errorf("calls the sentinel RBAC does not allow: %v", d)
+			}
+			if d := e.guard.NoPropagation(); len(d) > 0 {
+				t.Errorf("deletions without a propagation policy: %v", d)
+			}
+			// Its ServiceAccount, Role and RoleBinding go with its Job; its binding with its role.
+			if !c.deleteNS {
+				for _, r := range nginxmesh.SentinelObjects(e.ks)[2:] {
+					m, err := keepset.Get(context.Background(), e.cl, r)
+					if err != nil || len(m.GetOwnerReferences()) != 1 || m.GetOwnerReferences()[0].UID != jobUID {
+						t.Errorf("%s not owned by its Job: %v %v", r, err, m)
+					}
+				}
+			}
+			crb, err := e.k.RbacV1().ClusterRoleBindings().Get(context.Background(), nginxmesh.SentinelRBAC, metav1.GetOptions{})
+			if err != nil || len(crb.OwnerReferences) != 1 || crb.OwnerReferences[0].Kind != "ClusterRole" {
+				t.Errorf("ClusterRoleBinding not owned by its ClusterRole: %v %v", err, crb)
 			}
 		})
 	}
@@ -227,6 +271,23 @@ func TestReinstallDuringWait(t *testing.T) {
 		}},
 		{"adopt re-annotates the DaemonSet", func(t *testing.T, e *env) {
 			annotate(t, e.k, gvrDS, nginxmesh.CSIDriver, nginxmesh.ReleaseNameAnnotation, "r2")
+		}},
+		// Issue 8 item 6: `helm rollback` after `uninstall --keep-history` renders the same
+		// release, name and spec; only its revision is new.
+		{"a rollback renders a new revision", func(t *testing.T, e *env) {
+			annotate(t, e.k, gvrDS, nginxmesh.CSIDriver, nginxmesh.RevisionAnnotation, "3")
+		}},
+		// Issue 8 item 11: the Job was deleted (pre-install, cleanup) but the mark never reached
+		// the sentinel's pod.
+		{"its Job is gone", func(t *testing.T, e *env) {
+			if err := e.k.Tracker().Delete(gvrJob, ns, nginxmesh.Sentinel); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"its Job was replaced", func(t *testing.T, e *env) {
+			if err := e.k.Tracker().Update(gvrJob, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: ns, UID: "other"}}, ns); err != nil {
+				t.Fatal(err)
+			}
 		}},
 	}
 	for _, c := range cases {
@@ -257,7 +318,7 @@ func TestDaemonSetRecreatedByNewInstall(t *testing.T) {
 	defer cancel()
 	synced(t, e.k)
 	kobjs, _ := fakes.KeepSet(e.ks, "r2")
-	if err := e.k.Tracker().Create(gvrDS, kobjs[0], ns); err != nil {
+	if err := e.k.Tracker().Create(gvrDS, kobjs[1], ns); err != nil {
 		t.Fatal(err)
 	}
 	deletePod(t, e.k, pod)
@@ -267,7 +328,7 @@ func TestDaemonSetRecreatedByNewInstall(t *testing.T) {
 }
 
 func TestRestartHalfway(t *testing.T) {
-	// A sentinel killed after deleting the DaemonSet, the CSIDriver and one RoleBinding:
+	// A sentinel killed after deleting the CSIDriver, the DaemonSet and one RoleBinding:
 	// the new pod finds them gone and finishes the rest.
 	e := newEnv(t, true, false)
 	tr := e.k.Tracker()
@@ -303,7 +364,7 @@ func TestSettleTimer(t *testing.T) {
 	if err := wait(t, done); err != nil {
 		t.Fatal(err)
 	}
-	if d := e.deletions(); len(d) == 0 || d[0] != "daemonsets mesh/"+nginxmesh.CSIDriver {
+	if d := e.deletions(); len(d) < 2 || d[1] != "daemonsets mesh/"+nginxmesh.CSIDriver {
 		t.Fatalf("deletions %v", d)
 	}
 }
@@ -381,7 +442,7 @@ func TestApiserverRestart(t *testing.T) {
 	synced := make(chan struct{})
 	l, _ := test.NewNullLogger()
 	tr := NewTracker(nginxmesh.Injected{Settle: time.Second})
-	s := &Sentinel{C: e.cl, O: Options{Namespace: ns}, Log: l, T: tr, OnSynced: func() { close(synced) }}
+	s := &Sentinel{Clients: e.cl, Options: Options{Namespace: ns, Release: "r1", JobUID: jobUID, RefusalWait: -1}, Log: l, Tracker: tr, OnSynced: func() { close(synced) }}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -395,7 +456,7 @@ func TestApiserverRestart(t *testing.T) {
 	if err := wait(t, done); err != nil {
 		t.Fatal(err)
 	}
-	if d := e.deletions(); len(d) == 0 || d[len(d)-1] != "clusterroles /"+nginxmesh.SentinelRBAC {
+	if d := e.deletions(); len(d) == 0 || d[len(d)-1] != "jobs "+ns+"/"+nginxmesh.Sentinel {
 		t.Fatalf("deletions %v", d)
 	}
 	lists := 0

@@ -7,21 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/hooks/count"
-	"github.com/nginx-mesh/nginx-mesh/hooks/install"
 	"github.com/nginx-mesh/nginx-mesh/hooks/keepset"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
 	"helm.sh/helm/v3/pkg/storage"
 	"helm.sh/helm/v3/pkg/storage/driver"
-	batchv1 "k8s.io/api/batch/v1"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -39,12 +36,24 @@ type Report struct {
 	ReleaseState string // e.g. "deployed (revision 3)", "not installed"
 	ReleaseErr   error
 	OpenShift    bool
-	KeepSet      []keepset.State
-	Sentinel     string // "not running", "running", "succeeded", "failed", "handed over"
-	SentinelNS   string
-	SentinelErr  error
-	Injected     count.Result
-	InjectedErr  error
+	Units        []Unit // one per driver name of the namespace
+	UnitsErr     error
+	// OtherDrivers are CSI drivers of the mesh kept for other namespaces' releases.
+	OtherDrivers []string
+	// Orphans are pods labelled part-of in the namespace that nothing owns: leftovers
+	// (`cleanup` removes them).
+	Orphans    []string
+	OrphansErr error
+}
+
+// Unit is one driver unit: its keep set, its sentinels and the pods that use its driver.
+type Unit struct {
+	Driver      string
+	KeepSet     []keepset.State
+	Sentinels   []string // "namespace/name: state"
+	SentinelErr error
+	Injected    count.Result
+	InjectedErr error
 }
 
 // ReleaseState reads the release's latest record through Helm's own storage (Secrets driver).
@@ -64,34 +73,38 @@ func ReleaseState(c *kube.Clients, namespace, release string) (string, error) {
 func Gather(ctx context.Context, c *kube.Clients, o Options) Report {
 	r := Report{Release: o.Namespace + "/" + o.Release, OpenShift: c.OpenShift}
 	r.ReleaseState, r.ReleaseErr = ReleaseState(c, o.Namespace, o.Release)
-	r.KeepSet = keepset.Inspect(ctx, c, nginxmesh.KeepSetOptions{Namespace: o.Namespace, DriverName: o.DriverName, SidecarNamespaces: o.SidecarNamespaces, OpenShift: c.OpenShift})
-	r.Injected, r.InjectedErr = count.Injected(ctx, c.Kube, nginxmesh.Injected{DriverName: o.DriverName, Settle: o.Settle}, time.Now)
-
-	ns, err := install.SentinelNamespace(ctx, c)
+	drivers, err := keepset.Drivers(ctx, c, o.Namespace, o.DriverName)
 	if err != nil {
-		r.SentinelErr = err
-		return r
+		r.UnitsErr = err
+		drivers = []string{o.DriverName}
 	}
-	if ns == "" {
-		ns = o.Namespace
+	for _, d := range drivers {
+		ks := nginxmesh.KeepSetOptions{Namespace: o.Namespace, DriverName: d, SidecarNamespaces: o.SidecarNamespaces, OpenShift: c.OpenShift}
+		u := Unit{Driver: d, KeepSet: keepset.Inspect(ctx, c, nginxmesh.KeepSet(ks))}
+		rule := nginxmesh.Injected{DriverName: d, Settle: o.Settle, VolumeOnly: d != o.DriverName}
+		u.Injected, u.InjectedErr = count.Injected(ctx, c.Kube, rule, time.Now)
+		jobs, err := sentinel.Locate(ctx, c, d)
+		u.SentinelErr = err
+		for i := range jobs {
+			u.Sentinels = append(u.Sentinels, jobs[i].Namespace+"/"+jobs[i].Name+": "+sentinel.State(&jobs[i]))
+		}
+		r.Units = append(r.Units, u)
 	}
-	r.SentinelNS = ns
-	job, err := c.Kube.BatchV1().Jobs(ns).Get(ctx, nginxmesh.Sentinel, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		r.Sentinel = "not running"
-	case err != nil:
-		r.SentinelErr = err
-	case job.Annotations[sentinel.StopAnnotation] != "":
-		r.Sentinel = "handed over to " + job.Annotations[sentinel.StopAnnotation]
-	case jobCondition(job, batchv1.JobComplete):
-		r.Sentinel = "succeeded"
-	case jobCondition(job, batchv1.JobFailed):
-		r.Sentinel = "failed (see its pod's log: timeout, or deletions that kept failing)"
-	default:
-		r.Sentinel = "running"
-		if job.Status.Failed > 0 {
-			r.Sentinel = fmt.Sprintf("running (%d failed attempts; see their logs)", job.Status.Failed)
+	if csi, err := keepset.List(ctx, c, nginxmesh.KindCSIDriver, "", metav1.ListOptions{LabelSelector: nginxmesh.PartOfSelector()}); err == nil {
+		for _, d := range csi {
+			a := d.GetAnnotations()
+			if !slices.Contains(drivers, d.GetName()) {
+				r.OtherDrivers = append(r.OtherDrivers, fmt.Sprintf("%s (release %s/%s)", d.GetName(), a[nginxmesh.ReleaseNamespaceAnnotation], a[nginxmesh.ReleaseNameAnnotation]))
+			}
+		}
+	}
+	pods, err := c.Kube.CoreV1().Pods(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: nginxmesh.PartOfSelector()})
+	r.OrphansErr = err
+	if err == nil {
+		for _, p := range pods.Items {
+			if len(p.OwnerReferences) == 0 {
+				r.Orphans = append(r.Orphans, p.Namespace+"/"+p.Name)
+			}
 		}
 	}
 	return r
@@ -114,43 +127,52 @@ func (r Report) Print(w io.Writer) {
 	}
 	fmt.Fprintf(tw, "Release\t%s\t%s\n", r.Release, errOr(r.ReleaseState, r.ReleaseErr))
 	fmt.Fprintf(tw, "OpenShift SCCs\t%v\t\n", r.OpenShift)
-	section()
-	fmt.Fprintf(tw, "\nKeep set\t\t\n")
-	for _, s := range r.KeepSet {
-		state := "absent"
-		if s.Present {
-			state = "present"
-			if s.Release != "" {
-				state += " (release " + s.Release + ")"
+	if r.UnitsErr != nil {
+		fmt.Fprintf(tw, "Driver units\tunknown: %v\t\n", r.UnitsErr)
+	}
+	for _, u := range r.Units {
+		section()
+		fmt.Fprintf(tw, "\nDriver %s: keep set\t\t\n", u.Driver)
+		for _, s := range u.KeepSet {
+			state := "absent"
+			if s.Present {
+				state = "present"
+				if s.Release != "" {
+					state += " (release " + s.Release + ")"
+				}
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t\n", s.Ref, errOr(state, s.Err))
+		}
+		section()
+		sent := "not running"
+		if len(u.Sentinels) > 0 {
+			sent = strings.Join(u.Sentinels, "; ")
+			if strings.Contains(sent, "running") && u.InjectedErr == nil {
+				sent += fmt.Sprintf(", waiting for %d injected pods", u.Injected.Total)
 			}
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t\n", s.Ref, errOr(state, s.Err))
-	}
-	section()
-	sent := r.Sentinel
-	if strings.HasPrefix(sent, "running") && r.InjectedErr == nil {
-		sent += fmt.Sprintf(", waiting for %d injected pods", r.Injected.Total)
-	}
-	fmt.Fprintf(tw, "\nSentinel\t%s/%s\t%s\n", r.SentinelNS, nginxmesh.Sentinel, errOr(sent, r.SentinelErr))
-	section()
-	if r.InjectedErr != nil {
-		fmt.Fprintf(tw, "\nInjected pods\tunknown: %v\t\n", r.InjectedErr)
-		return
-	}
-	fmt.Fprintf(tw, "\nInjected pods\t%d\t(re-roll these owners to move them off the driver)\n", r.Injected.Total)
-	if r.Injected.Total > 0 {
-		fmt.Fprintf(tw, "  NAMESPACE\tOWNER\tPODS\n")
-		for _, o := range r.Injected.Owners() {
-			fmt.Fprintf(tw, "  %s\t%s/%s\t%d\n", o.Namespace, o.Kind, o.Name, r.Injected.ByOwner[o])
+		fmt.Fprintf(tw, "\nSentinel\t%s\t%s\n", nginxmesh.SentinelName(u.Driver), errOr(sent, u.SentinelErr))
+		section()
+		if u.InjectedErr != nil {
+			fmt.Fprintf(tw, "\nInjected pods\tunknown: %v\t\n", u.InjectedErr)
+			continue
+		}
+		fmt.Fprintf(tw, "\nInjected pods\t%d\t(re-roll these owners to move them off the driver)\n", u.Injected.Total)
+		if u.Injected.Total > 0 {
+			fmt.Fprintf(tw, "  NAMESPACE\tOWNER\tPODS\n")
+			for _, o := range u.Injected.Owners() {
+				fmt.Fprintf(tw, "  %s\t%s/%s\t%d\n", o.Namespace, o.Kind, o.Name, u.Injected.ByOwner[o])
+			}
 		}
 	}
-}
-
-func jobCondition(j *batchv1.Job, t batchv1.JobConditionType) bool {
-	for _, c := range j.Status.Conditions {
-		if c.Type == t && c.Status == corev1.ConditionTrue {
-			return true
-		}
+	section()
+	if len(r.OtherDrivers) > 0 {
+		fmt.Fprintf(tw, "\nOther mesh drivers\t%s\t(kept for their pods; each one's sentinel removes it)\n", strings.Join(r.OtherDrivers, ", "))
 	}
-	return false
+	switch {
+	case r.OrphansErr != nil:
+		fmt.Fprintf(tw, "\nLeftover pods\tunknown: %v\t\n", r.OrphansErr)
+	case len(r.Orphans) > 0:
+		fmt.Fprintf(tw, "\nLeftover pods\t%s\t(labelled part-of, no owner: `nginx-mesh-hooks cleanup` removes them)\n", strings.Join(r.Orphans, ", "))
+	}
 }

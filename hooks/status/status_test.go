@@ -13,6 +13,8 @@ import (
 	"helm.sh/helm/v3/pkg/storage"
 	"helm.sh/helm/v3/pkg/storage/driver"
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 )
@@ -25,15 +27,21 @@ func TestStatus(t *testing.T) {
 		injected  int
 		wantLines []string
 	}{
-		{"installed", release.StatusDeployed, false, 0, []string{"deployed (revision 1, chart nginx-mesh-0.1.0)", "DaemonSet mesh/nginx-mesh-csi-driver  present (release mesh/r1)", "not running", "Injected pods   0"}},
-		{"uninstalled, sentinel waiting", "", true, 3, []string{"not installed", "running (2 failed attempts; see their logs), waiting for 3 injected pods", "app        Deployment/web  2", "app        StatefulSet/db  1"}},
+		{"installed", release.StatusDeployed, false, 0, []string{"deployed (revision 1, chart nginx-mesh-0.1.0)", "DaemonSet mesh/nginx-mesh-csi-driver present (release mesh/r1)", "not running", "Injected pods 0"}},
+		{"uninstalled, sentinel waiting", "", true, 3, []string{"not installed", "mesh/csi-driver-sentinel: running (2 failed attempts; see their logs), waiting for 3 injected pods", "app Deployment/web 2", "app StatefulSet/db 1",
+			// Issue 13: a pod labelled part-of that nothing owns is a leftover.
+			"Leftover pods mesh/orphan",
+			// Issue 8 item 1: a driver kept for another release is shown, with its owner.
+			"Other mesh drivers csi.other.example (release old/r0)"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			ks := nginxmesh.KeepSetOptions{Namespace: "mesh"}
 			kobjs, _ := fakes.KeepSet(ks, "r1")
 			if c.sentinel {
-				kobjs = append(kobjs, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: "mesh"}, Status: batchv1.JobStatus{Active: 1, Failed: 2}})
+				kobjs = append(kobjs, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: "mesh"}, Status: batchv1.JobStatus{Active: 1, Failed: 2}},
+					&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "orphan", Namespace: "mesh", Labels: map[string]string{nginxmesh.PartOfLabel: nginxmesh.PartOf}}},
+					&storagev1.CSIDriver{ObjectMeta: fakes.Owned("csi.other.example", "", "old", "r0")})
 			}
 			pods := []runtime.Object{
 				fakes.Pod("app", "web-1", fakes.Annotated, fakes.OwnedBy("Deployment", "web")),

@@ -1,16 +1,33 @@
 {{/*
-Names. Object names are fixed by the design contract (DESIGN.md, package nginxmesh): the hooks
+Names. Object names are fixed by the design (docs/design.md, package nginxmesh): the hooks
 binary and the sentinel find objects by these names, so they are not derived from the release.
 */}}
 {{- define "nginx-mesh.spireServer.name" -}}spire-server{{- end }}
 {{- define "nginx-mesh.spireAgent.name" -}}spire-agent{{- end }}
-{{- define "nginx-mesh.csiDriver.name" -}}nginx-mesh-csi-driver{{- end }}
 {{- define "nginx-mesh.hooks.name" -}}nginx-mesh-hooks{{- end }}
 {{- define "nginx-mesh.controller.name" -}}nginx-mesh-controller{{- end }}
 {{- define "nginx-mesh.injectorWebhook.name" -}}nginx-mesh-injector{{- end }}
 {{/* Label that asks the SPIRE server's k8sbundle notifier (webhook_label) to keep the caBundle current. */}}
 {{- define "nginx-mesh.webhookBundleLabel" -}}injector.nsm.nginx.com/spire-bundle{{- end }}
 {{- define "nginx-mesh.controller.adminSocketDir" -}}/run/spire/server-admin{{- end }}
+{{- define "nginx-mesh.defaultDriverName" -}}csi.nsm.nginx.com{{- end }}
+
+{{/*
+The names of a driver unit depend on the driver name (nginxmesh.DriverSuffix): none for the
+default driver, else "-" and 8 hex digits of its SHA-256. A new csi.driverName thus renders a new
+DaemonSet and sentinel RBAC instead of updating the old ones in place, and Helm keeps the old
+ones (resource-policy keep) serving the pods that still use the old driver.
+*/}}
+{{- define "nginx-mesh.driverSuffix" -}}
+{{- if ne .Values.csi.driverName (include "nginx-mesh.defaultDriverName" .) -}}
+-{{ sha256sum .Values.csi.driverName | trunc 8 }}
+{{- end -}}
+{{- end }}
+{{- define "nginx-mesh.csiDriver.name" -}}nginx-mesh-csi-driver{{ include "nginx-mesh.driverSuffix" . }}{{- end }}
+{{/* The driver's ServiceAccount, shared by the driver units of a namespace. */}}
+{{- define "nginx-mesh.csiDriver.serviceAccount" -}}nginx-mesh-csi-driver{{- end }}
+{{- define "nginx-mesh.sentinel.name" -}}csi-driver-sentinel{{ include "nginx-mesh.driverSuffix" . }}{{- end }}
+{{- define "nginx-mesh.sentinel.rbacName" -}}csi-driver-sentinel.builtin.nsm.nginx{{ include "nginx-mesh.driverSuffix" . }}{{- end }}
 
 {{/* SCC names, and the ClusterRole/RoleBinding name that grants `use` of one. */}}
 {{- define "nginx-mesh.scc.spireServer" -}}nginx-mesh-spire-server-permissions{{- end }}
@@ -92,7 +109,7 @@ app.kubernetes.io/part-of: nginx-mesh
 {{- end }}
 
 {{/*
-The keep set marker (DESIGN.md "The keep set"), rendered only when the CSI driver is enabled.
+The keep set marker (docs/design.md, "The keep set"), rendered only when the CSI driver is enabled.
 The value is always exactly "keep": any other value makes Helm neither delete nor report the object.
 */}}
 {{- define "nginx-mesh.keep" -}}
@@ -223,3 +240,6 @@ Call with (dict "extra" MAP "keep" STRING) where keep is the output of nginx-mes
 {{ . | trim }}
 {{- end }}
 {{- end }}
+
+{{/* nginx-mesh-controller's MutatingWebhookConfiguration (nginxmesh.InjectorWebhook). */}}
+{{- define "nginx-mesh.injectorWebhook" -}}nginx-mesh-injector{{- end }}

@@ -11,7 +11,7 @@ helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
 
 {{/* Every event a hook Job runs on; the hook RBAC exists for all of them. */}}
 {{- define "nginx-mesh.hookEvents" -}}
-{{- list "pre-install" "post-install" "post-upgrade" "pre-delete" "post-delete" | toJson }}
+{{- list "pre-install" "post-install" "pre-upgrade" "pre-rollback" "post-upgrade" "pre-delete" "post-delete" | toJson }}
 {{- end }}
 
 {{/*

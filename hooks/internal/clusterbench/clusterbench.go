@@ -294,17 +294,18 @@ func Cleanup() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := env.Setup.StorageV1().CSIDrivers().Delete(ctx, DriverName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+	bg := metav1.DeletePropagationBackground
+	if err := env.Setup.StorageV1().CSIDrivers().Delete(ctx, DriverName, metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete CSIDriver %s: %w", DriverName, err)
 	}
 	// The sentinel benchmark's ClusterRole, left over when a run failed before the sentinel deleted it.
-	cr, err := env.Setup.RbacV1().ClusterRoles().Get(ctx, nginxmesh.SentinelRBAC, metav1.GetOptions{})
+	cr, err := env.Setup.RbacV1().ClusterRoles().Get(ctx, nginxmesh.SentinelRBACName(DriverName), metav1.GetOptions{})
 	if err == nil && cr.Labels[NameLabel] == NameValue {
-		if err := env.Setup.RbacV1().ClusterRoles().Delete(ctx, cr.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		if err := env.Setup.RbacV1().ClusterRoles().Delete(ctx, cr.Name, metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("delete ClusterRole %s: %w", cr.Name, err)
 		}
 	}
-	if err := env.Setup.CoreV1().Namespaces().Delete(ctx, Namespace, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+	if err := env.Setup.CoreV1().Namespaces().Delete(ctx, Namespace, metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete namespace %s: %w", Namespace, err)
 	}
 	return nil

@@ -11,8 +11,11 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/hooks/rbac"
 	securityv1 "github.com/openshift/api/security/v1"
 	secfake "github.com/openshift/client-go/security/clientset/versioned/fake"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
@@ -21,7 +24,8 @@ import (
 )
 
 // Clients returns hooks clients over fake clientsets. Objects whose type belongs to the
-// OpenShift security API go to its fake; everything else to the Kubernetes fake.
+// OpenShift security API go to its fake; everything else to the Kubernetes fake. The metadata
+// client serves the same Kubernetes objects (for what a namespace holds).
 func Clients(openshift bool, kubeObjs []runtime.Object, sccObjs ...runtime.Object) (*kube.Clients, *fake.Clientset, *secfake.Clientset) {
 	k := fake.NewClientset(kubeObjs...)
 	// The API server assigns UIDs on create; owner references need them.
@@ -31,7 +35,9 @@ func Clients(openshift bool, kubeObjs []runtime.Object, sccObjs ...runtime.Objec
 		}
 		return false, nil, nil
 	})
-	c := &kube.Clients{Kube: k, OpenShift: openshift}
+	preconditions(k)
+	podFieldSelectors(k)
+	c := &kube.Clients{Kube: k, Meta: metadataOf(k), OpenShift: openshift}
 	var s *secfake.Clientset
 	if openshift {
 		s = secfake.NewSimpleClientset()
@@ -42,20 +48,82 @@ func Clients(openshift bool, kubeObjs []runtime.Object, sccObjs ...runtime.Objec
 				panic(err)
 			}
 		}
+		preconditions(s)
 		c.SCC = s
 	}
 	return c, k, s
 }
 
-// Guard records the API calls that the rules do not allow.
+// podFieldSelectors makes pod lists honour field selectors on metadata.name,
+// metadata.namespace and spec.nodeName as the API server does; the fake's tracker ignores them.
+func podFieldSelectors(k *fake.Clientset) {
+	k.PrependReactor("list", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		sel := a.(k8stesting.ListAction).GetListRestrictions().Fields
+		if sel == nil || sel.Empty() {
+			return false, nil, nil
+		}
+		o, err := k.Tracker().List(a.GetResource(), corev1.SchemeGroupVersion.WithKind("Pod"), a.GetNamespace())
+		if err != nil {
+			return true, nil, err
+		}
+		l := o.(*corev1.PodList)
+		var items []corev1.Pod
+		for _, p := range l.Items {
+			if sel.Matches(fields.Set{"metadata.name": p.Name, "metadata.namespace": p.Namespace, "spec.nodeName": p.Spec.NodeName}) {
+				items = append(items, p)
+			}
+		}
+		l.Items = items
+		return true, l, nil
+	})
+}
+
+// preconditions makes deletions honour DeleteOptions.Preconditions as the API server does
+// (409 Conflict when the UID or resourceVersion differ); the fake's tracker ignores them.
+func preconditions(f interface {
+	PrependReactor(verb, resource string, fn k8stesting.ReactionFunc)
+	Tracker() k8stesting.ObjectTracker
+}) {
+	f.PrependReactor("delete", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		d := a.(k8stesting.DeleteActionImpl)
+		pre := d.DeleteOptions.Preconditions
+		if pre == nil {
+			return false, nil, nil
+		}
+		o, err := f.Tracker().Get(a.GetResource(), a.GetNamespace(), d.Name)
+		if err != nil {
+			return false, nil, nil // NotFound comes from the tracker
+		}
+		m := o.(metav1.Object)
+		gr := a.GetResource().GroupResource()
+		if pre.UID != nil && *pre.UID != m.GetUID() {
+			return true, nil, apierrors.NewConflict(gr, d.Name, fmt.Errorf("precondition failed: UID in precondition: %s, UID in object meta: %s", *pre.UID, m.GetUID()))
+		}
+		if pre.ResourceVersion != nil && *pre.ResourceVersion != m.GetResourceVersion() {
+			return true, nil, apierrors.NewConflict(gr, d.Name, fmt.Errorf("precondition failed: ResourceVersion in precondition: %s, ResourceVersion in object meta: %s", *pre.ResourceVersion, m.GetResourceVersion()))
+		}
+		return false, nil, nil
+	})
+}
+
+// Guard records the API calls that the rules do not allow, and deletions that do not state
+// their propagation policy (the API's default for Jobs orphans their pods).
 type Guard struct {
 	Cluster   []rbacv1.PolicyRule // bound cluster-wide
 	Namespace []rbacv1.PolicyRule // bound in MeshNS only
 	MeshNS    string
 
-	mu        sync.Mutex
-	denied    map[string]bool
-	requested map[string]bool
+	mu            sync.Mutex
+	denied        map[string]bool
+	requested     map[string]bool
+	noPropagation map[string]bool
+	calls         []Call
+}
+
+// Call is one API call as the guard saw it.
+type Call struct {
+	Request   rbac.Request
+	Namespace string
 }
 
 // Request turns a fake-clientset action into what the RBAC authorizer sees.
@@ -107,8 +175,15 @@ func (g *Guard) reactor(a k8stesting.Action) (bool, runtime.Object, error) {
 		g.requested, g.denied = map[string]bool{}, map[string]bool{}
 	}
 	g.requested[key] = true
+	g.calls = append(g.calls, Call{req, ns})
 	if !g.Allowed(a) {
 		g.denied[key] = true
+	}
+	if d, ok := a.(k8stesting.DeleteActionImpl); ok && d.DeleteOptions.PropagationPolicy == nil {
+		if g.noPropagation == nil {
+			g.noPropagation = map[string]bool{}
+		}
+		g.noPropagation[key] = true
 	}
 	g.mu.Unlock()
 	return false, nil, nil // let the tracker serve it
@@ -131,6 +206,16 @@ func (g *Guard) Denied() []string { return g.keys(g.denied) }
 
 // Requested lists every distinct call seen, sorted.
 func (g *Guard) Requested() []string { return g.keys(g.requested) }
+
+// NoPropagation lists the deletions sent without a propagation policy, sorted.
+func (g *Guard) NoPropagation() []string { return g.keys(g.noPropagation) }
+
+// Calls returns every call seen, in order.
+func (g *Guard) Calls() []Call {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]Call(nil), g.calls...)
+}
 
 func (g *Guard) keys(m map[string]bool) []string {
 	g.mu.Lock()

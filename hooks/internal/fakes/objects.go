@@ -29,7 +29,8 @@ func KeepSet(o nginxmesh.KeepSetOptions, release string) (kubeObjs, sccObjs []ru
 		m := Owned(r.Name, r.Namespace, o.Namespace, release)
 		switch r.Kind {
 		case nginxmesh.KindDaemonSet:
-			kubeObjs = append(kubeObjs, &appsv1.DaemonSet{ObjectMeta: m})
+			m.Labels[nginxmesh.ComponentLabel] = nginxmesh.ComponentCSIDriver
+			kubeObjs = append(kubeObjs, DriverDaemonSet(m, o.Driver()))
 		case nginxmesh.KindServiceAccount:
 			kubeObjs = append(kubeObjs, &corev1.ServiceAccount{ObjectMeta: m})
 		case nginxmesh.KindCSIDriver:
@@ -38,11 +39,21 @@ func KeepSet(o nginxmesh.KeepSetOptions, release string) (kubeObjs, sccObjs []ru
 			kubeObjs = append(kubeObjs, &rbacv1.RoleBinding{ObjectMeta: m})
 		case nginxmesh.KindClusterRole:
 			kubeObjs = append(kubeObjs, &rbacv1.ClusterRole{ObjectMeta: m})
+		case nginxmesh.KindClusterRoleBinding:
+			kubeObjs = append(kubeObjs, &rbacv1.ClusterRoleBinding{ObjectMeta: m})
+		case nginxmesh.KindRole:
+			kubeObjs = append(kubeObjs, &rbacv1.Role{ObjectMeta: m})
 		case nginxmesh.KindSCC:
 			sccObjs = append(sccObjs, &securityv1.SecurityContextConstraints{ObjectMeta: m})
 		}
 	}
 	return kubeObjs, sccObjs
+}
+
+// DriverDaemonSet is a driver DaemonSet serving driver, as the chart renders it.
+func DriverDaemonSet(m metav1.ObjectMeta, driver string) *appsv1.DaemonSet {
+	return &appsv1.DaemonSet{ObjectMeta: m, Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+		Containers: []corev1.Container{{Name: nginxmesh.CSIDriverContainer, Args: []string{"--driver-name=" + driver}}}}}}}
 }
 
 // PodOpt changes a test pod.
@@ -78,6 +89,9 @@ func Finished(phase corev1.PodPhase, t time.Time) PodOpt {
 			Terminated: &corev1.ContainerStateTerminated{FinishedAt: metav1.NewTime(t)}}}}
 	}
 }
+
+// OnNode binds the pod to a node.
+func OnNode(name string) PodOpt { return func(p *corev1.Pod) { p.Spec.NodeName = name } }
 
 // Terminating sets a deletion timestamp.
 func Terminating(p *corev1.Pod) {
