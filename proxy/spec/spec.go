@@ -30,6 +30,8 @@ const (
 	EnvTrustDomain = "PROXY_TRUST_DOMAIN"
 	EnvInbound     = "PROXY_INBOUND"
 	EnvOutbound    = "PROXY_OUTBOUND"
+	// EnvLogLevel sets the proxy's --log-level (the chart's proxy.logLevel, through the webhook).
+	EnvLogLevel = "PROXY_LOG_LEVEL"
 
 	// ContainerName is the proxy's container in an injected pod (a native sidecar: an init
 	// container with restartPolicy Always).
