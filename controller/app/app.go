@@ -81,6 +81,34 @@ func (o *Options) injectFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ProxyLogLevel, "proxy-log-level", env("proxy-log-level", ""), "log level of the proxies: debug (every accepted connection with the peer's ID), info, warn or error; empty: the proxy's default (info)")
 }
 
+// flags are the root command's.
+func (o *Options) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", env("kubeconfig", os.Getenv("KUBECONFIG")), "kubeconfig; empty: in-cluster configuration")
+	fs.StringVar(&o.TrustDomain, "trust-domain", env("trust-domain", ""), "SPIFFE trust domain of the SPIRE server (required)")
+	fs.StringVar(&o.ClusterName, "cluster-name", env("cluster-name", ""), "k8s_psat cluster name of the agents: parent IDs are spiffe://<td>/spire/agent/k8s_psat/<cluster>/<node UID> (required)")
+	o.injectFlags(fs)
+	fs.StringVar(&o.AdminSocket, "spire-admin-socket", env("spire-admin-socket", "/run/spire/server-admin/api.sock"), "the SPIRE server's admin API socket")
+	fs.StringVar(&o.ServiceName, "service-name", env("service-name", nginxmesh.Controller), "Service the API server calls the webhook through (DNS names of the certificate)")
+	fs.IntVar(&o.WebhookPort, "webhook-port", 9443, "HTTPS port of the admission webhook")
+	fs.StringVar(&o.HealthAddress, "health-address", env("health-address", ":8083"), "address of /healthz and /readyz")
+	fs.StringVar(&o.MetricsAddress, "metrics-address", env("metrics-address", ":8084"), `address of /metrics ("0" disables)`)
+	fs.DurationVar(&o.CertTTL, "cert-ttl", 24*time.Hour, "lifetime asked for the webhook certificate (renewed at half); the SPIRE server caps it at its CA's")
+	fs.DurationVar(&o.ResyncPeriod, "resync-period", 10*time.Minute, "period of the full resync of SPIRE entries")
+	fs.IntVar(&o.BatchSize, "batch-size", 500, "most entries per Batch call of the SPIRE entry API")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader before registering entries (only needed with more than one replica)")
+	fs.StringVar(&o.LogLevel, "log-level", env("log-level", "info"), "debug, info or error")
+}
+
+// ParseArgs reads the root command's flags from args, as the command does: the chart tests
+// check the controller's rendered arguments with it.
+func ParseArgs(args []string) (Options, error) {
+	var o Options
+	fs := pflag.NewFlagSet("nginx-mesh-controller", pflag.ContinueOnError)
+	o.flags(fs)
+	err := fs.Parse(args)
+	return o, err
+}
+
 // InjectConfig is the mutation's configuration from the flags; every bad flag is named.
 func (o Options) InjectConfig() (inject.Config, error) {
 	c := inject.Config{
@@ -108,21 +136,7 @@ func NewCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 			return Run(cmd.Context(), *o)
 		},
 	}
-	fs := root.Flags()
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", env("kubeconfig", os.Getenv("KUBECONFIG")), "kubeconfig; empty: in-cluster configuration")
-	fs.StringVar(&o.TrustDomain, "trust-domain", env("trust-domain", ""), "SPIFFE trust domain of the SPIRE server (required)")
-	fs.StringVar(&o.ClusterName, "cluster-name", env("cluster-name", ""), "k8s_psat cluster name of the agents: parent IDs are spiffe://<td>/spire/agent/k8s_psat/<cluster>/<node UID> (required)")
-	o.injectFlags(fs)
-	fs.StringVar(&o.AdminSocket, "spire-admin-socket", env("spire-admin-socket", "/run/spire/server-admin/api.sock"), "the SPIRE server's admin API socket")
-	fs.StringVar(&o.ServiceName, "service-name", env("service-name", nginxmesh.Controller), "Service the API server calls the webhook through (DNS names of the certificate)")
-	fs.IntVar(&o.WebhookPort, "webhook-port", 9443, "HTTPS port of the admission webhook")
-	fs.StringVar(&o.HealthAddress, "health-address", env("health-address", ":8083"), "address of /healthz and /readyz")
-	fs.StringVar(&o.MetricsAddress, "metrics-address", env("metrics-address", ":8084"), `address of /metrics ("0" disables)`)
-	fs.DurationVar(&o.CertTTL, "cert-ttl", 24*time.Hour, "lifetime asked for the webhook certificate (renewed at half); the SPIRE server caps it at its CA's")
-	fs.DurationVar(&o.ResyncPeriod, "resync-period", 10*time.Minute, "period of the full resync of SPIRE entries")
-	fs.IntVar(&o.BatchSize, "batch-size", 500, "most entries per Batch call of the SPIRE entry API")
-	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader before registering entries (only needed with more than one replica)")
-	fs.StringVar(&o.LogLevel, "log-level", env("log-level", "info"), "debug, info or error")
+	o.flags(root.Flags())
 
 	root.AddCommand(newInjectCommand(stdin, stdout, stderr), &cobra.Command{
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
