@@ -351,7 +351,7 @@ func TestScenario11Proxy(t *testing.T) {
 			for _, want := range []string{
 				"nginx-mesh injector refused pod " + workloadNS + "/bad-ports: its config.nsm.nginx.com annotations are invalid (4 problems)",
 				"\n  config.nsm.nginx.com/inbound: \"8443->8443 allow ns/a/sa/b\": mesh port and app port are both 8443",
-				"\n  config.nsm.nginx.com/inbound: \"9902->8080 allow *\":",
+				"\n  config.nsm.nginx.com/inbound: \"9902\": port 9902 is a mesh port and also the proxy's admin port (/ready, /live, /metrics); fix: give each listener of the pod its own port",
 				"\n  config.nsm.nginx.com/outbound: \"15001->server expect *\": upstream \"server\" is not <host>:<port>",
 				"\n  config.nsm.nginx.com/outbound: \"15001->server expect *\": \"*\" cannot be an expected server ID",
 			} {
