@@ -320,9 +320,37 @@ func sccViolations(scc *securityv1.SecurityContextConstraints, o *unstructured.U
 	if sp, _, _ := unstructured.NestedString(spec, "securityContext", "seccompProfile", "type"); sp != "" && sp != "RuntimeDefault" {
 		deny("seccomp %s", sp)
 	}
+	// A fixed UID: under MustRunAsRange it must lie in the namespace's range, unknown here, so
+	// any fixed UID counts (no pod of the chart sets one on OpenShift); under MustRunAs it must be
+	// the SCC's.
+	fixedUID := func(where string, uid any) {
+		switch scc.RunAsUser.Type {
+		case securityv1.RunAsUserStrategyMustRunAsRange:
+			deny("%s runAsUser %v: MustRunAsRange assigns the UID from the namespace's range", where, uid)
+		case securityv1.RunAsUserStrategyMustRunAs:
+			if scc.RunAsUser.UID == nil || fmt.Sprint(*scc.RunAsUser.UID) != fmt.Sprint(uid) {
+				deny("%s runAsUser %v is not the SCC's", where, uid)
+			}
+		}
+	}
+	if uid, ok, _ := unstructured.NestedFieldNoCopy(spec, "securityContext", "runAsUser"); ok && uid != nil {
+		fixedUID("pod", uid)
+	}
 	for _, c := range containers(o) {
 		sc, _ := c["securityContext"].(map[string]any)
 		name := c["name"]
+		if sp, _, _ := unstructured.NestedString(sc, "seccompProfile", "type"); sp != "" && sp != "RuntimeDefault" {
+			deny("container %s seccomp %s", name, sp)
+		}
+		if uid, ok := sc["runAsUser"]; ok && uid != nil {
+			fixedUID(fmt.Sprintf("container %s", name), uid)
+		}
+		ports, _ := c["ports"].([]any)
+		for _, p := range ports {
+			if hp, _ := p.(map[string]any)["hostPort"]; hp != nil && fmt.Sprint(hp) != "0" && !scc.AllowHostPorts {
+				deny("container %s hostPort %v", name, hp)
+			}
+		}
 		if sc["privileged"] == true && !scc.AllowPrivilegedContainer {
 			deny("container %s privileged", name)
 		}

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # make demo: the local cluster, the OpenShift profile installed from this checkout, a namespace
-# labelled for injection with an unchanged Deployment that the controller injects and registers
-# and that prints its SPIFFE ID, `nginx-mesh-hooks status`, and then the commands to uninstall,
-# to watch the sentinel and to stop the cluster. The cluster stays up afterwards.
+# labelled for injection with a server and a client Deployment that declare their mesh port and
+# peer; the controller injects the proxy sidecar into both, and a request goes client -> proxy ->
+# mTLS -> proxy -> server, with each side's SPIFFE ID printed (each app's own SVID, and the peer
+# ID each proxy checked, from its log). Then `nginx-mesh-hooks status`, and the commands to
+# uninstall, to watch the sentinel and to stop the cluster. The cluster stays up afterwards.
 set -euo pipefail
 # shellcheck source=ci/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -19,12 +21,12 @@ build_helm
 export KUBECONFIG="$KUBECONFIG_PATH"
 helm() { "$BIN/helm" "$@"; }
 
-step "2/5 install the OpenShift profile (helm upgrade --install --wait)"
+step "2/5 install the OpenShift profile (helm upgrade --install --wait; proxies log each connection's peer ID)"
 kubectl create namespace "$APP_NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 t0=$(date +%s)
 if ! helm upgrade --install nginx-mesh "$ROOT/charts/nginx-mesh" -n "$NS" --create-namespace \
   -f "$ROOT/charts/nginx-mesh/values-openshift.yaml" -f "$CI/values-local.yaml" \
-  --set "sidecar.sccBindings.namespaces={$APP_NS}" --wait --timeout 6m; then
+  --set "sidecar.sccBindings.namespaces={$APP_NS}" --set proxy.logLevel=debug --wait --timeout 6m; then
   kubectl -n "$NS" get pods -o wide >&2 || true
   die "helm install failed (kubectl -n $NS describe pods; ci/cluster.sh logs kubelet)"
 fi
@@ -36,22 +38,28 @@ kubectl label namespace "$APP_NS" "$OPT_IN" --overwrite >/dev/null
 TD=$(helm get values nginx-mesh -n "$NS" -a -o json | sed -n 's/.*"trustDomain":"\([^"]*\)".*/\1/p')
 TD=${TD:-cluster.local}
 
-step "4/5 an unchanged Deployment (no CSI volume, no annotation, no registration): the controller injects and registers it"
-kubectl -n "$APP_NS" create serviceaccount sample --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl apply -f - >/dev/null <<DEPLOY
+step "4/5 a server and a client Deployment that declare their mesh port and their peer: the controller injects the proxy"
+for sa in server client; do
+  kubectl -n "$APP_NS" create serviceaccount "$sa" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+done
+# A restricted pod spec of the e2e workload image: $1 app label and ServiceAccount, $2 annotation, $3 args.
+workload() {
+  cat <<DEPLOY
 apiVersion: apps/v1
 kind: Deployment
 metadata:
-  name: sample
+  name: $1
   namespace: $APP_NS
 spec:
   replicas: 1
-  selector: {matchLabels: {app: sample}}
+  selector: {matchLabels: {app: $1}}
   template:
     metadata:
-      labels: {app: sample}
+      labels: {app: $1}
+      annotations:
+        $2
     spec:
-      serviceAccountName: sample
+      serviceAccountName: $1
       terminationGracePeriodSeconds: 5
       securityContext:
         runAsNonRoot: true
@@ -60,27 +68,55 @@ spec:
       - name: app
         image: localhost/nginx-mesh/e2e-workload:dev
         imagePullPolicy: Never
+        args: [$3]
         securityContext:
           allowPrivilegeEscalation: false
           readOnlyRootFilesystem: true
           capabilities: {drop: [ALL]}
 DEPLOY
-got=""
-pod=""
-check_id() {
-  pod=$(kubectl -n "$APP_NS" get pods -l app=sample -o jsonpath='{.items[0].metadata.name}' 2>/dev/null) || return 1
-  got=$(kubectl -n "$APP_NS" logs "$pod" 2>/dev/null | sed -n 's/^SPIFFE_ID=//p')
-  [ -n "$got" ]
 }
-wait_for "sample workload's SPIFFE ID" 180 check_id || {
-  kubectl -n "$APP_NS" describe pods -l app=sample | tail -n 25 >&2
-  die "the sample workload got no SVID (see docs/controller.md, troubleshooting)"
+# The server app listens on loopback only; its proxy serves mesh port 8443 to the client's identity.
+workload server "config.nsm.nginx.com/inbound: \"8443->8080 allow ns/$APP_NS/sa/client\"" '"--serve", "127.0.0.1:8080"' | kubectl apply -f - >/dev/null
+kubectl apply -f - >/dev/null <<SVC
+apiVersion: v1
+kind: Service
+metadata: {name: server, namespace: $APP_NS}
+spec:
+  selector: {app: server}
+  ports: [{name: mesh, port: 8443, targetPort: 8443}]
+SVC
+# No cluster DNS on the local cluster: the client's proxy dials the Service's ClusterIP.
+SERVER_IP=$(kubectl -n "$APP_NS" get service server -o jsonpath='{.spec.clusterIP}')
+workload client "config.nsm.nginx.com/outbound: \"15001->$SERVER_IP:8443 expect ns/$APP_NS/sa/server\"" '"--call", "127.0.0.1:15001", "--every", "2s"' | kubectl apply -f - >/dev/null
+pod_of() { kubectl -n "$APP_NS" get pods -l "app=$1" --field-selector=status.phase=Running -o jsonpath='{.items[0].metadata.name}' 2>/dev/null; }
+client_ok() {
+  local p; p=$(pod_of client) || return 1
+  [ -n "$p" ] || return 1
+  reply=$(kubectl -n "$APP_NS" logs "$p" -c app 2>/dev/null | sed -n 's/^FRESH seq=[0-9]* OK //p' | head -n1)
+  [ -n "$reply" ]
 }
-check_id
+reply=""
+wait_for "the client's first request answered through both proxies" 180 client_ok || {
+  kubectl -n "$APP_NS" get pods -o wide >&2
+  kubectl -n "$APP_NS" describe pods | tail -n 40 >&2
+  die "no answer through the mesh (see docs/controller.md, troubleshooting; proxy logs: kubectl -n $APP_NS logs deploy/client -c nginx-mesh-proxy)"
+}
+client=$(pod_of client)
+server=$(pod_of server)
+own_id() { kubectl -n "$APP_NS" logs "$1" -c app | sed -n 's/^SPIFFE_ID=//p' | head -n1; }
+# peer_id of the first proxy log entry with message $2 in pod $1
+peer() { kubectl -n "$APP_NS" logs "$1" -c nginx-mesh-proxy | grep -F "\"msg\":\"$2\"" | head -n1 | sed -n 's/.*"peer_id":"\([^"]*\)".*/\1/p'; }
 echo
-echo "    pod $APP_NS/$pod, injected by the controller:"
-kubectl -n "$APP_NS" get pod "$pod" -o jsonpath='      annotation {.metadata.annotations.injector\.nsm\.nginx\.com/status}, volume {.spec.volumes[?(@.csi)].csi.driver}{"\n"}'
-echo "    its SPIFFE ID: $got   (want spiffe://$TD/ns/$APP_NS/sa/sample)"
+echo "    pod $APP_NS/$client: init containers $(kubectl -n "$APP_NS" get pod "$client" -o jsonpath='{.spec.initContainers[*].name} (restartPolicy {.spec.initContainers[0].restartPolicy})')"
+echo "    client app     its own SVID:           $(own_id "$client")"
+echo "      -> 127.0.0.1:15001 (plain TCP, inside the pod)"
+echo "    client proxy   verified the server:    $(peer "$client" 'connected; upstream ID verified')"
+echo "      == mTLS ==> $SERVER_IP:8443"
+echo "    server proxy   authorised the client:  $(peer "$server" accepted)"
+echo "      -> 127.0.0.1:8080 (plain TCP, inside the pod)"
+echo "    server app     its own SVID:           $(own_id "$server")"
+echo "    the client got: $reply"
+echo "    (identities: spiffe://$TD/ns/$APP_NS/sa/<serviceaccount>; an ID outside the allow list is refused at the handshake)"
 echo
 
 step "5/5 nginx-mesh-hooks status"
@@ -90,11 +126,11 @@ cat <<TXT
 
 == demo ready in $(since "$start")s. Next:
   export KUBECONFIG=$KUBECONFIG_PATH
-  # uninstall while the sample still runs: the CSI driver stays, the sentinel waits
+  # uninstall while server and client still run: the CSI driver stays, the sentinel waits
   $BIN/helm uninstall nginx-mesh -n $NS
   # watch the sentinel, then end the workload and see it remove the rest (itself included)
   $BIN/kubectl -n $NS logs -f job/csi-driver-sentinel &
-  $BIN/kubectl -n $APP_NS scale deployment sample --replicas=0
+  $BIN/kubectl -n $APP_NS scale deployment server client --replicas=0
   $ROOT/bin/nginx-mesh-hooks status --namespace $NS
   # stop the cluster
   make cluster-down

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -27,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/yaml"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/controller/certs"
@@ -53,6 +55,11 @@ type Options struct {
 	BatchSize      int
 	LeaderElect    bool
 	LogLevel       string
+	// The injected proxy sidecar (inject.Proxy).
+	ProxyImage      string
+	ProxyPullPolicy string
+	ProxyResources  string // JSON or YAML of a corev1.ResourceRequirements
+	ProxyLogLevel   string
 }
 
 // env returns the environment variable's value or def: every flag falls back to
@@ -68,6 +75,52 @@ func (o *Options) injectFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MeshNamespace, "mesh-namespace", env("mesh-namespace", nginxmesh.DefaultNamespace), "namespace of the mesh; its pods are never injected")
 	fs.StringVar(&o.DriverName, "driver-name", env("driver-name", nginxmesh.DefaultDriverName), "CSI driver of the injected Workload API volume")
 	fs.StringVar(&o.RequiredSCC, "required-scc", env("required-scc", ""), "OpenShift: pin injected pods to this SCC (openshift.io/required-scc); empty: no pin")
+	fs.StringVar(&o.ProxyImage, "proxy-image", env("proxy-image", inject.DefaultProxyImage()), "image of the proxy sidecar injected into pods that declare mesh ports (config.nsm.nginx.com/inbound, /outbound)")
+	fs.StringVar(&o.ProxyPullPolicy, "proxy-image-pull-policy", env("proxy-image-pull-policy", string(corev1.PullIfNotPresent)), "pull policy of the proxy image: Always, IfNotPresent or Never")
+	fs.StringVar(&o.ProxyResources, "proxy-resources", env("proxy-resources", ""), `resources of the proxy container, as JSON (e.g. {"requests":{"cpu":"10m","memory":"32Mi"}}); empty: none`)
+	fs.StringVar(&o.ProxyLogLevel, "proxy-log-level", env("proxy-log-level", ""), "log level of the proxies: debug (every accepted connection with the peer's ID), info, warn or error; empty: the proxy's default (info)")
+}
+
+// flags are the root command's.
+func (o *Options) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", env("kubeconfig", os.Getenv("KUBECONFIG")), "kubeconfig; empty: in-cluster configuration")
+	fs.StringVar(&o.TrustDomain, "trust-domain", env("trust-domain", ""), "SPIFFE trust domain of the SPIRE server (required)")
+	fs.StringVar(&o.ClusterName, "cluster-name", env("cluster-name", ""), "k8s_psat cluster name of the agents: parent IDs are spiffe://<td>/spire/agent/k8s_psat/<cluster>/<node UID> (required)")
+	o.injectFlags(fs)
+	fs.StringVar(&o.AdminSocket, "spire-admin-socket", env("spire-admin-socket", "/run/spire/server-admin/api.sock"), "the SPIRE server's admin API socket")
+	fs.StringVar(&o.ServiceName, "service-name", env("service-name", nginxmesh.Controller), "Service the API server calls the webhook through (DNS names of the certificate)")
+	fs.IntVar(&o.WebhookPort, "webhook-port", 9443, "HTTPS port of the admission webhook")
+	fs.StringVar(&o.HealthAddress, "health-address", env("health-address", ":8083"), "address of /healthz and /readyz")
+	fs.StringVar(&o.MetricsAddress, "metrics-address", env("metrics-address", ":8084"), `address of /metrics ("0" disables)`)
+	fs.DurationVar(&o.CertTTL, "cert-ttl", 24*time.Hour, "lifetime asked for the webhook certificate (renewed at half); the SPIRE server caps it at its CA's")
+	fs.DurationVar(&o.ResyncPeriod, "resync-period", 10*time.Minute, "period of the full resync of SPIRE entries")
+	fs.IntVar(&o.BatchSize, "batch-size", 500, "most entries per Batch call of the SPIRE entry API")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader before registering entries (only needed with more than one replica)")
+	fs.StringVar(&o.LogLevel, "log-level", env("log-level", "info"), "debug, info or error")
+}
+
+// ParseArgs reads the root command's flags from args, as the command does: the chart tests
+// check the controller's rendered arguments with it.
+func ParseArgs(args []string) (Options, error) {
+	var o Options
+	fs := pflag.NewFlagSet("nginx-mesh-controller", pflag.ContinueOnError)
+	o.flags(fs)
+	err := fs.Parse(args)
+	return o, err
+}
+
+// InjectConfig is the mutation's configuration from the flags; every bad flag is named.
+func (o Options) InjectConfig() (inject.Config, error) {
+	c := inject.Config{
+		MeshNamespace: o.MeshNamespace, DriverName: o.DriverName, RequiredSCC: o.RequiredSCC, TrustDomain: o.TrustDomain,
+		Proxy: inject.Proxy{Image: o.ProxyImage, PullPolicy: corev1.PullPolicy(o.ProxyPullPolicy), LogLevel: o.ProxyLogLevel},
+	}
+	if strings.TrimSpace(o.ProxyResources) != "" {
+		if err := yaml.UnmarshalStrict([]byte(o.ProxyResources), &c.Proxy.Resources); err != nil {
+			return c, fmt.Errorf("--proxy-resources %q: %w; fix: give a container's resources as JSON, e.g. {\"requests\":{\"cpu\":\"10m\",\"memory\":\"32Mi\"}}", o.ProxyResources, err)
+		}
+	}
+	return c, c.Validate()
 }
 
 // NewCommand is the root command: run the controller; `inject` previews the mutation offline.
@@ -83,21 +136,7 @@ func NewCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 			return Run(cmd.Context(), *o)
 		},
 	}
-	fs := root.Flags()
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", env("kubeconfig", os.Getenv("KUBECONFIG")), "kubeconfig; empty: in-cluster configuration")
-	fs.StringVar(&o.TrustDomain, "trust-domain", env("trust-domain", ""), "SPIFFE trust domain of the SPIRE server (required)")
-	fs.StringVar(&o.ClusterName, "cluster-name", env("cluster-name", ""), "k8s_psat cluster name of the agents: parent IDs are spiffe://<td>/spire/agent/k8s_psat/<cluster>/<node UID> (required)")
-	o.injectFlags(fs)
-	fs.StringVar(&o.AdminSocket, "spire-admin-socket", env("spire-admin-socket", "/run/spire/server-admin/api.sock"), "the SPIRE server's admin API socket")
-	fs.StringVar(&o.ServiceName, "service-name", env("service-name", nginxmesh.Controller), "Service the API server calls the webhook through (DNS names of the certificate)")
-	fs.IntVar(&o.WebhookPort, "webhook-port", 9443, "HTTPS port of the admission webhook")
-	fs.StringVar(&o.HealthAddress, "health-address", env("health-address", ":8083"), "address of /healthz and /readyz")
-	fs.StringVar(&o.MetricsAddress, "metrics-address", env("metrics-address", ":8084"), `address of /metrics ("0" disables)`)
-	fs.DurationVar(&o.CertTTL, "cert-ttl", 24*time.Hour, "lifetime asked for the webhook certificate (renewed at half); the SPIRE server caps it at its CA's")
-	fs.DurationVar(&o.ResyncPeriod, "resync-period", 10*time.Minute, "period of the full resync of SPIRE entries")
-	fs.IntVar(&o.BatchSize, "batch-size", 500, "most entries per Batch call of the SPIRE entry API")
-	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader before registering entries (only needed with more than one replica)")
-	fs.StringVar(&o.LogLevel, "log-level", env("log-level", "info"), "debug, info or error")
+	o.flags(root.Flags())
 
 	root.AddCommand(newInjectCommand(stdin, stdout, stderr), &cobra.Command{
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
@@ -130,12 +169,16 @@ namespace opted in.`,
 				defer f.Close()
 				in = f
 			}
-			inj := inject.New(inject.Config{MeshNamespace: o.MeshNamespace, DriverName: o.DriverName, RequiredSCC: o.RequiredSCC})
-			return inj.Preview(in, stdout, stderr, namespace)
+			c, err := o.InjectConfig()
+			if err != nil {
+				return err
+			}
+			return inject.New(c).Preview(in, stdout, stderr, namespace)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", "file to inject (- for stdin)")
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "default", "namespace of objects that name none")
+	cmd.Flags().StringVar(&o.TrustDomain, "trust-domain", env("trust-domain", inject.DefaultTrustDomain), "the mesh's trust domain (chart value spire.trustDomain): the proxy annotations' IDs belong to it")
 	_ = cmd.MarkFlagRequired("filename")
 	o.injectFlags(cmd.Flags())
 	return cmd
@@ -155,6 +198,9 @@ func (o Options) Validate() error {
 	}
 	if o.WebhookPort <= 0 || o.WebhookPort > 65535 {
 		errs = append(errs, fmt.Errorf("--webhook-port %d is not a port", o.WebhookPort))
+	}
+	if _, err := o.InjectConfig(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -208,8 +254,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	// GetWebhookServer adds the server to the manager's runnables (the option alone does not).
 	srv := mgr.GetWebhookServer()
-	inj := inject.New(inject.Config{MeshNamespace: o.MeshNamespace, DriverName: o.DriverName, RequiredSCC: o.RequiredSCC})
-	mwebhook.Register(srv, inj)
+	ic, err := o.InjectConfig()
+	if err != nil {
+		return err
+	}
+	mwebhook.Register(srv, inject.New(ic))
 
 	reg, err := register.New(register.Config{
 		TrustDomain: o.TrustDomain, ClusterName: o.ClusterName, DriverName: o.DriverName,
@@ -235,7 +284,8 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	log.Info("starting", "version", nginxmesh.Version, "trustDomain", o.TrustDomain, "cluster", o.ClusterName,
-		"meshNamespace", o.MeshNamespace, "adminSocket", o.AdminSocket, "requiredSCC", o.RequiredSCC)
+		"meshNamespace", o.MeshNamespace, "adminSocket", o.AdminSocket, "requiredSCC", o.RequiredSCC,
+		"proxyImage", ic.Proxy.Image, "proxyResources", o.ProxyResources)
 	return mgr.Start(ctx)
 }
 

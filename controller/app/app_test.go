@@ -65,3 +65,43 @@ func TestFlagsFallBackToEnvironment(t *testing.T) {
 		t.Errorf("trust-domain default %q", got)
 	}
 }
+
+// The proxy flags reach the injected sidecar; the preview takes the mesh's trust domain.
+func TestInjectCommandRendersTheProxy(t *testing.T) {
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {config.nsm.nginx.com/inbound: '8443->8080 allow ns/shop/sa/web'}}\nspec: {containers: [{name: c, image: i}]}\n"
+	out, _, err := run(t, pod, "inject", "-f", "-", "--trust-domain", "prod.example",
+		"--proxy-image", "registry.example/nginx-mesh/proxy@sha256:"+strings.Repeat("a", 64), "--proxy-image-pull-policy", "Always",
+		"--proxy-resources", `{"requests":{"cpu":"10m","memory":"32Mi"},"limits":{"memory":"128Mi"}}`, "--proxy-log-level", "debug")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"name: nginx-mesh-proxy", "image: registry.example/nginx-mesh/proxy@sha256:aaaa", "imagePullPolicy: Always",
+		"value: 8443->8080 allow spiffe://prod.example/ns/shop/sa/web", "memory: 32Mi", "memory: 128Mi", "name: PROXY_LOG_LEVEL\n      value: debug"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestProxyFlagsAreValidated(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--proxy-resources", `{"requests":{"cpu":"lots"}}`}, `--proxy-resources "{\"requests\":{\"cpu\":\"lots\"}}"`},
+		{[]string{"--proxy-resources", `{"request":{"cpu":"1"}}`}, `unknown field "request"`},
+		{[]string{"--proxy-resources", `{"requests":{"memory":"1Gi"},"limits":{"memory":"1Mi"}}`}, "request of memory (1Gi) exceeds its limit (1Mi)"},
+		{[]string{"--proxy-image-pull-policy", "Sometimes"}, "--proxy-image-pull-policy"},
+		{[]string{"--proxy-log-level", "trace"}, "--proxy-log-level"},
+	} {
+		_, _, err := run(t, "", append([]string{"inject", "-f", "-"}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: want an error with %q, got %v", tc.args, tc.want, err)
+		}
+		// The controller itself refuses the same flags before it starts.
+		_, _, err = run(t, "", append([]string{"--trust-domain", "cluster.local", "--cluster-name", "c"}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("run %v: want an error with %q, got %v", tc.args, tc.want, err)
+		}
+	}
+}

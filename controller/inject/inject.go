@@ -4,7 +4,8 @@
 //
 // The mutation is a pipeline of Steps. A Step changes the pod in place, must be idempotent, and
 // may refuse the pod with a *DeniedError, which the webhook returns as the admission denial. A
-// later mutation (the proxy's native sidecar) is one more Step appended to the pipeline.
+// pod that declares mesh ports (the config.nsm.nginx.com/ annotations) gets the proxy's native
+// sidecar from one more Step (proxy.go).
 package inject
 
 import (
@@ -26,6 +27,21 @@ type Config struct {
 	// RequiredSCC, when set (OpenShift), pins injected pods to this SCC with the
 	// openshift.io/required-scc annotation, unless the pod already pins one.
 	RequiredSCC string
+	// TrustDomain is the mesh's (spire.trustDomain): the proxy annotations' short IDs expand
+	// into it and full IDs must belong to it. Empty means DefaultTrustDomain.
+	TrustDomain string
+	// Proxy is how the proxy sidecar is rendered into pods that declare mesh ports.
+	Proxy Proxy
+}
+
+// DefaultTrustDomain is the chart's default spire.trustDomain.
+const DefaultTrustDomain = "cluster.local"
+
+func (c Config) trustDomain() string {
+	if c.TrustDomain == "" {
+		return DefaultTrustDomain
+	}
+	return c.TrustDomain
 }
 
 func (c Config) driver() string {
@@ -39,10 +55,11 @@ func (c Config) driver() string {
 type Step struct {
 	Name  string
 	Apply func(c Config, pod *corev1.Pod) error
-	// AppendOnly promises that Apply only adds or sets annotations and appends to the pod's
-	// volumes and to its containers' volume mounts and environment (never changes or removes an
-	// element, never adds a container). The webhook then writes the JSON patch from the appended
-	// parts instead of diffing two JSON documents. A step that does anything else leaves it false.
+	// AppendOnly promises that Apply only adds or sets annotations, appends to the pod's volumes
+	// and to its containers' volume mounts and environment, and inserts whole new containers
+	// under names the pod did not use (never changes or removes an element). The webhook then
+	// writes the JSON patch from the added parts instead of diffing two JSON documents. A step
+	// that does anything else leaves it false.
 	AppendOnly bool
 }
 
@@ -67,7 +84,7 @@ type Injector struct {
 }
 
 // New returns the injector with the default pipeline: marker, workload API volume, mounts and
-// environment, SCC pin.
+// environment, proxy sidecar, SCC pin.
 func New(c Config) *Injector { return NewWithSteps(c, DefaultSteps()...) }
 
 // NewWithSteps returns an injector with a pipeline of its own (tests, future mutations).
@@ -92,6 +109,7 @@ func DefaultSteps() []Step {
 		{Name: "marker", Apply: addMarker, AppendOnly: true},
 		{Name: "workload-api-volume", Apply: addVolume, AppendOnly: true},
 		{Name: "workload-api-mounts", Apply: addMountsAndEnv, AppendOnly: true},
+		{Name: "proxy-sidecar", Apply: addProxy, AppendOnly: true},
 		{Name: "required-scc", Apply: pinSCC, AppendOnly: true},
 	}
 }

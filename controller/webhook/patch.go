@@ -10,15 +10,19 @@ import (
 )
 
 // snapshot is what an append-only mutation (inject.Step.AppendOnly) can change, taken before it
-// runs: a copy of the annotations and the lengths of the lists it may append to. Taking it costs
-// a map copy, where a deep copy of the pod costs more than the rest of the handler.
+// runs: a copy of the annotations, the lengths of the lists it may append to, and the names of
+// the containers (it may insert new ones). Taking it costs a map copy, where a deep copy of the
+// pod costs more than the rest of the handler.
 type snapshot struct {
 	annotations map[string]string
 	volumes     int
 	containers  [2][]lists // initContainers, containers
 }
 
-type lists struct{ mounts, env int }
+type lists struct {
+	name        string
+	mounts, env int
+}
 
 func takeSnapshot(p *corev1.Pod) snapshot {
 	s := snapshot{volumes: len(p.Spec.Volumes)}
@@ -30,7 +34,7 @@ func takeSnapshot(p *corev1.Pod) snapshot {
 	}
 	for i, cs := range [2][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
 		for _, c := range cs {
-			s.containers[i] = append(s.containers[i], lists{len(c.VolumeMounts), len(c.Env)})
+			s.containers[i] = append(s.containers[i], lists{c.Name, len(c.VolumeMounts), len(c.Env)})
 		}
 	}
 	return s
@@ -38,7 +42,7 @@ func takeSnapshot(p *corev1.Pod) snapshot {
 
 // appendPatch is the JSON patch that turns the pod of the snapshot into p, given that an
 // append-only mutation made p from it. ok is false when p shows a change that no append-only
-// mutation makes (a removed annotation, a shorter list, another number of containers): the
+// mutation makes (a removed annotation, a shorter list, a container removed or renamed): the
 // caller then diffs the documents.
 func appendPatch(s snapshot, p *corev1.Pod) (ops []jsonpatch.Operation, ok bool) {
 	for k := range s.annotations {
@@ -68,18 +72,49 @@ func appendPatch(s snapshot, p *corev1.Pod) (ops []jsonpatch.Operation, ok bool)
 		path string
 		cs   []corev1.Container
 	}{{"/spec/initContainers", p.Spec.InitContainers}, {"/spec/containers", p.Spec.Containers}} {
-		if len(l.cs) != len(s.containers[i]) {
+		if ops, good = containerOps(ops, l.path, s.containers[i], l.cs); !good {
 			return nil, false
 		}
-		for j, c := range l.cs {
-			base := l.path + "/" + strconv.Itoa(j)
-			if ops, good = appendList(ops, base+"/volumeMounts", s.containers[i][j].mounts, c.VolumeMounts); !good {
+	}
+	return ops, true
+}
+
+// containerOps adds the ops for one container list: appends to the mounts and environment of
+// the containers the snapshot had (at their old indices), then inserts the new containers in
+// ascending order of their final index, so each insertion lands where it is in cs.
+func containerOps(ops []jsonpatch.Operation, path string, had []lists, cs []corev1.Container) ([]jsonpatch.Operation, bool) {
+	if len(had) == 0 && len(cs) > 0 {
+		return append(ops, jsonpatch.NewOperation("add", path, cs)), true
+	}
+	old := make(map[string]bool, len(had))
+	for _, h := range had {
+		old[h.name] = true
+	}
+	var inserted []int
+	j := 0
+	for i, c := range cs {
+		if j < len(had) && c.Name == had[j].name {
+			var good bool
+			base := path + "/" + strconv.Itoa(j)
+			if ops, good = appendList(ops, base+"/volumeMounts", had[j].mounts, c.VolumeMounts); !good {
 				return nil, false
 			}
-			if ops, good = appendList(ops, base+"/env", s.containers[i][j].env, c.Env); !good {
+			if ops, good = appendList(ops, base+"/env", had[j].env, c.Env); !good {
 				return nil, false
 			}
+			j++
+			continue
 		}
+		if old[c.Name] {
+			return nil, false // moved, or a new container under an old name
+		}
+		inserted = append(inserted, i)
+	}
+	if j != len(had) {
+		return nil, false // a container removed or renamed
+	}
+	for _, i := range inserted {
+		ops = append(ops, jsonpatch.NewOperation("add", path+"/"+strconv.Itoa(i), cs[i]))
 	}
 	return ops, true
 }

@@ -31,12 +31,29 @@ func TestAppendPatch(t *testing.T) {
 	}{
 		{"injection of a realistic pod", realisticPod, func(p *corev1.Pod) { mustInject(t, p) }, true},
 		{"injection of a pod without annotations, volumes, env or mounts", bare, func(p *corev1.Pod) { mustInject(t, p) }, true},
+		{"injection of a realistic pod with mesh ports (the proxy inserted first)", meshPod, func(p *corev1.Pod) { mustInject(t, p) }, true},
+		{"injection of a pod with mesh ports and no init containers", func() *corev1.Pod {
+			p := meshPod()
+			p.Spec.InitContainers = nil
+			return p
+		}, func(p *corev1.Pod) { mustInject(t, p) }, true},
+		{"containers inserted at both ends and between", realisticPod, func(p *corev1.Pod) {
+			p.Spec.Containers = append([]corev1.Container{{Name: "a"}}, p.Spec.Containers[0], corev1.Container{Name: "b"}, p.Spec.Containers[1], corev1.Container{Name: "c"})
+			p.Spec.Containers[1].Env = append(p.Spec.Containers[1].Env, corev1.EnvVar{Name: "X", Value: "1"})
+		}, true},
 		{"annotation key with a slash and a tilde", bare, func(p *corev1.Pod) { p.Annotations = map[string]string{"a~b/c": "1"} }, true},
 		{"nothing changed", realisticPod, func(*corev1.Pod) {}, true},
 		{"an element replaced", realisticPod, func(p *corev1.Pod) { p.Spec.Volumes[0].Name = "other" }, false},
 		{"an annotation removed", realisticPod, func(p *corev1.Pod) { delete(p.Annotations, "prometheus.io/scrape") }, false},
 		{"another field", realisticPod, func(p *corev1.Pod) { p.Spec.ServiceAccountName = "x" }, false},
-		{"a container added", realisticPod, func(p *corev1.Pod) { p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "x"}) }, false},
+		{"a container removed", realisticPod, func(p *corev1.Pod) { p.Spec.Containers = p.Spec.Containers[:1] }, false},
+		{"a container renamed", realisticPod, func(p *corev1.Pod) { p.Spec.Containers[1].Name = "x" }, false},
+		{"containers reordered", realisticPod, func(p *corev1.Pod) {
+			p.Spec.Containers[0], p.Spec.Containers[1] = p.Spec.Containers[1], p.Spec.Containers[0]
+		}, false},
+		{"a new container under an old name", realisticPod, func(p *corev1.Pod) {
+			p.Spec.InitContainers = append([]corev1.Container{{Name: "migrate"}}, p.Spec.InitContainers...)
+		}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

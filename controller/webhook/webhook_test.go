@@ -27,9 +27,19 @@ import (
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/controller/inject"
 	"github.com/nginx-mesh/nginx-mesh/controller/internal/testpki"
+	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
 )
 
-var cfg = inject.Config{MeshNamespace: "nginx-mesh", RequiredSCC: nginxmesh.SidecarSCC}
+var cfg = inject.Config{MeshNamespace: "nginx-mesh", RequiredSCC: nginxmesh.SidecarSCC,
+	Proxy: inject.Proxy{Image: "localhost/nginx-mesh/proxy:dev", PullPolicy: corev1.PullNever}}
+
+// meshPod is realisticPod declaring a mesh port in front of its web container and an upstream.
+func meshPod() *corev1.Pod {
+	p := realisticPod()
+	p.Annotations[spec.InboundAnnotation] = "8443->8080 allow ns/shop/sa/frontend"
+	p.Annotations[spec.OutboundAnnotation] = "15001->10.96.0.20:8443 expect ns/shop/sa/backend"
+	return p
+}
 
 // realisticPod is a Deployment's pod as the API server sends it to a webhook at CREATE:
 // generateName, owner, labels, three containers with probes, resources, env and mounts.
@@ -158,38 +168,43 @@ func post(t *testing.T, c *http.Client, url string, body []byte) *admissionv1.Ad
 func TestWebhookOverHTTPS(t *testing.T) {
 	client, url := serve(t)
 
-	t.Run("injects through a JSON patch the API server can apply", func(t *testing.T) {
-		pod := realisticPod()
-		resp := post(t, client, url, review(t, admissionv1.Create, "shop", pod))
-		if !resp.Allowed || resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch {
-			t.Fatalf("want an allowed JSON patch, got %+v", resp)
-		}
-		orig, _ := json.Marshal(pod)
-		p, err := jsonpatch.DecodePatch(resp.Patch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		patched, err := p.Apply(orig)
-		if err != nil {
-			t.Fatalf("apply patch: %v", err)
-		}
-		var got corev1.Pod
-		if err := json.Unmarshal(patched, &got); err != nil {
-			t.Fatal(err)
-		}
-		want := realisticPod()
-		if _, err := inject.New(cfg).Inject("shop", want); err != nil {
-			t.Fatal(err)
-		}
-		g, _ := json.Marshal(&got)
-		w, _ := json.Marshal(want)
-		if !bytes.Equal(g, w) {
-			t.Fatalf("patched pod differs from the inject package's result:\n%s\n%s", g, w)
-		}
-		if got.Annotations[nginxmesh.InjectedAnnotation] != nginxmesh.InjectedValue {
-			t.Errorf("no marker")
-		}
-	})
+	for name, mk := range map[string]func() *corev1.Pod{"": realisticPod, ", the proxy sidecar included": meshPod} {
+		t.Run("injects through a JSON patch the API server can apply"+name, func(t *testing.T) {
+			pod := mk()
+			resp := post(t, client, url, review(t, admissionv1.Create, "shop", pod))
+			if !resp.Allowed || resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch {
+				t.Fatalf("want an allowed JSON patch, got %+v", resp)
+			}
+			orig, _ := json.Marshal(pod)
+			p, err := jsonpatch.DecodePatch(resp.Patch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			patched, err := p.Apply(orig)
+			if err != nil {
+				t.Fatalf("apply patch: %v", err)
+			}
+			var got corev1.Pod
+			if err := json.Unmarshal(patched, &got); err != nil {
+				t.Fatal(err)
+			}
+			want := mk()
+			if _, err := inject.New(cfg).Inject("shop", want); err != nil {
+				t.Fatal(err)
+			}
+			g, _ := json.Marshal(&got)
+			w, _ := json.Marshal(want)
+			if !bytes.Equal(g, w) {
+				t.Fatalf("patched pod differs from the inject package's result:\n%s\n%s", g, w)
+			}
+			if got.Annotations[nginxmesh.InjectedAnnotation] != nginxmesh.InjectedValue {
+				t.Errorf("no marker")
+			}
+			if hasProxy := len(got.Spec.InitContainers) > 0 && got.Spec.InitContainers[0].Name == spec.ContainerName; hasProxy != (name != "") {
+				t.Errorf("proxy sidecar present=%v: %+v", hasProxy, got.Spec.InitContainers)
+			}
+		})
+	}
 
 	cases := []struct {
 		name   string
@@ -209,6 +224,14 @@ func TestWebhookOverHTTPS(t *testing.T) {
 			msg: `nginx-mesh injector refused pod shop/web-7d9f8c6b5-*: the pod already has a volume named "spiffe-workload-api"`,
 			mutate: func(p *corev1.Pod) {
 				p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: nginxmesh.WorkloadAPIVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+			}},
+		{name: "bad proxy annotations: the denial lists every problem, one per line", op: admissionv1.Create, ns: "shop", allow: false,
+			msg: "nginx-mesh injector refused pod shop/web-7d9f8c6b5-*: its config.nsm.nginx.com annotations are invalid (2 problems); fix them, or remove them to run the pod without the proxy:\n" +
+				"  config.nsm.nginx.com/inbound: \"8443->8443 allow ns/shop/sa/frontend\": mesh port and app port are both 8443; fix: the app must listen on 127.0.0.1:<app port> and the proxy on <mesh port>, so they must differ (e.g. 8443->8080)\n" +
+				"  config.nsm.nginx.com/outbound: \"15001->backend expect ns/shop/sa/backend\": upstream \"backend\" is not <host>:<port>",
+			mutate: func(p *corev1.Pod) {
+				p.Annotations[spec.InboundAnnotation] = "8443->8443 allow ns/shop/sa/frontend"
+				p.Annotations[spec.OutboundAnnotation] = "15001->backend expect ns/shop/sa/backend"
 			}},
 	}
 	for _, tc := range cases {
@@ -236,33 +259,39 @@ func TestWebhookOverHTTPS(t *testing.T) {
 }
 
 // BenchmarkHandle measures the admission handler itself (decode, mutate, patch) on a
-// realistic pod and reports its p50 and p99; the issue's goal is a p99 under 1 ms.
+// realistic pod, with and without mesh ports (the proxy sidecar), and reports its p50 and p99;
+// the issue's goal is a p99 under 1 ms.
 func BenchmarkHandle(b *testing.B) {
-	h := NewHandler(inject.New(cfg))
-	var req admission.Request
-	if err := json.Unmarshal(mustReview(b), &struct {
-		Request *admissionv1.AdmissionRequest `json:"request"`
-	}{&req.AdmissionRequest}); err != nil {
-		b.Fatal(err)
+	for _, bc := range []struct {
+		name string
+		pod  func() *corev1.Pod
+	}{{"identity", realisticPod}, {"proxy", meshPod}} {
+		b.Run(bc.name, func(b *testing.B) {
+			h := NewHandler(inject.New(cfg))
+			var req admission.Request
+			if err := json.Unmarshal(review(b, admissionv1.Create, "shop", bc.pod()), &struct {
+				Request *admissionv1.AdmissionRequest `json:"request"`
+			}{&req.AdmissionRequest}); err != nil {
+				b.Fatal(err)
+			}
+			lat := make([]time.Duration, 0, b.N)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				start := time.Now()
+				resp := h.Handle(ctx, req)
+				lat = append(lat, time.Since(start))
+				if !resp.Allowed || len(resp.Patches) == 0 {
+					b.Fatalf("not injected: %+v", resp.Result)
+				}
+			}
+			b.StopTimer()
+			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
 	}
-	lat := make([]time.Duration, 0, b.N)
-	ctx := context.Background()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		start := time.Now()
-		resp := h.Handle(ctx, req)
-		lat = append(lat, time.Since(start))
-		if !resp.Allowed || len(resp.Patches) == 0 {
-			b.Fatalf("not injected: %+v", resp.Result)
-		}
-	}
-	b.StopTimer()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }
-
-func mustReview(b *testing.B) []byte { return review(b, admissionv1.Create, "shop", realisticPod()) }
 
 func intstrFromString(s string) intstr.IntOrString { return intstr.FromString(s) }

@@ -68,6 +68,10 @@ func TestRequestThroughProxies(t *testing.T) {
 	if es := p.server.entries("accepted"); len(es) != 1 || es[0].Data["peer_id"] != clientID {
 		t.Errorf("server proxy's accepted log = %v, want peer_id %s", es, clientID)
 	}
+	// ...and the client proxy the server's it verified.
+	if es := p.client.entries("connected; upstream ID verified"); len(es) != 1 || es[0].Data["peer_id"] != serverID {
+		t.Errorf("client proxy's connected log = %v, want peer_id %s", es, serverID)
+	}
 	// A second connection resumes the TLS session the first one got a ticket for.
 	c2 := p.dial()
 	if got, err := roundTrip(c2, "again"); err != nil || got != "again" {
@@ -473,7 +477,7 @@ func TestSIGTERMDrainIsBounded(t *testing.T) {
 func TestEnvNames(t *testing.T) {
 	// The webhook renders spec.Env*; the proxy reads them through its flags' env fallbacks.
 	for flag, env := range map[string]string{"trust-domain": spec.EnvTrustDomain, "inbound": spec.EnvInbound, "outbound": spec.EnvOutbound,
-		"workload-api-addr": "SPIFFE_ENDPOINT_SOCKET", "drain-timeout": "PROXY_DRAIN_TIMEOUT"} {
+		"log-level": spec.EnvLogLevel, "workload-api-addr": "SPIFFE_ENDPOINT_SOCKET", "drain-timeout": "PROXY_DRAIN_TIMEOUT"} {
 		if got := EnvName(flag); got != env {
 			t.Errorf("EnvName(%q) = %q, want %q", flag, got, env)
 		}

@@ -123,6 +123,10 @@ func (p *Proxy) Outbound(l net.Listener, cfg *tls.Config, upstream string, m *me
 			_ = local.Close()
 			return
 		}
+		if log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+			// The server's ID passed our check; the server checks ours on its side.
+			log.WithFields(logrus.Fields{"peer_id": peerID(tc), "peer_addr": raw.RemoteAddr().String()}).Debug("connected; upstream ID verified")
+		}
 		// In TLS 1.3 the server checks our certificate after our side of the handshake is done:
 		// its refusal arrives as an alert on the first read. Count and log it as the handshake
 		// failure it is.

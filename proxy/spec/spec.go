@@ -30,6 +30,8 @@ const (
 	EnvTrustDomain = "PROXY_TRUST_DOMAIN"
 	EnvInbound     = "PROXY_INBOUND"
 	EnvOutbound    = "PROXY_OUTBOUND"
+	// EnvLogLevel sets the proxy's --log-level (the chart's proxy.logLevel, through the webhook).
+	EnvLogLevel = "PROXY_LOG_LEVEL"
 
 	// ContainerName is the proxy's container in an injected pod (a native sidecar: an init
 	// container with restartPolicy Always).
@@ -515,7 +517,7 @@ func parseTrustDomain(source, s string) (spiffeid.TrustDomain, error) {
 // socket on 0.0.0.0:p conflicts with one on 127.0.0.1:p.
 func (c *Config) checkPorts(inSource, outSource string) []error {
 	type use struct{ source, what string }
-	used := map[uint16]use{DefaultAdminPort: {"the proxy", "its admin port (/ready, /live, /metrics)"}}
+	used := map[uint16]use{DefaultAdminPort: {"", "the proxy's admin port (/ready, /live, /metrics)"}}
 	var errs []error
 	claim := func(p uint16, u use) {
 		if p == 0 {
@@ -526,8 +528,11 @@ func (c *Config) checkPorts(inSource, outSource string) []error {
 			if prev.what == u.what && u.what == "an app port" {
 				fix = "declare one mesh port per app port and merge their allow lists"
 			}
-			errs = append(errs, &Error{Source: u.source, Value: strconv.Itoa(int(p)),
-				Reason: fmt.Sprintf("port %d is %s and also %s (in %s)", p, u.what, prev.what, prev.source), Fix: fix})
+			reason := fmt.Sprintf("port %d is %s and also %s", p, u.what, prev.what)
+			if prev.source != "" {
+				reason += " (in " + prev.source + ")"
+			}
+			errs = append(errs, &Error{Source: u.source, Value: strconv.Itoa(int(p)), Reason: reason, Fix: fix})
 			return
 		}
 		used[p] = u

@@ -107,7 +107,7 @@ func TestParseErrors(t *testing.T) {
 			want: []string{"port 8080 is an outbound local port and also an app port"}, src: OutboundAnnotation},
 		{name: "outbound local port equal to a mesh port", ann: map[string]string{InboundAnnotation: "8443->8080 allow *", OutboundAnnotation: "8443->a:1 expect ns/a/sa/b"},
 			want: []string{"port 8443 is an outbound local port and also a mesh port"}, src: OutboundAnnotation},
-		{name: "admin port taken", ann: map[string]string{InboundAnnotation: "9902->8080 allow *"}, want: []string{"port 9902 is a mesh port and also its admin port"}},
+		{name: "admin port taken", ann: map[string]string{InboundAnnotation: "9902->8080 allow *"}, want: []string{"port 9902 is a mesh port and also the proxy's admin port (/ready, /live, /metrics); fix"}},
 		{name: "empty allow list", ann: map[string]string{InboundAnnotation: "8443->8080 allow"}, want: []string{"empty allow list"}},
 		{name: "allow list of commas", ann: map[string]string{InboundAnnotation: "8443->8080 allow , ,"}, want: []string{"empty allow list"}},
 		{name: "empty expect", ann: map[string]string{OutboundAnnotation: "15001->a:1 expect"}, want: []string{"empty expected server ID"}},
