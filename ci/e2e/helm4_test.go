@@ -1,0 +1,128 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+)
+
+// TestHelm4Lifecycle is the Helm 4 pass of the lifecycle flows, chained so that each install
+// serves the next step (4 installs instead of the 6 that scenarios 1, 3, 4 and 5 make):
+// install and uninstall with no injected pod; uninstall with one (keep set honoured, SPIRE
+// gone, sentinel waiting); reinstall under the same name while the sentinel waits;
+// --take-ownership into another namespace; the sentinel removing everything once the pod goes.
+// Helm 4 applies server-side by default and waits with kstatus (--wait=watcher): the assertions
+// are those of the Helm 3 scenarios, plus that the objects really were applied server-side.
+func TestHelm4Lifecycle(t *testing.T) {
+	dumpOnFailure(t)
+	useHelm(t, "v4")
+	start := time.Now()
+	cleanSlate(t)
+
+	steps := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"install, then uninstall with no injected pod", func(t *testing.T) {
+			d := install(t, release, meshNS)
+			record("install-to-ready (helm install --wait, OpenShift profile): %s", d.Round(100*time.Millisecond))
+			appliedServerSide(t, meshNS)
+			t0 := time.Now()
+			if out, err := helm(t, "uninstall", release, "-n", meshNS, "--wait", "--timeout", "5m"); err != nil {
+				t.Fatalf("helm uninstall: %v\n%s", err, out)
+			}
+			record("uninstall with no injected pods (helm uninstall --wait): %s", time.Since(t0).Round(100*time.Millisecond))
+			waitNoLeftovers(t, "nothing labelled part-of nginx-mesh remains", 2*time.Minute)
+			if _, err := e.cs.BatchV1().Jobs(meshNS).Get(ctx(t), nginxmesh.Sentinel, metav1.GetOptions{}); err == nil {
+				t.Errorf("a sentinel Job exists although no injected pod ran")
+			}
+		}},
+		{"uninstall with an injected pod: keep set kept, driver untouched, SPIRE gone, sentinel waits", func(t *testing.T) {
+			install(t, release, meshNS)
+			startMountedWorkload(t, "helm4-served")
+			before := driverPods(t)
+			uninstallLeavingSentinel(t, release, meshNS)
+			for _, r := range nginxmesh.KeepSet(keepSetOptions()) {
+				if err := getRef(t, r); err != nil {
+					t.Errorf("keep-set object %s: %v", r, err)
+				}
+			}
+			waitFor(t, "SPIRE server and agent gone", 2*time.Minute, func() (bool, string) {
+				_, e1 := e.cs.AppsV1().StatefulSets(meshNS).Get(ctx(t), nginxmesh.SpireServer, metav1.GetOptions{})
+				_, e2 := e.cs.AppsV1().DaemonSets(meshNS).Get(ctx(t), nginxmesh.SpireAgent, metav1.GetOptions{})
+				return apierrors.IsNotFound(e1) && apierrors.IsNotFound(e2), fmt.Sprintf("sts=%v ds=%v", e1, e2)
+			})
+			after := driverPods(t)
+			for name, id := range before {
+				if a, ok := after[name]; !ok || a.uid != id.uid || a.restarts != id.restarts {
+					t.Errorf("driver pod %s changed: before %+v after %+v", name, id, a)
+				}
+			}
+		}},
+		{"reinstall under the same name while the sentinel waits", func(t *testing.T) {
+			install(t, release, meshNS)
+			sentinelStoppedKeepingDriver(t, meshNS, release, meshNS)
+			appliedServerSide(t, meshNS)
+		}},
+		{"--take-ownership into another namespace while the sentinel waits", func(t *testing.T) {
+			uninstallLeavingSentinel(t, release, meshNS)
+			install(t, "r3", "nginx-mesh-2", "--take-ownership")
+			sentinelStoppedKeepingDriver(t, meshNS, "r3", "nginx-mesh-2")
+			if _, err := e.cs.AppsV1().DaemonSets(meshNS).Get(ctx(t), nginxmesh.CSIDriver, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				t.Errorf("the old namespace still has a driver DaemonSet: %v", err)
+			}
+		}},
+		{"uninstall, then the pod goes: the sentinel removes everything", func(t *testing.T) {
+			uninstallLeavingSentinel(t, "r3", "nginx-mesh-2")
+			p, err := e.cs.CoreV1().Pods(workloadNS).Get(ctx(t), "helm4-served", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := countMounts(t, volumeTarget(string(p.UID), volumeName)); n != 1 {
+				t.Errorf("the pod's mount across three releases: %d, want 1", n)
+			}
+			deletePodCleanly(t, p)
+			waitNoLeftovers(t, "zero leftovers (sentinel and its RBAC included)", 3*time.Minute)
+			_ = e.cs.CoreV1().Namespaces().Delete(ctx(t), "nginx-mesh-2", metav1.DeleteOptions{})
+		}},
+	}
+	for _, s := range steps {
+		if !t.Run(s.name, s.run) {
+			return // each step builds on the one before
+		}
+	}
+	record("Helm 4 lifecycle pass (5 steps, 4 installs): %s", time.Since(start).Round(time.Second))
+}
+
+// appliedServerSide asserts that helm owns the driver DaemonSet and the CSIDriver through a
+// server-side apply (managedFields operation Apply), which is what Helm 4 does by default and
+// Helm 3 never does: the test would pass vacuously if the helm binary were not Helm 4.
+func appliedServerSide(t *testing.T, ns string) {
+	t.Helper()
+	ds, err := e.cs.AppsV1().DaemonSets(ns).Get(ctx(t), nginxmesh.CSIDriver, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cd, err := e.cs.StorageV1().CSIDrivers().Get(ctx(t), nginxmesh.DefaultDriverName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, mf := range map[string][]metav1.ManagedFieldsEntry{"DaemonSet": ds.ManagedFields, "CSIDriver": cd.ManagedFields} {
+		applied := false
+		var seen []string
+		for _, m := range mf {
+			seen = append(seen, m.Manager+"/"+string(m.Operation))
+			applied = applied || (m.Manager == "helm" && m.Operation == metav1.ManagedFieldsOperationApply)
+		}
+		if !applied {
+			t.Errorf("%s not applied server-side by helm; field managers: %v", what, seen)
+		}
+	}
+}
