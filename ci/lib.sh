@@ -194,8 +194,14 @@ build_helm() {
   fi
   log "building helm and helm4 (the helm.sh/helm/v3 and v4 tools of the product module)"
   mkdir -p "$BIN"
-  (cd "$ROOT" && CGO_ENABLED=0 run_logged "$CACHE/logs/build-helm.log" go build -o "$BIN/helm" helm.sh/helm/v3/cmd/helm)
-  (cd "$ROOT" && CGO_ENABLED=0 run_logged "$CACHE/logs/build-helm4.log" go build -o "$BIN/helm4" helm.sh/helm/v4/cmd/helm)
+  local m v out
+  for m in v3 v4; do
+    out=helm; [ $m = v3 ] || out=helm$m
+    # `helm version` prints the module's version (a go build leaves only the minor, e.g. v4.3).
+    v=$(cd "$ROOT" && go list -m -f '{{.Version}}' "helm.sh/helm/$m")
+    (cd "$ROOT" && CGO_ENABLED=0 run_logged "$CACHE/logs/build-$out.log" go build \
+      -ldflags "-s -w -X helm.sh/helm/$m/internal/version.version=$v" -o "$BIN/$out" "helm.sh/helm/$m/cmd/helm")
+  done
   stamp_set helm "$ROOT/go.mod" "$ROOT/go.sum" "$(go version)"
 }
 

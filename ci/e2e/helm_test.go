@@ -3,10 +3,12 @@
 package e2e
 
 import (
+	"debug/buildinfo"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -38,6 +40,14 @@ func selectHelm(root, which string) (path, version string, err error) {
 		return "", "", fmt.Errorf("NMCL_HELM=%s: %s version: %v\n%s", which, path, err, out)
 	}
 	version, _, _ = strings.Cut(strings.TrimSpace(string(out)), "+")
+	// A helm built with go build says only its minor (v4.3); its module list has the version.
+	if bi, err := buildinfo.ReadFile(path); err == nil {
+		for _, d := range append([]*debug.Module{&bi.Main}, bi.Deps...) {
+			if strings.HasPrefix(d.Path, "helm.sh/helm/v") && strings.HasPrefix(d.Version, "v") {
+				version = d.Version
+			}
+		}
+	}
 	return path, version, nil
 }
 
