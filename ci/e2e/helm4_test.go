@@ -15,9 +15,15 @@ import (
 
 // TestHelm4Lifecycle is the Helm 4 pass of the lifecycle flows, chained so that each install
 // serves the next step (4 installs instead of the 6 that scenarios 1, 3, 4 and 5 make):
-// install and uninstall with no injected pod; uninstall with one (keep set honoured, SPIRE
-// gone, sentinel waiting); reinstall under the same name while the sentinel waits;
-// --take-ownership into another namespace; the sentinel removing everything once the pod goes.
+//  1. install and uninstall with no injected pod;
+//  2. with Helm 3: install, an injected pod, uninstall (the sentinel waits): a keep set that
+//     Helm 3 wrote client-side, as a user who upgrades their helm CLI has;
+//  3. reinstall under the same name with Helm 4 while the sentinel waits: the kept objects are
+//     adopted server-side;
+//  4. uninstall with the injected pod (keep set honoured, SPIRE gone, driver untouched, sentinel
+//     waits), then --take-ownership into another namespace;
+//  5. uninstall; the pod goes; the sentinel removes everything.
+//
 // Helm 4 applies server-side by default and waits with kstatus (--wait=watcher): the assertions
 // are those of the Helm 3 scenarios, plus that the objects really were applied server-side.
 func TestHelm4Lifecycle(t *testing.T) {
@@ -25,6 +31,7 @@ func TestHelm4Lifecycle(t *testing.T) {
 	useHelm(t, "v4")
 	start := time.Now()
 	cleanSlate(t)
+	const pod = "helm4-served"
 
 	steps := []struct {
 		name string
@@ -34,6 +41,9 @@ func TestHelm4Lifecycle(t *testing.T) {
 			d := install(t, release, meshNS)
 			record("install-to-ready (helm install --wait, OpenShift profile): %s", d.Round(100*time.Millisecond))
 			appliedServerSide(t, meshNS)
+			if out, err := helm(t, "test", release, "-n", meshNS, "--timeout", "3m"); err != nil {
+				t.Fatalf("helm test: %v\n%s", err, out)
+			}
 			t0 := time.Now()
 			if out, err := helm(t, "uninstall", release, "-n", meshNS, "--wait", "--timeout", "5m"); err != nil {
 				t.Fatalf("helm uninstall: %v\n%s", err, out)
@@ -44,9 +54,18 @@ func TestHelm4Lifecycle(t *testing.T) {
 				t.Errorf("a sentinel Job exists although no injected pod ran")
 			}
 		}},
-		{"uninstall with an injected pod: keep set kept, driver untouched, SPIRE gone, sentinel waits", func(t *testing.T) {
+		{"Helm 3: install, injected pod, uninstall: the sentinel waits", func(t *testing.T) {
+			useHelm(t, "v3")
 			install(t, release, meshNS)
-			startMountedWorkload(t, "helm4-served")
+			startMountedWorkload(t, pod)
+			uninstallLeavingSentinel(t, release, meshNS)
+		}},
+		{"Helm 4 reinstalls under the same name while the sentinel waits", func(t *testing.T) {
+			install(t, release, meshNS)
+			sentinelStoppedKeepingDriver(t, meshNS, release, meshNS)
+			appliedServerSide(t, meshNS)
+		}},
+		{"uninstall with the injected pod: keep set kept, driver untouched, SPIRE gone; then --take-ownership", func(t *testing.T) {
 			before := driverPods(t)
 			uninstallLeavingSentinel(t, release, meshNS)
 			for _, r := range nginxmesh.KeepSet(keepSetOptions()) {
@@ -65,14 +84,6 @@ func TestHelm4Lifecycle(t *testing.T) {
 					t.Errorf("driver pod %s changed: before %+v after %+v", name, id, a)
 				}
 			}
-		}},
-		{"reinstall under the same name while the sentinel waits", func(t *testing.T) {
-			install(t, release, meshNS)
-			sentinelStoppedKeepingDriver(t, meshNS, release, meshNS)
-			appliedServerSide(t, meshNS)
-		}},
-		{"--take-ownership into another namespace while the sentinel waits", func(t *testing.T) {
-			uninstallLeavingSentinel(t, release, meshNS)
 			install(t, "r3", "nginx-mesh-2", "--take-ownership")
 			sentinelStoppedKeepingDriver(t, meshNS, "r3", "nginx-mesh-2")
 			if _, err := e.cs.AppsV1().DaemonSets(meshNS).Get(ctx(t), nginxmesh.CSIDriver, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
@@ -81,7 +92,7 @@ func TestHelm4Lifecycle(t *testing.T) {
 		}},
 		{"uninstall, then the pod goes: the sentinel removes everything", func(t *testing.T) {
 			uninstallLeavingSentinel(t, "r3", "nginx-mesh-2")
-			p, err := e.cs.CoreV1().Pods(workloadNS).Get(ctx(t), "helm4-served", metav1.GetOptions{})
+			p, err := e.cs.CoreV1().Pods(workloadNS).Get(ctx(t), pod, metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,7 +109,7 @@ func TestHelm4Lifecycle(t *testing.T) {
 			return // each step builds on the one before
 		}
 	}
-	record("Helm 4 lifecycle pass (5 steps, 4 installs): %s", time.Since(start).Round(time.Second))
+	record("Helm 4 lifecycle pass (5 steps, 4 installs, one by Helm 3): %s", time.Since(start).Round(time.Second))
 }
 
 // appliedServerSide asserts that helm owns the driver DaemonSet and the CSIDriver through a
