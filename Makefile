@@ -56,10 +56,12 @@ images: build
 	ci/images.sh
 
 ## push: the product images (multi-arch), the SPIRE images and the chart to REGISTRY, no Docker
-##       needed; writes $(PUSH_OUT)/values-images.yaml (digests for the chart), digests.txt, sbom/
+##       needed; the binaries report TAG as their version; writes $(PUSH_OUT)/values-images.yaml
+##       (digests for the chart), digests.txt, push.json, sbom/ (module lists)
 push:
 	REGISTRY='$(REGISTRY)' TAG='$(TAG)' PLATFORMS='$(PLATFORMS)' PLAIN_HTTP='$(PLAIN_HTTP)' \
-	  CHART_VERSION='$(CHART_VERSION)' PUSH_OUT='$(PUSH_OUT)' LDFLAGS='$(LDFLAGS)' CMDS='$(CMDS)' ci/push.sh
+	  CHART_VERSION='$(CHART_VERSION)' PUSH_OUT='$(PUSH_OUT)' CMDS='$(CMDS)' \
+	  LDFLAGS='-s -w -X github.com/nginx-mesh/nginx-mesh.Version=$(TAG)' ci/push.sh
 
 ## bench: benchmarks with their report (numbers quoted in README.md come from here)
 bench:

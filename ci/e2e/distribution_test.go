@@ -81,8 +81,8 @@ func (r *testRegistry) mark() int {
 // TestDistributionRegistryPull runs `make push` against a real registry on this machine, then
 // installs the chart from that registry (oci://) with every image pinned by the pushed digests
 // and imagePullPolicy IfNotPresent: the cluster pulls them as a user's cluster would. The
-// product binaries carry a version of their own (VERSION=TAG), so their images are new to
-// containerd; the registry's log proves the layers really travel.
+// product binaries carry the tag as their version, a new one each run, so their images are new
+// to containerd; the registry's log proves the layers really travel.
 func TestDistributionRegistryPull(t *testing.T) {
 	dumpOnFailure(t)
 	reg := startRegistry(t)
@@ -93,10 +93,10 @@ func TestDistributionRegistryPull(t *testing.T) {
 	c, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	start := time.Now()
-	cmd := exec.CommandContext(c, "make", "push", "REGISTRY="+registryPath, "TAG="+id, "VERSION="+id, "PUSH_OUT="+out)
+	cmd := exec.CommandContext(c, "make", "push", "REGISTRY="+registryPath, "TAG="+id, "PUSH_OUT="+out)
 	cmd.Dir = e.root
 	b, err := cmd.CombinedOutput()
-	t.Logf("$ make push REGISTRY=%s TAG=%s VERSION=%s PUSH_OUT=%s\n%s", registryPath, id, id, out, indent(string(b)))
+	t.Logf("$ make push REGISTRY=%s TAG=%s PUSH_OUT=%s\n%s", registryPath, id, out, indent(string(b)))
 	if err != nil {
 		t.Fatalf("make push: %v", err)
 	}
@@ -214,7 +214,7 @@ func TestDistributionRegistryPull(t *testing.T) {
 			}
 			blobs := reg.served(mark, "GET", repo+"/blobs/")
 			t.Logf("%s: %d blob downloads", im.Image, len(blobs))
-			// Product images are built for this test (VERSION=TAG): config and layer are new to
+			// Product images are built for this test (version = TAG): config and layer are new to
 			// containerd. A SPIRE image has the config of the locally imported one (same files),
 			// but its layer is compressed harder for pushing, so at least the layer travels.
 			want := 1
