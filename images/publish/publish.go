@@ -74,9 +74,10 @@ type PushedImage struct {
 type PlatformImage struct {
 	Platform     string `json:"platform"`
 	Digest       string `json:"digest"`
-	Size         int64  `json:"size"`         // what a node pulls: manifest, config, compressed layers
-	Uncompressed int64  `json:"uncompressed"` // the files in the image
-	Modules      string `json:"modules,omitempty"`
+	Size         int64  `json:"size"`              // what a node pulls: manifest, config, compressed layers
+	Uncompressed int64  `json:"uncompressed"`      // the files in the image
+	Modules      string `json:"modules,omitempty"` // go version -m of its binaries, under Out
+	SBOM         string `json:"sbom,omitempty"`    // CycloneDX JSON, under Out
 }
 
 // PushedChart is the chart's OCI artifact.
@@ -257,17 +258,30 @@ func pushImage(ctx context.Context, o Options, host, path string, im imagebuild.
 		if err != nil {
 			return nil, err
 		}
+		var bins []binary
+		var text strings.Builder
 		for _, c := range im.Spec.Copies {
 			src := bctx.Source(c.Src)
 			if fi, err := os.Stat(src); err == nil {
 				pi.Uncompressed += fi.Size()
 			}
 			if bi, err := buildinfo.ReadFile(src); err == nil {
-				pi.Modules = filepath.Join("sbom", fmt.Sprintf("%s_%s_%s.txt", im.Dir, p.OS, p.Architecture))
-				text := fmt.Sprintf("# %s in %s@%s (%s); `go version -m` of the binary\n%s", c.Dest, ref, pi.Digest, p, bi)
-				if err := os.WriteFile(filepath.Join(o.Out, pi.Modules), []byte(text), 0o644); err != nil {
-					return nil, err
-				}
+				bins = append(bins, binary{dest: c.Dest, info: bi})
+				fmt.Fprintf(&text, "# %s in %s@%s (%s); `go version -m` of the binary\n%s", c.Dest, ref, pi.Digest, p, bi)
+			}
+		}
+		if len(bins) > 0 {
+			base := filepath.Join("sbom", fmt.Sprintf("%s_%s_%s", im.Dir, p.OS, p.Architecture))
+			pi.Modules, pi.SBOM = base+".txt", base+".cdx.json"
+			doc, err := cycloneDX(ref.Context().Name(), im.RefTag(o.Tag), pi.Digest, p, bins)
+			if err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(filepath.Join(o.Out, pi.Modules), []byte(text.String()), 0o644); err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(filepath.Join(o.Out, pi.SBOM), doc, 0o644); err != nil {
+				return nil, err
 			}
 		}
 		if o.MaxSize > 0 && pi.Size > o.MaxSize && im.Tag == "" {

@@ -9,9 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 
+	cdx "github.com/CycloneDX/cyclonedx-go"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -233,8 +235,17 @@ func TestRunAgainstARegistry(t *testing.T) {
 		if err != nil || !strings.Contains(string(b), "\nmod\tgithub.com/nginx-mesh/nginx-mesh") || !strings.Contains(string(b), "\nbuild\tGOARCH="+runtime.GOARCH) {
 			t.Fatalf("module list %s: %v\n%s", p.Modules, err, b)
 		}
-		if res.Images[0].Platforms[1].Modules != "" {
+		if res.Images[0].Platforms[1].Modules != "" || res.Images[0].Platforms[1].SBOM != "" {
 			t.Errorf("a module list for a non-Go file")
+		}
+		var bom cdx.BOM
+		f, err := os.Open(filepath.Join(out, p.SBOM))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := cdx.NewBOMDecoder(f, cdx.BOMFileFormatJSON).Decode(&bom); err != nil || !strings.Contains(bom.Metadata.Component.PackageURL, strings.TrimPrefix(p.Digest, "sha256:")) {
+			t.Errorf("SBOM %s: %v %+v", p.SBOM, err, bom.Metadata)
 		}
 		digests, _ := os.ReadFile(filepath.Join(out, "digests.txt"))
 		if !strings.Contains(string(digests), host+"/mirror/nginx-mesh/app:v9@"+res.Images[0].Digest) {
@@ -315,4 +326,63 @@ func firstFile(t *testing.T, img v1.Image) string {
 			return string(b)
 		}
 	}
+}
+
+func TestCycloneDX(t *testing.T) {
+	bi := &debug.BuildInfo{
+		GoVersion: "go1.26.8",
+		Path:      "github.com/nginx-mesh/nginx-mesh/hooks/cmd/nginx-mesh-hooks",
+		Deps: []*debug.Module{
+			{Path: "k8s.io/client-go", Version: "v0.37.2", Sum: "h1:abc="},
+			{Path: "example.com/forked", Version: "v1.0.0", Replace: &debug.Module{Path: "example.com/fork", Version: "v1.0.1"}},
+		},
+		Settings: []debug.BuildSetting{{Key: "GOARCH", Value: "arm64"}, {Key: "CGO_ENABLED", Value: "0"}},
+	}
+	p := v1.Platform{OS: "linux", Architecture: "arm64"}
+	doc, err := cycloneDX("quay.io/acme/nginx-mesh/hooks", "v1", "sha256:0123", p, []binary{{dest: "/nginx-mesh-hooks", info: bi}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bom cdx.BOM
+	if err := cdx.NewBOMDecoder(strings.NewReader(string(doc)), cdx.BOMFileFormatJSON).Decode(&bom); err != nil {
+		t.Fatalf("decode: %v\n%s", err, doc)
+	}
+	img := bom.Metadata.Component
+	if img.Type != cdx.ComponentTypeContainer || !strings.HasPrefix(img.PackageURL, "pkg:oci/hooks@sha256%3A0123?") || !strings.Contains(img.PackageURL, "arch=arm64") {
+		t.Errorf("image component %+v", img)
+	}
+	purls := map[string]cdx.Component{}
+	for _, c := range *bom.Components {
+		purls[c.PackageURL] = c
+	}
+	if c, ok := purls["pkg:golang/k8s.io/client-go@v0.37.2"]; !ok || c.Type != cdx.ComponentTypeLibrary || (*c.Properties)[0].Value != "h1:abc=" {
+		t.Errorf("client-go: %+v", c)
+	}
+	if _, ok := purls["pkg:golang/example.com/fork@v1.0.1"]; !ok {
+		t.Errorf("a replaced module must be listed as its replacement: %v", keysOf(purls))
+	}
+	var app *cdx.Component
+	for i, c := range *bom.Components {
+		if c.Type == cdx.ComponentTypeApplication {
+			app = &(*bom.Components)[i]
+		}
+	}
+	if app == nil || app.Name != bi.Path || app.Version != "v1" || !strings.Contains(string(doc), `"build:GOARCH"`) {
+		t.Fatalf("application component %+v", app)
+	}
+	if len(*bom.Dependencies) != 2 || len(*(*bom.Dependencies)[0].Dependencies) != 2 {
+		t.Errorf("dependencies %+v", *bom.Dependencies)
+	}
+	again, _ := cycloneDX("quay.io/acme/nginx-mesh/hooks", "v1", "sha256:0123", p, []binary{{dest: "/nginx-mesh-hooks", info: bi}})
+	if string(again) != string(doc) {
+		t.Errorf("the same image gave two documents")
+	}
+}
+
+func keysOf[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }
