@@ -180,6 +180,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		nameOpts = append(nameOpts, name.Insecure)
 	}
 	remoteOpts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(o.Keychain)}
+	// The out folder describes this push only: no module list of an image pushed before.
+	if err := os.RemoveAll(filepath.Join(o.Out, "sbom")); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Join(o.Out, "sbom"), 0o755); err != nil {
 		return nil, err
 	}
