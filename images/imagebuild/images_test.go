@@ -231,3 +231,14 @@ func TestBuildForPlatform(t *testing.T) {
 		}
 	}
 }
+
+func TestValuesKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"csi-driver": "csiDriver", "hooks": "hooks", "spire-server": "spireServer",
+		"node-driver-registrar": "nodeDriverRegistrar", "controller": "controller",
+	} {
+		if got := ValuesKey(in); got != want {
+			t.Errorf("ValuesKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
