@@ -14,15 +14,18 @@ import (
 )
 
 // TestHelm4Lifecycle is the Helm 4 pass of the lifecycle flows, chained so that each install
-// serves the next step (4 installs instead of the 6 that scenarios 1, 3, 4 and 5 make):
+// serves the next step (5 installs instead of the 7 that scenarios 1, 3, 4 and 5 make):
 //  1. install and uninstall with no injected pod;
 //  2. with Helm 3: install, an injected pod, uninstall (the sentinel waits): a keep set that
 //     Helm 3 wrote client-side, as a user who upgrades their helm CLI has;
 //  3. reinstall under the same name with Helm 4 while the sentinel waits: the kept objects are
 //     adopted server-side;
 //  4. uninstall with the injected pod (keep set honoured, SPIRE gone, driver untouched, sentinel
-//     waits), then --take-ownership into another namespace;
-//  5. uninstall; the pod goes; the sentinel removes everything.
+//     waits), then `nginx-mesh-hooks adopt` and an install under another name;
+//  5. uninstall, then --take-ownership into another namespace. The adopt of step 4 wrote the
+//     ownership annotations under its own field manager, so Helm 4's server-side apply reports a
+//     conflict on meta.helm.sh/release-name unless --force-conflicts is given (the README says so);
+//  6. uninstall; the pod goes; the sentinel removes everything.
 //
 // Helm 4 applies server-side by default and waits with kstatus (--wait=watcher): the assertions
 // are those of the Helm 3 scenarios, plus that the objects really were applied server-side.
@@ -65,7 +68,7 @@ func TestHelm4Lifecycle(t *testing.T) {
 			sentinelStoppedKeepingDriver(t, meshNS, release, meshNS)
 			appliedServerSide(t, meshNS)
 		}},
-		{"uninstall with the injected pod: keep set kept, driver untouched, SPIRE gone; then --take-ownership", func(t *testing.T) {
+		{"uninstall with the injected pod: keep set kept, driver untouched, SPIRE gone; adopt, another name", func(t *testing.T) {
 			before := driverPods(t)
 			uninstallLeavingSentinel(t, release, meshNS)
 			for _, r := range nginxmesh.KeepSet(keepSetOptions()) {
@@ -84,7 +87,15 @@ func TestHelm4Lifecycle(t *testing.T) {
 					t.Errorf("driver pod %s changed: before %+v after %+v", name, id, a)
 				}
 			}
-			install(t, "r3", "nginx-mesh-2", "--take-ownership")
+			if out, err := hooksCmd(t, "adopt", "--release", "r2", "--namespace", meshNS); err != nil {
+				t.Fatalf("adopt: %v\n%s", err, out)
+			}
+			install(t, "r2", meshNS)
+			sentinelStoppedKeepingDriver(t, meshNS, "r2", meshNS)
+		}},
+		{"--take-ownership (with --force-conflicts after adopt) into another namespace", func(t *testing.T) {
+			uninstallLeavingSentinel(t, "r2", meshNS)
+			install(t, "r3", "nginx-mesh-2", "--take-ownership", "--force-conflicts")
 			sentinelStoppedKeepingDriver(t, meshNS, "r3", "nginx-mesh-2")
 			if _, err := e.cs.AppsV1().DaemonSets(meshNS).Get(ctx(t), nginxmesh.CSIDriver, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 				t.Errorf("the old namespace still has a driver DaemonSet: %v", err)
@@ -97,7 +108,7 @@ func TestHelm4Lifecycle(t *testing.T) {
 				t.Fatal(err)
 			}
 			if n := countMounts(t, volumeTarget(string(p.UID), volumeName)); n != 1 {
-				t.Errorf("the pod's mount across three releases: %d, want 1", n)
+				t.Errorf("the pod's mount across five releases: %d, want 1", n)
 			}
 			deletePodCleanly(t, p)
 			waitNoLeftovers(t, "zero leftovers (sentinel and its RBAC included)", 3*time.Minute)
@@ -109,7 +120,7 @@ func TestHelm4Lifecycle(t *testing.T) {
 			return // each step builds on the one before
 		}
 	}
-	record("Helm 4 lifecycle pass (5 steps, 4 installs, one by Helm 3): %s", time.Since(start).Round(time.Second))
+	record("Helm 4 lifecycle pass (6 steps, 5 installs, one by Helm 3): %s", time.Since(start).Round(time.Second))
 }
 
 // appliedServerSide asserts that helm owns the driver DaemonSet and the CSIDriver through a
