@@ -126,7 +126,7 @@ func TestDistributionRegistryPull(t *testing.T) {
 		for _, want := range []struct {
 			image     string
 			platforms int
-		}{{"csi-driver", 2}, {"hooks", 2}, {"spire-server", 1}, {"spire-agent", 1}} {
+		}{{"csi-driver", 2}, {"hooks", 2}, {"controller", 2}, {"proxy", 2}, {"spire-server", 1}, {"spire-agent", 1}} {
 			im, ok := byImage[want.image]
 			if !ok {
 				t.Errorf("%s not pushed (pushed: %v)", want.image, keys(byImage))
@@ -216,7 +216,7 @@ func TestDistributionRegistryPull(t *testing.T) {
 				}
 			}
 		}
-		for _, want := range []string{"csi-driver", "spire-server", "spire-agent"} {
+		for _, want := range []string{"csi-driver", "controller", "spire-server", "spire-agent"} {
 			if !seen[want] {
 				t.Errorf("no running pod uses the pushed %s image (seen %v)", want, seen)
 			}
