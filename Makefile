@@ -12,11 +12,12 @@ SCRIPTS := $(shell git ls-files ci .ci | xargs grep -lE '^(\#!/usr/bin/env bash|
 # from bin/). Lazy (=), so only build and push pay for the `go list`.
 CMDS     = $(shell $(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./... | grep '/nginx-mesh-[^/]*$$')
 
-# make push REGISTRY=host[:port][/path] [TAG=...] [PLATFORMS=...] [PLAIN_HTTP=auto|true|false]
+# make push REGISTRY=host[:port][/path] [TAG=...] [PLATFORMS=...] [PLAIN_HTTP=auto|true|false] [COMPRESSION=gzip|zstd]
 REGISTRY      ?=
 TAG           ?= $(VERSION)
 PLATFORMS     ?= linux/amd64,linux/arm64
 PLAIN_HTTP    ?= auto
+COMPRESSION   ?= gzip
 CHART_VERSION ?=
 PUSH_OUT      ?= bin/push
 
@@ -59,7 +60,7 @@ images: build
 ##       needed; the binaries report TAG as their version; writes $(PUSH_OUT)/values-images.yaml
 ##       (digests for the chart), digests.txt, push.json, sbom/ (module lists)
 push:
-	REGISTRY='$(REGISTRY)' TAG='$(TAG)' PLATFORMS='$(PLATFORMS)' PLAIN_HTTP='$(PLAIN_HTTP)' \
+	REGISTRY='$(REGISTRY)' TAG='$(TAG)' PLATFORMS='$(PLATFORMS)' PLAIN_HTTP='$(PLAIN_HTTP)' COMPRESSION='$(COMPRESSION)' \
 	  CHART_VERSION='$(CHART_VERSION)' PUSH_OUT='$(PUSH_OUT)' CMDS='$(CMDS)' \
 	  LDFLAGS='-s -w -X github.com/nginx-mesh/nginx-mesh.Version=$(TAG)' ci/push.sh
 

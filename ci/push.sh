@@ -4,6 +4,7 @@
 #   TAG                           tag of the product images, appVersion of the chart
 #   PLATFORMS                     platforms of the product images (default linux/amd64,linux/arm64)
 #   PLAIN_HTTP=auto|true|false    HTTP instead of HTTPS (auto: only to a loopback registry)
+#   COMPRESSION=gzip|zstd         layer compression (zstd: smaller, needs a runtime that reads it)
 #   CHART_VERSION, PUSH_OUT       chart version (default Chart.yaml's); output folder (bin/push)
 #   CMDS, LDFLAGS                 from the Makefile: the product's main packages and link flags
 # The product binaries are cross-built into bin/<os>_<arch>/ (static, CGO off). SPIRE is built
@@ -33,7 +34,8 @@ for p in ${PLATFORMS//,/ }; do
 done
 log "product binaries for $PLATFORMS built in $(since "$t0")s: $(for c in $CMDS; do basename "$c"; done | tr '\n' ' ')"
 
-args=(--registry "$REGISTRY" --tag "$TAG" --platforms "$PLATFORMS" --plain-http "${PLAIN_HTTP:-auto}" --out "$PUSH_OUT")
+args=(--registry "$REGISTRY" --tag "$TAG" --platforms "$PLATFORMS" --plain-http "${PLAIN_HTTP:-auto}"
+  --compression "${COMPRESSION:-gzip}" --out "$PUSH_OUT")
 [ -z "${CHART_VERSION:-}" ] || args+=(--chart-version "$CHART_VERSION")
 (cd "$ROOT" && go run ./images/push "${args[@]}")
 log "make push took $(since "$start")s"

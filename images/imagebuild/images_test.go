@@ -242,3 +242,57 @@ func TestValuesKey(t *testing.T) {
 		}
 	}
 }
+
+func TestBuildCompression(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	content := strings.Repeat("nginx-mesh binary bytes ", 4096)
+	if err := os.WriteFile(filepath.Join(root, "bin", "tool"), []byte(content), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := Parse("Dockerfile", strings.NewReader("FROM scratch\nCOPY bin/tool /tool\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ctx       Context
+		mediaType string
+		err       string
+	}{
+		{Context{Dir: root}, "application/vnd.oci.image.layer.v1.tar+gzip", ""},
+		{Context{Dir: root, Compact: true, Compression: "gzip"}, "application/vnd.oci.image.layer.v1.tar+gzip", ""},
+		{Context{Dir: root, Compact: true, Compression: "zstd"}, "application/vnd.oci.image.layer.v1.tar+zstd", ""},
+		{Context{Dir: root, Compression: "xz"}, "", `compression "xz"`},
+	} {
+		img, err := spec.Build(tc.ctx)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("%+v: err %v", tc.ctx, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		layers, _ := img.Layers()
+		mt, _ := layers[0].MediaType()
+		if string(mt) != tc.mediaType {
+			t.Errorf("%s: media type %s", tc.ctx.Compression, mt)
+		}
+		rc, err := layers[0].Uncompressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := tar.NewReader(rc)
+		if _, err := tr.Next(); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(tr)
+		rc.Close()
+		if string(b) != content {
+			t.Errorf("%s: the layer does not round-trip", tc.ctx.Compression)
+		}
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/compression"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -48,6 +49,8 @@ type Options struct {
 	// MaxSize is the size goal of a product image (compressed, one platform); bigger ones are
 	// reported, not refused.
 	MaxSize int64
+	// Compression of the layers: gzip (default) or zstd (smaller; see imagebuild.Context).
+	Compression compression.Compression
 }
 
 // Result is what was pushed; Run also writes it to <Out>/push.json.
@@ -237,7 +240,7 @@ func pushImage(ctx context.Context, o Options, host, path string, im imagebuild.
 	out := &PushedImage{Image: im.Dir, ValuesKey: imagebuild.ValuesKey(im.Dir), Ref: ref.String(), Repository: repo, Product: im.Tag == ""}
 	ctxs := make([]imagebuild.Context, len(platforms))
 	for i, p := range platforms {
-		ctxs[i] = imagebuild.Context{Dir: o.Root, Platform: p, Compact: true}
+		ctxs[i] = imagebuild.Context{Dir: o.Root, Platform: p, Compact: true, Compression: o.Compression}
 		if im.AllArch {
 			ctxs[i].Bin = imagebuild.PlatformBin(o.Root, p)
 		}

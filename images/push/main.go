@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/google/go-containerregistry/pkg/compression"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
@@ -19,7 +20,7 @@ import (
 
 func main() {
 	var o publish.Options
-	var platforms, plain string
+	var platforms, plain, comp string
 	cmd := &cobra.Command{
 		Use:   "push --registry HOST[:PORT][/PATH] --tag TAG [image...]",
 		Short: "Push the product and SPIRE images and the chart to an OCI registry",
@@ -42,6 +43,12 @@ binary, as ` + "`go version -m`" + ` prints it) and the chart package. Credentia
 			host, _, err := publish.SplitRegistry(o.Registry)
 			if err != nil {
 				return err
+			}
+			switch comp {
+			case "gzip", "zstd":
+				o.Compression = compression.Compression(comp)
+			default:
+				return fmt.Errorf("--compression=%s: want gzip or zstd", comp)
 			}
 			switch plain {
 			case "auto":
@@ -80,6 +87,7 @@ binary, as ` + "`go version -m`" + ` prints it) and the chart package. Credentia
 	f.StringVar(&o.Registry, "registry", "", "registry and optional path: host[:port][/path]")
 	f.StringVar(&o.Tag, "tag", "", "tag of the product images and appVersion of the chart")
 	f.StringVar(&platforms, "platforms", "linux/amd64,linux/arm64", "platforms of the product images")
+	f.StringVar(&comp, "compression", "gzip", "layer compression: gzip (read everywhere) or zstd (11-19% smaller, slower; containerd >= 1.5, CRI-O >= 1.20, Docker >= 23)")
 	f.StringVar(&plain, "plain-http", "auto", "talk HTTP instead of HTTPS: auto (only to a loopback registry), true, false")
 	f.StringVar(&o.ChartDir, "chart", "charts/nginx-mesh", "chart to package and push to <registry>/charts (empty: none)")
 	f.StringVar(&o.ChartVersion, "chart-version", "", "chart version (default: Chart.yaml's)")
