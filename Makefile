@@ -3,17 +3,31 @@ SHELL   := /bin/bash
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/nginx-mesh/nginx-mesh.Version=$(VERSION)
-HELM    := $(GO) tool helm
+# Two helm tools share the name `helm`: `go tool` needs the full package path of each.
+HELM    := $(GO) tool helm.sh/helm/v3/cmd/helm
+HELM4   := $(GO) tool helm.sh/helm/v4/cmd/helm
 CHART   := charts/nginx-mesh
 SCRIPTS := $(shell git ls-files ci .ci | xargs grep -lE '^(\#!/usr/bin/env bash|\# shellcheck shell=bash)' 2>/dev/null)
+# The product's binaries: every main package named nginx-mesh-* (the name the Dockerfiles COPY
+# from bin/). Lazy (=), so only build and push pay for the `go list`.
+CMDS     = $(shell $(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./... | grep '/nginx-mesh-[^/]*$$')
 
-.PHONY: all build test unit lint e2e images bench bench-cluster bench-proxy demo cluster-up cluster-down docs
+# make push REGISTRY=host[:port][/path] [TAG=...] [PLATFORMS=...] [PLAIN_HTTP=auto|true|false] [COMPRESSION=gzip|zstd]
+REGISTRY      ?=
+TAG           ?= $(VERSION)
+PLATFORMS     ?= linux/amd64,linux/arm64
+PLAIN_HTTP    ?= auto
+COMPRESSION   ?= gzip
+CHART_VERSION ?=
+PUSH_OUT      ?= bin/push
+
+.PHONY: all build test unit lint e2e images push bench bench-cluster bench-proxy demo cluster-up cluster-down docs
 
 all: build
 
 ## build: static binaries in bin/ (CGO off)
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./csi/cmd/nginx-mesh-csi-driver ./hooks/cmd/nginx-mesh-hooks ./proxy/cmd/nginx-mesh-proxy ./controller/cmd/nginx-mesh-controller
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(CMDS)
 
 ## test: everything CI runs: lint, unit and peer suites, end-to-end on the local cluster
 test: lint unit e2e
@@ -22,7 +36,7 @@ test: lint unit e2e
 unit:
 	$(GO) test -count=1 ./...
 
-## lint: gofmt, go vet (also with the e2e tag), a build for macOS, shellcheck of every script, helm lint --strict for both profiles
+## lint: gofmt, go vet (also with the e2e tag), a build for macOS, shellcheck of every script, helm lint --strict for both profiles with Helm 3 and Helm 4
 lint:
 	@ci/packages.sh install >/dev/null  # shellcheck comes from Debian (no-op when present)
 	shellcheck -x $(SCRIPTS)
@@ -30,9 +44,11 @@ lint:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./ci/e2e/
 	GOOS=darwin $(GO) build ./...
-	$(HELM) lint --strict $(CHART)
-	$(HELM) lint --strict $(CHART) -f $(CHART)/values-openshift.yaml
-	@for f in $(CHART)/ci/*.yaml; do echo "$(HELM) lint --strict $(CHART) -f $$f"; $(HELM) lint --strict --quiet $(CHART) -f $$f || exit 1; done
+	@for h in '$(HELM)' '$(HELM4)'; do \
+	  for f in $(CHART)/values.yaml $(CHART)/values-openshift.yaml $(CHART)/ci/*.yaml; do \
+	    echo "$$h lint --strict $(CHART) -f $$f"; $$h lint --strict --quiet $(CHART) -f $$f || exit 1; \
+	  done; \
+	done
 
 ## docs: regenerate the chart's parameter table with helm-docs (charts/render tests fail when it is stale)
 docs:
@@ -41,6 +57,14 @@ docs:
 ## images: OCI tarballs of the product's images in bin/images (no Docker needed)
 images: build
 	ci/images.sh
+
+## push: the product images (multi-arch), the SPIRE images and the chart to REGISTRY, no Docker
+##       needed; the binaries report TAG as their version; writes $(PUSH_OUT)/values-images.yaml
+##       (digests for the chart), digests.txt, push.json, sbom/ (module lists)
+push:
+	REGISTRY='$(REGISTRY)' TAG='$(TAG)' PLATFORMS='$(PLATFORMS)' PLAIN_HTTP='$(PLAIN_HTTP)' COMPRESSION='$(COMPRESSION)' \
+	  CHART_VERSION='$(CHART_VERSION)' PUSH_OUT='$(PUSH_OUT)' CMDS='$(CMDS)' \
+	  LDFLAGS='-s -w -X github.com/nginx-mesh/nginx-mesh.Version=$(TAG)' ci/push.sh
 
 ## bench: benchmarks with their report (numbers quoted in README.md come from here)
 bench:

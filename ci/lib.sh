@@ -133,9 +133,15 @@ build_spire() {
   log "  spire built in $(since "$start")s"
 }
 
-# build_images: product binaries (make build), SPIRE and pause, then the image tarballs in bin/images.
-# SPIRE and pause must build. A product binary that does not build yet (the others' work in
-# progress) is reported and its image skipped, so the cluster itself still comes up.
+# product_cmds: the product's main packages (nginx-mesh-*), as the Makefile's CMDS.
+product_cmds() {
+  (cd "$ROOT" && go list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./... | grep '/nginx-mesh-[^/]*$')
+}
+
+# build_images: product binaries (make build), SPIRE and pause, then every images/*/Dockerfile
+# into a tarball in bin/images (the image list is the Dockerfiles: a new one is built and imported
+# with no change here). SPIRE and pause must build. A product binary that does not build yet (the
+# others' work in progress) is reported and its image skipped, so the cluster itself still comes up.
 build_images() {
   local start; start=$(date +%s)
   build_spire
@@ -145,10 +151,10 @@ build_images() {
     tail -n 15 "$CACHE/logs/make-build.log" >&2
     log "  WARNING: make build failed (log: $CACHE/logs/make-build.log); building each binary alone"
     local c
-    for c in csi/cmd/nginx-mesh-csi-driver hooks/cmd/nginx-mesh-hooks proxy/cmd/nginx-mesh-proxy controller/cmd/nginx-mesh-controller; do
+    for c in $(product_cmds); do
       local b; b=$(basename "$c")
       rm -f "$ROOT/bin/$b"
-      (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$ROOT/bin/$b" "./$c" \
+      (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$ROOT/bin/$b" "$c" \
         >"$CACHE/logs/build-$b.log" 2>&1) || true
       [ -x "$ROOT/bin/$b" ] || log "  WARNING: $b does not build: its image is skipped (log: $CACHE/logs/build-$b.log)"
     done
@@ -159,19 +165,18 @@ build_images() {
     go build -trimpath -ldflags '-s -w' -o "$ROOT/bin/e2e-workload" ./ci/e2e/workload)
   # The Dockerfiles COPY from bin/ (context = repository root); SPIRE comes from the cache.
   cp -f "$BIN/spire-server" "$BIN/spire-agent" "$ROOT/bin/"
-  local names=(pause spire-server spire-agent e2e-workload)
-  [ -x "$ROOT/bin/nginx-mesh-csi-driver" ] && names+=(csi-driver)
-  [ -x "$ROOT/bin/nginx-mesh-hooks" ] && names+=(hooks)
-  [ -x "$ROOT/bin/nginx-mesh-proxy" ] && names+=(proxy)
-  [ -x "$ROOT/bin/nginx-mesh-controller" ] && names+=(controller)
-  (cd "$ROOT" && run_logged "$CACHE/logs/images-build.log" go run ./images/build --out "$ROOT/bin/images" "${names[@]}")
-  log "  images built in $(since "$start")s: ${names[*]}"
+  rm -f "$ROOT"/bin/images/*.tar
+  (cd "$ROOT" && run_logged "$CACHE/logs/images-build.log" go run ./images/build --out "$ROOT/bin/images" --skip-missing)
+  grep -h WARN "$CACHE/logs/images-build.log" >&2 || true
+  log "  images built in $(since "$start")s: $(for f in "$ROOT"/bin/images/*.tar; do basename "$f" .tar; done | tr '\n' ' ')"
 }
 
 # import_images [NAME...]: imports bin/images/NAME.tar into the cluster's containerd (all if none).
 import_images() {
   local names=("$@") n
-  [ ${#names[@]} -gt 0 ] || names=(pause csi-driver hooks spire-server spire-agent e2e-workload proxy controller)
+  if [ ${#names[@]} = 0 ]; then
+    for n in "$ROOT"/bin/images/*.tar; do [ -f "$n" ] && names+=("$(basename "$n" .tar)"); done
+  fi
   local done_=()
   for n in "${names[@]}"; do
     [ -f "$ROOT/bin/images/$n.tar" ] || { log "  WARNING: bin/images/$n.tar missing: not imported"; continue; }
@@ -181,15 +186,22 @@ import_images() {
   log "  imported into containerd: ${done_[*]}"
 }
 
-# build_helm: the helm CLI of the product module (go tool helm) as a binary, so tests skip `go tool`'s
-# per-call overhead.
+# build_helm: the two helm CLIs of the product module's tool directives as binaries, so tests skip
+# `go tool`'s per-call overhead: $BIN/helm (Helm 3, the default) and $BIN/helm4 (Helm 4).
 build_helm() {
-  if [ -x "$BIN/helm" ] && stamp_ok helm "$ROOT/go.mod" "$ROOT/go.sum" "$(go version)"; then
+  if [ -x "$BIN/helm" ] && [ -x "$BIN/helm4" ] && stamp_ok helm "$ROOT/go.mod" "$ROOT/go.sum" "$(go version)"; then
     return
   fi
-  log "building helm (go tool helm of the product module)"
+  log "building helm and helm4 (the helm.sh/helm/v3 and v4 tools of the product module)"
   mkdir -p "$BIN"
-  (cd "$ROOT" && CGO_ENABLED=0 run_logged "$CACHE/logs/build-helm.log" go build -o "$BIN/helm" helm.sh/helm/v3/cmd/helm)
+  local m v out
+  for m in v3 v4; do
+    out=helm; [ $m = v3 ] || out=helm$m
+    # `helm version` prints the module's version (a go build leaves only the minor, e.g. v4.3).
+    v=$(cd "$ROOT" && go list -m -f '{{.Version}}' "helm.sh/helm/$m")
+    (cd "$ROOT" && CGO_ENABLED=0 run_logged "$CACHE/logs/build-$out.log" go build \
+      -ldflags "-s -w -X helm.sh/helm/$m/internal/version.version=$v" -o "$BIN/$out" "helm.sh/helm/$m/cmd/helm")
+  done
   stamp_set helm "$ROOT/go.mod" "$ROOT/go.sum" "$(go version)"
 }
 

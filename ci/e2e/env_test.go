@@ -47,7 +47,8 @@ var sccGVR = schema.GroupVersionResource{Group: "security.openshift.io", Version
 type env struct {
 	root       string
 	kubeconfig string
-	helm       string
+	helm       string // the helm binary helm() runs: NMCL_HELM, or useHelm for one test (helm_test.go)
+	helmLabel  string // its version, in every TIMING line
 	hooks      string
 	cfg        *rest.Config
 	cs         kubernetes.Interface
@@ -61,7 +62,7 @@ var e *env
 var timings []string
 
 func record(format string, a ...any) {
-	line := fmt.Sprintf(format, a...)
+	line := fmt.Sprintf(format, a...) + " [helm " + e.helmLabel + "]"
 	timings = append(timings, line)
 	fmt.Println("TIMING:", line)
 }
@@ -96,13 +97,17 @@ func TestMain(m *testing.M) {
 	e = &env{
 		root:       root,
 		kubeconfig: kc,
-		helm:       firstExisting(filepath.Join(cacheBin(root), "helm")),
 		hooks:      filepath.Join(root, "bin", "nginx-mesh-hooks"),
 		cfg:        cfg,
 		cs:         kubernetes.NewForConfigOrDie(cfg),
 		dyn:        dynamic.NewForConfigOrDie(cfg),
 	}
 	e.disc = e.cs.Discovery()
+	if e.helm, e.helmLabel, err = selectHelm(root, envOr("NMCL_HELM", "v3")); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("e2e: helm %s (%s)\n", e.helmLabel, e.helm)
 	code := m.Run()
 	if len(timings) > 0 {
 		fmt.Println("== e2e timings")
@@ -123,13 +128,6 @@ func envOr(key, def string) string {
 // cacheBin is ci/lib.sh's $BIN: the host-built helm, kubectl and SPIRE binaries.
 func cacheBin(root string) string {
 	return filepath.Join(envOr("NMCL_CACHE", filepath.Join(root, "ci", ".cache")), "bin")
-}
-
-func firstExisting(p string) string {
-	if _, err := os.Stat(p); err == nil {
-		return p
-	}
-	return ""
 }
 
 // run executes a command from the repository root with KUBECONFIG set, logging it and its output.
@@ -156,10 +154,7 @@ func indent(s string) string {
 
 func helm(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	if e.helm != "" {
-		return run(t, e.helm, args...)
-	}
-	return run(t, "go", append([]string{"tool", "helm"}, args...)...)
+	return run(t, e.helm, args...)
 }
 
 func hooksCmd(t *testing.T, args ...string) (string, error) {

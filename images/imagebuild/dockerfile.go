@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -33,6 +34,23 @@ type Spec struct {
 	Env        []string // KEY=value, later entries override earlier ones of the same key
 	Labels     map[string]string
 	WorkingDir string
+	// Publish is what the file's `# nginx-mesh-image:` comment says about where the image goes.
+	Publish Publish
+}
+
+// DirectivePrefix starts the comment line that tells the builder and `make push` where an image
+// goes. It is a comment, so the Dockerfile stays valid for any other builder:
+//
+//	# nginx-mesh-image: repository=spiffe/spire-server tag=1.13.3 platforms=build
+const DirectivePrefix = "# nginx-mesh-image:"
+
+// Publish holds the directive's settings; the zero value is a product image: repository
+// nginx-mesh/<dir>, the product tag, every platform of `make push`, pushed.
+type Publish struct {
+	Repository string // repository below the registry ("" = nginx-mesh/<dir>)
+	Tag        string // fixed tag, e.g. an upstream version ("" = the product tag)
+	BuildOnly  bool   // platforms=build: only the build machine's platform (e.g. cgo binaries)
+	NoPush     bool   // push=false: the local cluster's own image (pause, test workloads)
 }
 
 // ParseError names the file, line and instruction that could not be used, and what to do instead.
@@ -48,11 +66,19 @@ func (e *ParseError) Error() string {
 
 // Parse reads a Dockerfile. name is used in error messages only.
 func Parse(name string, r io.Reader) (*Spec, error) {
-	lines, err := logicalLines(r)
+	data, err := io.ReadAll(r)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	spec := &Spec{Labels: map[string]string{}}
+	pub, err := parseDirectives(name, string(data))
+	if err != nil {
+		return nil, err
+	}
+	lines, err := logicalLines(strings.NewReader(string(data)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	spec := &Spec{Labels: map[string]string{}, Publish: pub}
 	sawFrom := false
 	for _, ll := range lines {
 		fail := func(format string, a ...any) error {
@@ -128,6 +154,70 @@ func Parse(name string, r io.Reader) (*Spec, error) {
 	}
 	return spec, nil
 }
+
+// parseDirectives reads the `# nginx-mesh-image:` comment lines (at most one of each key).
+func parseDirectives(name, data string) (Publish, error) {
+	var p Publish
+	seen := map[string]bool{}
+	for i, line := range strings.Split(data, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), DirectivePrefix)
+		if !ok {
+			continue
+		}
+		fail := func(format string, a ...any) error {
+			return &ParseError{File: name, Line: i + 1, Msg: fmt.Sprintf(format, a...)}
+		}
+		fields := strings.Fields(rest)
+		if len(fields) == 0 {
+			return p, fail("empty %s directive: give key=value (repository, tag, platforms, push)", DirectivePrefix)
+		}
+		for _, f := range fields {
+			k, v, ok := strings.Cut(f, "=")
+			if !ok || v == "" {
+				return p, fail("directive %q is not key=value", f)
+			}
+			if seen[k] {
+				return p, fail("directive key %q given twice", k)
+			}
+			seen[k] = true
+			switch k {
+			case "repository":
+				if !repositoryRE.MatchString(v) {
+					return p, fail("repository %q: want lower-case path segments like nginx-mesh/hooks", v)
+				}
+				p.Repository = v
+			case "tag":
+				if !tagRE.MatchString(v) {
+					return p, fail("tag %q is not a valid image tag", v)
+				}
+				p.Tag = v
+			case "platforms":
+				switch v {
+				case "all":
+				case "build":
+					p.BuildOnly = true
+				default:
+					return p, fail("platforms=%s: want all (every platform of make push) or build (the build machine's only)", v)
+				}
+			case "push":
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return p, fail("push=%s: want true or false", v)
+				}
+				p.NoPush = !b
+			default:
+				return p, fail("unknown directive key %q (known: repository, tag, platforms, push)", k)
+			}
+		}
+	}
+	return p, nil
+}
+
+// The distribution spec's grammar for repository paths and tags.
+var (
+	repositoryRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+	tagRE        = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+)
 
 type logicalLine struct {
 	num  int // line number where the instruction starts
