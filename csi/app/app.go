@@ -16,7 +16,6 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/csi/driver"
@@ -24,6 +23,7 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/csi/mount"
 	"github.com/nginx-mesh/nginx-mesh/csi/registrar"
 	"github.com/nginx-mesh/nginx-mesh/csi/server"
+	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
 )
 
 // Options are the command's flags.
@@ -71,7 +71,7 @@ falls back to NODE_NAME (set it from the downward API, spec.nodeName).`,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd.Flags(), os.LookupEnv); err != nil {
+			if err := cliutil.ApplyEnv(cmd.Flags(), EnvName, os.LookupEnv); err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
@@ -94,23 +94,6 @@ falls back to NODE_NAME (set it from the downward API, spec.nodeName).`,
 		fl.Usage += fmt.Sprintf(" [env %s]", EnvName(name))
 	}
 	return cmd
-}
-
-// applyEnv sets each flag not given on the command line from its environment variable.
-func applyEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
-	var errs []error
-	fs.VisitAll(func(fl *pflag.Flag) {
-		if fl.Changed || fl.Name == "help" || fl.Name == "version" {
-			return
-		}
-		env := EnvName(fl.Name)
-		if v, ok := lookup(env); ok {
-			if err := fs.Set(fl.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("environment variable %s=%q for --%s: %w", env, v, fl.Name, err))
-			}
-		}
-	})
-	return errors.Join(errs...)
 }
 
 // Run runs the driver until ctx ends.

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
 )
 
 // flagNames are the flags the design fixes (docs/design.md, README.md), plus --log-level.
@@ -52,7 +54,7 @@ func TestApplyEnv(t *testing.T) {
 			if err := cmd.Flags().Parse(tc.args); err != nil {
 				t.Fatal(err)
 			}
-			err := applyEnv(cmd.Flags(), func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok })
+			err := cliutil.ApplyEnv(cmd.Flags(), EnvName, func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok })
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error = %v, want one naming %s", err, tc.wantErr)

@@ -19,9 +19,9 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
 	"github.com/nginx-mesh/nginx-mesh/hooks/status"
 	"github.com/nginx-mesh/nginx-mesh/hooks/uninstall"
+	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 )
 
 // Exit codes.
@@ -89,19 +89,8 @@ func (g *globals) sidecarList() []string { return kube.SplitList(g.sidecars) }
 func (g *globals) setupLog() error {
 	g.log = logrus.New()
 	g.log.SetOutput(g.deps.Stderr)
-	switch g.logFormat {
-	case "json":
-		g.log.SetFormatter(&logrus.JSONFormatter{})
-	case "text":
-		g.log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
-	case "auto", "":
-		if f, ok := g.deps.Stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-			g.log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
-		} else {
-			g.log.SetFormatter(&logrus.JSONFormatter{})
-		}
-	default:
-		return usageError{fmt.Errorf("--log-format %q: use auto, json or text", g.logFormat)}
+	if err := cliutil.SetFormat(g.log, g.logFormat, g.deps.Stderr); err != nil {
+		return usageError{err}
 	}
 	return nil
 }

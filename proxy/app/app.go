@@ -19,9 +19,9 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"golang.org/x/term"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
 	"github.com/nginx-mesh/nginx-mesh/proxy/forward"
 	"github.com/nginx-mesh/nginx-mesh/proxy/identity"
 	"github.com/nginx-mesh/nginx-mesh/proxy/metrics"
@@ -101,7 +101,7 @@ limit.`,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd.Flags(), os.LookupEnv); err != nil {
+			if err := cliutil.ApplyEnv(cmd.Flags(), EnvName, os.LookupEnv); err != nil {
 				return err
 			}
 			log := logrus.StandardLogger()
@@ -131,44 +131,13 @@ limit.`,
 	return cmd
 }
 
-// applyEnv sets each flag not given on the command line from its environment variable.
-func applyEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
-	var errs []error
-	fs.VisitAll(func(fl *pflag.Flag) {
-		if fl.Changed || fl.Name == "help" || fl.Name == "version" {
-			return
-		}
-		env := EnvName(fl.Name)
-		if v, ok := lookup(env); ok {
-			if err := fs.Set(fl.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("environment variable %s=%q for --%s: %w", env, v, fl.Name, err))
-			}
-		}
-	})
-	return errors.Join(errs...)
-}
-
 func setupLog(log *logrus.Logger, level, format string) error {
 	lvl, err := logrus.ParseLevel(level)
 	if err != nil {
 		return fmt.Errorf("--log-level %q: %w", level, err)
 	}
 	log.SetLevel(lvl)
-	switch format {
-	case "json":
-		log.SetFormatter(&logrus.JSONFormatter{})
-	case "text":
-		log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
-	case "auto":
-		if term.IsTerminal(int(os.Stderr.Fd())) {
-			log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
-		} else {
-			log.SetFormatter(&logrus.JSONFormatter{})
-		}
-	default:
-		return fmt.Errorf("--log-format %q: want json, text or auto", format)
-	}
-	return nil
+	return cliutil.SetFormat(log, format, os.Stderr)
 }
 
 // Run runs the proxy until ctx ends, then drains.

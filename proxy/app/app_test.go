@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
 	"github.com/nginx-mesh/nginx-mesh/proxy/internal/workloadapitest"
 	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
 )
@@ -487,7 +488,7 @@ func TestEnvNames(t *testing.T) {
 	if err := cmd.Flags().Parse([]string{"--drain-timeout=9s"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := applyEnv(cmd.Flags(), func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+	if err := cliutil.ApplyEnv(cmd.Flags(), EnvName, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
 		t.Fatal(err)
 	}
 	get := func(n string) string { return cmd.Flags().Lookup(n).Value.String() }
@@ -495,7 +496,7 @@ func TestEnvNames(t *testing.T) {
 		t.Errorf("flags after env: inbound=%q addr=%q drain=%q (the flag given wins over the env)", get("inbound"), get("workload-api-addr"), get("drain-timeout"))
 	}
 	bad := NewCommand()
-	err := applyEnv(bad.Flags(), func(k string) (string, bool) { return "soon", k == "PROXY_DRAIN_TIMEOUT" })
+	err := cliutil.ApplyEnv(bad.Flags(), EnvName, func(k string) (string, bool) { return "soon", k == "PROXY_DRAIN_TIMEOUT" })
 	if err == nil || !strings.Contains(err.Error(), "PROXY_DRAIN_TIMEOUT") {
 		t.Errorf("bad env value: %v", err)
 	}

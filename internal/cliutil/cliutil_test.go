@@ -1,0 +1,64 @@
+package cliutil
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/pflag"
+)
+
+func TestApplyEnv(t *testing.T) {
+	envName := func(f string) string { return "X_" + strings.ToUpper(f) }
+	cases := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    time.Duration
+		wantErr string
+	}{
+		{"default", nil, nil, time.Second, ""},
+		{"from env", nil, map[string]string{"X_WAIT": "3s"}, 3 * time.Second, ""},
+		{"flag wins", []string{"--wait=2s"}, map[string]string{"X_WAIT": "3s"}, 2 * time.Second, ""},
+		{"bad env names variable and flag", nil, map[string]string{"X_WAIT": "soon"}, time.Second, `X_WAIT="soon" for --wait`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+			d := fs.Duration("wait", time.Second, "")
+			if err := fs.Parse(c.args); err != nil {
+				t.Fatal(err)
+			}
+			err := ApplyEnv(fs, envName, func(k string) (string, bool) { v, ok := c.env[k]; return v, ok })
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("err %v, want it to contain %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil || *d != c.want {
+				t.Fatalf("got %v, %v; want %v", *d, err, c.want)
+			}
+		})
+	}
+}
+
+func TestSetFormat(t *testing.T) {
+	for format, want := range map[string]string{"json": `"msg":"hi"`, "text": `msg=hi`, "auto": `"msg":"hi"`, "": `"msg":"hi"`} {
+		var buf bytes.Buffer
+		l := logrus.New()
+		l.SetOutput(&buf)
+		if err := SetFormat(l, format, &buf); err != nil {
+			t.Fatalf("%q: %v", format, err)
+		}
+		l.Info("hi")
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("format %q wrote %q, want %q in it", format, buf.String(), want)
+		}
+	}
+	if err := SetFormat(logrus.New(), "xml", nil); err == nil || !strings.Contains(err.Error(), "--log-format") {
+		t.Fatalf("xml: %v, want an error naming --log-format", err)
+	}
+}
