@@ -40,6 +40,7 @@ unit:
 lint:
 	@ci/packages.sh install >/dev/null  # shellcheck comes from Debian (no-op when present)
 	shellcheck -x $(SCRIPTS)
+	@if git grep -n -E '^(<<<<<<< |>>>>>>> )' -- ':!ci/tools'; then echo "conflict markers left (above)"; exit 1; fi
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^ci/tools/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./ci/e2e/
