@@ -6,11 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -94,44 +92,18 @@ plugins {
 // calls of 500 and, in the same run, one call per entry. Skips without a spire-server binary.
 func BenchmarkInitialSync10000RealSPIRE(b *testing.B) {
 	const n = 10000
-	for _, bc := range []struct {
-		name  string
-		batch int
-	}{{"batch-500", 500}, {"one-call-per-entry", 1}} {
+	for _, bc := range syncCases {
 		b.Run(bc.name, func(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				client := startSPIRE(b)
-				kube := pagedClientset(benchPods(n))
-				c := cfg
-				c.BatchSize = bc.batch
-				r, err := New(c, client, kube, logr.Discard())
-				if err != nil {
-					b.Fatal(err)
-				}
-				runtime.GC()
-				var base runtime.MemStats
-				runtime.ReadMemStats(&base)
-				stop := heapPeak()
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan struct{})
-				b.StartTimer()
-				start := time.Now()
-				go func() { _ = r.Start(ctx); close(done) }()
-				for !r.Synced() {
-					time.Sleep(5 * time.Millisecond)
-				}
-				took := time.Since(start)
-				b.StopTimer()
-				peak := stop()
-				cancel()
-				<-done
+				m := measureSync(b, client, n, bc.batch)
 				cnt, err := client.CountEntries(context.Background(), &entryv1.CountEntriesRequest{})
 				if err != nil || cnt.Count != n {
 					b.Fatalf("%v entries (%v), want %d", cnt, err, n)
 				}
-				b.ReportMetric(took.Seconds(), "s-to-ready")
-				b.ReportMetric(float64(peak-min(peak, base.HeapInuse))/(1<<20), "controller-heap-MiB")
+				b.ReportMetric(m.took.Seconds(), "s-to-ready")
+				b.ReportMetric(m.controllerMiB(), "controller-heap-MiB")
 				b.StartTimer()
 			}
 		})
