@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/controller/internal/fakespire"
+	"github.com/nginx-mesh/nginx-mesh/internal/benchutil"
 )
 
 // benchPods are n injected pods spread over 10 nodes, each as a Deployment's pod looks after
@@ -86,28 +85,6 @@ func pagedClientset(objs []k8sruntime.Object) *fake.Clientset {
 	return kube
 }
 
-// heapPeak samples HeapInuse every 2 ms until stopped and returns the peak.
-func heapPeak() (stop func() uint64) {
-	var peak atomic.Uint64
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		var m runtime.MemStats
-		for {
-			runtime.ReadMemStats(&m)
-			if m.HeapInuse > peak.Load() {
-				peak.Store(m.HeapInuse)
-			}
-			select {
-			case <-done:
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-		}
-	})
-	return func() uint64 { close(done); wg.Wait(); return peak.Load() }
-}
-
 // BenchmarkInitialSync10000 is the start of a controller facing 10,000 injected pods and an
 // empty SPIRE server (a real gRPC server over a unix socket, in-memory store): informer list,
 // entry listing, and creation of 10,000 entries, in Batch calls of 500 and, in the same run,
@@ -166,7 +143,7 @@ func measureSync(b *testing.B, client entryv1.EntryClient, n, batch int) syncRun
 	runtime.GC()
 	var base runtime.MemStats
 	runtime.ReadMemStats(&base)
-	stop := heapPeak()
+	stop := benchutil.HeapPeak()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	b.StartTimer()

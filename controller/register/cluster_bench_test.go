@@ -14,6 +14,7 @@ import (
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/controller/internal/clusterbench"
+	"github.com/nginx-mesh/nginx-mesh/internal/benchutil"
 )
 
 // BenchmarkClusterPodToEntry measures, on a real cluster with the chart installed, the time from
@@ -72,6 +73,6 @@ func BenchmarkClusterPodToEntry(b *testing.B) {
 		b.StartTimer()
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(clusterbench.Percentile(lat, 0.5).Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(clusterbench.Percentile(lat, 0.99).Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(benchutil.Percentile(lat, 0.5).Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(benchutil.Percentile(lat, 0.99).Microseconds())/1000, "p99-ms")
 }

@@ -10,6 +10,7 @@ import (
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/controller/internal/clusterbench"
+	"github.com/nginx-mesh/nginx-mesh/internal/benchutil"
 )
 
 // BenchmarkClusterPodCreate measures pod CREATE on a real API server with the chart installed:
@@ -73,14 +74,14 @@ func BenchmarkClusterPodCreate(b *testing.B) {
 		i++
 	}
 	b.StopTimer()
-	pi, pp := clusterbench.Percentile(inj, 0.5), clusterbench.Percentile(plain, 0.5)
+	pi, pp := benchutil.Percentile(inj, 0.5), benchutil.Percentile(plain, 0.5)
 	b.ReportMetric(float64(pi.Microseconds())/1000, "injected-p50-ms")
-	b.ReportMetric(float64(clusterbench.Percentile(inj, 0.99).Microseconds())/1000, "injected-p99-ms")
+	b.ReportMetric(float64(benchutil.Percentile(inj, 0.99).Microseconds())/1000, "injected-p99-ms")
 	b.ReportMetric(float64(pp.Microseconds())/1000, "plain-p50-ms")
-	b.ReportMetric(float64(clusterbench.Percentile(plain, 0.99).Microseconds())/1000, "plain-p99-ms")
+	b.ReportMetric(float64(benchutil.Percentile(plain, 0.99).Microseconds())/1000, "plain-p99-ms")
 	b.ReportMetric(float64(pi)/float64(pp), "p50-ratio")
 	if pin != nil {
-		pu := clusterbench.Percentile(unpinned, 0.5)
+		pu := benchutil.Percentile(unpinned, 0.5)
 		b.ReportMetric(float64(pu.Microseconds())/1000, "plain-unpinned-p50-ms")
 		b.ReportMetric(float64(pi)/float64(pu), "p50-ratio-vs-unpinned")
 	}

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
-	"github.com/nginx-mesh/nginx-mesh/hooks/internal/clusterbench"
+	"github.com/nginx-mesh/nginx-mesh/internal/benchutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -122,7 +122,7 @@ func BenchmarkCount50k(b *testing.B) {
 				runtime.GC()
 				var base runtime.MemStats
 				runtime.ReadMemStats(&base)
-				stop := clusterbench.HeapPeak()
+				stop := benchutil.HeapPeak()
 				n := 0
 				if mode == "paged-500" {
 					res, err := Injected(context.Background(), kc, rule, time.Now)

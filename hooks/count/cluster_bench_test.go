@@ -8,6 +8,7 @@ import (
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/hooks/internal/clusterbench"
+	"github.com/nginx-mesh/nginx-mesh/internal/benchutil"
 )
 
 func TestMain(m *testing.M) { clusterbench.Main(m) }
@@ -35,7 +36,7 @@ func BenchmarkClusterCount50k(b *testing.B) {
 		runtime.GC()
 		var base runtime.MemStats
 		runtime.ReadMemStats(&base)
-		stop := clusterbench.HeapPeak()
+		stop := benchutil.HeapPeak()
 		res, err = Injected(ctx, env.C.Kube, rule, time.Now)
 		p := stop()
 		if err != nil {

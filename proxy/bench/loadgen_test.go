@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nginx-mesh/nginx-mesh/internal/benchutil"
 )
 
 const msgSize = 1 << 10
@@ -113,9 +115,7 @@ func (p *pinger) ping(n int, lat []time.Duration) ([]time.Duration, error) {
 }
 
 func percentiles(lat []time.Duration) (p50, p99 time.Duration) {
-	s := slices.Clone(lat)
-	slices.Sort(s)
-	return s[len(s)/2], s[len(s)*99/100]
+	return benchutil.Percentile(lat, 0.5), benchutil.Percentile(lat, 0.99)
 }
 
 // bulk sends total bytes one way on one connection and returns MB/s (10^6 bytes), counted until

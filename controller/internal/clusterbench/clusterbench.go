@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -89,13 +88,6 @@ func Namespace(b *testing.B, cs kubernetes.Interface, name string, labels map[st
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// Percentile of d (p in [0,1]).
-func Percentile(d []time.Duration, p float64) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(float64(len(s))*p))]
 }
 
 // AdminSocket links the in-cluster SPIRE server's admin socket to a short path on this host
