@@ -24,7 +24,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/images/publish"
+	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
 )
 
 // containerdSock is ci/lib.sh's $CONTAINERD_SOCK.
@@ -181,6 +183,14 @@ func TestDistributionRegistryPull(t *testing.T) {
 	}
 	record("install from the OCI chart, images pulled from the registry, to ready: %s", time.Since(start).Round(100*time.Millisecond))
 
+	// The proxy image reaches pods only through the controller (its --proxy-image flag, from
+	// images.proxy): a pod that declares a mesh port must pull it from the registry too.
+	labelNamespace(t, workloadNS, `"`+nginxmesh.AutoInjectEnabled+`"`)
+	meshDeployment(t, serverApp, "default", map[string]string{
+		spec.InboundAnnotation: fmt.Sprintf("%d->%d allow *", meshPort, appPort),
+	}, "--serve", fmt.Sprintf("127.0.0.1:%d", appPort))
+	meshPod := podOf(t, serverApp, 3*time.Minute)
+
 	t.Run("the chart came from the registry", func(t *testing.T) {
 		if got := reg.served(mark, "GET", "/v2/"+id+"/charts/nginx-mesh/blobs/"); len(got) == 0 {
 			t.Errorf("helm did not fetch the chart from the registry")
@@ -192,8 +202,11 @@ func TestDistributionRegistryPull(t *testing.T) {
 			t.Fatal(err)
 		}
 		seen := map[string]bool{}
-		for _, p := range pods.Items {
+		for _, p := range append(pods.Items, meshPod) {
 			for _, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
+				if p.Name == meshPod.Name && c.Name != spec.ContainerName {
+					continue // the sample app's own image is local
+				}
 				im := matchImage(res, c.Image)
 				if im == nil {
 					t.Errorf("pod %s container %s runs %s, not a pushed image", p.Name, c.Name, c.Image)
@@ -216,7 +229,7 @@ func TestDistributionRegistryPull(t *testing.T) {
 				}
 			}
 		}
-		for _, want := range []string{"csi-driver", "controller", "spire-server", "spire-agent"} {
+		for _, want := range []string{"csi-driver", "controller", "proxy", "spire-server", "spire-agent"} {
 			if !seen[want] {
 				t.Errorf("no running pod uses the pushed %s image (seen %v)", want, seen)
 			}
@@ -252,6 +265,17 @@ func TestDistributionRegistryPull(t *testing.T) {
 		}
 	})
 
+	// No injected pod at the uninstall: the mesh goes at once.
+	if err := e.cs.AppsV1().Deployments(workloadNS).Delete(ctx(t), serverApp, metav1.DeleteOptions{PropagationPolicy: ptr(metav1.DeletePropagationForeground)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the mesh Deployment's pod gone", 2*time.Minute, func() (bool, string) {
+		pods, err := e.cs.CoreV1().Pods(workloadNS).List(ctx(t), metav1.ListOptions{LabelSelector: "app=" + serverApp})
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(pods.Items) == 0, fmt.Sprintf("%d pods", len(pods.Items))
+	})
 	start = time.Now()
 	if o, err := helm(t, "uninstall", release, "-n", meshNS, "--wait", "--timeout", "5m"); err != nil {
 		t.Fatalf("helm uninstall: %v\n%s", err, o)
