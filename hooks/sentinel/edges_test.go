@@ -194,6 +194,30 @@ func TestDeleteNamespaceGuard(t *testing.T) {
 	}
 }
 
+// --delete-namespace never deletes the namespace while another driver unit runs in it (a
+// driver kept, after a csi.driverName change, for pods that use the old name): deleting the
+// namespace would take that driver with it and strand its pods.
+func TestDeleteNamespaceKeepsAnotherUnit(t *testing.T) {
+	other := nginxmesh.DaemonSetName("csi.old.example.com")
+	driverPod := fakes.Pod(ns, other+"-x1", fakes.OwnedBy("DaemonSet", other))
+	driverPod.Labels = map[string]string{nginxmesh.ComponentLabel: nginxmesh.ComponentCSIDriver, nginxmesh.PartOfLabel: nginxmesh.PartOf}
+	e := newEnv(t, false, true, driverPod)
+	done, cancel := e.start(t, Options{DeleteNamespace: true})
+	defer cancel()
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(e.deletions(), "namespaces /"+ns) {
+		t.Fatalf("deleted the namespace while driver unit %s runs in it", other)
+	}
+	if !slices.Contains(e.deletions(), "daemonsets "+ns+"/"+nginxmesh.CSIDriver) {
+		t.Fatalf("its own driver stayed: %v", e.deletions())
+	}
+	if d := e.guard.Denied(); len(d) > 0 {
+		t.Errorf("calls the sentinel RBAC does not allow: %v", d)
+	}
+}
+
 // Issue 8 item 3: a finished pod on a node that is not Ready keeps counting after its settle
 // period (kubelet has not unmounted); it stops counting a settle period after the node is
 // Ready again.

@@ -371,9 +371,18 @@ func (s *Sentinel) removeSelf(ctx context.Context) error {
 	nsDeleted := false
 	if o.DeleteNamespace {
 		foreign, err := keepset.NamespaceContents(ctx, s.Clients, o.Namespace, o.Release)
+		var others []string
+		if err == nil {
+			// Another driver unit's objects are the mesh's too, but deleting them would
+			// strand the pods that still use that driver.
+			others, err = keepset.OtherUnits(ctx, s.Clients, o.Namespace, o.DriverName)
+		}
 		switch {
 		case err != nil:
 			s.Log.WithError(err).Warn("cannot tell what the namespace holds; leaving it")
+		case len(others) > 0:
+			s.Log.WithFields(logrus.Fields{"namespace": o.Namespace, "daemonsets": others}).
+				Warn("not deleting the namespace: other driver units run in it for their pods; their own sentinels finish them")
 		case len(foreign) > 0:
 			s.Log.WithFields(logrus.Fields{"namespace": o.Namespace, "objects": foreign}).
 				Warn("not deleting the namespace: it holds objects that are not the mesh's; delete it yourself once they are moved")
