@@ -128,10 +128,9 @@ func TestHookJobs(t *testing.T) {
 			if ns := r.keepSetOptions().SidecarNamespaces; len(ns) > 0 {
 				want["sidecar-namespaces"] = strings.Join(ns, ",")
 			}
+			want["csi-enabled"] = r.str("csi.enabled") // post-install too: with false it checks SPIRE only
 			if cmd == "post-install" {
 				want["timeout"] = r.str("hooks.postInstallTimeout")
-			} else {
-				want["csi-enabled"] = r.str("csi.enabled")
 			}
 			if cmd == "pre-upgrade" || cmd == "pre-delete" || cmd == "post-delete" {
 				want["image"] = c["image"].(string)

@@ -318,7 +318,10 @@ it.`,
 }
 
 func (g *globals) postInstall() *cobra.Command {
-	var timeout time.Duration
+	var (
+		timeout    time.Duration
+		csiEnabled bool
+	)
 	cmd := &cobra.Command{
 		Use:   "post-install",
 		Short: "Install/upgrade hook: verify SPIRE and the CSI driver came up",
@@ -335,10 +338,11 @@ event of a DaemonSet).`,
 			if err != nil {
 				return err
 			}
-			return install.PostInstall(cmd.Context(), c, install.VerifyOptions{Namespace: g.namespace, DriverName: g.driver, Timeout: timeout}, g.log.WithField("hook", "post-install"))
+			return install.PostInstall(cmd.Context(), c, install.VerifyOptions{Namespace: g.namespace, DriverName: g.driver, NoCSI: !csiEnabled, Timeout: timeout}, g.log.WithField("hook", "post-install"))
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait")
+	cmd.Flags().BoolVar(&csiEnabled, "csi-enabled", true, "the chart's csi.enabled: false checks SPIRE only (no driver DaemonSet or CSINode registration to wait for)")
 	return cmd
 }
 

@@ -311,6 +311,19 @@ func ready(ns string, tolerate bool) []runtime.Object {
 	}
 }
 
+// withoutDriver drops the driver's DaemonSet and CSINode (csi.enabled=false renders neither).
+func withoutDriver(objs []runtime.Object) []runtime.Object {
+	return slices.DeleteFunc(objs, func(o runtime.Object) bool {
+		switch v := o.(type) {
+		case *appsv1.DaemonSet:
+			return v.Name == nginxmesh.CSIDriver
+		case *storagev1.CSINode:
+			return true
+		}
+		return false
+	})
+}
+
 func TestPostInstall(t *testing.T) {
 	sccDenied := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e1", Namespace: "mesh"}, Type: corev1.EventTypeWarning, Reason: "FailedCreate",
 		InvolvedObject: corev1.ObjectReference{Kind: "DaemonSet", Name: nginxmesh.CSIDriver, UID: "ds-uid"},
@@ -377,14 +390,17 @@ func TestPostInstall(t *testing.T) {
 		objs    []runtime.Object
 		wantErr string
 		notErr  string
+		noCSI   bool
 	}{
-		{"a denial healed by the DaemonSet's retry is no cause", append(createdNotAvailable(false), healedDenial, pullFails), "Pod nginx-mesh-csi-driver-x: Failed: Failed to pull image", "required SCC"},
-		{"a denial while pods are still missing is the cause", append(createdNotAvailable(true), healedDenial), "admission denied the pods: pods \"nginx-mesh-csi-driver-\" is forbidden: failed to retrieve the required SCC", ""},
-		{"a pod's failure before it became Ready is no cause", append(withServerUID(createdNotAvailable(false)), serverPod, probeFailed, pullFails), "Failed to pull image", "Readiness probe failed"},
-		{"ready; tainted master not tolerated is not required", ready("mesh", false), "", ""},
-		{"driver tolerates the master taint but is not registered there", ready("mesh", true), "not registered on 1 of 2 schedulable nodes: master", ""},
-		{"SCC denial named from the events", append(notReadyDS(), sccDenied, stale, dns), "DaemonSet nginx-mesh-csi-driver: FailedCreate: admission denied the pods", ""},
-		{"only current objects' events", append(notReadyDS(), stale, dns), "not ready: DaemonSet nginx-mesh-csi-driver (1 desired, 0 updated, 0 available)", "stale"},
+		{"csi.enabled=false: SPIRE ready and no driver of ours is ready", withoutDriver(ready("mesh", false)), "", "", true},
+		{"csi.enabled=false: SPIRE checked still", withoutDriver(ready("mesh", false))[1:], "StatefulSet spire-server", "", true},
+		{"a denial healed by the DaemonSet's retry is no cause", append(createdNotAvailable(false), healedDenial, pullFails), "Pod nginx-mesh-csi-driver-x: Failed: Failed to pull image", "required SCC", false},
+		{"a denial while pods are still missing is the cause", append(createdNotAvailable(true), healedDenial), "admission denied the pods: pods \"nginx-mesh-csi-driver-\" is forbidden: failed to retrieve the required SCC", "", false},
+		{"a pod's failure before it became Ready is no cause", append(withServerUID(createdNotAvailable(false)), serverPod, probeFailed, pullFails), "Failed to pull image", "Readiness probe failed", false},
+		{"ready; tainted master not tolerated is not required", ready("mesh", false), "", "", false},
+		{"driver tolerates the master taint but is not registered there", ready("mesh", true), "not registered on 1 of 2 schedulable nodes: master", "", false},
+		{"SCC denial named from the events", append(notReadyDS(), sccDenied, stale, dns), "DaemonSet nginx-mesh-csi-driver: FailedCreate: admission denied the pods", "", false},
+		{"only current objects' events", append(notReadyDS(), stale, dns), "not ready: DaemonSet nginx-mesh-csi-driver (1 desired, 0 updated, 0 available)", "stale", false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -392,7 +408,7 @@ func TestPostInstall(t *testing.T) {
 			ks := nginxmesh.KeepSetOptions{Namespace: "mesh"}
 			g := &fakes.Guard{Cluster: rbac.HookClusterRules(ks), Namespace: rbac.HookNamespaceRules(ks), MeshNS: "mesh"}
 			g.Install(k, nil)
-			err := PostInstall(context.Background(), cl, VerifyOptions{Namespace: "mesh", Timeout: 50 * time.Millisecond, Poll: 5 * time.Millisecond}, quiet())
+			err := PostInstall(context.Background(), cl, VerifyOptions{Namespace: "mesh", NoCSI: c.noCSI, Timeout: 50 * time.Millisecond, Poll: 5 * time.Millisecond}, quiet())
 			if c.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)

@@ -24,7 +24,10 @@ var ErrTimeout = errors.New("install not ready")
 // VerifyOptions of post-install.
 type VerifyOptions struct {
 	Namespace, DriverName string
-	Timeout, Poll         time.Duration
+	// NoCSI: csi.enabled=false, the chart renders no driver (the cluster runs its own of
+	// DriverName, or none); only SPIRE is checked.
+	NoCSI         bool
+	Timeout, Poll time.Duration
 }
 
 // Check is one readiness condition and why it is not met.
@@ -52,8 +55,12 @@ func Status(ctx context.Context, c *kube.Clients, o VerifyOptions) ([]Check, err
 	default:
 		checks = append(checks, statefulSetCheck(sts))
 	}
+	daemonSets := []string{nginxmesh.SpireAgent, nginxmesh.DaemonSetName(driver)}
+	if o.NoCSI {
+		daemonSets = daemonSets[:1]
+	}
 	var driverDS *appsv1.DaemonSet
-	for _, name := range []string{nginxmesh.SpireAgent, nginxmesh.DaemonSetName(driver)} {
+	for _, name := range daemonSets {
 		ds, err := k.AppsV1().DaemonSets(o.Namespace).Get(ctx, name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
@@ -66,6 +73,9 @@ func Status(ctx context.Context, c *kube.Clients, o VerifyOptions) ([]Check, err
 				driverDS = ds
 			}
 		}
+	}
+	if o.NoCSI {
+		return checks, nil
 	}
 	nodes, err := k.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
