@@ -18,6 +18,7 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
 	"github.com/sirupsen/logrus"
+	batchv1 "k8s.io/api/batch/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -182,13 +183,25 @@ func PreUpgrade(ctx context.Context, c *kube.Clients, o Options, log logrus.Fiel
 		if err != nil {
 			return err
 		}
-		if res.Total > 0 && !o.AllowDriverChange {
-			refusals = append(refusals, fmt.Sprintf("driver %s: %d pods still use it: %s", d, res.Total, strings.Join(res.Pods, ", ")))
+		if res.Total == 0 || o.AllowDriverChange {
+			continue
 		}
+		retired, err := retiredSentinelRuns(ctx, c, o.Namespace, d)
+		if err != nil {
+			return err
+		}
+		if retired {
+			// An earlier upgrade retired it: its sentinel waits for these pods already.
+			continue
+		}
+		refusals = append(refusals, fmt.Sprintf("driver %s: %d pods still use it: %s", d, res.Total, strings.Join(res.Pods, ", ")))
 	}
 	if len(refusals) > 0 {
+		// Re-created pods would not help: until this revision is applied, the running
+		// controller injects the old driver.
 		return fmt.Errorf("%w: this revision no longer serves a CSI driver that pods use, and they could not unmount their volumes without it. %s. "+
-			"Re-roll those pods first, keep csi.driverName (and csi.enabled), or set csi.allowDriverChange=true: the old driver then keeps running under its own sentinel until they are gone",
+			"Keep csi.driverName (and csi.enabled), delete those pods' workloads (or scale them to zero) first, or set csi.allowDriverChange=true: "+
+			"the old driver then keeps running under its own sentinel until they are gone. For a helm rollback, upgrade to the old values with csi.allowDriverChange=true instead",
 			ErrRefused, strings.Join(refusals, "; "))
 	}
 	template := sentinel.HookTemplate(ctx, c, o.Namespace, o.HookJob, log)
@@ -271,4 +284,23 @@ func Adopt(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogg
 		}
 	}
 	return done, nil
+}
+
+// retiredSentinelRuns tells whether the sentinel of driver runs in namespace: neither finished,
+// marked to stop, nor being deleted.
+func retiredSentinelRuns(ctx context.Context, c *kube.Clients, namespace, driver string) (bool, error) {
+	name := nginxmesh.SentinelName(driver)
+	var j *batchv1.Job
+	err := kube.Retry(ctx, "get Job "+namespace+"/"+name, func(ctx context.Context) error {
+		var e error
+		j, e = c.Kube.BatchV1().Jobs(namespace).Get(ctx, name, metav1.GetOptions{})
+		return e
+	})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return j.DeletionTimestamp == nil && j.Annotations[sentinel.StopAnnotation] == "" && !sentinel.Finished(j), nil
 }

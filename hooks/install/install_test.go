@@ -189,6 +189,9 @@ func TestPreUpgrade(t *testing.T) {
 		{"disabled, pods use it: refused", old, false, false, []runtime.Object{using}, "app/web-1", false},
 		{"renamed, allowed: retired under its sentinel", renamed, true, true, []runtime.Object{using}, "", true},
 		{"renamed, no pod uses it: retired", renamed, true, false, []runtime.Object{annotatedOnly}, "", true},
+		// An earlier upgrade (allowed) retired the old driver: a later upgrade that keeps the new
+		// name has nothing to refuse; the retired sentinel already waits for those pods.
+		{"retired earlier, its sentinel runs: not refused", renamed, true, false, []runtime.Object{using, sentinel.Job(sentinel.JobOptions{Namespace: "mesh", Release: "r1", DriverName: old, Retired: true, Image: "hooks:1"})}, "", true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ks := nginxmesh.KeepSetOptions{Namespace: "mesh", DriverName: old}
