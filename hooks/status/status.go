@@ -19,6 +19,8 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
 	"helm.sh/helm/v3/pkg/storage"
 	"helm.sh/helm/v3/pkg/storage/driver"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -44,6 +46,10 @@ type Report struct {
 	// (`cleanup` removes them).
 	Orphans    []string
 	OrphansErr error
+	// Injector is the controller's webhook configuration: "absent", or its owner and
+	// failure policy.
+	Injector    string
+	InjectorErr error
 }
 
 // Unit is one driver unit: its keep set, its sentinels and the pods that use its driver.
@@ -98,6 +104,7 @@ func Gather(ctx context.Context, c *kube.Clients, o Options) Report {
 			}
 		}
 	}
+	r.Injector, r.InjectorErr = injector(ctx, c, r.ReleaseState)
 	pods, err := c.Kube.CoreV1().Pods(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: nginxmesh.PartOfSelector()})
 	r.OrphansErr = err
 	if err == nil {
@@ -108,6 +115,33 @@ func Gather(ctx context.Context, c *kube.Clients, o Options) Report {
 		}
 	}
 	return r
+}
+
+// injector describes nginx-mesh-injector. One left behind by a release that is gone, with
+// failurePolicy Fail, refuses every pod CREATE of an opted-in namespace.
+func injector(ctx context.Context, c *kube.Clients, releaseState string) (string, error) {
+	w, err := c.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, nginxmesh.InjectorWebhook, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "absent", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	a := w.Annotations
+	s := fmt.Sprintf("%s present (release %s/%s)", w.Name, a[nginxmesh.ReleaseNamespaceAnnotation], a[nginxmesh.ReleaseNameAnnotation])
+	fail := false
+	for _, h := range w.Webhooks {
+		if h.FailurePolicy == nil || *h.FailurePolicy == admissionregistrationv1.Fail {
+			fail = true
+		}
+	}
+	if fail {
+		s += ", failurePolicy Fail"
+		if releaseState == "not installed" {
+			s += ": its release is not installed, so pods of opted-in namespaces are refused; `nginx-mesh-hooks cleanup` removes it"
+		}
+	}
+	return s, nil
 }
 
 // Print writes the report as one screen of text.
@@ -157,7 +191,7 @@ func (r Report) Print(w io.Writer) {
 			fmt.Fprintf(tw, "\nInjected pods\tunknown: %v\t\n", u.InjectedErr)
 			continue
 		}
-		fmt.Fprintf(tw, "\nInjected pods\t%d\t(re-roll these owners to move them off the driver)\n", u.Injected.Total)
+		fmt.Fprintf(tw, "\nInjected pods\t%d\t(they keep the driver; an uninstall waits for them)\n", u.Injected.Total)
 		if u.Injected.Total > 0 {
 			fmt.Fprintf(tw, "  NAMESPACE\tOWNER\tPODS\n")
 			for _, o := range u.Injected.Owners() {
@@ -166,6 +200,7 @@ func (r Report) Print(w io.Writer) {
 		}
 	}
 	section()
+	fmt.Fprintf(tw, "\nInjector webhook\t%s\t\n", errOr(r.Injector, r.InjectorErr))
 	if len(r.OtherDrivers) > 0 {
 		fmt.Fprintf(tw, "\nOther mesh drivers\t%s\t(kept for their pods; each one's sentinel removes it)\n", strings.Join(r.OtherDrivers, ", "))
 	}

@@ -12,6 +12,7 @@ import (
 	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/storage"
 	"helm.sh/helm/v3/pkg/storage/driver"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
@@ -27,12 +28,15 @@ func TestStatus(t *testing.T) {
 		injected  int
 		wantLines []string
 	}{
-		{"installed", release.StatusDeployed, false, 0, []string{"deployed (revision 1, chart nginx-mesh-0.1.0)", "DaemonSet mesh/nginx-mesh-csi-driver present (release mesh/r1)", "not running", "Injected pods 0"}},
+		{"installed", release.StatusDeployed, false, 0, []string{"deployed (revision 1, chart nginx-mesh-0.1.0)", "DaemonSet mesh/nginx-mesh-csi-driver present (release mesh/r1)", "not running", "Injected pods 0", "Injector webhook absent"}},
 		{"uninstalled, sentinel waiting", "", true, 3, []string{"not installed", "mesh/csi-driver-sentinel: running (2 failed attempts; see their logs), waiting for 3 injected pods", "app Deployment/web 2", "app StatefulSet/db 1",
 			// Issue 13: a pod labelled part-of that nothing owns is a leftover.
 			"Leftover pods mesh/orphan",
 			// Issue 8 item 1: a driver kept for another release is shown, with its owner.
-			"Other mesh drivers csi.other.example (release old/r0)"}},
+			"Other mesh drivers csi.other.example (release old/r0)",
+			// A webhook left behind (its release gone) with failurePolicy Fail refuses every pod
+			// CREATE of an opted-in namespace: status shows it and the way out.
+			"Injector webhook nginx-mesh-injector present (release mesh/r1), failurePolicy Fail: its release is not installed, so pods of opted-in namespaces are refused; `nginx-mesh-hooks cleanup` removes it"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -41,7 +45,9 @@ func TestStatus(t *testing.T) {
 			if c.sentinel {
 				kobjs = append(kobjs, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: "mesh"}, Status: batchv1.JobStatus{Active: 1, Failed: 2}},
 					&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "orphan", Namespace: "mesh", Labels: map[string]string{nginxmesh.PartOfLabel: nginxmesh.PartOf}}},
-					&storagev1.CSIDriver{ObjectMeta: fakes.Owned("csi.other.example", "", "old", "r0")})
+					&storagev1.CSIDriver{ObjectMeta: fakes.Owned("csi.other.example", "", "old", "r0")},
+					&admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: fakes.Owned(nginxmesh.InjectorWebhook, "", "mesh", "r1"),
+						Webhooks: []admissionregistrationv1.MutatingWebhook{{Name: nginxmesh.InjectorWebhookName, FailurePolicy: ptr(admissionregistrationv1.Fail)}}})
 			}
 			pods := []runtime.Object{
 				fakes.Pod("app", "web-1", fakes.Annotated, fakes.OwnedBy("Deployment", "web")),
@@ -69,3 +75,5 @@ func TestStatus(t *testing.T) {
 		})
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
