@@ -21,6 +21,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/nginx-mesh/nginx-mesh/hooks/helmtest"
 )
 
 func main() {
@@ -89,23 +91,14 @@ and with --count N exits 0 after N fresh requests succeeded (a Job).`,
 	}
 }
 
-// fetch retries until the agent has an identity for this pod (its entry may be registered after start).
+// fetch retries until the agent has an identity for this pod (its entry may be registered after
+// start): the same fetch as the chart's helm test.
 func fetch(ctx context.Context, socket string) (string, error) {
-	var last error
-	for {
-		attempt, cancel := context.WithTimeout(ctx, 10*time.Second)
-		svid, err := workloadapi.FetchX509SVID(attempt, workloadapi.WithAddr("unix://"+socket))
-		cancel()
-		if err == nil {
-			return svid.ID.String(), nil
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("no X.509 SVID from %s: %w", socket, errors.Join(ctx.Err(), last))
-		case <-time.After(time.Second):
-		}
+	id, err := helmtest.FetchX509(ctx, socket)
+	if err != nil {
+		return "", fmt.Errorf("no X.509 SVID from %s: %w", socket, err)
 	}
+	return id, nil
 }
 
 // writeProbe tries to create a file next to the socket: the CSI volume is published read-only.
