@@ -47,15 +47,7 @@ func TestHelm4Lifecycle(t *testing.T) {
 			if out, err := helm(t, "test", release, "-n", meshNS, "--timeout", "3m"); err != nil {
 				t.Fatalf("helm test: %v\n%s", err, out)
 			}
-			t0 := time.Now()
-			if out, err := helm(t, "uninstall", release, "-n", meshNS, "--wait", "--timeout", "5m"); err != nil {
-				t.Fatalf("helm uninstall: %v\n%s", err, out)
-			}
-			record("uninstall with no injected pods (helm uninstall --wait): %s", time.Since(t0).Round(100*time.Millisecond))
-			waitNoLeftovers(t, "nothing labelled part-of nginx-mesh remains", 2*time.Minute)
-			if _, err := e.cs.BatchV1().Jobs(meshNS).Get(ctx(t), nginxmesh.Sentinel, metav1.GetOptions{}); err == nil {
-				t.Errorf("a sentinel Job exists although no injected pod ran")
-			}
+			uninstallNoInjected(t)
 		}},
 		{"Helm 3: install, injected pod, uninstall: the sentinel waits", func(t *testing.T) {
 			useHelm(t, "v3")

@@ -432,10 +432,9 @@ func TestScenario2WorkloadIdentity(t *testing.T) {
 
 // ---------- 3. uninstall with no injected pods ----------
 
-func TestScenario3UninstallNoInjected(t *testing.T) {
-	dumpOnFailure(t)
-	ensureInstalled(t)
-	_ = e.cs.CoreV1().Pods(workloadNS).DeleteCollection(ctx(t), metav1.DeleteOptions{}, metav1.ListOptions{})
+// uninstallNoInjected uninstalls with no injected pod: the whole mesh goes at once, no sentinel.
+func uninstallNoInjected(t *testing.T) {
+	t.Helper()
 	start := time.Now()
 	if out, err := helm(t, "uninstall", release, "-n", meshNS, "--wait", "--timeout", "5m"); err != nil {
 		t.Fatalf("helm uninstall: %v\n%s", err, out)
@@ -445,6 +444,13 @@ func TestScenario3UninstallNoInjected(t *testing.T) {
 	if _, err := e.cs.BatchV1().Jobs(meshNS).Get(ctx(t), nginxmesh.Sentinel, metav1.GetOptions{}); err == nil {
 		t.Errorf("a sentinel Job exists although no injected pod ran")
 	}
+}
+
+func TestScenario3UninstallNoInjected(t *testing.T) {
+	dumpOnFailure(t)
+	ensureInstalled(t)
+	_ = e.cs.CoreV1().Pods(workloadNS).DeleteCollection(ctx(t), metav1.DeleteOptions{}, metav1.ListOptions{})
+	uninstallNoInjected(t)
 	if m := csiMounts(t); len(m) != 0 {
 		t.Errorf("host has CSI mounts left: %v", m)
 	}
