@@ -63,3 +63,13 @@ func useHelm(t *testing.T, which string) {
 	t.Logf("helm %s (%s) for this test", version, path)
 	t.Cleanup(func() { e.helm, e.helmLabel = prevPath, prevLabel })
 }
+
+// takeOwnership is `--take-ownership` for the helm in use. Helm 4 applies server-side, so a
+// field another field manager wrote (adopt, or a scenario that re-created kept objects with its
+// own client) conflicts unless --force-conflicts is given too, as the README says.
+func takeOwnership() []string {
+	if strings.HasPrefix(e.helmLabel, "v4") {
+		return []string{"--take-ownership", "--force-conflicts"}
+	}
+	return []string{"--take-ownership"}
+}

@@ -312,7 +312,7 @@ func TestLifecycleReinstallOtherDriver(t *testing.T) {
 	before := driverPods(t)
 	uninstallLeavingSentinel(t, release, meshNS)
 
-	install(t, newRel, newNS, "--take-ownership", "--set", "csi.driverName="+otherDriver)
+	install(t, newRel, newNS, append(takeOwnership(), "--set", "csi.driverName="+otherDriver)...)
 	t.Cleanup(func() {
 		_, _ = helm(t, "uninstall", newRel, "-n", newNS, "--wait", "--timeout", "3m")
 		_ = e.cs.CoreV1().Namespaces().Delete(ctx(t), newNS, metav1.DeleteOptions{})

@@ -112,7 +112,7 @@ func TestScenario5ReinstallWhileSentinelWaits(t *testing.T) {
 
 	t.Run("--take-ownership into another namespace", func(t *testing.T) {
 		uninstallLeavingSentinel(t, "r2", meshNS)
-		install(t, "r3", "nginx-mesh-2", "--take-ownership")
+		install(t, "r3", "nginx-mesh-2", takeOwnership()...)
 		sentinelStoppedKeepingDriver(t, meshNS, "r3", "nginx-mesh-2")
 		if _, err := e.cs.AppsV1().DaemonSets(meshNS).Get(ctx(t), nginxmesh.CSIDriver, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Errorf("the old namespace still has a driver DaemonSet: %v", err)
