@@ -254,12 +254,14 @@ func cleanSlate(t *testing.T) {
 	t.Helper()
 	c := ctx(t)
 	_ = e.cs.CoreV1().Namespaces().Delete(c, workloadNS, metav1.DeleteOptions{})
-	out, err := helm(t, "list", "-A", "-a", "-o", "json")
+	// Every state, named flag by flag: Helm 4 dropped `list --all` (-a).
+	out, err := helm(t, "list", "-A", "--deployed", "--failed", "--pending", "--superseded", "--uninstalled", "--uninstalling", "-o", "json")
+	if err != nil {
+		t.Fatalf("helm list: %v\n%s", err, out)
+	}
 	var rels []struct{ Name, Namespace string }
-	if err == nil {
-		if err := json.Unmarshal([]byte(out), &rels); err != nil {
-			t.Fatalf("helm list output: %v", err)
-		}
+	if err := json.Unmarshal([]byte(out), &rels); err != nil {
+		t.Fatalf("helm list output: %v", err)
 	}
 	for _, r := range rels {
 		_, _ = helm(t, "uninstall", r.Name, "-n", r.Namespace, "--wait", "--timeout", "3m")
