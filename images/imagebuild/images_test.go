@@ -176,17 +176,9 @@ func TestBuildForPlatform(t *testing.T) {
 	root := t.TempDir()
 	arm := v1.Platform{OS: "linux", Architecture: "arm64"}
 	for dir, content := range map[string]string{filepath.Join(root, "bin"): "host", PlatformBin(root, arm): "arm64"} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "tool"), []byte(content), 0o755); err != nil {
-			t.Fatal(err)
-		}
+		writeTool(t, dir, content)
 	}
-	spec, err := Parse("Dockerfile", strings.NewReader("FROM scratch\nCOPY bin/tool /tool\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec := toolSpec(t)
 	for _, tc := range []struct {
 		ctx      Context
 		arch     string
@@ -245,17 +237,9 @@ func TestValuesKey(t *testing.T) {
 
 func TestBuildCompression(t *testing.T) {
 	root := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(root, "bin"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	content := strings.Repeat("nginx-mesh binary bytes ", 4096)
-	if err := os.WriteFile(filepath.Join(root, "bin", "tool"), []byte(content), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	spec, err := Parse("Dockerfile", strings.NewReader("FROM scratch\nCOPY bin/tool /tool\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	writeTool(t, filepath.Join(root, "bin"), content)
+	spec := toolSpec(t)
 	for _, tc := range []struct {
 		ctx       Context
 		mediaType string
@@ -295,4 +279,25 @@ func TestBuildCompression(t *testing.T) {
 			t.Errorf("%s: the layer does not round-trip", tc.ctx.Compression)
 		}
 	}
+}
+
+// writeTool writes dir/tool with content (a stand-in binary).
+func writeTool(t *testing.T, dir, content string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tool"), []byte(content), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// toolSpec is the image of that one binary.
+func toolSpec(t *testing.T) *Spec {
+	t.Helper()
+	spec, err := Parse("Dockerfile", strings.NewReader("FROM scratch\nCOPY bin/tool /tool\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec
 }
