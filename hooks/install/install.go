@@ -18,7 +18,6 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
 	"github.com/sirupsen/logrus"
-	batchv1 "k8s.io/api/batch/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -186,7 +185,7 @@ func PreUpgrade(ctx context.Context, c *kube.Clients, o Options, log logrus.Fiel
 		if res.Total == 0 || o.AllowDriverChange {
 			continue
 		}
-		retired, err := retiredSentinelRuns(ctx, c, o.Namespace, d)
+		retired, err := sentinel.Running(ctx, c, o.Namespace, d)
 		if err != nil {
 			return err
 		}
@@ -284,23 +283,4 @@ func Adopt(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogg
 		}
 	}
 	return done, nil
-}
-
-// retiredSentinelRuns tells whether the sentinel of driver runs in namespace: neither finished,
-// marked to stop, nor being deleted.
-func retiredSentinelRuns(ctx context.Context, c *kube.Clients, namespace, driver string) (bool, error) {
-	name := nginxmesh.SentinelName(driver)
-	var j *batchv1.Job
-	err := kube.Retry(ctx, "get Job "+namespace+"/"+name, func(ctx context.Context) error {
-		var e error
-		j, e = c.Kube.BatchV1().Jobs(namespace).Get(ctx, name, metav1.GetOptions{})
-		return e
-	})
-	if apierrors.IsNotFound(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return j.DeletionTimestamp == nil && j.Annotations[sentinel.StopAnnotation] == "" && !sentinel.Finished(j), nil
 }

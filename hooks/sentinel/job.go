@@ -190,6 +190,30 @@ func Finished(j *batchv1.Job) bool {
 	return false
 }
 
+// Live tells whether a sentinel Job still runs or will: not finished, not marked to stop, not
+// being deleted.
+func Live(j *batchv1.Job) bool {
+	return j.DeletionTimestamp == nil && !Finished(j) && j.Annotations[StopAnnotation] == ""
+}
+
+// Running tells whether the sentinel of driver in namespace is Live.
+func Running(ctx context.Context, c *kube.Clients, namespace, driver string) (bool, error) {
+	name := nginxmesh.SentinelName(driver)
+	var j *batchv1.Job
+	err := kube.Retry(ctx, "get Job "+namespace+"/"+name, func(ctx context.Context) error {
+		var e error
+		j, e = c.Kube.BatchV1().Jobs(namespace).Get(ctx, name, metav1.GetOptions{})
+		return e
+	})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return Live(j), nil
+}
+
 // ReplaceWait bounds the wait for a finished or deleting sentinel Job to go before a new one
 // is created; the Job's pods go in the background and need not be waited for.
 var ReplaceWait = time.Minute
@@ -214,7 +238,7 @@ func Create(ctx context.Context, c *kube.Clients, o JobOptions, log logrus.Field
 	case apierrors.IsNotFound(err):
 	case err != nil:
 		return err
-	case old.DeletionTimestamp == nil && !Finished(old) && old.Annotations[StopAnnotation] == "":
+	case Live(old):
 		log.WithField("job", ref.String()).Info("sentinel already running")
 		return nil
 	default:
