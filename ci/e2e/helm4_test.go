@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"fmt"
 	"testing"
 	"time"
 
@@ -63,16 +62,7 @@ func TestHelm4Lifecycle(t *testing.T) {
 		{"uninstall with the injected pod: keep set kept, driver untouched, SPIRE gone; adopt, another name", func(t *testing.T) {
 			before := driverPods(t)
 			uninstallLeavingSentinel(t, release, meshNS)
-			for _, r := range nginxmesh.KeepSet(keepSetOptions()) {
-				if err := getRef(t, r); err != nil {
-					t.Errorf("keep-set object %s: %v", r, err)
-				}
-			}
-			waitFor(t, "SPIRE server and agent gone", 2*time.Minute, func() (bool, string) {
-				_, e1 := e.cs.AppsV1().StatefulSets(meshNS).Get(ctx(t), nginxmesh.SpireServer, metav1.GetOptions{})
-				_, e2 := e.cs.AppsV1().DaemonSets(meshNS).Get(ctx(t), nginxmesh.SpireAgent, metav1.GetOptions{})
-				return apierrors.IsNotFound(e1) && apierrors.IsNotFound(e2), fmt.Sprintf("sts=%v ds=%v", e1, e2)
-			})
+			keepSetKeptSPIREGone(t)
 			after := driverPods(t)
 			for name, id := range before {
 				if a, ok := after[name]; !ok || a.uid != id.uid || a.restarts != id.restarts {

@@ -430,6 +430,27 @@ func TestScenario2WorkloadIdentity(t *testing.T) {
 	})
 }
 
+// keepSetKeptSPIREGone checks an uninstall with injected pods: every keep-set object stays, the
+// SPIRE server and agent go, their pods included.
+func keepSetKeptSPIREGone(t *testing.T) {
+	t.Helper()
+	for _, r := range nginxmesh.KeepSet(keepSetOptions()) {
+		if err := getRef(t, r); err != nil {
+			t.Errorf("keep-set object %s: %v", r, err)
+		}
+	}
+	waitFor(t, "SPIRE server and agent gone", 2*time.Minute, func() (bool, string) {
+		_, e1 := e.cs.AppsV1().StatefulSets(meshNS).Get(ctx(t), nginxmesh.SpireServer, metav1.GetOptions{})
+		_, e2 := e.cs.AppsV1().DaemonSets(meshNS).Get(ctx(t), nginxmesh.SpireAgent, metav1.GetOptions{})
+		pods, _ := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + " in (spire-server,spire-agent)"})
+		n := 0
+		if pods != nil {
+			n = len(pods.Items)
+		}
+		return apierrors.IsNotFound(e1) && apierrors.IsNotFound(e2) && n == 0, fmt.Sprintf("sts=%v ds=%v pods=%d", e1, e2, n)
+	})
+}
+
 // ---------- 3. uninstall with no injected pods ----------
 
 // uninstallNoInjected uninstalls with no injected pod: the whole mesh goes at once, no sentinel.
@@ -472,21 +493,7 @@ func TestScenario4UninstallWithInjected(t *testing.T) {
 	}
 
 	t.Run("keep set stays, driver untouched, SPIRE gone, sentinel waits", func(t *testing.T) {
-		for _, r := range nginxmesh.KeepSet(keepSetOptions()) {
-			if err := getRef(t, r); err != nil {
-				t.Errorf("keep-set object %s: %v", r, err)
-			}
-		}
-		waitFor(t, "SPIRE server and agent gone", 2*time.Minute, func() (bool, string) {
-			_, e1 := e.cs.AppsV1().StatefulSets(meshNS).Get(ctx(t), nginxmesh.SpireServer, metav1.GetOptions{})
-			_, e2 := e.cs.AppsV1().DaemonSets(meshNS).Get(ctx(t), nginxmesh.SpireAgent, metav1.GetOptions{})
-			pods, _ := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + " in (spire-server,spire-agent)"})
-			n := 0
-			if pods != nil {
-				n = len(pods.Items)
-			}
-			return apierrors.IsNotFound(e1) && apierrors.IsNotFound(e2) && n == 0, fmt.Sprintf("sts=%v ds=%v pods=%d", e1, e2, n)
-		})
+		keepSetKeptSPIREGone(t)
 		waitFor(t, "sentinel Job running", time.Minute, func() (bool, string) {
 			j, err := e.cs.BatchV1().Jobs(meshNS).Get(ctx(t), nginxmesh.Sentinel, metav1.GetOptions{})
 			if err != nil {
