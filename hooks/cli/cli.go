@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -57,9 +58,10 @@ type Deps struct {
 }
 
 type globals struct {
-	kubeconfig, namespace, release, driver, sidecars, logFormat string
-	deps                                                        Deps
-	log                                                         *logrus.Logger
+	kubeconfig, kubeContext, namespace, release, driver, sidecars, logFormat string
+	deps                                                                     Deps
+	log                                                                      *logrus.Logger
+	args                                                                     []string // the command line, for unknownFlags
 }
 
 // HookJobEnv names the hook's own Job (set by the chart): its pod template gives the sentinel
@@ -77,7 +79,7 @@ func (g *globals) clients(ctx context.Context) (*kube.Clients, error) {
 	if g.deps.Clients != nil {
 		return g.deps.Clients(ctx, g.kubeconfig)
 	}
-	cfg, err := kube.Config(g.kubeconfig)
+	cfg, err := kube.ConfigContext(g.kubeconfig, g.kubeContext)
 	if err != nil {
 		return nil, err
 	}
@@ -102,8 +104,29 @@ func noArgs(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
+// namespaceGiven tells whether the mesh namespace came from --namespace/-n or POD_NAMESPACE
+// rather than from the default.
+func (g *globals) namespaceGiven(cmd *cobra.Command) bool {
+	return cmd.Flags().Changed("namespace") || os.Getenv("POD_NAMESPACE") != ""
+}
+
+// needNamespace is the PreRunE of the hook commands: a hook acts only on a namespace it was
+// given, never on the default (a hand-run `pre-delete` with a mistyped flag once removed the
+// driver of the default namespace).
+func (g *globals) needNamespace(cmd *cobra.Command, _ []string) error {
+	if !g.namespaceGiven(cmd) {
+		return usageError{fmt.Errorf("%s needs --namespace/-n NS (or env POD_NAMESPACE, which the chart sets): a hook never acts on a namespace it was not given", cmd.Name())}
+	}
+	return nil
+}
+
 // New builds the root command.
 func New(deps Deps) *cobra.Command {
+	root, _ := newRoot(deps)
+	return root
+}
+
+func newRoot(deps Deps) (*cobra.Command, *globals) {
 	if deps.Stdout == nil {
 		deps.Stdout = os.Stdout
 	}
@@ -117,8 +140,12 @@ func New(deps Deps) *cobra.Command {
 		Long: `nginx-mesh-hooks runs the Helm hook Jobs of the nginx-mesh chart and the csi-driver-sentinel,
 and gives operators adopt, cleanup and status.
 
-In a pod it uses the in-cluster config; elsewhere --kubeconfig or KUBECONFIG. Each command
-discovers whether security.openshift.io is served and skips SCC work when it is not.
+In a pod it uses the in-cluster config; elsewhere --kubeconfig or KUBECONFIG (and --context).
+Each command discovers whether security.openshift.io is served and skips SCC work when it is not.
+
+An unknown flag is a usage error (exit 2), except in pre-delete and post-delete: they name it in
+their log, keep the CSI driver under the csi-driver-sentinel and exit 0. The hook commands act
+only on a namespace they were given (--namespace/-n or env POD_NAMESPACE), never on the default.
 
 ` + exitCodesHelp,
 		SilenceUsage:      true,
@@ -131,7 +158,8 @@ discovers whether security.openshift.io is served and skips SCC work when it is 
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config in a pod, else KUBECONFIG or ~/.kube/config)")
-	pf.StringVar(&g.namespace, "namespace", envOr("POD_NAMESPACE", nginxmesh.DefaultNamespace), "mesh namespace, the release's namespace (env POD_NAMESPACE)")
+	pf.StringVar(&g.kubeContext, "context", "", "kubeconfig context (default: the current context)")
+	pf.StringVarP(&g.namespace, "namespace", "n", envOr("POD_NAMESPACE", nginxmesh.DefaultNamespace), "mesh namespace, the release's namespace (env POD_NAMESPACE; the hook commands need one of the two)")
 	pf.StringVar(&g.release, "release", envOr("RELEASE_NAME", "nginx-mesh"), "Helm release name (env RELEASE_NAME)")
 	pf.StringVar(&g.driver, "driver-name", nginxmesh.DefaultDriverName, "CSI driver name")
 	pf.StringVar(&g.sidecars, "sidecar-namespaces", "", "comma list of namespaces whose sidecar SCC RoleBinding the chart made")
@@ -139,8 +167,16 @@ discovers whether security.openshift.io is served and skips SCC work when it is 
 
 	root.AddCommand(g.preDelete(false), g.preDelete(true), g.sentinelCmd(), g.preInstall(), g.preUpgrade(), g.postInstall(),
 		g.adopt(), g.cleanupCmd(), g.statusCmd(), g.helmTest(), versionCmd(deps))
-	return root
+	for _, c := range root.Commands() {
+		if hookCommands[c.Name()] {
+			c.PreRunE = g.needNamespace
+		}
+	}
+	return root, g
 }
+
+// hookCommands run in the chart's Jobs: they need a namespace they were given.
+var hookCommands = map[string]bool{"pre-install": true, "pre-upgrade": true, "post-install": true, "pre-delete": true, "post-delete": true, "sentinel": true}
 
 func (g *globals) preDelete(post bool) *cobra.Command {
 	o := uninstall.Options{}
@@ -168,11 +204,19 @@ node is not Ready).
   rendered its RBAC), with this hook pod's scheduling, resources and annotations.
 Deletions touch only objects of this release (Helm's ownership annotations, or the part-of label
 without them) that carry helm.sh/resource-policy: keep.
-It always exits 0: an uninstall hook must never wedge helm uninstall.`,
+It always exits 0: an uninstall hook must never wedge helm uninstall. So a flag it does not
+know (a chart newer than the image, a typo) does not stop it: it names the flag in its log and
+takes the safe side, the second branch above even with no injected pod (the sentinel removes the
+driver once it sees none). Without --namespace/-n and POD_NAMESPACE it does nothing.`,
 		Args: noArgs,
-		// A flag from a newer chart is ignored rather than failing the uninstall.
+		// An unknown flag must not fail the uninstall: RunE names it and keeps the driver.
 		FParseErrWhitelist: cobra.FParseErrWhitelist{UnknownFlags: true},
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := g.log.WithField("hook", name)
+			if unknown := unknownFlags(cmd.Flags(), g.args); len(unknown) > 0 {
+				o.KeepDriver = true
+				log.WithField("flags", unknown).Warnf("unknown flags %s ignored; keeping the CSI driver: the sentinel removes it once no injected pod uses it", strings.Join(unknown, " "))
+			}
 			c, err := g.clients(cmd.Context())
 			if err != nil {
 				// Cannot even reach the API: nothing can be deleted, so the driver stays.
@@ -181,7 +225,7 @@ It always exits 0: an uninstall hook must never wedge helm uninstall.`,
 			}
 			o.Namespace, o.Release, o.DriverName, o.SidecarNamespaces, o.PostDelete = g.namespace, g.release, g.driver, g.sidecarList(), post
 			o.ImagePullSecrets, o.LogFormat, o.HookJob = kube.SplitList(pullSecrets), g.logFormat, os.Getenv(HookJobEnv)
-			out := uninstall.Run(cmd.Context(), c, o, g.log.WithField("hook", name))
+			out := uninstall.Run(cmd.Context(), c, o, log)
 			g.log.WithFields(logrus.Fields{"decision": out.Decision, "injected": out.Injected.Total, "sentinel": out.SentinelStarted}).Info(name + " done")
 			return nil
 		},
@@ -371,7 +415,7 @@ deleted again whatever the outcome. Exit 0 only when this pod got its own identi
 			o.Namespace = g.namespace
 			var exec helmtest.Exec
 			if o.Register {
-				cfg, err := kube.Config(g.kubeconfig)
+				cfg, err := kube.ConfigContext(g.kubeconfig, g.kubeContext)
 				if err != nil {
 					return err
 				}
@@ -490,7 +534,8 @@ it removes that install too.`,
 }
 
 func (g *globals) statusCmd() *cobra.Command {
-	return &cobra.Command{
+	var output string
+	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the release, the keep set, the sentinel and injected pods (reads only)",
 		Long: `One screen: the Helm release and its state (read from Helm's release Secrets); for each driver
@@ -499,18 +544,29 @@ pods) whether each keep-set object is present and which release owns it, its sen
 running, running and waiting for N pods, failed, handed over) and the pods that use it, grouped
 by namespace and top owner (Deployment, StatefulSet, DaemonSet, Job), so you know what to
 re-roll; the mesh's drivers kept for other namespaces' releases; leftover pods labelled part-of
-that nothing owns.`,
+that nothing owns. -o json or -o yaml prints the same for scripts.`,
 		Args: noArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			if !slices.Contains([]string{"text", "json", "yaml"}, output) {
+				return usageError{fmt.Errorf("--output %q: use text, json or yaml", output)}
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.clients(cmd.Context())
 			if err != nil {
 				return err
 			}
 			r := status.Gather(cmd.Context(), c, status.Options{Namespace: g.namespace, Release: g.release, DriverName: g.driver, SidecarNamespaces: g.sidecarList(), Settle: nginxmesh.DefaultSettle})
-			r.Print(g.deps.Stdout)
-			return nil
+			if output == "text" {
+				r.Print(g.deps.Stdout)
+				return nil
+			}
+			return r.Document().Write(g.deps.Stdout, output)
 		},
 	}
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text, json or yaml")
+	return cmd
 }
 
 func versionCmd(deps Deps) *cobra.Command {
@@ -545,7 +601,8 @@ func Code(err error) int {
 
 // Execute runs the command line and returns the exit code.
 func Execute(ctx context.Context, args []string, deps Deps) int {
-	root := New(deps)
+	root, g := newRoot(deps)
+	g.args = args
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
 	if err != nil {
@@ -555,8 +612,8 @@ func Execute(ctx context.Context, args []string, deps Deps) int {
 		}
 		fmt.Fprintln(stderr, "Error:", err)
 		if cmd != nil && (cmd.Name() == "pre-delete" || cmd.Name() == "post-delete") && !helpAsked(args) {
-			// Even a flag the binary does not know (chart and image of different versions)
-			// must not wedge helm uninstall: the driver stays, cleanup removes it later.
+			// Even a bad flag value, or no namespace, must not wedge helm uninstall: nothing
+			// was done, so the driver stays, and cleanup removes it later.
 			fmt.Fprintln(stderr, "The CSI driver stays; run `nginx-mesh-hooks cleanup` once no injected pod is left. Exiting 0 so the uninstall goes on.")
 			return ExitOK
 		}

@@ -30,8 +30,12 @@ type Clients struct {
 }
 
 // Config is the in-cluster config inside a pod, else --kubeconfig, else KUBECONFIG / ~/.kube/config.
-func Config(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+func Config(kubeconfig string) (*rest.Config, error) { return ConfigContext(kubeconfig, "") }
+
+// ConfigContext is Config with a kubeconfig context (--context; empty: the current one). A
+// context names a kubeconfig entry, so with one the in-cluster config is not used.
+func ConfigContext(kubeconfig, context string) (*rest.Config, error) {
+	if kubeconfig == "" && context == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
 		if cfg, err := rest.InClusterConfig(); err == nil {
 			return cfg, nil
 		}
@@ -40,8 +44,11 @@ func Config(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig != "" {
 		rules.ExplicitPath = kubeconfig
 	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context}).ClientConfig()
+	switch {
+	case err != nil && context != "":
+		return nil, fmt.Errorf("kubeconfig context %q: %w; pass --context with a context of `kubectl config get-contexts`", context, err)
+	case err != nil:
 		return nil, fmt.Errorf("no Kubernetes API config: not in a pod, and --kubeconfig/KUBECONFIG gave none (%w); pass --kubeconfig PATH", err)
 	}
 	return cfg, nil

@@ -32,6 +32,7 @@ const (
 	Some     Decision = "some"     // injected pods remain: the sentinel keeps the driver until they are gone
 	Unknown  Decision = "unknown"  // the count (or the removal) failed: the sentinel was started to be safe
 	Disabled Decision = "disabled" // the release has no CSI driver: nothing to keep
+	Kept     Decision = "kept"     // no injected pod, but Options.KeepDriver: the sentinel removes the driver
 )
 
 // Options of pre-delete / post-delete.
@@ -42,6 +43,10 @@ type Options struct {
 	Settle, SentinelTimeout        time.Duration
 	DeleteNamespace                bool
 	PostDelete                     bool // post-delete: with --delete-namespace the sentinel also runs when no pod is left, to delete the namespace after Helm is done
+	// KeepDriver: with no injected pod, start the sentinel rather than remove the driver here
+	// (the hook was given a flag it does not know, so it may not know all it should; the
+	// sentinel removes the driver once it sees no pod using it).
+	KeepDriver bool
 	// The sentinel Job's image and settings; HookJob names this hook's own Job, whose pod
 	// template gives the sentinel the chart's hook pod settings.
 	Image, ImagePullPolicy string
@@ -103,6 +108,9 @@ func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger
 	case out.Injected.Total > 0:
 		out.Decision = Some
 		log.WithFields(logrus.Fields{"injected": out.Injected.Total, "pods": out.Injected.Pods}).Info("injected pods remain; the CSI driver stays until they are gone")
+	case o.KeepDriver:
+		out.Decision = Kept
+		log.WithField("scanned", out.Injected.Scanned).Warn("no injected pod, but keeping the CSI driver (see above); the sentinel removes it")
 	default:
 		out.Decision = None
 		log.WithField("scanned", out.Injected.Scanned).Info("no injected pod; removing the CSI driver")
