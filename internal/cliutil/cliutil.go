@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 )
@@ -48,6 +50,39 @@ func SetFormat(log *logrus.Logger, format string, out io.Writer) error {
 		}
 	default:
 		return fmt.Errorf("--log-format %q: use auto, json or text", format)
+	}
+	return nil
+}
+
+// Check reads a command line with root's command tree as Execute would, and runs nothing: the
+// command exists, every flag is known (even where the command tolerates unknown ones at run
+// time, so that a documented line never leans on that), each value parses, the positional
+// arguments and required flags are right, and the command's PreRunE accepts it. The docs test
+// checks every documented command line with it.
+func Check(root *cobra.Command, args []string) error {
+	cmd, rest, err := root.Find(args)
+	if err != nil {
+		return err
+	}
+	if !cmd.Runnable() {
+		return fmt.Errorf("%q is not a command of %s", strings.Join(args, " "), root.Name())
+	}
+	cmd.FParseErrWhitelist = cobra.FParseErrWhitelist{}
+	if err := cmd.ParseFlags(rest); err != nil {
+		return err
+	}
+	pos := cmd.Flags().Args()
+	if err := cmd.ValidateArgs(pos); err != nil {
+		return err
+	}
+	if err := cmd.ValidateRequiredFlags(); err != nil {
+		return err
+	}
+	if err := cmd.ValidateFlagGroups(); err != nil {
+		return err
+	}
+	if cmd.PreRunE != nil {
+		return cmd.PreRunE(cmd, pos)
 	}
 	return nil
 }

@@ -1,0 +1,221 @@
+package nginxmesh_test
+
+import (
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/nginx-mesh/nginx-mesh/controller/app"
+	"github.com/nginx-mesh/nginx-mesh/hooks/cli"
+	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
+	"github.com/spf13/cobra"
+)
+
+// docFiles are the repository's documents: every Markdown file and the chart's NOTES.txt (what
+// helm prints after an install).
+func docFiles(t *testing.T) []string {
+	t.Helper()
+	var files []string
+	err := filepath.WalkDir(".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && p != "." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "bin" || p == filepath.Join("ci", "tools")) {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && (strings.HasSuffix(p, ".md") || d.Name() == "NOTES.txt") {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// A documented command line: where it is, and the words after the binary's name.
+type docCommand struct {
+	where  string // file:line
+	binary string
+	args   []string
+	text   string
+}
+
+var (
+	codeSpan    = regexp.MustCompile("`([^`]+)`")
+	placeholder = regexp.MustCompile(`<[^<>]*>`)
+	optional    = regexp.MustCompile(`\[([^\[\]]*)\]`)
+	template    = regexp.MustCompile(`\{\{[^}]*\}\}`)
+	binaries    = map[string]bool{"nginx-mesh-hooks": true, "nginx-mesh-controller": true}
+)
+
+// commandOf reads the command line that starts at a binary's name in text (a code span, a
+// line of a code block or of NOTES.txt), or nil. How placeholders read: `<a value>` and
+// `{{ .Release.Namespace }}` are a value; `[-n shop]` is an optional part, kept; `[flags]` and
+// "…" are synopsis, dropped; a shell operator or comment ends the line.
+func commandOf(text string) (binary string, args []string, ok bool) {
+	text = template.ReplaceAllString(text, "NS")
+	words := strings.Fields(text)
+	start := -1
+	for i, w := range words {
+		if binaries[path.Base(w)] {
+			start = i
+			break
+		}
+	}
+	if start < 0 || start == len(words)-1 {
+		return "", nil, false // not there, or the binary's name alone
+	}
+	binary = path.Base(words[start])
+	rest := strings.Join(words[start+1:], " ")
+	if strings.HasPrefix(rest, "<") {
+		return "", nil, false // a synopsis: `nginx-mesh-hooks <command> [flags]`
+	}
+	rest = placeholder.ReplaceAllString(rest, "X")
+	rest = optional.ReplaceAllStringFunc(rest, func(m string) string {
+		if inner := m[1 : len(m)-1]; strings.HasPrefix(inner, "-") {
+			return inner
+		}
+		return ""
+	})
+	for _, w := range strings.Fields(rest) {
+		if w == "|" || w == "||" || w == "&&" || w == ";" || w == "#" || strings.HasPrefix(w, ">") || strings.HasPrefix(w, "2>") {
+			break
+		}
+		if w == "…" || w == "..." || w == "\\" {
+			continue
+		}
+		args = append(args, w)
+	}
+	return binary, args, true
+}
+
+// documentedCommands extracts every command line of the two binaries from the documents:
+// code spans (a span may wrap lines within a paragraph), lines of fenced code blocks (with
+// `\` continuations), and lines of NOTES.txt.
+func documentedCommands(t *testing.T) []docCommand {
+	t.Helper()
+	var out []docCommand
+	add := func(where, text string) {
+		if b, args, ok := commandOf(text); ok {
+			out = append(out, docCommand{where: where, binary: b, args: args, text: strings.TrimSpace(text)})
+		}
+	}
+	for _, f := range docFiles(t) {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(string(data), "\n")
+		if filepath.Base(f) == "NOTES.txt" {
+			for i, l := range lines {
+				add(f+":"+itoa(i+1), l)
+			}
+			continue
+		}
+		inFence, para, paraStart, cont := false, "", 0, ""
+		flush := func() {
+			for _, m := range codeSpan.FindAllStringSubmatch(para, -1) {
+				add(f+":"+itoa(paraStart), m[1])
+			}
+			para = ""
+		}
+		for i, l := range lines {
+			trimmed := strings.TrimSpace(l)
+			if strings.HasPrefix(trimmed, "```") || strings.HasPrefix(trimmed, "~~~") {
+				flush()
+				inFence = !inFence
+				continue
+			}
+			if inFence {
+				if strings.HasSuffix(trimmed, "\\") {
+					cont += strings.TrimSuffix(trimmed, "\\") + " "
+					continue
+				}
+				add(f+":"+itoa(i+1), cont+trimmed)
+				cont = ""
+				continue
+			}
+			if trimmed == "" || strings.HasPrefix(trimmed, "|") || strings.HasPrefix(trimmed, "#") {
+				flush()
+				if strings.HasPrefix(trimmed, "|") { // a table row is a paragraph of its own
+					para, paraStart = trimmed, i+1
+					flush()
+				}
+				continue
+			}
+			if para == "" {
+				paraStart = i + 1
+			}
+			para += " " + trimmed
+		}
+		flush()
+	}
+	return out
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// roots are the real command trees of the two binaries.
+func roots(binary string) *cobra.Command {
+	if binary == "nginx-mesh-hooks" {
+		return cli.New(cli.Deps{Stdout: io.Discard, Stderr: io.Discard})
+	}
+	return app.NewCommand(strings.NewReader(""), io.Discard, io.Discard)
+}
+
+// Issue 20 item 8: every command line the documents give (README, NOTES.txt, hooks/README.md,
+// docs/…) is read by the binary's real command tree: the command exists and its flags are
+// valid. Nothing runs, no cluster is touched.
+func TestDocumentedCommandsParse(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "")
+	cmds := documentedCommands(t)
+	perFile := map[string]int{}
+	for _, c := range cmds {
+		perFile[strings.SplitN(c.where, ":", 2)[0]]++
+		if err := cliutil.Check(roots(c.binary), c.args); err != nil {
+			t.Errorf("%s: `%s` (read as %s %q): %v", c.where, c.text, c.binary, c.args, err)
+		}
+	}
+	// The extraction must find the lines the issue was about, or the test proves nothing.
+	for _, f := range []string{"README.md", "hooks/README.md", "docs/design.md", "docs/controller.md", "charts/nginx-mesh/README.md", "charts/nginx-mesh/templates/NOTES.txt"} {
+		if perFile[filepath.FromSlash(f)] == 0 {
+			t.Errorf("no command line of the binaries found in %s", f)
+		}
+	}
+	if len(cmds) < 20 {
+		t.Errorf("only %d documented command lines found", len(cmds))
+	}
+	t.Logf("%d documented command lines checked", len(cmds))
+}
+
+// The extraction reads what the documents write.
+func TestCommandOf(t *testing.T) {
+	for _, c := range []struct {
+		text string
+		want string // "" = not a command
+	}{
+		{"nginx-mesh-hooks cleanup --wait -n NS", "cleanup --wait -n NS"},
+		{"bin/linux_amd64/nginx-mesh-hooks version", "version"},
+		{"nginx-mesh-hooks cleanup [--dry-run] [--force]", "cleanup --dry-run --force"},
+		{"nginx-mesh-controller inject -f deployment.yaml [-n shop] [--required-scc x]", "inject -f deployment.yaml -n shop --required-scc x"},
+		{"nginx-mesh-hooks pre-delete -n <namespace> --image <a pullable hooks image>", "pre-delete -n X --image X"},
+		{"then nginx-mesh-hooks cleanup --wait -n {{ .Release.Namespace }}", "cleanup --wait -n NS"},
+		{"nginx-mesh-hooks status -o json | jq .release", "status -o json"},
+		{"nginx-mesh-hooks <command> [flags]", ""},
+		{"nginx-mesh-hooks", ""},
+		{"helm uninstall --no-hooks", ""},
+	} {
+		_, args, ok := commandOf(c.text)
+		if got := strings.Join(args, " "); ok != (c.want != "") || got != c.want {
+			t.Errorf("%q: read %q (ok %v), want %q", c.text, got, ok, c.want)
+		}
+	}
+}
