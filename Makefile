@@ -1,5 +1,12 @@
 # nginx-mesh: the two set-up commands are `make demo` and `make test` (see README.md).
 SHELL   := /bin/bash
+# Go's tarball puts it in /usr/local/go/bin, which a fresh machine often lacks on PATH (.ci/run adds
+# it the same way). Recipes, and the ci/ scripts they run, find go on the exported PATH; $(shell)
+# does not see an exported PATH before make 4.4, so GO names the binary itself.
+ifeq ($(shell command -v go 2>/dev/null),)
+export PATH := /usr/local/go/bin:$(PATH)
+GO      ?= /usr/local/go/bin/go
+endif
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/nginx-mesh/nginx-mesh.Version=$(VERSION)
