@@ -219,3 +219,133 @@ func TestCommandOf(t *testing.T) {
 		}
 	}
 }
+
+var (
+	mdLink    = regexp.MustCompile(`\[[^\]]*\]\(([^)\s]+)\)`)
+	htmlID    = regexp.MustCompile(`<a (?:id|name)="([^"]+)"`)
+	slugStrip = regexp.MustCompile(`[^\p{L}\p{N} _-]`)
+)
+
+// slug is GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens.
+func slug(heading string) string {
+	s := strings.ToLower(strings.TrimSpace(heading))
+	s = strings.ReplaceAll(s, "`", "")
+	s = slugStrip.ReplaceAllString(s, "")
+	return strings.ReplaceAll(s, " ", "-")
+}
+
+// anchors are the fragment targets of a Markdown file: its headings (with GitHub's -1, -2 for
+// repeats) and explicit <a id>/<a name>.
+func anchors(data string) map[string]bool {
+	out := map[string]bool{}
+	seen := map[string]int{}
+	inFence := false
+	for _, l := range strings.Split(data, "\n") {
+		t := strings.TrimSpace(l)
+		if strings.HasPrefix(t, "```") || strings.HasPrefix(t, "~~~") {
+			inFence = !inFence
+			continue
+		}
+		if inFence {
+			continue
+		}
+		for _, m := range htmlID.FindAllStringSubmatch(l, -1) {
+			out[m[1]] = true
+		}
+		if !strings.HasPrefix(l, "#") {
+			continue
+		}
+		s := slug(strings.TrimLeft(l, "#"))
+		if n := seen[s]; n > 0 {
+			out[s+"-"+strconv.Itoa(n)] = true
+		} else {
+			out[s] = true
+		}
+		seen[s]++
+	}
+	return out
+}
+
+// withoutCode blanks fenced blocks and code spans: a link there is an example, not a link.
+func withoutCode(data string) string {
+	var b strings.Builder
+	inFence := false
+	for _, l := range strings.Split(data, "\n") {
+		t := strings.TrimSpace(l)
+		if strings.HasPrefix(t, "```") || strings.HasPrefix(t, "~~~") {
+			inFence = !inFence
+			b.WriteString("\n")
+			continue
+		}
+		if !inFence {
+			b.WriteString(codeSpan.ReplaceAllString(l, "``"))
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// Issue 20 item 9: every relative link of the documents reaches a file of the repository, and
+// every #fragment a heading or anchor of its target (docs/design.md's contents had two that
+// did not).
+func TestDocLinksResolve(t *testing.T) {
+	checked := 0
+	for _, f := range docFiles(t) {
+		if !strings.HasSuffix(f, ".md") {
+			continue
+		}
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, l := range strings.Split(withoutCode(string(data)), "\n") {
+			for _, m := range mdLink.FindAllStringSubmatch(l, -1) {
+				target := m[1]
+				if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+					continue
+				}
+				file, frag, _ := strings.Cut(target, "#")
+				p := f
+				if file != "" {
+					p = filepath.Join(filepath.Dir(f), filepath.FromSlash(file))
+				}
+				checked++
+				st, err := os.Stat(p)
+				if err != nil {
+					t.Errorf("%s:%d: link %s: %s does not exist", f, i+1, target, p)
+					continue
+				}
+				if frag == "" {
+					continue
+				}
+				if st.IsDir() || !strings.HasSuffix(p, ".md") {
+					t.Errorf("%s:%d: link %s: a #fragment into %s, which is no Markdown file", f, i+1, target, p)
+					continue
+				}
+				td, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !anchors(string(td))[frag] {
+					t.Errorf("%s:%d: link %s: %s has no heading or anchor #%s", f, i+1, target, p, frag)
+				}
+			}
+		}
+	}
+	if checked < 30 {
+		t.Errorf("only %d links checked", checked)
+	}
+	t.Logf("%d links checked", checked)
+}
+
+func TestSlug(t *testing.T) {
+	for in, want := range map[string]string{
+		" Mutual TLS between workloads: ports and peers": "mutual-tls-between-workloads-ports-and-peers",
+		" 11. Joining the mesh: nginx-mesh-controller and nginx-mesh-proxy": "11-joining-the-mesh-nginx-mesh-controller-and-nginx-mesh-proxy",
+		" `make push` (CI)": "make-push-ci",
+	} {
+		if got := slug(in); got != want {
+			t.Errorf("slug(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
