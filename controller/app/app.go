@@ -35,6 +35,7 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/controller/inject"
 	"github.com/nginx-mesh/nginx-mesh/controller/register"
 	mwebhook "github.com/nginx-mesh/nginx-mesh/controller/webhook"
+	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
 )
 
 // Options are the controller's flags.
@@ -62,41 +63,43 @@ type Options struct {
 	ProxyLogLevel   string
 }
 
-// env returns the environment variable's value or def: every flag falls back to
-// NGINX_MESH_CONTROLLER_<FLAG>.
-func env(flag, def string) string {
-	if v, ok := os.LookupEnv("NGINX_MESH_CONTROLLER_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))); ok {
-		return v
-	}
-	return def
+// EnvName is the environment variable a flag falls back to: NGINX_MESH_CONTROLLER_ plus the flag
+// in upper snake case (--webhook-port -> NGINX_MESH_CONTROLLER_WEBHOOK_PORT).
+func EnvName(flag string) string {
+	return "NGINX_MESH_CONTROLLER_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
+// applyEnv sets every flag not given on the command line from its variable (a Pod sets env
+// from a ConfigMap or the downward API more easily than args): every flag of the controller and
+// of inject falls back to one.
+func applyEnv(fs *pflag.FlagSet) error { return cliutil.ApplyEnv(fs, EnvName, os.LookupEnv) }
+
 func (o *Options) injectFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.MeshNamespace, "mesh-namespace", env("mesh-namespace", nginxmesh.DefaultNamespace), "namespace of the mesh; its pods are never injected")
-	fs.StringVar(&o.DriverName, "driver-name", env("driver-name", nginxmesh.DefaultDriverName), "CSI driver of the injected Workload API volume")
-	fs.StringVar(&o.RequiredSCC, "required-scc", env("required-scc", ""), "OpenShift: pin injected pods to this SCC (openshift.io/required-scc); empty: no pin")
-	fs.StringVar(&o.ProxyImage, "proxy-image", env("proxy-image", inject.DefaultProxyImage()), "image of the proxy sidecar injected into pods that declare mesh ports (config.nsm.nginx.com/inbound, /outbound)")
-	fs.StringVar(&o.ProxyPullPolicy, "proxy-image-pull-policy", env("proxy-image-pull-policy", string(corev1.PullIfNotPresent)), "pull policy of the proxy image: Always, IfNotPresent or Never")
-	fs.StringVar(&o.ProxyResources, "proxy-resources", env("proxy-resources", ""), `resources of the proxy container, as JSON (e.g. {"requests":{"cpu":"10m","memory":"32Mi"}}); empty: none`)
-	fs.StringVar(&o.ProxyLogLevel, "proxy-log-level", env("proxy-log-level", ""), "log level of the proxies: debug (every accepted connection with the peer's ID), info, warn or error; empty: the proxy's default (info)")
+	fs.StringVar(&o.MeshNamespace, "mesh-namespace", nginxmesh.DefaultNamespace, "namespace of the mesh; its pods are never injected")
+	fs.StringVar(&o.DriverName, "driver-name", nginxmesh.DefaultDriverName, "CSI driver of the injected Workload API volume")
+	fs.StringVar(&o.RequiredSCC, "required-scc", "", "OpenShift: pin injected pods to this SCC (openshift.io/required-scc); empty: no pin")
+	fs.StringVar(&o.ProxyImage, "proxy-image", inject.DefaultProxyImage(), "image of the proxy sidecar injected into pods that declare mesh ports (config.nsm.nginx.com/inbound, /outbound)")
+	fs.StringVar(&o.ProxyPullPolicy, "proxy-image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the proxy image: Always, IfNotPresent or Never")
+	fs.StringVar(&o.ProxyResources, "proxy-resources", "", `resources of the proxy container, as JSON (e.g. {"requests":{"cpu":"10m","memory":"32Mi"}}); empty: none`)
+	fs.StringVar(&o.ProxyLogLevel, "proxy-log-level", "", "log level of the proxies: debug (every accepted connection with the peer's ID), info, warn or error; empty: the proxy's default (info)")
 }
 
 // flags are the root command's.
 func (o *Options) flags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", env("kubeconfig", os.Getenv("KUBECONFIG")), "kubeconfig; empty: in-cluster configuration")
-	fs.StringVar(&o.TrustDomain, "trust-domain", env("trust-domain", ""), "SPIFFE trust domain of the SPIRE server (required)")
-	fs.StringVar(&o.ClusterName, "cluster-name", env("cluster-name", ""), "k8s_psat cluster name of the agents: parent IDs are spiffe://<td>/spire/agent/k8s_psat/<cluster>/<node UID> (required)")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster configuration")
+	fs.StringVar(&o.TrustDomain, "trust-domain", "", "SPIFFE trust domain of the SPIRE server (required)")
+	fs.StringVar(&o.ClusterName, "cluster-name", "", "k8s_psat cluster name of the agents: parent IDs are spiffe://<td>/spire/agent/k8s_psat/<cluster>/<node UID> (required)")
 	o.injectFlags(fs)
-	fs.StringVar(&o.AdminSocket, "spire-admin-socket", env("spire-admin-socket", "/run/spire/server-admin/api.sock"), "the SPIRE server's admin API socket")
-	fs.StringVar(&o.ServiceName, "service-name", env("service-name", nginxmesh.Controller), "Service the API server calls the webhook through (DNS names of the certificate)")
+	fs.StringVar(&o.AdminSocket, "spire-admin-socket", "/run/spire/server-admin/api.sock", "the SPIRE server's admin API socket")
+	fs.StringVar(&o.ServiceName, "service-name", nginxmesh.Controller, "Service the API server calls the webhook through (DNS names of the certificate)")
 	fs.IntVar(&o.WebhookPort, "webhook-port", 9443, "HTTPS port of the admission webhook")
-	fs.StringVar(&o.HealthAddress, "health-address", env("health-address", ":8083"), "address of /healthz and /readyz")
-	fs.StringVar(&o.MetricsAddress, "metrics-address", env("metrics-address", ":8084"), `address of /metrics ("0" disables)`)
+	fs.StringVar(&o.HealthAddress, "health-address", ":8083", "address of /healthz and /readyz")
+	fs.StringVar(&o.MetricsAddress, "metrics-address", ":8084", `address of /metrics ("0" disables)`)
 	fs.DurationVar(&o.CertTTL, "cert-ttl", 24*time.Hour, "lifetime asked for the webhook certificate (renewed at half); the SPIRE server caps it at its CA's")
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", 10*time.Minute, "period of the full resync of SPIRE entries")
 	fs.IntVar(&o.BatchSize, "batch-size", 500, "most entries per Batch call of the SPIRE entry API")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader before registering entries (only needed with more than one replica)")
-	fs.StringVar(&o.LogLevel, "log-level", env("log-level", "info"), "debug, info or error")
+	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info or error")
 }
 
 // ParseArgs reads the root command's flags from args, as the command does: the chart tests
@@ -105,8 +108,10 @@ func ParseArgs(args []string) (Options, error) {
 	var o Options
 	fs := pflag.NewFlagSet("nginx-mesh-controller", pflag.ContinueOnError)
 	o.flags(fs)
-	err := fs.Parse(args)
-	return o, err
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	return o, applyEnv(fs)
 }
 
 // InjectConfig is the mutation's configuration from the flags; every bad flag is named.
@@ -133,6 +138,9 @@ func NewCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd.Flags()); err != nil {
+				return err
+			}
 			return Run(cmd.Context(), *o)
 		},
 	}
@@ -142,6 +150,13 @@ func NewCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 		Run: func(*cobra.Command, []string) { fmt.Fprintln(stdout, nginxmesh.Version) },
 	})
+	for _, c := range append(root.Commands(), root) {
+		c.Flags().VisitAll(func(f *pflag.Flag) {
+			if f.Name != "help" {
+				f.Usage += fmt.Sprintf(" [env %s]", EnvName(f.Name))
+			}
+		})
+	}
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -159,7 +174,10 @@ StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs, and prints the result.
 was left alone goes to stderr. Namespace labels are not checked: the preview assumes the
 namespace opted in.`,
 		Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd.Flags()); err != nil {
+				return err
+			}
 			var in io.Reader = stdin
 			if file != "-" {
 				f, err := os.Open(file)
@@ -178,7 +196,7 @@ namespace opted in.`,
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", "file to inject (- for stdin)")
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "default", "namespace of objects that name none")
-	cmd.Flags().StringVar(&o.TrustDomain, "trust-domain", env("trust-domain", inject.DefaultTrustDomain), "the mesh's trust domain (chart value spire.trustDomain): the proxy annotations' IDs belong to it")
+	cmd.Flags().StringVar(&o.TrustDomain, "trust-domain", inject.DefaultTrustDomain, "the mesh's trust domain (chart value spire.trustDomain): the proxy annotations' IDs belong to it")
 	_ = cmd.MarkFlagRequired("filename")
 	o.injectFlags(cmd.Flags())
 	return cmd

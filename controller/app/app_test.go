@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
 )
 
 func run(t *testing.T, stdin string, args ...string) (string, string, error) {
@@ -58,11 +60,62 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	}
 }
 
+// Issue 20 item 9: docs/controller.md says every flag falls back to NGINX_MESH_CONTROLLER_<FLAG>;
+// five did not (webhook-port, cert-ttl, resync-period, batch-size, leader-elect). Every flag
+// does now, and a flag on the command line wins.
 func TestFlagsFallBackToEnvironment(t *testing.T) {
-	t.Setenv("NGINX_MESH_CONTROLLER_TRUST_DOMAIN", "example.org")
-	cmd := NewCommand(strings.NewReader(""), &bytes.Buffer{}, &bytes.Buffer{})
-	if got := cmd.Flags().Lookup("trust-domain").DefValue; got != "example.org" {
-		t.Errorf("trust-domain default %q", got)
+	values := map[string]string{"bool": "true", "int": "7443", "duration": "1m30s", "string": "from-env"}
+	fs := pflag.NewFlagSet("nginx-mesh-controller", pflag.ContinueOnError)
+	var o Options
+	o.flags(fs)
+	fs.VisitAll(func(f *pflag.Flag) {
+		v, ok := values[f.Value.Type()]
+		if !ok {
+			t.Fatalf("--%s: no test value for type %s", f.Name, f.Value.Type())
+		}
+		t.Setenv(EnvName(f.Name), v)
+	})
+	if err := fs.Parse([]string{"--mesh-namespace=from-args"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyEnv(fs); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	fs.VisitAll(func(f *pflag.Flag) {
+		n++
+		want := values[f.Value.Type()]
+		if f.Name == "mesh-namespace" {
+			want = "from-args"
+		}
+		if got := f.Value.String(); got != want {
+			t.Errorf("--%s = %q with %s=%q set, want %q", f.Name, got, EnvName(f.Name), values[f.Value.Type()], want)
+		}
+	})
+	if n < 20 {
+		t.Errorf("only %d flags", n)
+	}
+}
+
+// The environment reaches the command: its validation names the flag or the variable.
+func TestEnvironmentReachesTheCommand(t *testing.T) {
+	t.Setenv(EnvName("webhook-port"), "70000")
+	if _, _, err := run(t, "", "--trust-domain", "cluster.local", "--cluster-name", "c"); err == nil || !strings.Contains(err.Error(), "--webhook-port 70000") {
+		t.Errorf("NGINX_MESH_CONTROLLER_WEBHOOK_PORT=70000: %v", err)
+	}
+	t.Setenv(EnvName("batch-size"), "many")
+	if _, _, err := run(t, "", "--trust-domain", "cluster.local", "--cluster-name", "c"); err == nil || !strings.Contains(err.Error(), "NGINX_MESH_CONTROLLER_BATCH_SIZE") {
+		t.Errorf("NGINX_MESH_CONTROLLER_BATCH_SIZE=many: %v", err)
+	}
+}
+
+// inject takes the same environment as the controller.
+func TestInjectTakesTheEnvironment(t *testing.T) {
+	t.Setenv(EnvName("trust-domain"), "env.example")
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {config.nsm.nginx.com/inbound: '8443->8080 allow ns/shop/sa/web'}}\nspec: {containers: [{name: c, image: i}]}\n"
+	out, _, err := run(t, pod, "inject", "-f", "-")
+	if err != nil || !strings.Contains(out, "spiffe://env.example/ns/shop/sa/web") {
+		t.Errorf("inject with NGINX_MESH_CONTROLLER_TRUST_DOMAIN: %v\n%s", err, out)
 	}
 }
 
