@@ -128,6 +128,27 @@ func (o Options) InjectConfig() (inject.Config, error) {
 	return c, c.Validate()
 }
 
+// usageError is a command line the commands cannot read: exit 2.
+type usageError struct{ error }
+
+// Execute runs the command line and returns the exit code: 0 done, 1 failure, 2 usage error
+// (unknown command or flag, bad or missing flag value), each named on stderr.
+func Execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := NewCommand(stdin, stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(stderr, "nginx-mesh-controller:", err)
+	var ue usageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "required flag") {
+		fmt.Fprintln(stderr, "Run 'nginx-mesh-controller --help' for usage.")
+		return 2
+	}
+	return 1
+}
+
 // NewCommand is the root command: run the controller; `inject` previews the mutation offline.
 func NewCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	o := &Options{}
@@ -157,6 +178,7 @@ func NewCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 			}
 		})
 	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

@@ -2,6 +2,7 @@ package app
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -155,6 +156,30 @@ func TestProxyFlagsAreValidated(t *testing.T) {
 		_, _, err = run(t, "", append([]string{"--trust-domain", "cluster.local", "--cluster-name", "c"}, tc.args...)...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("run %v: want an error with %q, got %v", tc.args, tc.want, err)
+		}
+	}
+}
+
+// Issue 20 item 8: an unknown flag is a usage error (exit 2) naming it, for the controller and
+// for inject; other failures exit 1.
+func TestExitCodes(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want int
+		out  string
+	}{
+		{[]string{"--from-the-future"}, 2, "--from-the-future"},
+		{[]string{"inject", "-f", "-", "--from-the-future"}, 2, "--from-the-future"},
+		{[]string{"inject", "-f", "-", "-Z"}, 2, "-Z"},
+		{[]string{"nope"}, 2, `unknown command "nope"`},
+		{[]string{"inject"}, 2, "filename"},
+		{[]string{"--trust-domain", "cluster.local"}, 1, "cluster name"},
+		{[]string{"version"}, 0, ""},
+	} {
+		var out bytes.Buffer
+		code := Execute(context.Background(), c.args, strings.NewReader(""), &out, &out)
+		if code != c.want || !strings.Contains(out.String(), c.out) {
+			t.Errorf("%v: exit %d, want %d with %q:\n%s", c.args, code, c.want, c.out, out.String())
 		}
 	}
 }
