@@ -12,6 +12,7 @@ import (
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/hooks/internal/fakes"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -204,5 +205,18 @@ func TestStatusOutput(t *testing.T) {
 	code, out, _ := run(t, []string{"status", "-n", ns, "-o", "xml"})
 	if code != ExitUsage || !strings.Contains(out, "xml") {
 		t.Errorf("-o xml: exit %d\n%s", code, out)
+	}
+}
+
+// post-delete with an unknown flag after pre-delete removed the driver unit: nothing is left to
+// keep, so no sentinel is started (it could never run: its ServiceAccount went with the unit).
+func TestUnknownFlagPostDeleteAfterTheUnitWent(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "")
+	cl, k, _ := fakes.Clients(false, []runtime.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}})
+	var out bytes.Buffer
+	code := Execute(context.Background(), []string{"post-delete", "-n", ns, "--release=r1", "--image=h:1", "--log-format=text", "--from-the-future"},
+		Deps{Stdout: &out, Stderr: &out, Clients: func(context.Context, string) (*kube.Clients, error) { return cl, nil }})
+	if code != ExitOK || sentinelStarted(t, k, ns) || !strings.Contains(out.String(), "--from-the-future") {
+		t.Errorf("exit %d, sentinel started %v; want 0, none, the flag named:\n%s", code, sentinelStarted(t, k, ns), out.String())
 	}
 }

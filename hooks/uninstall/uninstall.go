@@ -108,6 +108,10 @@ func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger
 	case out.Injected.Total > 0:
 		out.Decision = Some
 		log.WithFields(logrus.Fields{"injected": out.Injected.Total, "pods": out.Injected.Pods}).Info("injected pods remain; the CSI driver stays until they are gone")
+	case o.KeepDriver && !unitExists(ctx, c, o.keepSet(c)):
+		out.Decision = None
+		log.Info("no injected pod, and the driver unit is gone already: nothing to keep")
+		return out
 	case o.KeepDriver:
 		out.Decision = Kept
 		log.WithField("scanned", out.Injected.Scanned).Warn("no injected pod, but keeping the CSI driver (see above); the sentinel removes it")
@@ -145,6 +149,21 @@ func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger
 	out.SentinelStarted = true
 	log.WithField("job", o.Namespace+"/"+nginxmesh.SentinelName(o.DriverName)).Info("sentinel started")
 	return out
+}
+
+// unitExists tells whether any object of the driver unit is still there; when it cannot tell,
+// it says yes (the safe side: a sentinel then keeps the driver).
+func unitExists(ctx context.Context, c *kube.Clients, ks nginxmesh.KeepSetOptions) bool {
+	for _, r := range nginxmesh.DriverUnit(ks) {
+		err := kube.Retry(ctx, "get "+r.String(), func(ctx context.Context) error {
+			_, e := keepset.Get(ctx, c, r)
+			return e
+		})
+		if !apierrors.IsNotFound(err) {
+			return true
+		}
+	}
+	return false
 }
 
 // deleteInjector deletes nginx-mesh-controller's MutatingWebhookConfiguration if it is the
