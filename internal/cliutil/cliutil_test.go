@@ -2,11 +2,13 @@ package cliutil
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
@@ -60,5 +62,44 @@ func TestSetFormat(t *testing.T) {
 	}
 	if err := SetFormat(logrus.New(), "xml", nil); err == nil || !strings.Contains(err.Error(), "--log-format") {
 		t.Fatalf("xml: %v, want an error naming --log-format", err)
+	}
+}
+
+// Check reads a command line strictly, even for a command that tolerates unknown flags at run
+// time, and runs nothing.
+func TestCheck(t *testing.T) {
+	ran := false
+	root := &cobra.Command{Use: "tool"}
+	var ns string
+	sub := &cobra.Command{Use: "sub", Args: cobra.NoArgs, FParseErrWhitelist: cobra.FParseErrWhitelist{UnknownFlags: true},
+		PreRunE: func(*cobra.Command, []string) error {
+			if ns == "" {
+				return errors.New("sub needs -n")
+			}
+			return nil
+		},
+		RunE: func(*cobra.Command, []string) error { ran = true; return nil }}
+	sub.Flags().StringVarP(&ns, "namespace", "n", "", "")
+	sub.Flags().Duration("wait", 0, "")
+	root.AddCommand(sub)
+	for _, c := range []struct {
+		args []string
+		want string // "" = accepted
+	}{
+		{[]string{"sub", "-n", "x", "--wait=1s"}, ""},
+		{[]string{"sub", "-n", "x", "--nope"}, "unknown flag: --nope"},
+		{[]string{"sub", "-n", "x", "--wait=soon"}, "soon"},
+		{[]string{"sub", "-n", "x", "extra"}, "unknown command"},
+		{[]string{"sub"}, "sub needs -n"},
+		{[]string{"other"}, "unknown command"},
+	} {
+		ns = ""
+		err := Check(root, c.args)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%v: %v, want %q", c.args, err, c.want)
+		}
+	}
+	if ran {
+		t.Error("Check ran a command")
 	}
 }
