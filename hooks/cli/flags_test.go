@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/hooks/internal/fakes"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
+	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
+	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -218,5 +221,20 @@ func TestUnknownFlagPostDeleteAfterTheUnitWent(t *testing.T) {
 		Deps{Stdout: &out, Stderr: &out, Clients: func(context.Context, string) (*kube.Clients, error) { return cl, nil }})
 	if code != ExitOK || sentinelStarted(t, k, ns) || !strings.Contains(out.String(), "--from-the-future") {
 		t.Errorf("exit %d, sentinel started %v; want 0, none, the flag named:\n%s", code, sentinelStarted(t, k, ns), out.String())
+	}
+}
+
+// The sentinel Job's arguments, which pre-delete, post-delete and pre-upgrade write, are read
+// strictly by this binary's command tree.
+func TestSentinelJobArgsParse(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "")
+	for _, o := range []sentinel.JobOptions{
+		{Namespace: ns, Release: "r1", DriverName: nginxmesh.DefaultDriverName, Settle: nginxmesh.DefaultSettle},
+		{Namespace: ns, Release: "r1", DriverName: "old.example.com", Retired: true, DeleteNamespace: true, SidecarNamespaces: []string{"a", "b"}, LogFormat: "text"},
+	} {
+		args := sentinel.Args(o)
+		if err := cliutil.Check(New(Deps{Stdout: io.Discard, Stderr: io.Discard}), args); err != nil {
+			t.Errorf("sentinel Job arguments %q: %v", args, err)
+		}
 	}
 }
