@@ -32,6 +32,9 @@ const (
 	Some     Decision = "some"     // injected pods remain: the sentinel keeps the driver until they are gone
 	Unknown  Decision = "unknown"  // the count (or the removal) failed: the sentinel was started to be safe
 	Disabled Decision = "disabled" // the release has no CSI driver: nothing to keep
+	// UnitGone: injected pods were found, but the driver unit (CSIDriver and DaemonSet) no
+	// longer exists, so none of them holds a volume of it and there is nothing to keep.
+	UnitGone Decision = "unit-gone"
 )
 
 // Options of pre-delete / post-delete.
@@ -123,6 +126,22 @@ func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger
 			return out
 		}
 	}
+	if out.Decision == Some || out.Decision == Unknown {
+		switch gone, err := unitGone(ctx, c, o.keepSet(c)); {
+		case err != nil:
+			log.WithError(err).Warn("cannot tell whether the driver unit still exists; keeping the CSI driver")
+		case gone:
+			// Without the CSIDriver kubelet mounts no new volume of the driver, and without the
+			// DaemonSet nothing serves one: these pods hold no volume, so nothing is kept and no
+			// sentinel is started (its RBAC went with the unit, so it could not run anyway).
+			out.Decision = UnitGone
+			log.WithField("pods", out.Injected.Pods).Warn("injected pods found, but the CSI driver was already removed (CSIDriver and DaemonSet gone): " +
+				"they never mounted its volume, so nothing is kept for them; they cannot start until the mesh is installed again, and delete cleanly")
+			if !(o.PostDelete && o.DeleteNamespace) {
+				return out
+			}
+		}
+	}
 	jo := sentinel.JobOptions{
 		Namespace: o.Namespace, Release: o.Release, DriverName: o.DriverName, SidecarNamespaces: o.SidecarNamespaces,
 		Settle: o.Settle, Timeout: o.SentinelTimeout, DeleteNamespace: o.DeleteNamespace, OpenShift: c.OpenShift,
@@ -137,6 +156,25 @@ func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger
 	out.SentinelStarted = true
 	log.WithField("job", o.Namespace+"/"+nginxmesh.SentinelName(o.DriverName)).Info("sentinel started")
 	return out
+}
+
+// unitGone tells whether neither the CSIDriver nor the DaemonSet of the driver unit exists.
+func unitGone(ctx context.Context, c *kube.Clients, ks nginxmesh.KeepSetOptions) (bool, error) {
+	for _, r := range nginxmesh.DriverUnit(ks) {
+		err := kube.Retry(ctx, "get "+r.String(), func(ctx context.Context) error {
+			var e error
+			if r.Kind == nginxmesh.KindCSIDriver {
+				_, e = c.Kube.StorageV1().CSIDrivers().Get(ctx, r.Name, metav1.GetOptions{})
+			} else {
+				_, e = c.Kube.AppsV1().DaemonSets(r.Namespace).Get(ctx, r.Name, metav1.GetOptions{})
+			}
+			return e
+		})
+		if err == nil || !apierrors.IsNotFound(err) {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // deleteInjector deletes nginx-mesh-controller's MutatingWebhookConfiguration if it is the
