@@ -177,11 +177,12 @@ func TestInjectorWebhookConfiguration(t *testing.T) {
 	}
 }
 
-// Least privilege: the controller lists and watches pods and nodes; the SPIRE server's bundle
+// Least privilege: the controller lists and watches pods, nodes and namespaces (the opt-in
+// label); the SPIRE server's bundle
 // notifier watches webhook configurations and patches only the injector's.
 func TestControllerRBAC(t *testing.T) {
 	want := []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"pods", "nodes"}, Verbs: []string{"list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods", "nodes", "namespaces"}, Verbs: []string{"list", "watch"}},
 		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations", "validatingwebhookconfigurations"}, Verbs: []string{"list", "watch"}},
 		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{nginxmesh.InjectorWebhook}, Verbs: []string{"get", "patch"}},
 	}
@@ -196,6 +197,39 @@ func TestControllerRBAC(t *testing.T) {
 		b := decode[rbacv1.ClusterRoleBinding](t, r.must(t, "ClusterRoleBinding", "", nginxmesh.Controller))
 		if len(b.Subjects) != 1 || b.Subjects[0].Name != nginxmesh.SpireServer || b.Subjects[0].Namespace != releaseNS || b.RoleRef.Name != nginxmesh.Controller {
 			t.Errorf("%s: binding %+v", r.scenario.name, b)
+		}
+	}
+}
+
+// Issue 20 item 1: the webhook's namespace selector and the controller (webhook and
+// registration) exclude the same namespaces.
+func TestExcludedNamespacesReachTheController(t *testing.T) {
+	for _, sc := range []scenario{
+		{name: "kubernetes, excluded", sets: []string{"controller.webhook.excludeNamespaces={legacy,batch}"}},
+		{name: "openshift, excluded", files: []string{"values-openshift.yaml"}, sets: []string{"controller.webhook.excludeNamespaces={legacy}"}},
+	} {
+		r := render(t, sc)
+		o := controllerOptions(t, r)
+		ic, err := o.InjectConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := decode[admissionregistrationv1.MutatingWebhookConfiguration](t, r.must(t, "MutatingWebhookConfiguration", "", nginxmesh.InjectorWebhook))
+		var notIn []string
+		for _, e := range cfg.Webhooks[0].NamespaceSelector.MatchExpressions {
+			if e.Key == "kubernetes.io/metadata.name" && e.Operator == "NotIn" {
+				notIn = e.Values
+			}
+		}
+		for _, ns := range notIn {
+			if ic.OptIn().NamespaceExcluded(ns) == "" {
+				t.Errorf("%s: the webhook excludes %s, the controller does not (args %v)", sc.name, ns, o.ExcludeNamespaces)
+			}
+		}
+		for _, ns := range ic.ExcludeNamespaces {
+			if !slices.Contains(notIn, ns) {
+				t.Errorf("%s: the controller excludes %s, the webhook does not", sc.name, ns)
+			}
 		}
 	}
 }
