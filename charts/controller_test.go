@@ -144,6 +144,10 @@ func TestInjectorWebhookConfiguration(t *testing.T) {
 		if string(*w.FailurePolicy) != r.str("controller.webhook.failurePolicy") || *w.TimeoutSeconds > 10 {
 			t.Errorf("%s: failurePolicy %s timeout %d", r.scenario.name, *w.FailurePolicy, *w.TimeoutSeconds)
 		}
+		// The webhook answers its own internal errors as the API server applies this policy.
+		if o := controllerOptions(t, r); o.WebhookFailurePolicy != string(*w.FailurePolicy) {
+			t.Errorf("%s: controller --webhook-failure-policy=%s, webhook failurePolicy %s", r.scenario.name, o.WebhookFailurePolicy, *w.FailurePolicy)
+		}
 		if s := w.ClientConfig.Service; s == nil || s.Name != svc.GetName() || s.Namespace != releaseNS || *s.Path != webhook.Path || *s.Port != 443 {
 			t.Errorf("%s: clientConfig %+v", r.scenario.name, w.ClientConfig)
 		}
@@ -205,7 +209,7 @@ func TestControllerRBAC(t *testing.T) {
 // registration) exclude the same namespaces.
 func TestExcludedNamespacesReachTheController(t *testing.T) {
 	for _, sc := range []scenario{
-		{name: "kubernetes, excluded", sets: []string{"controller.webhook.excludeNamespaces={legacy,batch}"}},
+		{name: "kubernetes, excluded, Ignore", sets: []string{"controller.webhook.excludeNamespaces={legacy,batch}", "controller.webhook.failurePolicy=Ignore"}},
 		{name: "openshift, excluded", files: []string{"values-openshift.yaml"}, sets: []string{"controller.webhook.excludeNamespaces={legacy}"}},
 	} {
 		r := render(t, sc)
@@ -215,6 +219,9 @@ func TestExcludedNamespacesReachTheController(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg := decode[admissionregistrationv1.MutatingWebhookConfiguration](t, r.must(t, "MutatingWebhookConfiguration", "", nginxmesh.InjectorWebhook))
+		if ic.FailurePolicy != string(*cfg.Webhooks[0].FailurePolicy) {
+			t.Errorf("%s: controller failure policy %q, webhook's %s", sc.name, ic.FailurePolicy, *cfg.Webhooks[0].FailurePolicy)
+		}
 		var notIn []string
 		for _, e := range cfg.Webhooks[0].NamespaceSelector.MatchExpressions {
 			if e.Key == "kubernetes.io/metadata.name" && e.Operator == "NotIn" {

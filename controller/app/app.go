@@ -62,6 +62,9 @@ type Options struct {
 	ProxyPullPolicy string
 	ProxyResources  string // JSON or YAML of a corev1.ResourceRequirements
 	ProxyLogLevel   string
+	// WebhookFailurePolicy is the webhook configuration's failurePolicy: internal errors are
+	// answered the same way.
+	WebhookFailurePolicy string
 }
 
 // env returns the environment variable's value or def: every flag falls back to
@@ -78,6 +81,7 @@ func (o *Options) injectFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.ExcludeNamespaces, "exclude-namespaces", splitList(env("exclude-namespaces", "")), "namespaces never injected or registered even when labelled (the webhook's namespaceSelector excludes them too)")
 	fs.StringVar(&o.DriverName, "driver-name", env("driver-name", nginxmesh.DefaultDriverName), "CSI driver of the injected Workload API volume")
 	fs.StringVar(&o.RequiredSCC, "required-scc", env("required-scc", ""), "OpenShift: pin injected pods to this SCC (openshift.io/required-scc); empty: no pin")
+	fs.StringVar(&o.WebhookFailurePolicy, "webhook-failure-policy", env("webhook-failure-policy", "Fail"), "the webhook configuration's failurePolicy, Fail or Ignore: an internal error of the injector refuses the pod (Fail) or lets it through uninjected with a warning (Ignore)")
 	fs.StringVar(&o.ProxyImage, "proxy-image", env("proxy-image", inject.DefaultProxyImage()), "image of the proxy sidecar injected into pods that declare mesh ports (config.nsm.nginx.com/inbound, /outbound)")
 	fs.StringVar(&o.ProxyPullPolicy, "proxy-image-pull-policy", env("proxy-image-pull-policy", string(corev1.PullIfNotPresent)), "pull policy of the proxy image: Always, IfNotPresent or Never")
 	fs.StringVar(&o.ProxyResources, "proxy-resources", env("proxy-resources", ""), `resources of the proxy container, as JSON (e.g. {"requests":{"cpu":"10m","memory":"32Mi"}}); empty: none`)
@@ -123,7 +127,7 @@ func ParseArgs(args []string) (Options, error) {
 // InjectConfig is the mutation's configuration from the flags; every bad flag is named.
 func (o Options) InjectConfig() (inject.Config, error) {
 	c := inject.Config{
-		MeshNamespace: o.MeshNamespace, ExcludeNamespaces: o.ExcludeNamespaces, DriverName: o.DriverName, RequiredSCC: o.RequiredSCC, TrustDomain: o.TrustDomain,
+		MeshNamespace: o.MeshNamespace, ExcludeNamespaces: o.ExcludeNamespaces, DriverName: o.DriverName, RequiredSCC: o.RequiredSCC, TrustDomain: o.TrustDomain, FailurePolicy: o.WebhookFailurePolicy,
 		Proxy: inject.Proxy{Image: o.ProxyImage, PullPolicy: corev1.PullPolicy(o.ProxyPullPolicy), LogLevel: o.ProxyLogLevel},
 	}
 	if strings.TrimSpace(o.ProxyResources) != "" {

@@ -34,6 +34,9 @@ type Config struct {
 	TrustDomain string
 	// Proxy is how the proxy sidecar is rendered into pods that declare mesh ports.
 	Proxy Proxy
+	// FailurePolicy is the webhook configuration's (Fail or Ignore; empty: Fail): the webhook
+	// answers its own internal errors the way the API server would answer a failed call.
+	FailurePolicy string
 }
 
 // DefaultTrustDomain is the chart's default spire.trustDomain.

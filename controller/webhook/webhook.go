@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -19,8 +20,9 @@ import (
 // Path is where the webhook configuration sends pod CREATE reviews.
 const Path = "/inject"
 
-// Handler is the admission handler. Failures of the injector itself are errors (500) so the
-// webhook's failurePolicy decides; a pod the mutation refuses is denied with the reason.
+// Handler is the admission handler. A pod the mutation refuses is denied with the reason. A
+// failure of the injector itself is answered as the webhook's failurePolicy says (see failed):
+// the API server applies that policy only when the call fails, never to an answer.
 type Handler struct {
 	Injector *inject.Injector
 }
@@ -40,7 +42,7 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 	}
 	pod := &corev1.Pod{}
 	if err := json.Unmarshal(req.Object.Raw, pod); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("nginx-mesh injector: decode pod: %w", err))
+		return h.failed(http.StatusBadRequest, fmt.Errorf("nginx-mesh injector: decode pod %s/%s: %w", req.Namespace, req.Name, err))
 	}
 	appendOnly := h.Injector.AppendOnly()
 	var before snapshot
@@ -52,7 +54,7 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 	case inject.IsDenied(err):
 		return admission.Denied(fmt.Sprintf("nginx-mesh injector refused pod %s: %s", podName(req, pod), err))
 	case err != nil:
-		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("nginx-mesh injector: pod %s: %w", podName(req, pod), err))
+		return h.failed(http.StatusInternalServerError, fmt.Errorf("nginx-mesh injector: pod %s: %w", podName(req, pod), err))
 	case res.Skipped != "":
 		return admission.Allowed("nginx-mesh: not injected: " + res.Skipped)
 	}
@@ -64,9 +66,22 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 	// A mutation beyond appends and annotations: the generic diff of the two documents.
 	out, err := json.Marshal(pod)
 	if err != nil {
-		return admission.Errored(http.StatusInternalServerError, err)
+		return h.failed(http.StatusInternalServerError, fmt.Errorf("nginx-mesh injector: pod %s: encode: %w", podName(req, pod), err))
 	}
 	return admission.PatchResponseFromRaw(req.Object.Raw, out)
+}
+
+// failed answers an internal error. With failurePolicy Fail (the default) the pod is refused
+// with the cause (admission.Errored: allowed false, the HTTP code in the status). With Ignore it
+// is let through unchanged, with the cause as a warning that kubectl prints: the same outcome as
+// when the webhook cannot be reached, which is what the operator chose.
+func (h *Handler) failed(code int32, err error) admission.Response {
+	if h.Injector.Config().FailurePolicy != string(admissionregistrationv1.Ignore) {
+		return admission.Errored(code, err)
+	}
+	r := admission.Allowed("")
+	r.Warnings = []string{err.Error() + "; failurePolicy Ignore lets the pod through without the mesh (no Workload API, no proxy)"}
+	return r
 }
 
 // podName names the pod in messages; pods of controllers have only a generateName at CREATE.

@@ -295,3 +295,44 @@ func BenchmarkHandle(b *testing.B) {
 }
 
 func intstrFromString(s string) intstr.IntOrString { return intstr.FromString(s) }
+
+// Issue 20 item 2: an internal error answers per the configured failurePolicy. The API server
+// applies failurePolicy only when the call itself fails; an answer with allowed:false is a
+// denial whatever the policy, so the handler has to know the policy: Fail denies with the
+// cause, Ignore lets the pod through uninjected with a warning that says why.
+func TestInternalErrorFollowsFailurePolicy(t *testing.T) {
+	broken := inject.Step{Name: "broken", Apply: func(inject.Config, *corev1.Pod) error { return fmt.Errorf("the disk is on fire") }}
+	for _, c := range []struct {
+		policy  string
+		allowed bool
+	}{{"", false}, {"Fail", false}, {"Ignore", true}} {
+		t.Run("policy="+c.policy, func(t *testing.T) {
+			conf := cfg
+			conf.FailurePolicy = c.policy
+			h := NewHandler(inject.NewWithSteps(conf, broken))
+			var req admission.Request
+			var ar admissionv1.AdmissionReview
+			if err := json.Unmarshal(review(t, admissionv1.Create, "shop", realisticPod()), &ar); err != nil {
+				t.Fatal(err)
+			}
+			req.AdmissionRequest = *ar.Request
+			resp := h.Handle(context.Background(), req)
+			if resp.Allowed != c.allowed {
+				t.Fatalf("allowed=%v, want %v: %+v", resp.Allowed, c.allowed, resp.Result)
+			}
+			if len(resp.Patches) != 0 || resp.Patch != nil {
+				t.Errorf("an errored pod was patched: %v", resp.Patches)
+			}
+			msg := strings.Join(resp.Warnings, " ")
+			if resp.Result != nil {
+				msg += " " + resp.Result.Message
+			}
+			if !strings.Contains(msg, "the disk is on fire") || !strings.Contains(msg, "shop/web-7d9f8c6b5-*") {
+				t.Errorf("the answer does not name the pod and the cause: %q", msg)
+			}
+			if c.allowed && !strings.Contains(msg, "failurePolicy Ignore") {
+				t.Errorf("the warning does not say why the pod was let through: %q", msg)
+			}
+		})
+	}
+}
