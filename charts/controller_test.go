@@ -166,9 +166,17 @@ func TestInjectorWebhookConfiguration(t *testing.T) {
 		for _, c := range w.MatchConditions {
 			conds[c.Name] = c.Expression
 		}
+		// Reinvoked when a later webhook changed the pod (issue 20 item 3): so no match
+		// condition may leave out a pod our first pass marked.
+		if w.ReinvocationPolicy == nil || *w.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy {
+			t.Errorf("%s: reinvocationPolicy %v, want IfNeeded", r.scenario.name, w.ReinvocationPolicy)
+		}
+		if _, ok := conds["not-injected"]; ok {
+			t.Errorf("%s: match condition not-injected would skip the reinvocation of a pod we injected", r.scenario.name)
+		}
 		for name, want := range map[string]string{
 			"not-a-system-namespace": "startsWith('kube-')", "not-host-network": "hostNetwork",
-			"not-opted-out": nginxmesh.AutoInjectLabel, "not-injected": nginxmesh.InjectedAnnotation,
+			"not-opted-out": nginxmesh.AutoInjectLabel,
 		} {
 			if !strings.Contains(conds[name], want) {
 				t.Errorf("%s: match condition %s = %q", r.scenario.name, name, conds[name])

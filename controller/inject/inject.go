@@ -143,9 +143,10 @@ func (i *Injector) Skip(namespace string, pod *corev1.Pod) string {
 	switch {
 	case pod.Annotations[nginxmesh.AutoInjectLabel] == nginxmesh.AutoInjectDisabled:
 		return "opted out with annotation " + nginxmesh.AutoInjectLabel + ": " + nginxmesh.AutoInjectDisabled
-	case (nginxmesh.Injected{DriverName: i.cfg.DriverName}).HasMarker(pod):
-		return "already injected"
 	}
+	// An injected pod is not skipped: the webhook is reinvoked (reinvocationPolicy IfNeeded)
+	// when a later webhook added a container, which then needs the mount and the variable.
+	// Every step is idempotent, so a pod that lacks nothing comes out unchanged.
 	return ""
 }
 

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	psaapi "k8s.io/pod-security-admission/api"
 	"k8s.io/pod-security-admission/policy"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
@@ -103,10 +104,10 @@ func TestInjectAddsVolumeMountsEnvAndMarker(t *testing.T) {
 
 func TestInjectIsIdempotent(t *testing.T) {
 	once := injected(t, restrictedPod())
-	// A second admission pass skips the pod as already injected...
+	// A second admission pass (the reinvocation) changes nothing...
 	again := once.DeepCopy()
 	res, err := New(cfg).Inject(ns, again)
-	if err != nil || res.Skipped != "already injected" {
+	if err != nil || res.Skipped != "" {
 		t.Fatalf("second pass: skipped=%q err=%v", res.Skipped, err)
 	}
 	// ...and every step by itself changes nothing on an injected pod.
@@ -144,12 +145,24 @@ func TestInjectTable(t *testing.T) {
 		{name: "opt-out annotation with another value injects", mutate: func(p *corev1.Pod) {
 			p.Annotations = map[string]string{nginxmesh.AutoInjectLabel: "enabled"}
 		}},
-		{name: "marker only (injected by hand)", mutate: func(p *corev1.Pod) {
+		// Injected pods are completed, not skipped (reinvocation): what lacks is added.
+		{name: "marker only (injected by hand) gets the rest", mutate: func(p *corev1.Pod) {
 			p.Annotations = map[string]string{nginxmesh.InjectedAnnotation: nginxmesh.InjectedValue}
-		}, skip: "already injected"},
-		{name: "CSI volume of the driver only (injected by hand)", mutate: func(p *corev1.Pod) {
+		}, check: func(t *testing.T, p *corev1.Pod) {
+			if len(p.Spec.Volumes) != 2 || len(p.Spec.Containers[0].VolumeMounts) == 0 {
+				t.Errorf("volumes %+v mounts %+v", p.Spec.Volumes, p.Spec.Containers[0].VolumeMounts)
+			}
+		}},
+		{name: "CSI volume of the driver only (injected by hand) is mounted, not added twice", mutate: func(p *corev1.Pod) {
+			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "id", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: nginxmesh.DefaultDriverName, ReadOnly: ptr.To(true)}}})
+		}, check: func(t *testing.T, p *corev1.Pod) {
+			if len(p.Spec.Volumes) != 2 || p.Spec.Containers[0].VolumeMounts[len(p.Spec.Containers[0].VolumeMounts)-1].Name != "id" {
+				t.Errorf("volumes %+v mounts %+v", p.Spec.Volumes, p.Spec.Containers[0].VolumeMounts)
+			}
+		}},
+		{name: "CSI volume of the driver read-write (by hand) is refused", mutate: func(p *corev1.Pod) {
 			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "id", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: nginxmesh.DefaultDriverName}}})
-		}, skip: "already injected"},
+		}, denied: "read-write"},
 		{name: "another CSI driver's volume does not count", mutate: func(p *corev1.Pod) {
 			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "secrets", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: "secrets-store.csi.k8s.io"}}})
 		}, check: func(t *testing.T, p *corev1.Pod) {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -334,5 +335,75 @@ func TestInternalErrorFollowsFailurePolicy(t *testing.T) {
 				t.Errorf("the warning does not say why the pod was let through: %q", msg)
 			}
 		})
+	}
+}
+
+// Issue 20 item 3: with reinvocationPolicy IfNeeded the API server calls the webhook again when
+// a later webhook changed the pod. A container added after our first pass gets the mount and
+// the socket variable then; what the first pass added is left as it is, and a pass over a pod
+// that needs nothing patches nothing.
+func TestReinvocationCompletesAContainerAddedLater(t *testing.T) {
+	h := NewHandler(inject.New(cfg))
+	pass := func(p *corev1.Pod) (*corev1.Pod, int) {
+		t.Helper()
+		var ar admissionv1.AdmissionReview
+		if err := json.Unmarshal(review(t, admissionv1.Create, "shop", p), &ar); err != nil {
+			t.Fatal(err)
+		}
+		resp := h.Handle(context.Background(), admission.Request{AdmissionRequest: *ar.Request})
+		if !resp.Allowed {
+			t.Fatalf("refused: %+v", resp.Result)
+		}
+		raw := ar.Request.Object.Raw
+		if len(resp.Patches) > 0 {
+			b, _ := json.Marshal(resp.Patches)
+			patch, err := jsonpatch.DecodePatch(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if raw, err = patch.Apply(raw); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out := &corev1.Pod{}
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatal(err)
+		}
+		return out, len(resp.Patches)
+	}
+	first, n := pass(meshPod())
+	if n == 0 {
+		t.Fatal("first pass patched nothing")
+	}
+	// A later mutating webhook adds a container (and an init container).
+	late := first.DeepCopy()
+	late.Spec.Containers = append(late.Spec.Containers, corev1.Container{Name: "log-shipper", Image: "registry.example.com/shipper:1"})
+	late.Spec.InitContainers = append(late.Spec.InitContainers, corev1.Container{Name: "late-init", Image: "registry.example.com/init:1"})
+	second, n := pass(late)
+	if n == 0 {
+		t.Fatal("reinvocation patched nothing: the late containers got no Workload API")
+	}
+	for _, c := range slices.Concat(second.Spec.InitContainers, second.Spec.Containers) {
+		if c.Name == spec.ContainerName {
+			continue
+		}
+		mounted, env := false, false
+		for _, m := range c.VolumeMounts {
+			mounted = mounted || (m.Name == nginxmesh.WorkloadAPIVolume && m.MountPath == nginxmesh.WorkloadAPIMountPath && m.ReadOnly)
+		}
+		for _, e := range c.Env {
+			env = env || (e.Name == nginxmesh.SocketEnv && e.Value == nginxmesh.SocketEnvValue())
+		}
+		if !mounted || !env {
+			t.Errorf("container %s after reinvocation: mount %v, %s %v", c.Name, mounted, nginxmesh.SocketEnv, env)
+		}
+	}
+	// What the first pass did is unchanged (no second volume, no second proxy).
+	if len(second.Spec.Volumes) != len(first.Spec.Volumes) || len(second.Spec.InitContainers) != len(late.Spec.InitContainers) {
+		t.Errorf("reinvocation added volumes or containers: %d volumes (was %d), %d init containers (was %d)",
+			len(second.Spec.Volumes), len(first.Spec.Volumes), len(second.Spec.InitContainers), len(late.Spec.InitContainers))
+	}
+	if _, n := pass(second); n != 0 {
+		t.Errorf("a third pass over a complete pod patched %d operations", n)
 	}
 }
