@@ -93,8 +93,10 @@ func TestControllerContainer(t *testing.T) {
 				t.Errorf("%s: controller args lack %s: %s", r.scenario.name, want, args)
 			}
 		}
-		if pin := strings.Contains(args, "--required-scc="+nginxmesh.SidecarSCC); pin != r.openShift() {
-			t.Errorf("%s: --required-scc present=%v, want %v", r.scenario.name, pin, r.openShift())
+		// Issue 20 items 4 and 5: no SCC pin unless sidecar.pinSCC asks for it.
+		wantPin := r.openShift() && r.values["sidecar"].(map[string]any)["pinSCC"] == true
+		if pin := strings.Contains(args, "--required-scc="); pin != wantPin {
+			t.Errorf("%s: --required-scc present=%v, want %v: %s", r.scenario.name, pin, wantPin, args)
 		}
 		sc, _ := c["securityContext"].(map[string]any)
 		if sc["readOnlyRootFilesystem"] != true || sc["allowPrivilegeEscalation"] != false || sc["runAsNonRoot"] != true {

@@ -393,3 +393,62 @@ func TestExtraStepCanDeny(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// Issue 20 items 4 and 5: the preview says, offline, which SCC each injected pod needs and
+// keeps: unpinned, OpenShift's selection keeps the SCC the workload gets today (the additions
+// fit restricted-v2); a pod's own pin is kept; with the controller's pin, the grant the
+// ServiceAccount needs is named in one line, and a workload that needs more than the sidecar
+// SCC is called out.
+func TestPreviewNamesTheSCC(t *testing.T) {
+	doc := func(name, sa, podSC, ann string) string {
+		return `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ` + name + `, namespace: shop}
+spec:
+  selector: {matchLabels: {app: ` + name + `}}
+  template:
+    metadata: {labels: {app: ` + name + `}` + ann + `}
+    spec:
+      serviceAccountName: ` + sa + `
+      securityContext: {` + podSC + `}
+      containers: [{name: web, image: shop/web:1}]
+`
+	}
+	in := doc("plain", "web", "", "") + "---\n" +
+		doc("root", "legacy", "runAsUser: 0", "") + "---\n" +
+		doc("fixed-uid", "batch", "runAsUser: 1001", "") + "---\n" +
+		doc("own-pin", "web", "", ", annotations: {openshift.io/required-scc: anyuid}")
+	for _, c := range []struct {
+		pin   string
+		wants []string
+	}{
+		{"", []string{
+			"document 1 (Deployment web-less): SCC: not pinned",
+			"needs restricted-v2",
+			"document 2 (Deployment root): SCC: not pinned; OpenShift picks the SCC the workload gets today (ServiceAccount shop/legacy): it needs anyuid (runAsUser 0)",
+			"document 3 (Deployment fixed-uid): SCC: not pinned; OpenShift picks the SCC the workload gets today (ServiceAccount shop/batch): it needs nonroot-v2 (a fixed runAsUser 1001)",
+			"document 4 (Deployment own-pin): SCC: keeps its own pin anyuid",
+		}},
+		{nginxmesh.SidecarSCC, []string{
+			"document 1 (Deployment plain): SCC: pinned to " + nginxmesh.SidecarSCC + " by the controller (sidecar.pinSCC); ServiceAccount shop/web needs `use` on it: oc adm policy add-scc-to-user " + nginxmesh.SidecarSCC + " -z web -n shop",
+			"document 2 (Deployment root): SCC: pinned to " + nginxmesh.SidecarSCC,
+			"it needs anyuid (runAsUser 0), which " + nginxmesh.SidecarSCC + " refuses: pin anyuid on the pod template (openshift.io/required-scc), or set sidecar.pinSCC=false",
+			"document 4 (Deployment own-pin): SCC: keeps its own pin anyuid",
+		}},
+	} {
+		conf := cfg
+		conf.RequiredSCC = c.pin
+		var out, notes bytes.Buffer
+		if err := New(conf).Preview(strings.NewReader(in), &out, &notes, "shop"); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range c.wants {
+			if strings.Contains(want, "web-less") {
+				want = "document 1 (Deployment plain): SCC: not pinned; OpenShift picks the SCC the workload gets today (ServiceAccount shop/web): it needs restricted-v2"
+			}
+			if !strings.Contains(notes.String(), want) {
+				t.Errorf("pin %q: notes lack %q:\n%s", c.pin, want, notes.String())
+			}
+		}
+	}
+}

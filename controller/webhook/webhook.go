@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"net/http"
 
+	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/controller/inject"
 )
 
@@ -49,6 +51,7 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 	if appendOnly {
 		before = takeSnapshot(pod)
 	}
+	_, ownPin := pod.Annotations[nginxmesh.RequiredSCCAnnotation]
 	res, err := h.Injector.Inject(req.Namespace, pod)
 	switch {
 	case inject.IsDenied(err):
@@ -58,17 +61,28 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 	case res.Skipped != "":
 		return admission.Allowed("nginx-mesh: not injected: " + res.Skipped)
 	}
+	var resp admission.Response
+	var ops []jsonpatch.Operation
+	ok := false
 	if appendOnly {
-		if ops, ok := appendPatch(before, pod); ok {
-			return admission.Patched("", ops...)
+		ops, ok = appendPatch(before, pod)
+	}
+	if ok {
+		resp = admission.Patched("", ops...)
+	} else {
+		// A mutation beyond appends and annotations: the generic diff of the two documents.
+		out, err := json.Marshal(pod)
+		if err != nil {
+			return h.failed(http.StatusInternalServerError, fmt.Errorf("nginx-mesh injector: pod %s: encode: %w", podName(req, pod), err))
 		}
+		resp = admission.PatchResponseFromRaw(req.Object.Raw, out)
 	}
-	// A mutation beyond appends and annotations: the generic diff of the two documents.
-	out, err := json.Marshal(pod)
-	if err != nil {
-		return h.failed(http.StatusInternalServerError, fmt.Errorf("nginx-mesh injector: pod %s: encode: %w", podName(req, pod), err))
+	// The opt-in pin (sidecar.pinSCC): OpenShift refuses the pod unless its ServiceAccount may
+	// use the SCC, and its refusal does not say how to grant it; the warning does.
+	if scc := h.Injector.Config().RequiredSCC; scc != "" && !ownPin {
+		resp.Warnings = append(resp.Warnings, "nginx-mesh: pod "+podName(req, pod)+" SCC: "+h.Injector.Config().SCCNote(req.Namespace, pod))
 	}
-	return admission.PatchResponseFromRaw(req.Object.Raw, out)
+	return resp
 }
 
 // failed answers an internal error. With failurePolicy Fail (the default) the pod is refused

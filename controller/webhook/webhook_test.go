@@ -407,3 +407,22 @@ func TestReinvocationCompletesAContainerAddedLater(t *testing.T) {
 		t.Errorf("a third pass over a complete pod patched %d operations", n)
 	}
 }
+
+// Issue 20 item 4: with the opt-in pin, the answer warns with the one-line grant the pod's
+// ServiceAccount needs (OpenShift's refusal does not say it); without the pin, no warning.
+func TestPinWarnsWithTheGrant(t *testing.T) {
+	for _, pin := range []string{nginxmesh.SidecarSCC, ""} {
+		conf := cfg
+		conf.RequiredSCC = pin
+		var ar admissionv1.AdmissionReview
+		if err := json.Unmarshal(review(t, admissionv1.Create, "shop", realisticPod()), &ar); err != nil {
+			t.Fatal(err)
+		}
+		resp := NewHandler(inject.New(conf)).Handle(context.Background(), admission.Request{AdmissionRequest: *ar.Request})
+		w := strings.Join(resp.Warnings, "\n")
+		want := "oc adm policy add-scc-to-user " + nginxmesh.SidecarSCC + " -z web -n shop"
+		if (pin != "") != strings.Contains(w, want) || (pin == "" && w != "") {
+			t.Errorf("pin %q: warnings %q", pin, w)
+		}
+	}
+}
