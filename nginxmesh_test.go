@@ -140,3 +140,39 @@ func TestKeepSetOrder(t *testing.T) {
 		t.Errorf("openshift keep set has %d objects, want 15: %v", len(os), os)
 	}
 }
+
+// Issue 20 item 1: the opt-in rule the webhook's selectors state, in code.
+func TestOptIn(t *testing.T) {
+	o := OptIn{MeshNamespace: "mesh", ExcludeNamespaces: []string{"legacy"}}
+	in := map[string]string{AutoInjectLabel: AutoInjectEnabled}
+	pod := func(f func(*corev1.Pod)) *corev1.Pod {
+		p := &corev1.Pod{}
+		if f != nil {
+			f(p)
+		}
+		return p
+	}
+	for _, c := range []struct {
+		name   string
+		ns     string
+		labels map[string]string
+		pod    *corev1.Pod
+		join   bool
+	}{
+		{"opted in", "app", in, pod(nil), true},
+		{"not labelled", "app", nil, pod(nil), false},
+		{"labelled otherwise", "app", map[string]string{AutoInjectLabel: "disabled"}, pod(nil), false},
+		{"the mesh namespace, labelled", "mesh", in, pod(nil), false},
+		{"kube-system, labelled", "kube-system", in, pod(nil), false},
+		{"openshift-monitoring, labelled", "openshift-monitoring", in, pod(nil), false},
+		{"openshift, labelled", "openshift", in, pod(nil), false},
+		{"excluded by value, labelled", "legacy", in, pod(nil), false},
+		{"hostNetwork", "app", in, pod(func(p *corev1.Pod) { p.Spec.HostNetwork = true }), false},
+		{"one of ours", "app", in, pod(func(p *corev1.Pod) { p.Labels = map[string]string{PartOfLabel: PartOf} }), false},
+	} {
+		why := o.Skip(c.ns, c.labels, c.pod)
+		if (why == "") != c.join {
+			t.Errorf("%s: skip %q, want join=%v", c.name, why, c.join)
+		}
+	}
+}

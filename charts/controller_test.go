@@ -93,8 +93,10 @@ func TestControllerContainer(t *testing.T) {
 				t.Errorf("%s: controller args lack %s: %s", r.scenario.name, want, args)
 			}
 		}
-		if pin := strings.Contains(args, "--required-scc="+nginxmesh.SidecarSCC); pin != r.openShift() {
-			t.Errorf("%s: --required-scc present=%v, want %v", r.scenario.name, pin, r.openShift())
+		// Issue 20 items 4 and 5: no SCC pin unless sidecar.pinSCC asks for it.
+		wantPin := r.openShift() && r.values["sidecar"].(map[string]any)["pinSCC"] == true
+		if pin := strings.Contains(args, "--required-scc="); pin != wantPin {
+			t.Errorf("%s: --required-scc present=%v, want %v: %s", r.scenario.name, pin, wantPin, args)
 		}
 		sc, _ := c["securityContext"].(map[string]any)
 		if sc["readOnlyRootFilesystem"] != true || sc["allowPrivilegeEscalation"] != false || sc["runAsNonRoot"] != true {
@@ -144,6 +146,10 @@ func TestInjectorWebhookConfiguration(t *testing.T) {
 		if string(*w.FailurePolicy) != r.str("controller.webhook.failurePolicy") || *w.TimeoutSeconds > 10 {
 			t.Errorf("%s: failurePolicy %s timeout %d", r.scenario.name, *w.FailurePolicy, *w.TimeoutSeconds)
 		}
+		// The webhook answers its own internal errors as the API server applies this policy.
+		if o := controllerOptions(t, r); o.WebhookFailurePolicy != string(*w.FailurePolicy) {
+			t.Errorf("%s: controller --webhook-failure-policy=%s, webhook failurePolicy %s", r.scenario.name, o.WebhookFailurePolicy, *w.FailurePolicy)
+		}
 		if s := w.ClientConfig.Service; s == nil || s.Name != svc.GetName() || s.Namespace != releaseNS || *s.Path != webhook.Path || *s.Port != 443 {
 			t.Errorf("%s: clientConfig %+v", r.scenario.name, w.ClientConfig)
 		}
@@ -162,9 +168,17 @@ func TestInjectorWebhookConfiguration(t *testing.T) {
 		for _, c := range w.MatchConditions {
 			conds[c.Name] = c.Expression
 		}
+		// Reinvoked when a later webhook changed the pod (issue 20 item 3): so no match
+		// condition may leave out a pod our first pass marked.
+		if w.ReinvocationPolicy == nil || *w.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy {
+			t.Errorf("%s: reinvocationPolicy %v, want IfNeeded", r.scenario.name, w.ReinvocationPolicy)
+		}
+		if _, ok := conds["not-injected"]; ok {
+			t.Errorf("%s: match condition not-injected would skip the reinvocation of a pod we injected", r.scenario.name)
+		}
 		for name, want := range map[string]string{
 			"not-a-system-namespace": "startsWith('kube-')", "not-host-network": "hostNetwork",
-			"not-opted-out": nginxmesh.AutoInjectLabel, "not-injected": nginxmesh.InjectedAnnotation,
+			"not-opted-out": nginxmesh.AutoInjectLabel,
 		} {
 			if !strings.Contains(conds[name], want) {
 				t.Errorf("%s: match condition %s = %q", r.scenario.name, name, conds[name])
@@ -177,11 +191,12 @@ func TestInjectorWebhookConfiguration(t *testing.T) {
 	}
 }
 
-// Least privilege: the controller lists and watches pods and nodes; the SPIRE server's bundle
+// Least privilege: the controller lists and watches pods, nodes and namespaces (the opt-in
+// label); the SPIRE server's bundle
 // notifier watches webhook configurations and patches only the injector's.
 func TestControllerRBAC(t *testing.T) {
 	want := []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"pods", "nodes"}, Verbs: []string{"list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods", "nodes", "namespaces"}, Verbs: []string{"list", "watch"}},
 		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations", "validatingwebhookconfigurations"}, Verbs: []string{"list", "watch"}},
 		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{nginxmesh.InjectorWebhook}, Verbs: []string{"get", "patch"}},
 	}
@@ -196,6 +211,42 @@ func TestControllerRBAC(t *testing.T) {
 		b := decode[rbacv1.ClusterRoleBinding](t, r.must(t, "ClusterRoleBinding", "", nginxmesh.Controller))
 		if len(b.Subjects) != 1 || b.Subjects[0].Name != nginxmesh.SpireServer || b.Subjects[0].Namespace != releaseNS || b.RoleRef.Name != nginxmesh.Controller {
 			t.Errorf("%s: binding %+v", r.scenario.name, b)
+		}
+	}
+}
+
+// Issue 20 item 1: the webhook's namespace selector and the controller (webhook and
+// registration) exclude the same namespaces.
+func TestExcludedNamespacesReachTheController(t *testing.T) {
+	for _, sc := range []scenario{
+		{name: "kubernetes, excluded, Ignore", sets: []string{"controller.webhook.excludeNamespaces={legacy,batch}", "controller.webhook.failurePolicy=Ignore"}},
+		{name: "openshift, excluded", files: []string{"values-openshift.yaml"}, sets: []string{"controller.webhook.excludeNamespaces={legacy}"}},
+	} {
+		r := render(t, sc)
+		o := controllerOptions(t, r)
+		ic, err := o.InjectConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := decode[admissionregistrationv1.MutatingWebhookConfiguration](t, r.must(t, "MutatingWebhookConfiguration", "", nginxmesh.InjectorWebhook))
+		if ic.FailurePolicy != string(*cfg.Webhooks[0].FailurePolicy) {
+			t.Errorf("%s: controller failure policy %q, webhook's %s", sc.name, ic.FailurePolicy, *cfg.Webhooks[0].FailurePolicy)
+		}
+		var notIn []string
+		for _, e := range cfg.Webhooks[0].NamespaceSelector.MatchExpressions {
+			if e.Key == "kubernetes.io/metadata.name" && e.Operator == "NotIn" {
+				notIn = e.Values
+			}
+		}
+		for _, ns := range notIn {
+			if ic.OptIn().NamespaceExcluded(ns) == "" {
+				t.Errorf("%s: the webhook excludes %s, the controller does not (args %v)", sc.name, ns, o.ExcludeNamespaces)
+			}
+		}
+		for _, ns := range ic.ExcludeNamespaces {
+			if !slices.Contains(notIn, ns) {
+				t.Errorf("%s: the controller excludes %s, the webhook does not", sc.name, ns)
+			}
 		}
 	}
 }

@@ -416,9 +416,14 @@ func TestImageReferences(t *testing.T) {
 func TestNotes(t *testing.T) {
 	for _, r := range renderAll(t) {
 		notes := r.files[chartDir+"/templates/NOTES.txt"]
+		// The grant is needed only with the opt-in pin (issue 20 items 4, 5).
+		pinned := r.openShift() && r.values["sidecar"].(map[string]any)["pinSCC"] == true
 		oc := "oc adm policy add-scc-to-group " + nginxmesh.SidecarSCC + " system:serviceaccounts:<namespace>"
-		if strings.Contains(notes, oc) != r.openShift() {
-			t.Errorf("%s: NOTES.txt oc adm policy line present=%v on %s", r.scenario.name, !r.openShift(), r.str("environment"))
+		if strings.Contains(notes, oc) != pinned {
+			t.Errorf("%s: NOTES.txt oc adm policy line present=%v with the pin %v", r.scenario.name, !pinned, pinned)
+		}
+		if r.openShift() && !pinned && !strings.Contains(notes, "labelling a namespace is enough") {
+			t.Errorf("%s: NOTES.txt does not say that labelling a namespace is enough", r.scenario.name)
 		}
 		if strings.Contains(notes, "job/"+nginxmesh.Sentinel) != r.csiEnabled() {
 			t.Errorf("%s: NOTES.txt sentinel hint wrong for csi.enabled=%v", r.scenario.name, r.csiEnabled())

@@ -65,11 +65,12 @@ func toUnstructured(t *testing.T, p *corev1.Pod) *unstructured.Unstructured {
 // the sidecar, and on OpenShift the pod (app and proxy) is admitted by the sidecar SCC it is
 // pinned to, which is restricted-v2's twin. Each way the proxy could ask for more than
 // restricted-v2 is then broken once, and the same check must refuse it.
-func TestInjectedProxyFitsTheSidecarSCC(t *testing.T) {
+func TestInjectedProxyFitsRestrictedV2AndTheSidecarSCC(t *testing.T) {
 	digest := "sha256:" + strings.Repeat("ab", 32)
 	extra := []scenario{
 		{name: "openshift, proxy image by digest, limits, debug", files: []string{"values-openshift.yaml"}, sets: []string{
 			"images.proxy.digest=" + digest, "images.proxy.pullPolicy=Always", "proxy.resources.limits.memory=128Mi", "proxy.logLevel=debug"}},
+		{name: "openshift, pinned to the sidecar SCC", files: []string{"values-openshift.yaml"}, sets: []string{"sidecar.pinSCC=true"}},
 	}
 	seen := 0
 	all := renderAll(t)
@@ -122,8 +123,15 @@ func TestInjectedProxyFitsTheSidecarSCC(t *testing.T) {
 		if !r.openShift() {
 			continue
 		}
-		if got := pod.Annotations[nginxmesh.RequiredSCCAnnotation]; got != nginxmesh.SidecarSCC {
-			t.Fatalf("%s: injected pod pinned to %q", r.scenario.name, got)
+		// Issue 20 items 4 and 5: the controller pins no SCC (OpenShift's selection keeps the
+		// SCC the workload already gets) unless sidecar.pinSCC is set; either way the injected
+		// pod fits restricted-v2 and the sidecar SCC.
+		wantPin := ""
+		if r.values["sidecar"].(map[string]any)["pinSCC"] == true {
+			wantPin = nginxmesh.SidecarSCC
+		}
+		if got := pod.Annotations[nginxmesh.RequiredSCCAnnotation]; got != wantPin {
+			t.Fatalf("%s: injected pod pinned to %q, want %q", r.scenario.name, got, wantPin)
 		}
 		sidecar := decodeSCC(t, r.must(t, "SecurityContextConstraints", "", nginxmesh.SidecarSCC))
 		for _, scc := range []*securityv1.SecurityContextConstraints{sidecar, restrictedV2(t)} {

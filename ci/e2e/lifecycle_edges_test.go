@@ -267,8 +267,17 @@ func TestLifecycleLatePodRace(t *testing.T) {
 			if p == nil {
 				t.FailNow()
 			}
-			kept := sentinelRunning(t, meshNS, nginxmesh.DefaultDriverName)
 			caught := strings.Contains(out, "an injected pod appeared after the count")
+			// Then the safety net, as helm uninstall runs it: post-delete counts again, and may
+			// find the pod after pre-delete removed the driver unit (issue 20 item 0).
+			post, err := hookStream(t, func(string) {}, "post-delete", "--namespace", meshNS, "--release", release, "--sidecar-namespaces", workloadNS,
+				"--image", "localhost/nginx-mesh/hooks:dev", "--image-pull-policy", "Never", "--settle", settle.String())
+			if err != nil {
+				t.Fatalf("post-delete: %v\n%s", err, post)
+			}
+			out += post
+			unitGone := strings.Contains(post, "CSI driver was already removed")
+			kept := sentinelRunning(t, meshNS, nginxmesh.DefaultDriverName)
 			// Whatever pre-delete decided: once the pod has a volume on the host, the driver
 			// must be there to unmount it.
 			target := volumeTarget(string(p.UID), volumeName)
@@ -287,16 +296,44 @@ func TestLifecycleLatePodRace(t *testing.T) {
 				t.Fatalf("the pod is mounted but no sentinel keeps the driver:\n%s", out)
 			}
 			deletePodCleanly(t, p)
-			if kept {
-				stopSentinel(t, meshNS, nginxmesh.DefaultDriverName)
-			}
-			key := fmt.Sprintf("afterCount=%v kept=%v caughtByReList=%v mounted=%v", afterCount, kept, caught, mounted)
+			// Every run ends with nothing of ours left: a kept driver is removed by its sentinel
+			// once the pod is gone, and the sentinel's Job and pods go with it.
+			assertNothingLeft(t, kept, out)
+			key := fmt.Sprintf("afterCount=%v kept=%v caughtByReList=%v mounted=%v postDeleteUnitGone=%v", afterCount, kept, caught, mounted, unitGone)
 			outcomes[key]++
 			t.Logf("run %d: delay %s: %s", i+1, delay, key)
 		})
 	}
 	record("late-pod race, %d pre-delete runs: %v", iterations, outcomes)
 	restoreKeepSet(t, snap)
+}
+
+// assertNothingLeft waits (kept: for the sentinel to finish) until no sentinel Job, no pod of
+// ours in the mesh namespace but the release's own, and no object of the keep set is left.
+func assertNothingLeft(t *testing.T, kept bool, hookLog string) {
+	t.Helper()
+	timeout := 10 * time.Second
+	if kept {
+		timeout = 3 * time.Minute
+	}
+	sentinelPods := metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + "=" + nginxmesh.ComponentSentinel}
+	waitFor(t, "no sentinel Job or pod and no kept object left (kept="+strconv.FormatBool(kept)+")", timeout, func() (bool, string) {
+		var l []string
+		if j, err := e.cs.BatchV1().Jobs(meshNS).Get(ctx(t), nginxmesh.Sentinel, metav1.GetOptions{}); err == nil {
+			l = append(l, fmt.Sprintf("Job %s (active %d, failed %d, conditions %v)", j.Name, j.Status.Active, j.Status.Failed, j.Status.Conditions))
+		}
+		if pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), sentinelPods); err == nil {
+			for _, p := range pods.Items {
+				l = append(l, "Pod "+p.Name)
+			}
+		}
+		for _, r := range nginxmesh.KeepSet(nginxmesh.KeepSetOptions{Namespace: meshNS, SidecarNamespaces: []string{workloadNS}, OpenShift: true}) {
+			if getRef(t, r) == nil {
+				l = append(l, r.String())
+			}
+		}
+		return len(l) == 0, strings.Join(l, ", ") + "\nhooks said:\n" + hookLog
+	})
 }
 
 // ---------- reinstall with another driver name while the sentinel waits ----------

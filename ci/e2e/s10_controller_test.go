@@ -17,6 +17,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 )
@@ -160,8 +162,9 @@ func TestScenario10Controller(t *testing.T) {
 			pods, ms := waitWebIdentities(t, webReplica)
 			record("container start to SVID, Deployment pods injected by the controller: p50 %d ms (%v)", p50(ms), ms)
 			for _, p := range pods {
-				if p.Annotations[nginxmesh.RequiredSCCAnnotation] != nginxmesh.SidecarSCC {
-					t.Errorf("pod %s: %s = %q", p.Name, nginxmesh.RequiredSCCAnnotation, p.Annotations[nginxmesh.RequiredSCCAnnotation])
+				// No SCC pin by the controller (issue 20 items 4, 5): OpenShift's own selection.
+				if v, ok := p.Annotations[nginxmesh.RequiredSCCAnnotation]; ok {
+					t.Errorf("pod %s: %s = %q, want no pin", p.Name, nginxmesh.RequiredSCCAnnotation, v)
 				}
 				if !isInjected(&p) || len(p.Spec.Containers[0].VolumeMounts) < 1 {
 					t.Errorf("pod %s not injected: %+v", p.Name, p.Spec)
@@ -183,6 +186,11 @@ func TestScenario10Controller(t *testing.T) {
 				return entryOf(t, string(victim.UID)) == "", "still registered"
 			})
 			waitWebIdentities(t, webReplica)
+		})
+
+		t.Run("a labelled namespace outside sccBindings: a Deployment under its own ServiceAccount runs", func(t *testing.T) {
+			t.Parallel()
+			unboundSCCNamespace(t)
 		})
 
 		t.Run("the opt-out annotation and an unlabelled namespace are left alone", func(t *testing.T) {
@@ -321,4 +329,96 @@ func uninstallToSentinel(t *testing.T) {
 	if err := getRef(t, nginxmesh.Ref{Kind: nginxmesh.KindDaemonSet, Namespace: meshNS, Name: nginxmesh.CSIDriver}); err != nil {
 		t.Fatalf("driver DaemonSet gone while injected pods run: %v", err)
 	}
+}
+
+// unboundSCCNamespace (issue 20 items 4, 5): labelling a namespace that is not in
+// sidecar.sccBindings is enough: an unchanged Deployment under a ServiceAccount of its own runs
+// there and gets its identity. The local emulation checks only pinned pods, so the injected pod
+// is also created again with dryRun, pinned to restricted-v2, as the ReplicaSet controller
+// (whose only SCC grant is restricted-v2's, through system:authenticated): it fits. The same pod
+// pinned to the sidecar SCC is refused with the grant missing, which is what pinning did.
+func unboundSCCNamespace(t *testing.T) {
+	const ns, sa, app = "e2e-unbound", "own", "own-app"
+	ensureNamespace(t, ns)
+	t.Cleanup(func() { _ = e.cs.CoreV1().Namespaces().Delete(ctx(t), ns, metav1.DeleteOptions{}) })
+	labelNamespace(t, ns, `"`+nginxmesh.AutoInjectEnabled+`"`)
+	if _, err := e.cs.CoreV1().ServiceAccounts(ns).Create(ctx(t), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr(int32(1)),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app}},
+				Spec:       plainPodSpec(sa, webImgArgs),
+			},
+		},
+	}
+	if _, err := e.cs.AppsV1().Deployments(ns).Create(ctx(t), d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := "spiffe://cluster.local/ns/" + ns + "/sa/" + sa
+	var pod corev1.Pod
+	waitFor(t, "the Deployment's pod runs and prints "+want, 3*time.Minute, func() (bool, string) {
+		pods, err := e.cs.CoreV1().Pods(ns).List(ctx(t), metav1.ListOptions{LabelSelector: "app=" + app})
+		if err != nil || len(pods.Items) == 0 {
+			rs, _ := e.cs.AppsV1().ReplicaSets(ns).List(ctx(t), metav1.ListOptions{LabelSelector: "app=" + app})
+			return false, fmt.Sprintf("no pod (%v); ReplicaSets: %s", err, replicaSetProblems(rs))
+		}
+		pod = pods.Items[0]
+		m := spiffeIDLine.FindStringSubmatch(podLogs(t, ns, pod.Name))
+		return m != nil && m[1] == want, string(pod.Status.Phase) + " " + podProblems(&pod)
+	})
+	if !isInjected(&pod) {
+		t.Fatalf("pod %s not injected", pod.Name)
+	}
+	if v, ok := pod.Annotations[nginxmesh.RequiredSCCAnnotation]; ok {
+		t.Errorf("pod %s pinned to %q by the controller", pod.Name, v)
+	}
+	if err := dryRunPinned(t, &pod, nginxmesh.RestrictedSCC); err != nil {
+		t.Errorf("the injected pod, pinned to restricted-v2, is refused: %v", err)
+	}
+	if err := dryRunPinned(t, &pod, nginxmesh.SidecarSCC); err == nil || !strings.Contains(err.Error(), "not usable") {
+		t.Errorf("the injected pod pinned to the sidecar SCC outside sccBindings: want the refusal pinning caused, got %v", err)
+	} else {
+		t.Logf("what pinning caused: %v", err)
+	}
+}
+
+// dryRunPinned creates pod again with dryRun, pinned to scc, as the ReplicaSet controller
+// (the pod's creator on OpenShift, whose only SCC grant is restricted-v2's through
+// system:authenticated): the SCC admission emulation checks a pinned pod against that SCC and
+// the use grant of the creator or the pod's ServiceAccount.
+func dryRunPinned(t *testing.T, pod *corev1.Pod, scc string) error {
+	t.Helper()
+	cfg := rest.CopyConfig(e.cfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:kube-system:replicaset-controller",
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"}}
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "dry-run-", Namespace: pod.Namespace, Labels: pod.Labels, Annotations: map[string]string{}},
+		Spec:       *pod.Spec.DeepCopy(),
+	}
+	for k, v := range pod.Annotations {
+		p.Annotations[k] = v
+	}
+	p.Annotations[nginxmesh.RequiredSCCAnnotation] = scc
+	p.Spec.NodeName = ""
+	_, err := kubernetes.NewForConfigOrDie(cfg).CoreV1().Pods(pod.Namespace).Create(ctx(t), p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	return err
+}
+
+// replicaSetProblems names the ReplicaSets' failure conditions (e.g. FailedCreate by SCC admission).
+func replicaSetProblems(l *appsv1.ReplicaSetList) string {
+	if l == nil {
+		return "none"
+	}
+	var out []string
+	for _, rs := range l.Items {
+		for _, c := range rs.Status.Conditions {
+			out = append(out, rs.Name+": "+string(c.Type)+": "+c.Message)
+		}
+	}
+	return strings.Join(out, "; ")
 }

@@ -202,13 +202,17 @@ func TestScenario11Proxy(t *testing.T) {
 	meshDeployment(t, clientApp, clientApp, upstream, callArgs...)
 	meshDeployment(t, intruder, intruder, upstream, callArgs...)
 
-	// The injected pod: the proxy is the first init container, a native sidecar, pinned to the
-	// sidecar SCC, which the SCC admission emulation checked when the pod was created.
+	// The injected pod: the proxy is the first init container, a native sidecar. The controller
+	// pins no SCC (issue 20 items 4, 5), so the SCC admission emulation, which checks pinned pods
+	// only, checks the pod again created with dryRun and pinned to restricted-v2.
 	if ic := server.Spec.InitContainers; len(ic) == 0 || ic[0].Name != spec.ContainerName || ic[0].RestartPolicy == nil || *ic[0].RestartPolicy != corev1.ContainerRestartPolicyAlways {
 		t.Fatalf("server pod has no native proxy sidecar first: %+v", ic)
 	}
-	if got := server.Annotations[nginxmesh.RequiredSCCAnnotation]; got != nginxmesh.SidecarSCC {
-		t.Errorf("server pod pinned to %q", got)
+	if got, ok := server.Annotations[nginxmesh.RequiredSCCAnnotation]; ok {
+		t.Errorf("server pod pinned to %q by the controller", got)
+	}
+	if err := dryRunPinned(t, &server, nginxmesh.RestrictedSCC); err != nil {
+		t.Errorf("the server pod with the proxy, pinned to restricted-v2, is refused: %v", err)
 	}
 	if sc := server.Spec.InitContainers[0].SecurityContext; sc.RunAsUser != nil || len(sc.Capabilities.Add) > 0 {
 		t.Errorf("proxy security context %+v", sc)

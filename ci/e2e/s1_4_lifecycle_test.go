@@ -373,6 +373,20 @@ func TestScenario2WorkloadIdentity(t *testing.T) {
 	dumpOnFailure(t)
 	ensureInstalled(t)
 	ensureNamespace(t, workloadNS)
+	// Only pods of opted-in namespaces get an identity (issue 20 item 1); the workload pods
+	// carry the marker, so the webhook leaves them as they are.
+	labelNamespace(t, workloadNS, `"`+nginxmesh.AutoInjectEnabled+`"`)
+	// The same pod by hand, CSI volume and marker included, in a namespace that never opted in.
+	ensureNamespace(t, plainNS)
+	labelNamespace(t, plainNS, "null")
+	outsider := workloadPod("outsider", false)
+	outsider.Namespace = plainNS
+	outsider.Annotations[nginxmesh.RequiredSCCAnnotation] = nginxmesh.RestrictedSCC // the sidecar SCC is granted only in sccBindings namespaces
+	outsider, err := e.cs.CoreV1().Pods(plainNS).Create(ctx(t), outsider, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create %s/outsider: %v", plainNS, err)
+	}
+	defer deletePodCleanly(t, outsider)
 	want := defaultWorkloadID("cluster.local")
 	p := startWorkload(t, "identity", false)
 	var logs string
@@ -391,6 +405,21 @@ func TestScenario2WorkloadIdentity(t *testing.T) {
 	}
 	if entryOf(t, string(p.UID)) == "" {
 		t.Errorf("no controller entry %s%s for the pod", nginxmesh.EntryIDPrefix, p.UID)
+	}
+	// The opted-in pod was registered; the outsider, running with the same volume by now, never is.
+	waitFor(t, "the outsider running with its CSI volume", 2*time.Minute, func() (bool, string) {
+		cur, err := e.cs.CoreV1().Pods(plainNS).Get(ctx(t), outsider.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return cur.Status.Phase == corev1.PodRunning, string(cur.Status.Phase) + " " + podProblems(cur)
+	})
+	time.Sleep(5 * time.Second) // several of the controller's event loops
+	if out := entryOf(t, string(outsider.UID)); out != "" {
+		t.Errorf("a pod of namespace %s, which never opted in, was registered:\n%s", plainNS, out)
+	}
+	if logs := podLogs(t, plainNS, outsider.Name); spiffeIDLine.MatchString(logs) {
+		t.Errorf("a pod of namespace %s, which never opted in, got an SVID:\n%s", plainNS, logs)
 	}
 	target := volumeTarget(string(p.UID), volumeName)
 	if n := countMounts(t, target); n != 1 {

@@ -62,6 +62,7 @@ func TestScenario8KubernetesProfile(t *testing.T) {
 	})
 
 	t.Run("identity", func(t *testing.T) {
+		labelNamespace(t, workloadNS, `"`+nginxmesh.AutoInjectEnabled+`"`) // only opted-in pods get an identity
 		want := defaultWorkloadID("cluster.local")
 		p := startWorkload(t, "k8s-profile", false)
 		var logs string

@@ -40,27 +40,32 @@ import (
 
 // Options are the controller's flags.
 type Options struct {
-	Kubeconfig     string
-	TrustDomain    string
-	ClusterName    string
-	MeshNamespace  string
-	DriverName     string
-	RequiredSCC    string
-	AdminSocket    string
-	ServiceName    string
-	WebhookPort    int
-	HealthAddress  string
-	MetricsAddress string
-	CertTTL        time.Duration
-	ResyncPeriod   time.Duration
-	BatchSize      int
-	LeaderElect    bool
-	LogLevel       string
+	Kubeconfig    string
+	TrustDomain   string
+	ClusterName   string
+	MeshNamespace string
+	// ExcludeNamespaces never join the mesh, labelled or not (webhook and registration).
+	ExcludeNamespaces []string
+	DriverName        string
+	RequiredSCC       string
+	AdminSocket       string
+	ServiceName       string
+	WebhookPort       int
+	HealthAddress     string
+	MetricsAddress    string
+	CertTTL           time.Duration
+	ResyncPeriod      time.Duration
+	BatchSize         int
+	LeaderElect       bool
+	LogLevel          string
 	// The injected proxy sidecar (inject.Proxy).
 	ProxyImage      string
 	ProxyPullPolicy string
 	ProxyResources  string // JSON or YAML of a corev1.ResourceRequirements
 	ProxyLogLevel   string
+	// WebhookFailurePolicy is the webhook configuration's failurePolicy: internal errors are
+	// answered the same way.
+	WebhookFailurePolicy string
 }
 
 // EnvName is the environment variable a flag falls back to: NGINX_MESH_CONTROLLER_ plus the flag
@@ -76,8 +81,10 @@ func applyEnv(fs *pflag.FlagSet) error { return cliutil.ApplyEnv(fs, EnvName, os
 
 func (o *Options) injectFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MeshNamespace, "mesh-namespace", nginxmesh.DefaultNamespace, "namespace of the mesh; its pods are never injected")
+	fs.StringSliceVar(&o.ExcludeNamespaces, "exclude-namespaces", nil, "namespaces never injected or registered even when labelled (the webhook's namespaceSelector excludes them too)")
 	fs.StringVar(&o.DriverName, "driver-name", nginxmesh.DefaultDriverName, "CSI driver of the injected Workload API volume")
 	fs.StringVar(&o.RequiredSCC, "required-scc", "", "OpenShift: pin injected pods to this SCC (openshift.io/required-scc); empty: no pin")
+	fs.StringVar(&o.WebhookFailurePolicy, "webhook-failure-policy", "Fail", "the webhook configuration's failurePolicy, Fail or Ignore: an internal error of the injector refuses the pod (Fail) or lets it through uninjected with a warning (Ignore)")
 	fs.StringVar(&o.ProxyImage, "proxy-image", inject.DefaultProxyImage(), "image of the proxy sidecar injected into pods that declare mesh ports (config.nsm.nginx.com/inbound, /outbound)")
 	fs.StringVar(&o.ProxyPullPolicy, "proxy-image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the proxy image: Always, IfNotPresent or Never")
 	fs.StringVar(&o.ProxyResources, "proxy-resources", "", `resources of the proxy container, as JSON (e.g. {"requests":{"cpu":"10m","memory":"32Mi"}}); empty: none`)
@@ -117,7 +124,7 @@ func ParseArgs(args []string) (Options, error) {
 // InjectConfig is the mutation's configuration from the flags; every bad flag is named.
 func (o Options) InjectConfig() (inject.Config, error) {
 	c := inject.Config{
-		MeshNamespace: o.MeshNamespace, DriverName: o.DriverName, RequiredSCC: o.RequiredSCC, TrustDomain: o.TrustDomain,
+		MeshNamespace: o.MeshNamespace, ExcludeNamespaces: o.ExcludeNamespaces, DriverName: o.DriverName, RequiredSCC: o.RequiredSCC, TrustDomain: o.TrustDomain, FailurePolicy: o.WebhookFailurePolicy,
 		Proxy: inject.Proxy{Image: o.ProxyImage, PullPolicy: corev1.PullPolicy(o.ProxyPullPolicy), LogLevel: o.ProxyLogLevel},
 	}
 	if strings.TrimSpace(o.ProxyResources) != "" {
@@ -301,7 +308,7 @@ func Run(ctx context.Context, o Options) error {
 	mwebhook.Register(srv, inject.New(ic))
 
 	reg, err := register.New(register.Config{
-		TrustDomain: o.TrustDomain, ClusterName: o.ClusterName, DriverName: o.DriverName,
+		TrustDomain: o.TrustDomain, ClusterName: o.ClusterName, DriverName: o.DriverName, OptIn: ic.OptIn(),
 		ResyncPeriod: o.ResyncPeriod, BatchSize: o.BatchSize,
 	}, entryv1.NewEntryClient(conn), kube, log.WithName("register"))
 	if err != nil {

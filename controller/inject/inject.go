@@ -22,6 +22,8 @@ import (
 type Config struct {
 	// MeshNamespace is where the mesh runs; its pods are never injected.
 	MeshNamespace string
+	// ExcludeNamespaces are never injected even when labelled (controller.webhook.excludeNamespaces).
+	ExcludeNamespaces []string
 	// DriverName is the CSI driver of the injected volume; empty means the default.
 	DriverName string
 	// RequiredSCC, when set (OpenShift), pins injected pods to this SCC with the
@@ -32,6 +34,9 @@ type Config struct {
 	TrustDomain string
 	// Proxy is how the proxy sidecar is rendered into pods that declare mesh ports.
 	Proxy Proxy
+	// FailurePolicy is the webhook configuration's (Fail or Ignore; empty: Fail): the webhook
+	// answers its own internal errors the way the API server would answer a failed call.
+	FailurePolicy string
 }
 
 // DefaultTrustDomain is the chart's default spire.trustDomain.
@@ -120,21 +125,28 @@ type Result struct {
 	Skipped string
 }
 
+// OptIn is the rule of who may join the mesh, shared with the registration.
+func (c Config) OptIn() nginxmesh.OptIn {
+	return nginxmesh.OptIn{MeshNamespace: c.MeshNamespace, ExcludeNamespaces: c.ExcludeNamespaces}
+}
+
 // Skip tells why a pod in namespace must not be injected, or "" when it should be. It repeats
-// in code what the webhook configuration's selectors and match conditions already exclude.
+// in code what the webhook configuration's selectors and match conditions already exclude
+// (nginxmesh.OptIn; the namespace's label is the API server's namespaceSelector to check).
 func (i *Injector) Skip(namespace string, pod *corev1.Pod) string {
+	if why := i.cfg.OptIn().NamespaceExcluded(namespace); why != "" {
+		return why
+	}
+	if why := nginxmesh.PodExcluded(pod); why != "" {
+		return why
+	}
 	switch {
-	case namespace == i.cfg.MeshNamespace:
-		return "the mesh namespace " + namespace + " is never injected"
-	case strings.HasPrefix(namespace, "kube-") || strings.HasPrefix(namespace, "openshift-") || namespace == "openshift":
-		return "system namespace " + namespace + " is never injected"
-	case pod.Spec.HostNetwork:
-		return "hostNetwork pods are never injected"
 	case pod.Annotations[nginxmesh.AutoInjectLabel] == nginxmesh.AutoInjectDisabled:
 		return "opted out with annotation " + nginxmesh.AutoInjectLabel + ": " + nginxmesh.AutoInjectDisabled
-	case (nginxmesh.Injected{DriverName: i.cfg.DriverName}).HasMarker(pod):
-		return "already injected"
 	}
+	// An injected pod is not skipped: the webhook is reinvoked (reinvocationPolicy IfNeeded)
+	// when a later webhook added a container, which then needs the mount and the variable.
+	// Every step is idempotent, so a pod that lacks nothing comes out unchanged.
 	return ""
 }
 

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	psaapi "k8s.io/pod-security-admission/api"
 	"k8s.io/pod-security-admission/policy"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
@@ -103,10 +104,10 @@ func TestInjectAddsVolumeMountsEnvAndMarker(t *testing.T) {
 
 func TestInjectIsIdempotent(t *testing.T) {
 	once := injected(t, restrictedPod())
-	// A second admission pass skips the pod as already injected...
+	// A second admission pass (the reinvocation) changes nothing...
 	again := once.DeepCopy()
 	res, err := New(cfg).Inject(ns, again)
-	if err != nil || res.Skipped != "already injected" {
+	if err != nil || res.Skipped != "" {
 		t.Fatalf("second pass: skipped=%q err=%v", res.Skipped, err)
 	}
 	// ...and every step by itself changes nothing on an injected pod.
@@ -144,12 +145,24 @@ func TestInjectTable(t *testing.T) {
 		{name: "opt-out annotation with another value injects", mutate: func(p *corev1.Pod) {
 			p.Annotations = map[string]string{nginxmesh.AutoInjectLabel: "enabled"}
 		}},
-		{name: "marker only (injected by hand)", mutate: func(p *corev1.Pod) {
+		// Injected pods are completed, not skipped (reinvocation): what lacks is added.
+		{name: "marker only (injected by hand) gets the rest", mutate: func(p *corev1.Pod) {
 			p.Annotations = map[string]string{nginxmesh.InjectedAnnotation: nginxmesh.InjectedValue}
-		}, skip: "already injected"},
-		{name: "CSI volume of the driver only (injected by hand)", mutate: func(p *corev1.Pod) {
+		}, check: func(t *testing.T, p *corev1.Pod) {
+			if len(p.Spec.Volumes) != 2 || len(p.Spec.Containers[0].VolumeMounts) == 0 {
+				t.Errorf("volumes %+v mounts %+v", p.Spec.Volumes, p.Spec.Containers[0].VolumeMounts)
+			}
+		}},
+		{name: "CSI volume of the driver only (injected by hand) is mounted, not added twice", mutate: func(p *corev1.Pod) {
+			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "id", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: nginxmesh.DefaultDriverName, ReadOnly: ptr.To(true)}}})
+		}, check: func(t *testing.T, p *corev1.Pod) {
+			if len(p.Spec.Volumes) != 2 || p.Spec.Containers[0].VolumeMounts[len(p.Spec.Containers[0].VolumeMounts)-1].Name != "id" {
+				t.Errorf("volumes %+v mounts %+v", p.Spec.Volumes, p.Spec.Containers[0].VolumeMounts)
+			}
+		}},
+		{name: "CSI volume of the driver read-write (by hand) is refused", mutate: func(p *corev1.Pod) {
 			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "id", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: nginxmesh.DefaultDriverName}}})
-		}, skip: "already injected"},
+		}, denied: "read-write"},
 		{name: "another CSI driver's volume does not count", mutate: func(p *corev1.Pod) {
 			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "secrets", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: "secrets-store.csi.k8s.io"}}})
 		}, check: func(t *testing.T, p *corev1.Pod) {
@@ -378,5 +391,64 @@ func TestExtraStepCanDeny(t *testing.T) {
 	_, err := inj.Inject(ns, restrictedPod())
 	if !IsDenied(err) || err.Error() != "port 80 is declared twice" {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// Issue 20 items 4 and 5: the preview says, offline, which SCC each injected pod needs and
+// keeps: unpinned, OpenShift's selection keeps the SCC the workload gets today (the additions
+// fit restricted-v2); a pod's own pin is kept; with the controller's pin, the grant the
+// ServiceAccount needs is named in one line, and a workload that needs more than the sidecar
+// SCC is called out.
+func TestPreviewNamesTheSCC(t *testing.T) {
+	doc := func(name, sa, podSC, ann string) string {
+		return `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ` + name + `, namespace: shop}
+spec:
+  selector: {matchLabels: {app: ` + name + `}}
+  template:
+    metadata: {labels: {app: ` + name + `}` + ann + `}
+    spec:
+      serviceAccountName: ` + sa + `
+      securityContext: {` + podSC + `}
+      containers: [{name: web, image: shop/web:1}]
+`
+	}
+	in := doc("plain", "web", "", "") + "---\n" +
+		doc("root", "legacy", "runAsUser: 0", "") + "---\n" +
+		doc("fixed-uid", "batch", "runAsUser: 1001", "") + "---\n" +
+		doc("own-pin", "web", "", ", annotations: {openshift.io/required-scc: anyuid}")
+	for _, c := range []struct {
+		pin   string
+		wants []string
+	}{
+		{"", []string{
+			"document 1 (Deployment web-less): SCC: not pinned",
+			"needs restricted-v2",
+			"document 2 (Deployment root): SCC: not pinned; OpenShift picks the SCC the workload gets today (ServiceAccount shop/legacy): it needs anyuid (runAsUser 0)",
+			"document 3 (Deployment fixed-uid): SCC: not pinned; OpenShift picks the SCC the workload gets today (ServiceAccount shop/batch): it needs nonroot-v2 (a fixed runAsUser 1001)",
+			"document 4 (Deployment own-pin): SCC: keeps its own pin anyuid",
+		}},
+		{nginxmesh.SidecarSCC, []string{
+			"document 1 (Deployment plain): SCC: pinned to " + nginxmesh.SidecarSCC + " by the controller (sidecar.pinSCC); ServiceAccount shop/web needs `use` on it: oc adm policy add-scc-to-user " + nginxmesh.SidecarSCC + " -z web -n shop",
+			"document 2 (Deployment root): SCC: pinned to " + nginxmesh.SidecarSCC,
+			"it needs anyuid (runAsUser 0), which " + nginxmesh.SidecarSCC + " refuses: pin anyuid on the pod template (openshift.io/required-scc), or set sidecar.pinSCC=false",
+			"document 4 (Deployment own-pin): SCC: keeps its own pin anyuid",
+		}},
+	} {
+		conf := cfg
+		conf.RequiredSCC = c.pin
+		var out, notes bytes.Buffer
+		if err := New(conf).Preview(strings.NewReader(in), &out, &notes, "shop"); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range c.wants {
+			if strings.Contains(want, "web-less") {
+				want = "document 1 (Deployment plain): SCC: not pinned; OpenShift picks the SCC the workload gets today (ServiceAccount shop/web): it needs restricted-v2"
+			}
+			if !strings.Contains(notes.String(), want) {
+				t.Errorf("pin %q: notes lack %q:\n%s", c.pin, want, notes.String())
+			}
+		}
 	}
 }

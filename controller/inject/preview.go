@@ -42,12 +42,19 @@ func (i *Injector) Preview(in io.Reader, out, notes io.Writer, namespace string)
 		obj, gvk, err := codecs.UniversalDeserializer().Decode(raw.Raw, nil, nil)
 		var doc any = raw
 		if err == nil {
-			skipped, err := i.injectObject(obj, namespace)
+			skipped, scc, err := i.injectObject(obj, namespace)
 			if err != nil {
 				return fmt.Errorf("document %d (%s): %w", n, gvk.Kind, err)
 			}
 			if skipped != "" {
 				fmt.Fprintf(notes, "document %d (%s): not injected: %s\n", n, gvk.Kind, skipped)
+			}
+			if scc != "" {
+				name := ""
+				if m, ok := obj.(metav1.Object); ok {
+					name = " " + m.GetName()
+				}
+				fmt.Fprintf(notes, "document %d (%s%s): SCC: %s\n", n, gvk.Kind, name, scc)
 			}
 			obj.GetObjectKind().SetGroupVersionKind(*gvk)
 			doc = obj
@@ -68,36 +75,42 @@ func (i *Injector) Preview(in io.Reader, out, notes io.Writer, namespace string)
 	}
 }
 
-func (i *Injector) injectObject(obj runtime.Object, namespace string) (skipped string, err error) {
+// injectObject injects a pod or a pod template; scc is the injected pod's SCC note.
+func (i *Injector) injectObject(obj runtime.Object, namespace string) (skipped, scc string, err error) {
+	var owner metav1.ObjectMeta
+	var t *corev1.PodTemplateSpec
 	switch o := obj.(type) {
 	case *corev1.Pod:
-		res, err := i.Inject(nsOf(o.ObjectMeta, namespace), o)
-		return res.Skipped, named(o.Name, err)
+		ns := nsOf(o.ObjectMeta, namespace)
+		res, err := i.Inject(ns, o)
+		if err != nil || res.Skipped != "" {
+			return res.Skipped, "", named(o.Name, err)
+		}
+		return "", i.cfg.SCCNote(ns, o), nil
 	case *appsv1.Deployment:
-		return i.injectTemplate(o.ObjectMeta, &o.Spec.Template, namespace)
+		owner, t = o.ObjectMeta, &o.Spec.Template
 	case *appsv1.StatefulSet:
-		return i.injectTemplate(o.ObjectMeta, &o.Spec.Template, namespace)
+		owner, t = o.ObjectMeta, &o.Spec.Template
 	case *appsv1.DaemonSet:
-		return i.injectTemplate(o.ObjectMeta, &o.Spec.Template, namespace)
+		owner, t = o.ObjectMeta, &o.Spec.Template
 	case *appsv1.ReplicaSet:
-		return i.injectTemplate(o.ObjectMeta, &o.Spec.Template, namespace)
+		owner, t = o.ObjectMeta, &o.Spec.Template
 	case *batchv1.Job:
-		return i.injectTemplate(o.ObjectMeta, &o.Spec.Template, namespace)
+		owner, t = o.ObjectMeta, &o.Spec.Template
 	case *batchv1.CronJob:
-		return i.injectTemplate(o.ObjectMeta, &o.Spec.JobTemplate.Spec.Template, namespace)
+		owner, t = o.ObjectMeta, &o.Spec.JobTemplate.Spec.Template
+	default:
+		return "not a pod or a pod template", "", nil
 	}
-	return "not a pod or a pod template", nil
-}
-
-// injectTemplate injects the pod a controller would create from t, and writes it back.
-func (i *Injector) injectTemplate(owner metav1.ObjectMeta, t *corev1.PodTemplateSpec, namespace string) (string, error) {
+	// The pod a controller would create from t, injected and written back.
+	ns := nsOf(owner, namespace)
 	pod := &corev1.Pod{ObjectMeta: *t.ObjectMeta.DeepCopy(), Spec: *t.Spec.DeepCopy()}
-	res, err := i.Inject(nsOf(owner, namespace), pod)
+	res, err := i.Inject(ns, pod)
 	if err != nil || res.Skipped != "" {
-		return res.Skipped, named(owner.Name, err)
+		return res.Skipped, "", named(owner.Name, err)
 	}
 	t.ObjectMeta, t.Spec = pod.ObjectMeta, pod.Spec
-	return "", nil
+	return "", i.cfg.SCCNote(ns, pod), nil
 }
 
 func nsOf(m metav1.ObjectMeta, def string) string {

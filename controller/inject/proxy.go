@@ -67,6 +67,11 @@ func (c Config) Validate() error {
 	if !slices.Contains(logLevels, c.Proxy.LogLevel) {
 		errs = append(errs, fmt.Errorf("--proxy-log-level %q: use debug, info, warn or error", c.Proxy.LogLevel))
 	}
+	switch c.FailurePolicy {
+	case "", "Fail", "Ignore":
+	default:
+		errs = append(errs, fmt.Errorf("--webhook-failure-policy %q: use Fail or Ignore, as the webhook configuration's failurePolicy", c.FailurePolicy))
+	}
 	r := c.Proxy.Resources
 	for _, name := range sortedResourceNames(r.Requests) {
 		req := r.Requests[name]

@@ -29,6 +29,9 @@ func benchPods(n int) []k8sruntime.Object {
 	for i := range 10 {
 		objs = append(objs, node(fmt.Sprintf("node-%d", i), fmt.Sprintf("uid-node-%d", i)))
 	}
+	for i := range 50 {
+		objs = append(objs, optedIn(fmt.Sprintf("ns-%d", i)))
+	}
 	ro := true
 	for i := range n {
 		p := pod(fmt.Sprintf("ns-%d", i%50), fmt.Sprintf("web-%d", i), fmt.Sprintf("6f1c2a3b-0000-4000-8000-%012d", i), fmt.Sprintf("node-%d", i%10), "web", true)

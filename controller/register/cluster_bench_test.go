@@ -36,7 +36,8 @@ func BenchmarkClusterPodToEntry(b *testing.B) {
 		b.Fatalf("no node: %v", err)
 	}
 	ns := "nginx-mesh-bench-entries"
-	clusterbench.Namespace(b, cs, ns, nil)
+	// Opted in: registration follows the injector's namespace rule.
+	clusterbench.Namespace(b, cs, ns, map[string]string{nginxmesh.AutoInjectLabel: nginxmesh.AutoInjectEnabled})
 	ctx := context.Background()
 	var lat []time.Duration
 	i := 0

@@ -42,6 +42,9 @@ type Config struct {
 	TrustDomain string // e.g. cluster.local
 	ClusterName string // the k8s_psat cluster name of the agents
 	DriverName  string // CSI driver of injected pods; empty means the default
+	// OptIn is who may join the mesh (the injector's rule): pods elsewhere get no entry, even
+	// with the marker or a CSI volume of the driver added by hand.
+	OptIn nginxmesh.OptIn
 	// ResyncPeriod between full resyncs (default 10 min).
 	ResyncPeriod time.Duration
 	// BatchSize is the most entries per Batch call (default 500; 1 is one call per entry).
@@ -91,11 +94,13 @@ func EntryID(uid string) string { return nginxmesh.EntryIDPrefix + uid }
 // Owned tells whether the controller created the entry (and may delete it).
 func Owned(e *types.Entry) bool { return strings.HasPrefix(e.GetId(), nginxmesh.EntryIDPrefix) }
 
-// Wants tells whether pod should have an entry: injected, bound to a node, not finished.
-func (c Config) Wants(pod *corev1.Pod) bool {
+// Wants tells whether pod, in a namespace with nsLabels, should have an entry: injected, in an
+// opted-in namespace (OptIn), bound to a node, not finished.
+func (c Config) Wants(pod *corev1.Pod, nsLabels map[string]string) bool {
 	return pod.Spec.NodeName != "" &&
 		pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed &&
-		(nginxmesh.Injected{DriverName: c.DriverName}).HasMarker(pod)
+		(nginxmesh.Injected{DriverName: c.DriverName}).HasMarker(pod) &&
+		c.OptIn.Skip(pod.Namespace, nsLabels, pod) == ""
 }
 
 // AgentID is the SPIFFE ID the k8s_psat attestor gives the agent of the node with nodeUID.
@@ -183,6 +188,7 @@ type Reconciler struct {
 	factory informers.SharedInformerFactory
 	pods    cache.SharedIndexInformer
 	nodes   cache.SharedIndexInformer
+	nss     cache.SharedIndexInformer // namespaces: the opt-in label
 
 	mu      sync.Mutex
 	pending map[string]string // pod UID -> namespace/name of changed pods
@@ -205,10 +211,14 @@ func New(cfg Config, client entryv1.EntryClient, kube kubernetes.Interface, log 
 	r.factory = informers.NewSharedInformerFactory(kube, 0)
 	r.pods = r.factory.Core().V1().Pods().Informer()
 	r.nodes = r.factory.Core().V1().Nodes().Informer()
+	r.nss = r.factory.Core().V1().Namespaces().Informer()
 	if err := r.pods.SetTransform(trimPod); err != nil {
 		return nil, err
 	}
 	if err := r.nodes.SetTransform(trimNode); err != nil {
+		return nil, err
+	}
+	if err := r.nss.SetTransform(trimNamespace); err != nil {
 		return nil, err
 	}
 	if err := r.pods.AddIndexers(cache.Indexers{byNode: func(o any) ([]string, error) {
@@ -232,7 +242,52 @@ func New(cfg Config, client entryv1.EntryClient, kube kubernetes.Interface, log 
 	}); err != nil {
 		return nil, err
 	}
+	if _, err := r.nss.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { r.namespaceChanged(o) },
+		UpdateFunc: func(old, o any) { r.namespaceChanged(o) },
+		DeleteFunc: func(o any) { r.namespaceChanged(o) },
+	}); err != nil {
+		return nil, err
+	}
 	return r, nil
+}
+
+// trimNamespace keeps the opt-in label only.
+func trimNamespace(o any) (any, error) {
+	n, ok := o.(*corev1.Namespace)
+	if !ok {
+		return o, nil
+	}
+	t := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion}}
+	if v, ok := n.Labels[nginxmesh.AutoInjectLabel]; ok {
+		t.Labels = map[string]string{nginxmesh.AutoInjectLabel: v}
+	}
+	return t, nil
+}
+
+// namespaceChanged re-evaluates the pods of a namespace whose opt-in may have changed.
+func (r *Reconciler) namespaceChanged(o any) {
+	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o = d.Obj
+	}
+	n, ok := o.(*corev1.Namespace)
+	if !ok {
+		return
+	}
+	objs, _ := r.pods.GetIndexer().ByIndex(cache.NamespaceIndex, n.Name)
+	for _, o := range objs {
+		r.podChanged(o)
+	}
+}
+
+// nsLabels are the labels of namespace ns as the informer has them (nil if unknown: not
+// opted in).
+func (r *Reconciler) nsLabels(ns string) map[string]string {
+	o, ok, _ := r.nss.GetIndexer().GetByKey(ns)
+	if !ok {
+		return nil
+	}
+	return o.(*corev1.Namespace).Labels
 }
 
 // trimPod keeps what registration reads, so 10,000s of pods cost little memory.
@@ -243,11 +298,14 @@ func trimPod(o any) (any, error) {
 	}
 	t := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion, DeletionTimestamp: p.DeletionTimestamp},
-		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName, ServiceAccountName: p.Spec.ServiceAccountName},
+		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName, ServiceAccountName: p.Spec.ServiceAccountName, HostNetwork: p.Spec.HostNetwork},
 		Status:     corev1.PodStatus{Phase: p.Status.Phase},
 	}
 	if v, ok := p.Annotations[nginxmesh.InjectedAnnotation]; ok {
 		t.Annotations = map[string]string{nginxmesh.InjectedAnnotation: v}
+	}
+	if v, ok := p.Labels[nginxmesh.PartOfLabel]; ok {
+		t.Labels = map[string]string{nginxmesh.PartOfLabel: v}
 	}
 	for _, v := range p.Spec.Volumes {
 		if v.CSI != nil {
@@ -305,7 +363,7 @@ func (r *Reconciler) NeedLeaderElection() bool { return true }
 func (r *Reconciler) Start(ctx context.Context) error {
 	r.factory.Start(ctx.Done())
 	defer r.factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), r.pods.HasSynced, r.nodes.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), r.pods.HasSynced, r.nodes.HasSynced, r.nss.HasSynced) {
 		return nil
 	}
 	backoff := time.Second
@@ -382,7 +440,7 @@ func (r *Reconciler) desired(uid, key string) *types.Entry {
 		return nil
 	}
 	p := o.(*corev1.Pod)
-	if string(p.UID) != uid || !r.cfg.Wants(p) {
+	if string(p.UID) != uid || !r.cfg.Wants(p, r.nsLabels(p.Namespace)) {
 		return nil
 	}
 	n, ok, _ := r.nodes.GetIndexer().GetByKey(p.Spec.NodeName)

@@ -10,6 +10,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
@@ -52,6 +53,10 @@ func start(t *testing.T, c Config, objs ...any) *env {
 		switch x := o.(type) {
 		case *corev1.Node:
 			e.createNode(x)
+		case *corev1.Namespace:
+			if _, err := kube.CoreV1().Namespaces().Create(context.Background(), x, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
 		case *corev1.Pod:
 			e.createPod(x)
 		case *types.Entry:
@@ -76,8 +81,17 @@ func start(t *testing.T, c Config, objs ...any) *env {
 	return e
 }
 
+// optedIn is a namespace labelled for injection.
+func optedIn(name string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{nginxmesh.AutoInjectLabel: nginxmesh.AutoInjectEnabled}}}
+}
+
+// createPod creates the pod, and its namespace opted in unless it exists.
 func (e *env) createPod(p *corev1.Pod) {
 	e.t.Helper()
+	if _, err := e.kube.CoreV1().Namespaces().Create(context.Background(), optedIn(p.Namespace), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		e.t.Fatal(err)
+	}
 	if _, err := e.kube.CoreV1().Pods(p.Namespace).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
@@ -243,7 +257,7 @@ func TestRetriesAfterSPIREFailures(t *testing.T) {
 func TestInitialResyncRetries(t *testing.T) {
 	spire, client := fakespire.Start(t)
 	spire.Fail.Store(2)
-	kube := fake.NewClientset(node("node-1", "uid-node-1"), pod("shop", "web-1", "uid-web-1", "node-1", "web", true))
+	kube := fake.NewClientset(node("node-1", "uid-node-1"), optedIn("shop"), pod("shop", "web-1", "uid-web-1", "node-1", "web", true))
 	r, err := New(cfg, client, kube, testr.New(t))
 	if err != nil {
 		t.Fatal(err)
@@ -297,5 +311,62 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Error(err)
+	}
+}
+
+// Issue 20 item 1: an identity only for pods of opted-in namespaces (the webhook's selector,
+// excluded names included), never for hostNetwork pods or in the mesh's or a system namespace,
+// even when a pod mounts the CSI volume by hand; and it follows the namespace's label.
+func TestOnlyOptedInNamespacesGetIdentities(t *testing.T) {
+	c := cfg
+	c.OptIn = nginxmesh.OptIn{MeshNamespace: "mesh", ExcludeNamespaces: []string{"legacy"}}
+	csi := func(p *corev1.Pod) *corev1.Pod {
+		p.Annotations = nil
+		p.Spec.Volumes = []corev1.Volume{{Name: "spiffe", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: nginxmesh.DefaultDriverName}}}}
+		return p
+	}
+	host := pod("shop", "host", "uid-host", "node-1", "web", true)
+	host.Spec.HostNetwork = true
+	e := start(t, c, node("node-1", "uid-node-1"),
+		optedIn("shop"), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "plain"}}, optedIn("mesh"), optedIn("kube-system"), optedIn("legacy"),
+		pod("shop", "web-1", "uid-web-1", "node-1", "web", true),
+		host,
+		csi(pod("plain", "by-hand", "uid-by-hand", "node-1", "default", false)),
+		pod("plain", "marked", "uid-marked", "node-1", "default", true),
+		pod("mesh", "m", "uid-m", "node-1", "default", true),
+		pod("kube-system", "k", "uid-k", "node-1", "default", true),
+		pod("legacy", "l", "uid-l", "node-1", "default", true),
+	)
+	web := map[string]string{"nginx-mesh.uid-web-1": "spiffe://cluster.local/ns/shop/sa/web <- " + agent1 + " k8s:pod-uid:uid-web-1"}
+	e.waitEntries("only the opted-in namespace's pod", web)
+	// Opting in later registers the namespace's pods; opting out deregisters them.
+	e.label("plain", nginxmesh.AutoInjectEnabled)
+	e.waitEntries("plain opted in", map[string]string{
+		"nginx-mesh.uid-web-1":   web["nginx-mesh.uid-web-1"],
+		"nginx-mesh.uid-by-hand": "spiffe://cluster.local/ns/plain/sa/default <- " + agent1 + " k8s:pod-uid:uid-by-hand",
+		"nginx-mesh.uid-marked":  "spiffe://cluster.local/ns/plain/sa/default <- " + agent1 + " k8s:pod-uid:uid-marked",
+	})
+	e.label("shop", "")
+	e.label("plain", "")
+	e.waitEntries("both opted out", map[string]string{})
+}
+
+// label sets (value "": removes) the opt-in label of namespace ns.
+func (e *env) label(ns, value string) {
+	e.t.Helper()
+	n, err := e.kube.CoreV1().Namespaces().Get(context.Background(), ns, metav1.GetOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if n.Labels == nil {
+		n.Labels = map[string]string{}
+	}
+	if value == "" {
+		delete(n.Labels, nginxmesh.AutoInjectLabel)
+	} else {
+		n.Labels[nginxmesh.AutoInjectLabel] = value
+	}
+	if _, err := e.kube.CoreV1().Namespaces().Update(context.Background(), n, metav1.UpdateOptions{}); err != nil {
+		e.t.Fatal(err)
 	}
 }

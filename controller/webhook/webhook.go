@@ -8,19 +8,23 @@ import (
 	"fmt"
 	"net/http"
 
+	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/controller/inject"
 )
 
 // Path is where the webhook configuration sends pod CREATE reviews.
 const Path = "/inject"
 
-// Handler is the admission handler. Failures of the injector itself are errors (500) so the
-// webhook's failurePolicy decides; a pod the mutation refuses is denied with the reason.
+// Handler is the admission handler. A pod the mutation refuses is denied with the reason. A
+// failure of the injector itself is answered as the webhook's failurePolicy says (see failed):
+// the API server applies that policy only when the call fails, never to an answer.
 type Handler struct {
 	Injector *inject.Injector
 }
@@ -40,33 +44,58 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 	}
 	pod := &corev1.Pod{}
 	if err := json.Unmarshal(req.Object.Raw, pod); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("nginx-mesh injector: decode pod: %w", err))
+		return h.failed(http.StatusBadRequest, fmt.Errorf("nginx-mesh injector: decode pod %s/%s: %w", req.Namespace, req.Name, err))
 	}
 	appendOnly := h.Injector.AppendOnly()
 	var before snapshot
 	if appendOnly {
 		before = takeSnapshot(pod)
 	}
+	_, ownPin := pod.Annotations[nginxmesh.RequiredSCCAnnotation]
 	res, err := h.Injector.Inject(req.Namespace, pod)
 	switch {
 	case inject.IsDenied(err):
 		return admission.Denied(fmt.Sprintf("nginx-mesh injector refused pod %s: %s", podName(req, pod), err))
 	case err != nil:
-		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("nginx-mesh injector: pod %s: %w", podName(req, pod), err))
+		return h.failed(http.StatusInternalServerError, fmt.Errorf("nginx-mesh injector: pod %s: %w", podName(req, pod), err))
 	case res.Skipped != "":
 		return admission.Allowed("nginx-mesh: not injected: " + res.Skipped)
 	}
+	var resp admission.Response
+	var ops []jsonpatch.Operation
+	ok := false
 	if appendOnly {
-		if ops, ok := appendPatch(before, pod); ok {
-			return admission.Patched("", ops...)
+		ops, ok = appendPatch(before, pod)
+	}
+	if ok {
+		resp = admission.Patched("", ops...)
+	} else {
+		// A mutation beyond appends and annotations: the generic diff of the two documents.
+		out, err := json.Marshal(pod)
+		if err != nil {
+			return h.failed(http.StatusInternalServerError, fmt.Errorf("nginx-mesh injector: pod %s: encode: %w", podName(req, pod), err))
 		}
+		resp = admission.PatchResponseFromRaw(req.Object.Raw, out)
 	}
-	// A mutation beyond appends and annotations: the generic diff of the two documents.
-	out, err := json.Marshal(pod)
-	if err != nil {
-		return admission.Errored(http.StatusInternalServerError, err)
+	// The opt-in pin (sidecar.pinSCC): OpenShift refuses the pod unless its ServiceAccount may
+	// use the SCC, and its refusal does not say how to grant it; the warning does.
+	if scc := h.Injector.Config().RequiredSCC; scc != "" && !ownPin {
+		resp.Warnings = append(resp.Warnings, "nginx-mesh: pod "+podName(req, pod)+" SCC: "+h.Injector.Config().SCCNote(req.Namespace, pod))
 	}
-	return admission.PatchResponseFromRaw(req.Object.Raw, out)
+	return resp
+}
+
+// failed answers an internal error. With failurePolicy Fail (the default) the pod is refused
+// with the cause (admission.Errored: allowed false, the HTTP code in the status). With Ignore it
+// is let through unchanged, with the cause as a warning that kubectl prints: the same outcome as
+// when the webhook cannot be reached, which is what the operator chose.
+func (h *Handler) failed(code int32, err error) admission.Response {
+	if h.Injector.Config().FailurePolicy != string(admissionregistrationv1.Ignore) {
+		return admission.Errored(code, err)
+	}
+	r := admission.Allowed("")
+	r.Warnings = []string{err.Error() + "; failurePolicy Ignore lets the pod through without the mesh (no Workload API, no proxy)"}
+	return r
 }
 
 // podName names the pod in messages; pods of controllers have only a generateName at CREATE.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -295,3 +296,133 @@ func BenchmarkHandle(b *testing.B) {
 }
 
 func intstrFromString(s string) intstr.IntOrString { return intstr.FromString(s) }
+
+// Issue 20 item 2: an internal error answers per the configured failurePolicy. The API server
+// applies failurePolicy only when the call itself fails; an answer with allowed:false is a
+// denial whatever the policy, so the handler has to know the policy: Fail denies with the
+// cause, Ignore lets the pod through uninjected with a warning that says why.
+func TestInternalErrorFollowsFailurePolicy(t *testing.T) {
+	broken := inject.Step{Name: "broken", Apply: func(inject.Config, *corev1.Pod) error { return fmt.Errorf("the disk is on fire") }}
+	for _, c := range []struct {
+		policy  string
+		allowed bool
+	}{{"", false}, {"Fail", false}, {"Ignore", true}} {
+		t.Run("policy="+c.policy, func(t *testing.T) {
+			conf := cfg
+			conf.FailurePolicy = c.policy
+			h := NewHandler(inject.NewWithSteps(conf, broken))
+			var req admission.Request
+			var ar admissionv1.AdmissionReview
+			if err := json.Unmarshal(review(t, admissionv1.Create, "shop", realisticPod()), &ar); err != nil {
+				t.Fatal(err)
+			}
+			req.AdmissionRequest = *ar.Request
+			resp := h.Handle(context.Background(), req)
+			if resp.Allowed != c.allowed {
+				t.Fatalf("allowed=%v, want %v: %+v", resp.Allowed, c.allowed, resp.Result)
+			}
+			if len(resp.Patches) != 0 || resp.Patch != nil {
+				t.Errorf("an errored pod was patched: %v", resp.Patches)
+			}
+			msg := strings.Join(resp.Warnings, " ")
+			if resp.Result != nil {
+				msg += " " + resp.Result.Message
+			}
+			if !strings.Contains(msg, "the disk is on fire") || !strings.Contains(msg, "shop/web-7d9f8c6b5-*") {
+				t.Errorf("the answer does not name the pod and the cause: %q", msg)
+			}
+			if c.allowed && !strings.Contains(msg, "failurePolicy Ignore") {
+				t.Errorf("the warning does not say why the pod was let through: %q", msg)
+			}
+		})
+	}
+}
+
+// Issue 20 item 3: with reinvocationPolicy IfNeeded the API server calls the webhook again when
+// a later webhook changed the pod. A container added after our first pass gets the mount and
+// the socket variable then; what the first pass added is left as it is, and a pass over a pod
+// that needs nothing patches nothing.
+func TestReinvocationCompletesAContainerAddedLater(t *testing.T) {
+	h := NewHandler(inject.New(cfg))
+	pass := func(p *corev1.Pod) (*corev1.Pod, int) {
+		t.Helper()
+		var ar admissionv1.AdmissionReview
+		if err := json.Unmarshal(review(t, admissionv1.Create, "shop", p), &ar); err != nil {
+			t.Fatal(err)
+		}
+		resp := h.Handle(context.Background(), admission.Request{AdmissionRequest: *ar.Request})
+		if !resp.Allowed {
+			t.Fatalf("refused: %+v", resp.Result)
+		}
+		raw := ar.Request.Object.Raw
+		if len(resp.Patches) > 0 {
+			b, _ := json.Marshal(resp.Patches)
+			patch, err := jsonpatch.DecodePatch(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if raw, err = patch.Apply(raw); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out := &corev1.Pod{}
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatal(err)
+		}
+		return out, len(resp.Patches)
+	}
+	first, n := pass(meshPod())
+	if n == 0 {
+		t.Fatal("first pass patched nothing")
+	}
+	// A later mutating webhook adds a container (and an init container).
+	late := first.DeepCopy()
+	late.Spec.Containers = append(late.Spec.Containers, corev1.Container{Name: "log-shipper", Image: "registry.example.com/shipper:1"})
+	late.Spec.InitContainers = append(late.Spec.InitContainers, corev1.Container{Name: "late-init", Image: "registry.example.com/init:1"})
+	second, n := pass(late)
+	if n == 0 {
+		t.Fatal("reinvocation patched nothing: the late containers got no Workload API")
+	}
+	for _, c := range slices.Concat(second.Spec.InitContainers, second.Spec.Containers) {
+		if c.Name == spec.ContainerName {
+			continue
+		}
+		mounted, env := false, false
+		for _, m := range c.VolumeMounts {
+			mounted = mounted || (m.Name == nginxmesh.WorkloadAPIVolume && m.MountPath == nginxmesh.WorkloadAPIMountPath && m.ReadOnly)
+		}
+		for _, e := range c.Env {
+			env = env || (e.Name == nginxmesh.SocketEnv && e.Value == nginxmesh.SocketEnvValue())
+		}
+		if !mounted || !env {
+			t.Errorf("container %s after reinvocation: mount %v, %s %v", c.Name, mounted, nginxmesh.SocketEnv, env)
+		}
+	}
+	// What the first pass did is unchanged (no second volume, no second proxy).
+	if len(second.Spec.Volumes) != len(first.Spec.Volumes) || len(second.Spec.InitContainers) != len(late.Spec.InitContainers) {
+		t.Errorf("reinvocation added volumes or containers: %d volumes (was %d), %d init containers (was %d)",
+			len(second.Spec.Volumes), len(first.Spec.Volumes), len(second.Spec.InitContainers), len(late.Spec.InitContainers))
+	}
+	if _, n := pass(second); n != 0 {
+		t.Errorf("a third pass over a complete pod patched %d operations", n)
+	}
+}
+
+// Issue 20 item 4: with the opt-in pin, the answer warns with the one-line grant the pod's
+// ServiceAccount needs (OpenShift's refusal does not say it); without the pin, no warning.
+func TestPinWarnsWithTheGrant(t *testing.T) {
+	for _, pin := range []string{nginxmesh.SidecarSCC, ""} {
+		conf := cfg
+		conf.RequiredSCC = pin
+		var ar admissionv1.AdmissionReview
+		if err := json.Unmarshal(review(t, admissionv1.Create, "shop", realisticPod()), &ar); err != nil {
+			t.Fatal(err)
+		}
+		resp := NewHandler(inject.New(conf)).Handle(context.Background(), admission.Request{AdmissionRequest: *ar.Request})
+		w := strings.Join(resp.Warnings, "\n")
+		want := "oc adm policy add-scc-to-user " + nginxmesh.SidecarSCC + " -z web -n shop"
+		if (pin != "") != strings.Contains(w, want) || (pin == "" && w != "") {
+			t.Errorf("pin %q: warnings %q", pin, w)
+		}
+	}
+}

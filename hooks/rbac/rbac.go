@@ -116,6 +116,9 @@ func HookNamespaceNeeds(o nginxmesh.KeepSetOptions) []Need {
 		// settings, finished hook Jobs removed. Deleting any Job of the namespace is no more than
 		// creating one, which RBAC cannot limit by name anyway.
 		need(paths(PreDelete, PreUpgrade), rule(batch, "jobs", []string{"create", "get", "delete"})),
+		// A sentinel Job is created only when its ServiceAccount exists (it could never start
+		// otherwise); a retired driver's sentinel has a name the chart does not know.
+		need(paths(PreDelete, PreUpgrade), rule(core, "serviceaccounts", []string{"get"})),
 		// pre-upgrade: the driver units of the namespace.
 		need(paths(PreUpgrade), rule(apps, "daemonsets", []string{"list"})),
 		// post-install: readiness of SPIRE, and events that name a failure's cause.

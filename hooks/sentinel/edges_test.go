@@ -266,7 +266,8 @@ func TestCreateReplacesFinishedJob(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			old := c.old.DeepCopy()
 			old.Name, old.Namespace, old.UID = nginxmesh.Sentinel, ns, "old"
-			cl, k, _ := fakes.Clients(false, []runtime.Object{old})
+			sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: ns}}
+			cl, k, _ := fakes.Clients(false, []runtime.Object{old, sa})
 			l, _ := test.NewNullLogger()
 			if err := Create(context.Background(), cl, JobOptions{Namespace: ns, Release: "r1", Image: "hooks:1"}, l); err != nil {
 				t.Fatal(err)

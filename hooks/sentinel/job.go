@@ -2,6 +2,7 @@ package sentinel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -254,6 +255,9 @@ func Create(ctx context.Context, c *kube.Clients, o JobOptions, log logrus.Field
 			return err
 		}
 	}
+	if err := serviceAccountExists(ctx, c, o.Namespace, job.Spec.Template.Spec.ServiceAccountName, log); err != nil {
+		return err
+	}
 	err = kube.Retry(ctx, "create "+ref.String(), func(ctx context.Context) error {
 		_, err := jobs.Create(ctx, job, metav1.CreateOptions{})
 		return err
@@ -262,6 +266,29 @@ func Create(ctx context.Context, c *kube.Clients, o JobOptions, log logrus.Field
 		return nil
 	}
 	return err
+}
+
+// ErrNoServiceAccount: the sentinel's ServiceAccount does not exist, so its Job's pods would be
+// refused forever (FailedCreate); the Job is not created.
+var ErrNoServiceAccount = errors.New("the sentinel's ServiceAccount does not exist")
+
+// serviceAccountExists refuses to start a sentinel whose ServiceAccount (rendered by the chart,
+// kept at uninstall, removed with the driver unit) is gone. When it cannot be read the Job is
+// created anyway: a sentinel that may not start is better than none.
+func serviceAccountExists(ctx context.Context, c *kube.Clients, namespace, name string, log logrus.FieldLogger) error {
+	err := kube.Retry(ctx, "get ServiceAccount "+namespace+"/"+name, func(ctx context.Context) error {
+		_, e := c.Kube.CoreV1().ServiceAccounts(namespace).Get(ctx, name, metav1.GetOptions{})
+		return e
+	})
+	switch {
+	case apierrors.IsNotFound(err):
+		return fmt.Errorf("%w: ServiceAccount %s/%s is gone, so a sentinel Job could never start; not created. "+
+			"The CSI driver stays: once no pod uses it, run `nginx-mesh-hooks cleanup --wait --namespace %s`, or install the chart again to bring the ServiceAccount back",
+			ErrNoServiceAccount, namespace, name, namespace)
+	case err != nil:
+		log.WithError(err).Warn("cannot read the sentinel's ServiceAccount; creating its Job anyway")
+	}
+	return nil
 }
 
 // HookTemplate reads the pod template of the hook's own Job (nil when not in one, or when it

@@ -33,6 +33,9 @@ const (
 	Unknown  Decision = "unknown"  // the count (or the removal) failed: the sentinel was started to be safe
 	Disabled Decision = "disabled" // the release has no CSI driver: nothing to keep
 	Kept     Decision = "kept"     // no injected pod, but Options.KeepDriver: the sentinel removes the driver
+	// UnitGone: injected pods were found, but the driver unit (CSIDriver and DaemonSet) no
+	// longer exists, so none of them holds a volume of it and there is nothing to keep.
+	UnitGone Decision = "unit-gone"
 )
 
 // Options of pre-delete / post-delete.
@@ -108,10 +111,6 @@ func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger
 	case out.Injected.Total > 0:
 		out.Decision = Some
 		log.WithFields(logrus.Fields{"injected": out.Injected.Total, "pods": out.Injected.Pods}).Info("injected pods remain; the CSI driver stays until they are gone")
-	case o.KeepDriver && !unitExists(ctx, c, o.keepSet(c)):
-		out.Decision = None
-		log.Info("no injected pod, and the driver unit is gone already: nothing to keep")
-		return out
 	case o.KeepDriver:
 		out.Decision = Kept
 		log.WithField("scanned", out.Injected.Scanned).Warn("no injected pod, but keeping the CSI driver (see above); the sentinel removes it")
@@ -135,6 +134,26 @@ func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger
 			return out
 		}
 	}
+	if out.Decision == Some || out.Decision == Unknown || out.Decision == Kept {
+		switch gone, err := unitGone(ctx, c, o.keepSet(c)); {
+		case err != nil:
+			log.WithError(err).Warn("cannot tell whether the driver unit still exists; keeping the CSI driver")
+		case gone && out.Decision == Kept:
+			out.Decision = None
+			log.Info("no injected pod, and the driver unit is gone already: nothing to keep")
+			return out
+		case gone:
+			// Without the CSIDriver kubelet mounts no new volume of the driver, and without the
+			// DaemonSet nothing serves one: these pods hold no volume, so nothing is kept and no
+			// sentinel is started (its RBAC went with the unit, so it could not run anyway).
+			out.Decision = UnitGone
+			log.WithField("pods", out.Injected.Pods).Warn("injected pods found, but the CSI driver was already removed (CSIDriver and DaemonSet gone): " +
+				"they never mounted its volume, so nothing is kept for them; they cannot start until the mesh is installed again, and delete cleanly")
+			if !(o.PostDelete && o.DeleteNamespace) {
+				return out
+			}
+		}
+	}
 	jo := sentinel.JobOptions{
 		Namespace: o.Namespace, Release: o.Release, DriverName: o.DriverName, SidecarNamespaces: o.SidecarNamespaces,
 		Settle: o.Settle, Timeout: o.SentinelTimeout, DeleteNamespace: o.DeleteNamespace, OpenShift: c.OpenShift,
@@ -151,19 +170,18 @@ func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger
 	return out
 }
 
-// unitExists tells whether any object of the driver unit is still there; when it cannot tell,
-// it says yes (the safe side: a sentinel then keeps the driver).
-func unitExists(ctx context.Context, c *kube.Clients, ks nginxmesh.KeepSetOptions) bool {
+// unitGone tells whether neither the CSIDriver nor the DaemonSet of the driver unit exists.
+func unitGone(ctx context.Context, c *kube.Clients, ks nginxmesh.KeepSetOptions) (bool, error) {
 	for _, r := range nginxmesh.DriverUnit(ks) {
 		err := kube.Retry(ctx, "get "+r.String(), func(ctx context.Context) error {
 			_, e := keepset.Get(ctx, c, r)
 			return e
 		})
-		if !apierrors.IsNotFound(err) {
-			return true
+		if err == nil || !apierrors.IsNotFound(err) {
+			return false, err
 		}
 	}
-	return false
+	return true, nil
 }
 
 // deleteInjector deletes nginx-mesh-controller's MutatingWebhookConfiguration if it is the

@@ -3,6 +3,7 @@ package uninstall
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -141,8 +142,14 @@ func checkSentinelJob(t *testing.T, cl *kube.Clients, ks nginxmesh.KeepSetOption
 	}
 }
 
+// withKeepSet is the keep set of release r in namespace m, and objs.
+func withKeepSet(objs ...runtime.Object) []runtime.Object {
+	kobjs, _ := fakes.KeepSet(nginxmesh.KeepSetOptions{Namespace: "m"}, "r")
+	return append(kobjs, objs...)
+}
+
 func TestSentinelNeedsImage(t *testing.T) {
-	cl, _, _ := fakes.Clients(false, []runtime.Object{fakes.Pod("a", "p", fakes.Annotated)})
+	cl, _, _ := fakes.Clients(false, withKeepSet(fakes.Pod("a", "p", fakes.Annotated)))
 	out := Run(context.Background(), cl, Options{Namespace: "m", Release: "r", CSIEnabled: true}, quiet())
 	if out.Decision != Some || out.SentinelStarted || out.Err == nil || !strings.Contains(out.Err.Error(), "--image") {
 		t.Fatalf("want an error naming --image, got %+v", out)
@@ -150,11 +157,11 @@ func TestSentinelNeedsImage(t *testing.T) {
 }
 
 func TestCreateFailureStillExitsCleanly(t *testing.T) {
-	cl, k, _ := fakes.Clients(false, []runtime.Object{fakes.Pod("a", "p", fakes.Annotated)})
+	cl, k, _ := fakes.Clients(false, withKeepSet(fakes.Pod("a", "p", fakes.Annotated)))
 	k.PrependReactor("create", "jobs", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "jobs"}, "x", errors.New("no"))
 	})
-	out := Run(context.Background(), cl, Options{Namespace: "m", Image: "i", CSIEnabled: true}, quiet())
+	out := Run(context.Background(), cl, Options{Namespace: "m", Release: "r", Image: "i", CSIEnabled: true}, quiet())
 	if out.Decision != Some || out.SentinelStarted || out.Err == nil {
 		t.Fatalf("%+v", out)
 	}
@@ -294,3 +301,78 @@ func TestCSIDisabled(t *testing.T) {
 		}
 	}
 }
+
+// Issue 20 item 0: pre-delete took the no-pods path and removed the driver unit with the
+// sentinel's RBAC; a pod created afterwards is counted by post-delete. The driver is gone, so
+// that pod never mounted: nothing is kept, no sentinel Job is created (it could never start:
+// its ServiceAccount is gone), the pod is logged by name, and the hook succeeds.
+func TestLatePodAfterTheUnitWasRemoved(t *testing.T) {
+	for _, openshift := range []bool{false, true} {
+		t.Run("openshift="+strconv.FormatBool(openshift), func(t *testing.T) {
+			ks := nginxmesh.KeepSetOptions{Namespace: "mesh", SidecarNamespaces: []string{"app"}, OpenShift: openshift}
+			kobjs, sobjs := fakes.KeepSet(ks, "r1")
+			cl, k, s := fakes.Clients(openshift, kobjs, sobjs...)
+			g := &fakes.Guard{Cluster: rbac.HookClusterRules(ks), Namespace: rbac.HookNamespaceRules(ks), MeshNS: "mesh"}
+			g.Install(k, s)
+			o := Options{Namespace: "mesh", Release: "r1", SidecarNamespaces: ks.SidecarNamespaces, CSIEnabled: true, Image: "hooks:1", RefusalWait: -1}
+			if out := Run(context.Background(), cl, o, quiet()); out.Decision != None {
+				t.Fatalf("pre-delete: %+v", out)
+			}
+			late := fakes.Pod("app", "late", fakes.CSIVolume(nginxmesh.DefaultDriverName), fakes.OnNode("n1"))
+			if err := k.Tracker().Add(late); err != nil {
+				t.Fatal(err)
+			}
+			o.PostDelete = true
+			log, hook := test.NewNullLogger()
+			out := Run(context.Background(), cl, o, log)
+			if out.Decision != UnitGone || out.SentinelStarted || out.Err != nil {
+				t.Fatalf("post-delete: %+v, want %s and no sentinel", out, UnitGone)
+			}
+			if _, err := k.BatchV1().Jobs("mesh").Get(context.Background(), nginxmesh.Sentinel, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				t.Fatalf("a sentinel Job was created for a driver that no longer exists (err %v)", err)
+			}
+			named := false
+			for _, e := range hook.AllEntries() {
+				if strings.Contains(fmt_(e.Data["pods"]), "app/late") {
+					named = true
+				}
+			}
+			if !named {
+				t.Errorf("the late pod is not named in the log")
+			}
+			if d := g.Denied(); len(d) > 0 {
+				t.Errorf("calls the hook RBAC does not allow: %v", d)
+			}
+		})
+	}
+}
+
+// Issue 20 item 0: the driver unit is there but the sentinel's ServiceAccount (rendered by the
+// chart) is not: the Job could never start, so it is not created; the hook still exits cleanly
+// with an error that names the way out.
+func TestNoSentinelWithoutItsServiceAccount(t *testing.T) {
+	ks := nginxmesh.KeepSetOptions{Namespace: "mesh"}
+	kobjs, _ := fakes.KeepSet(ks, "r1")
+	cl, k, _ := fakes.Clients(false, append(kobjs, fakes.Pod("app", "web", fakes.Annotated)))
+	if err := k.CoreV1().ServiceAccounts("mesh").Delete(context.Background(), nginxmesh.Sentinel, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	g := &fakes.Guard{Cluster: rbac.HookClusterRules(ks), Namespace: rbac.HookNamespaceRules(ks), MeshNS: "mesh"}
+	g.Install(k, nil)
+	out := Run(context.Background(), cl, Options{Namespace: "mesh", Release: "r1", CSIEnabled: true, Image: "hooks:1", RefusalWait: -1}, quiet())
+	if out.Decision != Some || out.SentinelStarted || out.Err == nil ||
+		!strings.Contains(out.Err.Error(), "ServiceAccount mesh/"+nginxmesh.Sentinel) || !strings.Contains(out.Err.Error(), "cleanup --wait") {
+		t.Fatalf("%+v: want no sentinel and an error naming the ServiceAccount and the way out", out)
+	}
+	if _, err := k.BatchV1().Jobs("mesh").Get(context.Background(), nginxmesh.Sentinel, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("a sentinel Job without its ServiceAccount was created (err %v)", err)
+	}
+	if _, err := k.AppsV1().DaemonSets("mesh").Get(context.Background(), nginxmesh.CSIDriver, metav1.GetOptions{}); err != nil {
+		t.Fatalf("the driver was not kept: %v", err)
+	}
+	if d := g.Denied(); len(d) > 0 {
+		t.Errorf("calls the hook RBAC does not allow: %v", d)
+	}
+}
+
+func fmt_(v any) string { return fmt.Sprint(v) }

@@ -41,7 +41,8 @@ const (
 	// pod; no inbound, app or outbound port may use it.
 	DefaultAdminPort = 9902
 
-	// AnyPeer, alone in an inbound allow list, admits every workload of the mesh's trust domain.
+	// AnyPeer, alone in an inbound allow list, admits every workload of the mesh's trust domain:
+	// only pods of opted-in namespaces get an SVID of it (nginxmesh.OptIn, controller/register).
 	AnyPeer = "*"
 )
 
