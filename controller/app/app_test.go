@@ -65,7 +65,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 // five did not (webhook-port, cert-ttl, resync-period, batch-size, leader-elect). Every flag
 // does now, and a flag on the command line wins.
 func TestFlagsFallBackToEnvironment(t *testing.T) {
-	values := map[string]string{"bool": "true", "int": "7443", "duration": "1m30s", "string": "from-env"}
+	values := map[string]string{"bool": "true", "int": "7443", "duration": "1m30s", "string": "from-env", "stringSlice": "[ns-a,ns-b]"}
 	fs := pflag.NewFlagSet("nginx-mesh-controller", pflag.ContinueOnError)
 	var o Options
 	o.flags(fs)
@@ -74,7 +74,7 @@ func TestFlagsFallBackToEnvironment(t *testing.T) {
 		if !ok {
 			t.Fatalf("--%s: no test value for type %s", f.Name, f.Value.Type())
 		}
-		t.Setenv(EnvName(f.Name), v)
+		t.Setenv(EnvName(f.Name), strings.Trim(v, "[]")) // a list is comma-separated in the environment
 	})
 	if err := fs.Parse([]string{"--mesh-namespace=from-args"}); err != nil {
 		t.Fatal(err)
