@@ -20,7 +20,7 @@ var clusterScoped = map[string]bool{
 	"MutatingWebhookConfiguration": true,
 }
 
-var components = []string{"spire-server", "spire-agent", "csi-driver", "sidecar", "hooks", "sentinel", "test", "controller"}
+var components = []string{"spire-server", "spire-agent", "csi-driver", "sidecar", "hooks", "sentinel", "test", "controller", "critical-pods-quota"}
 
 // Every object: standard labels, a known component, an explicit namespace when namespaced,
 // and no two objects of one kind with one name.

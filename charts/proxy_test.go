@@ -3,8 +3,10 @@ package charts
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	securityv1 "github.com/openshift/api/security/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -69,7 +71,8 @@ func TestInjectedProxyFitsRestrictedV2AndTheSidecarSCC(t *testing.T) {
 	digest := "sha256:" + strings.Repeat("ab", 32)
 	extra := []scenario{
 		{name: "openshift, proxy image by digest, limits, debug", files: []string{"values-openshift.yaml"}, sets: []string{
-			"images.proxy.digest=" + digest, "images.proxy.pullPolicy=Always", "proxy.resources.limits.memory=128Mi", "proxy.logLevel=debug"}},
+			"images.proxy.digest=" + digest, "images.proxy.pullPolicy=Always", "proxy.resources.limits.memory=128Mi", "proxy.logLevel=debug",
+			"proxy.maxConnections=500", "proxy.idleTimeout=1h30m"}},
 		{name: "openshift, pinned to the sidecar SCC", files: []string{"values-openshift.yaml"}, sets: []string{"sidecar.pinSCC=true"}},
 	}
 	seen := 0
@@ -114,6 +117,19 @@ func TestInjectedProxyFitsRestrictedV2AndTheSidecarSCC(t *testing.T) {
 		_ = json.Unmarshal(wantRes, &b)
 		if !a.Requests.Cpu().Equal(*b.Requests.Cpu()) || !a.Requests.Memory().Equal(*b.Requests.Memory()) || !a.Limits.Memory().Equal(*b.Limits.Memory()) {
 			t.Errorf("%s: proxy resources %s, values %s", r.scenario.name, gotRes, wantRes)
+		}
+		// The limits reach the proxy, and the memory limit holds the connection cap (the peak
+		// per connection that proxy/app TestConnectionCapBoundsMemory measures, plus the proxy).
+		pv := r.values["proxy"].(map[string]any)
+		wantIdle, _ := time.ParseDuration(pv["idleTimeout"].(string))
+		gotIdle, _ := time.ParseDuration(proxyEnv(proxy)[spec.EnvIdleTimeout])
+		wantMax := fmt.Sprint(pv["maxConnections"])
+		if gotIdle != wantIdle || wantIdle == 0 || proxyEnv(proxy)[spec.EnvMaxConnections] != wantMax {
+			t.Errorf("%s: proxy limits env %v, values idleTimeout %v maxConnections %v", r.scenario.name, proxyEnv(proxy), pv["idleTimeout"], wantMax)
+		}
+		maxConns, _ := strconv.ParseInt(wantMax, 10, 64)
+		if need := maxConns*146<<10 + 32<<20; a.Limits.Memory().IsZero() || a.Limits.Memory().Value() < need {
+			t.Errorf("%s: proxy memory limit %v does not hold %d connections (%d MiB needed)", r.scenario.name, a.Limits.Memory(), maxConns, need>>20)
 		}
 		level := r.values["proxy"].(map[string]any)["logLevel"]
 		if env := proxyEnv(proxy); env[spec.EnvLogLevel] != level || env[spec.EnvTrustDomain] != r.str("spire.trustDomain") {

@@ -16,6 +16,12 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		wantKey string // the JSON pointer the error must name
 	}{
 		{"environment=okd", "/environment"},
+		{"global.imageRegistry=https://mirror.example", "/global/imageRegistry"},
+		{"global.criticalPodQuota=yes", "/global/criticalPodQuota"},
+		{"csi.affinity.nodeAffinty.x=1", "/csi/affinity"},
+		{"proxy.maxConnections=0", "/proxy/maxConnections"},
+		{"proxy.idleTimeout=0s", "/proxy/idleTimeout"},
+		{"proxy.idleTimeout=ten minutes", "/proxy/idleTimeout"},
 		{"bogus=1", "additional properties 'bogus'"},
 		{"csi.registrar=daemon", "/csi/registrar"},
 		{"csi.enabled=yes", "/csi/enabled"},

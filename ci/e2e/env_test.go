@@ -207,6 +207,18 @@ func chartArgs(extra ...string) []string {
 	return append(args, extra...)
 }
 
+// helmTemplate renders the chart for namespace ns as `helm template` does, with the cluster's
+// Kubernetes version, as Argo CD passes it: Helm 3 built from the module (no release ldflags)
+// would otherwise assume v1.20, below the chart's kubeVersion.
+func helmTemplate(t *testing.T, ns string) (string, error) {
+	t.Helper()
+	v, err := e.disc.ServerVersion()
+	if err != nil {
+		t.Fatalf("server version: %v", err)
+	}
+	return helm(t, append([]string{"template", release, "--kube-version", v.GitVersion}, chartArgs("-n", ns)...)...)
+}
+
 func ensureNamespace(t *testing.T, name string) {
 	t.Helper()
 	_, err := e.cs.CoreV1().Namespaces().Create(ctx(t), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})

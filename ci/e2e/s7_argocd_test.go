@@ -38,7 +38,7 @@ type argo struct {
 
 func newArgo(t *testing.T, ns string) *argo {
 	t.Helper()
-	out, err := helm(t, append([]string{"template", release}, append(chartArgs(), "-n", ns)...)...)
+	out, err := helmTemplate(t, ns)
 	if err != nil {
 		t.Fatalf("helm template: %v\n%s", err, out)
 	}

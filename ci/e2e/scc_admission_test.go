@@ -176,7 +176,7 @@ func admissiblePod(scc *securityv1.SecurityContextConstraints, sa string) *corev
 // returns the objects of the given kind.
 func rendered(t *testing.T, ns, kind string) []*unstructured.Unstructured {
 	t.Helper()
-	out, err := helm(t, append([]string{"template", release}, chartArgs("-n", ns)...)...)
+	out, err := helmTemplate(t, ns)
 	if err != nil {
 		t.Fatalf("helm template: %v", err)
 	}

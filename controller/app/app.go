@@ -36,6 +36,7 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/controller/register"
 	mwebhook "github.com/nginx-mesh/nginx-mesh/controller/webhook"
 	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
+	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
 )
 
 // Options are the controller's flags.
@@ -66,6 +67,8 @@ type Options struct {
 	// WebhookFailurePolicy is the webhook configuration's failurePolicy: internal errors are
 	// answered the same way.
 	WebhookFailurePolicy string
+	ProxyIdle            time.Duration
+	ProxyMaxConns        int
 }
 
 // EnvName is the environment variable a flag falls back to: NGINX_MESH_CONTROLLER_ plus the flag
@@ -89,6 +92,8 @@ func (o *Options) injectFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ProxyPullPolicy, "proxy-image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the proxy image: Always, IfNotPresent or Never")
 	fs.StringVar(&o.ProxyResources, "proxy-resources", "", `resources of the proxy container, as JSON (e.g. {"requests":{"cpu":"10m","memory":"32Mi"}}); empty: none`)
 	fs.StringVar(&o.ProxyLogLevel, "proxy-log-level", "", "log level of the proxies: debug (every accepted connection with the peer's ID), info, warn or error; empty: the proxy's default (info)")
+	fs.DurationVar(&o.ProxyIdle, "proxy-idle-timeout", 0, fmt.Sprintf("the proxies' --idle-timeout: a connection on which nothing moved for this long is closed; 0: the proxy's default (%s)", spec.DefaultIdleTimeout))
+	fs.IntVar(&o.ProxyMaxConns, "proxy-max-connections", 0, fmt.Sprintf("the proxies' --max-connections: most connections open at once per proxy, which bounds its memory; 0: the proxy's default (%d)", spec.DefaultMaxConnections))
 }
 
 // flags are the root command's.
@@ -125,7 +130,8 @@ func ParseArgs(args []string) (Options, error) {
 func (o Options) InjectConfig() (inject.Config, error) {
 	c := inject.Config{
 		MeshNamespace: o.MeshNamespace, ExcludeNamespaces: o.ExcludeNamespaces, DriverName: o.DriverName, RequiredSCC: o.RequiredSCC, TrustDomain: o.TrustDomain, FailurePolicy: o.WebhookFailurePolicy,
-		Proxy: inject.Proxy{Image: o.ProxyImage, PullPolicy: corev1.PullPolicy(o.ProxyPullPolicy), LogLevel: o.ProxyLogLevel},
+		Proxy: inject.Proxy{Image: o.ProxyImage, PullPolicy: corev1.PullPolicy(o.ProxyPullPolicy), LogLevel: o.ProxyLogLevel,
+			IdleTimeout: o.ProxyIdle, MaxConnections: o.ProxyMaxConns},
 	}
 	if strings.TrimSpace(o.ProxyResources) != "" {
 		if err := yaml.UnmarshalStrict([]byte(o.ProxyResources), &c.Proxy.Resources); err != nil {

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -24,6 +26,11 @@ type Proxy struct {
 	Resources corev1.ResourceRequirements
 	// LogLevel is the proxy's --log-level (debug, info, warn, error); empty: the proxy's default.
 	LogLevel string
+	// IdleTimeout is the proxy's --idle-timeout; 0: the proxy's default (spec.DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// MaxConnections is the proxy's --max-connections; 0: the proxy's default
+	// (spec.DefaultMaxConnections).
+	MaxConnections int
 }
 
 // DefaultProxyImage is the proxy image of this build's version (the chart always sets one).
@@ -71,6 +78,12 @@ func (c Config) Validate() error {
 	case "", "Fail", "Ignore":
 	default:
 		errs = append(errs, fmt.Errorf("--webhook-failure-policy %q: use Fail or Ignore, as the webhook configuration's failurePolicy", c.FailurePolicy))
+	}
+	if c.Proxy.IdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--proxy-idle-timeout %s: use a positive duration (0: the proxy's default, %s)", c.Proxy.IdleTimeout, spec.DefaultIdleTimeout))
+	}
+	if c.Proxy.MaxConnections < 0 {
+		errs = append(errs, fmt.Errorf("--proxy-max-connections %d: use a positive number (0: the proxy's default, %d)", c.Proxy.MaxConnections, spec.DefaultMaxConnections))
 	}
 	r := c.Proxy.Resources
 	for _, name := range sortedResourceNames(r.Requests) {
@@ -193,6 +206,18 @@ func (p Proxy) container(cfg *spec.Config) corev1.Container {
 	if p.LogLevel != "" {
 		env = append(env, corev1.EnvVar{Name: spec.EnvLogLevel, Value: p.LogLevel})
 	}
+	if p.IdleTimeout > 0 {
+		env = append(env, corev1.EnvVar{Name: spec.EnvIdleTimeout, Value: p.IdleTimeout.String()})
+	}
+	if p.MaxConnections > 0 {
+		env = append(env, corev1.EnvVar{Name: spec.EnvMaxConnections, Value: strconv.Itoa(p.MaxConnections)})
+	}
+	// The admin endpoint binds to the pod's IP only: kubelet's probes (no host set) and
+	// Prometheus' pod discovery both connect to it, and nothing else needs it. Brackets make
+	// one form for IPv4 and IPv6; kubelet expands $(POD_IP) from the variable before it.
+	env = append(env,
+		corev1.EnvVar{Name: spec.EnvPodIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "status.podIP"}}},
+		corev1.EnvVar{Name: spec.EnvAdminAddress, Value: fmt.Sprintf("[$(%s)]:%d", spec.EnvPodIP, spec.DefaultAdminPort)})
 	ports := make([]corev1.ContainerPort, 0, len(cfg.Inbound)+1)
 	for _, mp := range cfg.MeshPorts() {
 		ports = append(ports, corev1.ContainerPort{Name: MeshPortName(mp), ContainerPort: int32(mp), Protocol: corev1.ProtocolTCP})

@@ -2,8 +2,11 @@ package inject
 
 import (
 	"bytes"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -76,11 +79,13 @@ func TestProxySidecar(t *testing.T) {
 		t.Errorf("image %s %s", c.Image, c.ImagePullPolicy)
 	}
 	want := map[string]string{
-		spec.EnvTrustDomain: "cluster.local",
-		spec.EnvInbound:     "8443->8080 allow spiffe://cluster.local/ns/shop/sa/frontend",
-		spec.EnvOutbound:    "15001->10.96.0.20:8443 expect spiffe://cluster.local/ns/shop/sa/backend",
-		spec.EnvLogLevel:    "debug",
-		nginxmesh.SocketEnv: nginxmesh.SocketEnvValue(),
+		spec.EnvTrustDomain:  "cluster.local",
+		spec.EnvInbound:      "8443->8080 allow spiffe://cluster.local/ns/shop/sa/frontend",
+		spec.EnvOutbound:     "15001->10.96.0.20:8443 expect spiffe://cluster.local/ns/shop/sa/backend",
+		spec.EnvLogLevel:     "debug",
+		nginxmesh.SocketEnv:  nginxmesh.SocketEnvValue(),
+		spec.EnvPodIP:        "", // from the downward API
+		spec.EnvAdminAddress: "[$(POD_IP)]:9902",
 	}
 	if got := envOf(c); !equality.Semantic.DeepEqual(got, want) {
 		t.Errorf("env\n got %v\nwant %v", got, want)
@@ -378,5 +383,60 @@ spec:
 	err := New(proxyCfg).Preview(strings.NewReader(bad), &out, &notes, "shop")
 	if !IsDenied(err) || !strings.Contains(err.Error(), "document 1 (Job): report: its config.nsm.nginx.com annotations are invalid") {
 		t.Errorf("bad annotations in the preview: %v", err)
+	}
+}
+
+// The limits reach the proxy as the environment its flags read, and the admin endpoint binds to
+// the pod's IP (where kubelet probes and Prometheus scrapes), in a form that holds for IPv4 and
+// IPv6 once kubelet expands $(POD_IP).
+func TestProxyLimitsAndAdminAddress(t *testing.T) {
+	cfg := proxyCfg
+	cfg.Proxy.IdleTimeout = 90 * time.Second
+	cfg.Proxy.MaxConnections = 300
+	p := meshPod()
+	if _, err := New(cfg).Inject(ns, p); err != nil {
+		t.Fatal(err)
+	}
+	c := proxyOf(p)
+	env := envOf(c)
+	if env[spec.EnvIdleTimeout] != "1m30s" || env[spec.EnvMaxConnections] != "300" {
+		t.Errorf("limits env: %s=%q %s=%q", spec.EnvIdleTimeout, env[spec.EnvIdleTimeout], spec.EnvMaxConnections, env[spec.EnvMaxConnections])
+	}
+	podIP := -1
+	for i, e := range c.Env {
+		if e.Name == spec.EnvPodIP {
+			podIP = i
+			if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "status.podIP" {
+				t.Errorf("%s is not the downward API's status.podIP: %+v", spec.EnvPodIP, e)
+			}
+		}
+		if e.Name == spec.EnvAdminAddress && (podIP < 0 || podIP > i) {
+			t.Errorf("%s comes before %s: kubelet would not expand it", spec.EnvAdminAddress, spec.EnvPodIP)
+		}
+	}
+	for _, ip := range []string{"10.128.3.7", "fd00:10:244::7"} {
+		addr := strings.ReplaceAll(env[spec.EnvAdminAddress], "$("+spec.EnvPodIP+")", ip)
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || host != ip || port != strconv.Itoa(spec.DefaultAdminPort) {
+			t.Errorf("admin address %q with pod IP %s: host %q port %q err %v", env[spec.EnvAdminAddress], ip, host, port, err)
+		}
+	}
+	for _, pr := range []*corev1.Probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
+		if pr.HTTPGet.Host != "" {
+			t.Errorf("probe host %q: kubelet must probe the pod IP the admin endpoint binds to", pr.HTTPGet.Host)
+		}
+	}
+	// Zero: the proxy's own defaults, nothing rendered.
+	p = meshPod()
+	if _, err := New(proxyCfg).Inject(ns, p); err != nil {
+		t.Fatal(err)
+	}
+	if env := envOf(proxyOf(p)); env[spec.EnvIdleTimeout] != "" || env[spec.EnvMaxConnections] != "" {
+		t.Errorf("zero limits rendered: %v", env)
+	}
+	bad := proxyCfg
+	bad.Proxy.IdleTimeout, bad.Proxy.MaxConnections = -time.Second, -1
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "--proxy-idle-timeout") || !strings.Contains(err.Error(), "--proxy-max-connections") {
+		t.Errorf("negative limits: %v", err)
 	}
 }

@@ -44,6 +44,8 @@ type Options struct {
 	ConnectTimeout   time.Duration
 	DrainTimeout     time.Duration
 	BufferSize       int
+	IdleTimeout      time.Duration
+	MaxConnections   int
 	RawIO            bool
 	LogLevel         string
 	LogFormat        string
@@ -85,9 +87,14 @@ form ns/<namespace>/sa/<serviceaccount>. In a pod these values come from the ann
 config.nsm.nginx.com/inbound and config.nsm.nginx.com/outbound, which the webhook validates and
 renders into PROXY_INBOUND and PROXY_OUTBOUND (see proxy/README.md).
 
-The admin endpoint (--admin-address) serves /ready (200 once an unexpired SVID is held and every
-listener is up, 503 while draining), /live and /metrics (Prometheus). On SIGTERM the proxy stops
-accepting, lets open connections finish for up to --drain-timeout, then closes the rest.
+The admin endpoint (--admin-address; in an injected pod the pod's IP, where kubelet probes and
+Prometheus scrapes) serves /ready (200 once an unexpired SVID is held and every listener is up,
+503 while draining), /live and /metrics (Prometheus). On SIGTERM the proxy stops accepting, lets
+open connections finish for up to --drain-timeout, then closes the rest.
+
+Limits: at most --max-connections accepted connections are open at once (one more is closed as
+soon as it is accepted), and a connection on which nothing moved for --idle-timeout is closed.
+Both are logged and counted in nginx_mesh_proxy_connections_dropped_total{reason}.
 
 Every flag can also be set by an environment variable, used when the flag is not given:
 PROXY_<FLAG> in upper snake case (e.g. PROXY_INBOUND, PROXY_DRAIN_TIMEOUT), except
@@ -118,12 +125,14 @@ limit.`,
 	f.StringVar(&o.Inbound, "inbound", "", `mesh ports: "<mesh port>-><app port> allow <id>[,<id>...]", entries separated by ";"`)
 	f.StringVar(&o.Outbound, "outbound", "", `upstreams: "<local port>-><host>:<port> expect <id>[,<id>...]", entries separated by ";"`)
 	f.StringVar(&o.WorkloadAPIAddr, "workload-api-addr", DefaultWorkloadAPIAddr, "the SPIRE agent's Workload API socket, unix:///path")
-	f.StringVar(&o.AdminAddress, "admin-address", ":"+strconv.Itoa(spec.DefaultAdminPort), "address serving /ready, /live and /metrics")
+	f.StringVar(&o.AdminAddress, "admin-address", ":"+strconv.Itoa(spec.DefaultAdminPort), "address serving /ready, /live and /metrics: [host]:port, where a bracketed host may be an IPv4 or IPv6 address (an injected pod gets [$(POD_IP)]:9902, its IP from the downward API); an empty host means every interface")
 	f.StringVar(&o.InboundAddress, "inbound-address", "", `host the mesh ports bind to; "" means every interface`)
 	f.DurationVar(&o.HandshakeTimeout, "handshake-timeout", 10*time.Second, "bound on an mTLS handshake; a client that sends nothing is dropped after it")
 	f.DurationVar(&o.ConnectTimeout, "connect-timeout", 5*time.Second, "bound on connecting to the app (inbound) or to an upstream (outbound)")
 	f.DurationVar(&o.DrainTimeout, "drain-timeout", 20*time.Second, "on SIGTERM, how long open connections may finish before they are closed; keep it below the pod's terminationGracePeriodSeconds")
 	f.IntVar(&o.BufferSize, "buffer-size", forward.DefaultBufferSize, "relay buffer per direction of a connection, in bytes")
+	f.DurationVar(&o.IdleTimeout, "idle-timeout", spec.DefaultIdleTimeout, "close a connection on which no byte moved either way for this long (0: never)")
+	f.IntVar(&o.MaxConnections, "max-connections", spec.DefaultMaxConnections, "most connections accepted and open at once over every listener; one more is closed as soon as it is accepted, logged and counted (0: no cap). Each holds two --buffer-size relay buffers, so this bounds the proxy's memory")
 	f.BoolVar(&o.RawIO, "raw-io", true, "issue socket reads and writes as raw system calls on the non-blocking sockets (less Go scheduler work per message; see proxy/README.md); false uses net.Conn's own")
 	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&o.LogFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, JSON otherwise)")
@@ -146,10 +155,17 @@ func Run(ctx context.Context, o Options, log *logrus.Logger) error {
 	if err != nil {
 		return err
 	}
+	if o.IdleTimeout < 0 {
+		return fmt.Errorf("--idle-timeout %s: use 0 (never) or a positive duration", o.IdleTimeout)
+	}
+	if o.MaxConnections < 0 {
+		return fmt.Errorf("--max-connections %d: use 0 (no cap) or a positive number", o.MaxConnections)
+	}
 	var (
-		id       atomic.Pointer[identity.Identity]
-		up       atomic.Bool
-		fwd      = forward.New(forward.Options{HandshakeTimeout: o.HandshakeTimeout, DialTimeout: o.ConnectTimeout, BufferSize: o.BufferSize, RawIO: o.RawIO, Log: log})
+		id  atomic.Pointer[identity.Identity]
+		up  atomic.Bool
+		fwd = forward.New(forward.Options{HandshakeTimeout: o.HandshakeTimeout, DialTimeout: o.ConnectTimeout, BufferSize: o.BufferSize, RawIO: o.RawIO,
+			IdleTimeout: o.IdleTimeout, MaxConnections: o.MaxConnections, Log: log})
 		draining = fwd.Draining
 	)
 	ready := func() error {

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/nginx-mesh/nginx-mesh/proxy/forward"
 	"github.com/nginx-mesh/nginx-mesh/proxy/internal/workloadapitest"
 )
 
@@ -41,7 +44,9 @@ type pair struct {
 	// local ports on the client proxy: to the echo backend, to the sink backend, and (NGINX only)
 	// to a twin of the echo route whose server logs $ssl_session_reused.
 	echo, sink, logged int
-	stop               func()
+	// meshEcho is the server side's mesh port of the echo route (the key exchange probe).
+	meshEcho int
+	stop     func()
 	// resumed reports the share of resumed handshakes on the server side since the last call.
 	resumed func() (float64, error)
 	// pids are the pair's processes (NGINX masters; their workers are found as children).
@@ -122,18 +127,37 @@ func startIdentities(tb testing.TB, dir string) identities {
 	return identities{dir: dir, serverAPI: start("server", serverPath, serverName), clientAPI: start("client", clientPath)}
 }
 
-// startProxyPair runs two nginx-mesh-proxy processes (this test binary re-executed), each with
-// one worker (GOMAXPROCS=1), like NGINX's worker_processes 1.
-func startProxyPair(tb testing.TB, id identities, be backends, workDir string) *pair {
+// buildProxy builds the proxy as it ships (make build: CGO off, -trimpath, -s -w).
+func buildProxy(tb testing.TB, dir string) string {
+	tb.Helper()
+	bin := filepath.Join(dir, "nginx-mesh-proxy")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "../cmd/nginx-mesh-proxy")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build nginx-mesh-proxy: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startProxyPair runs two nginx-mesh-proxy processes (the shipped binary bin), with the
+// workers and key exchange of s, like NGINX's.
+func startProxyPair(tb testing.TB, s settings, id identities, be backends, workDir, bin string) *pair {
 	tb.Helper()
 	meshEcho, meshSink := freePort(tb), freePort(tb)
-	p := &pair{name: "nginx-mesh-proxy", echo: freePort(tb), sink: freePort(tb)}
+	p := &pair{name: "nginx-mesh-proxy", echo: freePort(tb), sink: freePort(tb), meshEcho: meshEcho}
 	serverAdmin, clientAdmin := freePort(tb), freePort(tb)
-	server, spid := startChild(tb, workDir, "proxy-server", serverCPU,
+	env := []string{"PROXY_TRUST_DOMAIN=" + trustDomain, "PROXY_LOG_FORMAT=json"}
+	if s.workers != "auto" {
+		env = append(env, "GOMAXPROCS="+s.workers)
+	}
+	if s.kex == "x25519" {
+		env = append(env, "GODEBUG=tlsmlkem=0") // Go's default key exchange without ML-KEM: X25519
+	}
+	server, spid := startChild(tb, workDir, "proxy-server", serverCPU, bin, env,
 		"SPIFFE_ENDPOINT_SOCKET="+id.serverAPI.Addr,
 		fmt.Sprintf("PROXY_INBOUND=%d->%d allow ns/bench/sa/client; %d->%d allow ns/bench/sa/client", meshEcho, be.echo, meshSink, be.sink),
 		"PROXY_ADMIN_ADDRESS=127.0.0.1:"+strconv.Itoa(serverAdmin), "PROXY_INBOUND_ADDRESS=127.0.0.1")
-	client, cpid := startChild(tb, workDir, "proxy-client", clientCPU,
+	client, cpid := startChild(tb, workDir, "proxy-client", clientCPU, bin, env,
 		"SPIFFE_ENDPOINT_SOCKET="+id.clientAPI.Addr,
 		fmt.Sprintf("PROXY_OUTBOUND=%d->127.0.0.1:%d expect ns/bench/sa/server; %d->127.0.0.1:%d expect ns/bench/sa/server", p.echo, meshEcho, p.sink, meshSink),
 		"PROXY_ADMIN_ADDRESS=127.0.0.1:"+strconv.Itoa(clientAdmin))
@@ -167,14 +191,14 @@ func startProxyPair(tb testing.TB, id identities, be backends, workDir string) *
 	return p
 }
 
-func startChild(tb testing.TB, workDir, name, cpu string, env ...string) (stop func(), pid int) {
+func startChild(tb testing.TB, workDir, name, cpu, bin string, base []string, env ...string) (stop func(), pid int) {
 	tb.Helper()
 	logf, err := os.Create(filepath.Join(workDir, name+".log"))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cmd := pinned(cpu, os.Args[0])
-	cmd.Env = append(os.Environ(), childEnv+"=1", "GOMAXPROCS="+strconv.Itoa(goMaxProcs()), "PROXY_TRUST_DOMAIN="+trustDomain, "PROXY_LOG_FORMAT=json")
+	cmd := pinned(cpu, bin)
+	cmd.Env = append(os.Environ(), base...)
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -218,7 +242,7 @@ func scrape(port int, series string) (float64, error) {
 // against the bundle; the client checks the server's chain and name. NGINX has no SPIFFE ID
 // check: that string comparison is all it skips.
 const serverConf = `daemon off;
-worker_processes 1;
+worker_processes {{.Workers}};
 pid {{.Dir}}/nginx-server.pid;
 error_log {{.Dir}}/nginx-server.error.log warn;
 load_module {{.Module}};
@@ -227,6 +251,8 @@ stream {
   log_format reused '$ssl_session_reused';
   ssl_protocols TLSv1.3;
   ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;
+  ssl_ecdh_curve {{.Group}};
+  proxy_buffer_size {{.Buffer}};
   ssl_certificate {{.Dir}}/server.crt;
   ssl_certificate_key {{.Dir}}/server.key;
   ssl_client_certificate {{.Dir}}/bundle.crt;
@@ -242,7 +268,7 @@ stream {
 `
 
 const clientConf = `daemon off;
-worker_processes 1;
+worker_processes {{.Workers}};
 pid {{.Dir}}/nginx-client.pid;
 error_log {{.Dir}}/nginx-client.error.log warn;
 load_module {{.Module}};
@@ -251,6 +277,8 @@ stream {
   proxy_ssl on;
   proxy_ssl_protocols TLSv1.3;
   proxy_ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;
+  proxy_ssl_conf_command Groups {{.Group}};
+  proxy_buffer_size {{.Buffer}};
   proxy_ssl_certificate {{.Dir}}/client.crt;
   proxy_ssl_certificate_key {{.Dir}}/client.key;
   proxy_ssl_trusted_certificate {{.Dir}}/bundle.crt;
@@ -276,9 +304,14 @@ func nginxAvailable() error {
 	return nil
 }
 
-func startNGINXPair(tb testing.TB, id identities, be backends) *pair {
+func startNGINXPair(tb testing.TB, s settings, id identities, be backends) *pair {
 	tb.Helper()
+	group := "X25519"
+	if s.kex == "x25519mlkem768" && nginxHasMLKEM() {
+		group = "X25519MLKEM768"
+	}
 	v := map[string]any{
+		"Workers": s.workers, "Group": group, "Buffer": bufferSize(),
 		"Dir": id.dir, "Module": streamMod, "Echo": be.echo, "Sink": be.sink,
 		"MeshEcho": freePort(tb), "MeshSink": freePort(tb), "MeshLogged": freePort(tb),
 		"LocalEcho": freePort(tb), "LocalSink": freePort(tb), "LocalLogged": freePort(tb),
@@ -321,7 +354,7 @@ func startNGINXPair(tb testing.TB, id identities, be backends) *pair {
 	}
 	stopServer := run("nginx-server", serverConf)
 	stopClient := run("nginx-client", clientConf)
-	p := &pair{name: "NGINX", echo: v["LocalEcho"].(int), sink: v["LocalSink"].(int), logged: v["LocalLogged"].(int), pids: pids}
+	p := &pair{name: "NGINX", echo: v["LocalEcho"].(int), sink: v["LocalSink"].(int), logged: v["LocalLogged"].(int), meshEcho: v["MeshEcho"].(int), pids: pids}
 	p.stop = func() { stopClient(); stopServer() }
 	for _, port := range []int{p.echo, p.sink, v["MeshEcho"].(int), v["MeshSink"].(int)} {
 		waitFor(tb, fmt.Sprintf("nginx listening on :%d", port), func() bool {
@@ -369,11 +402,61 @@ func pinned(cpu, name string, args ...string) *exec.Cmd {
 	return exec.Command("taskset", append([]string{"-c", cpu, name}, args...)...)
 }
 
-func goMaxProcs() int {
-	if n, err := strconv.Atoi(os.Getenv("BENCH_GOMAXPROCS")); err == nil && n > 0 {
+// bufferSize is the relay buffer of both: the proxy's (PROXY_BUFFER_SIZE when set), and NGINX's
+// proxy_buffer_size set to it (NGINX's default is 16k).
+func bufferSize() int {
+	if n, err := strconv.Atoi(os.Getenv("PROXY_BUFFER_SIZE")); err == nil && n > 0 {
 		return n
 	}
-	return 1
+	return forward.DefaultBufferSize
+}
+
+func procsNote(workers string) string {
+	if workers == "auto" {
+		return fmt.Sprintf("NGINX one per core, the proxy Go's default, %d here", runtime.GOMAXPROCS(0))
+	}
+	return workers + " each"
+}
+
+// nginxOpenSSL is the OpenSSL NGINX runs with, from nginx -V.
+func nginxOpenSSL() string {
+	out, _ := exec.Command(nginxBin, "-V").CombinedOutput()
+	if m := regexp.MustCompile(`(?:running|built) with (OpenSSL [0-9][^ \n]*)`).FindSubmatch(out); m != nil {
+		return string(m[1])
+	}
+	return "OpenSSL of unknown version"
+}
+
+// nginxHasMLKEM: OpenSSL has the hybrid X25519MLKEM768 group from 3.5.
+func nginxHasMLKEM() bool {
+	m := regexp.MustCompile(`OpenSSL (\d+)\.(\d+)`).FindStringSubmatch(nginxOpenSSL())
+	if m == nil {
+		return false
+	}
+	major, _ := strconv.Atoi(m[1])
+	minor, _ := strconv.Atoi(m[2])
+	return major > 3 || (major == 3 && minor >= 5)
+}
+
+// negotiatedGroup connects to a server side's mesh port as the client side does, offering Go's
+// default groups (X25519MLKEM768 first), and returns the group the server chose.
+func negotiatedGroup(id identities, port int) (string, error) {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(id.dir, "client.crt"), filepath.Join(id.dir, "client.key"))
+	if err != nil {
+		return "", err
+	}
+	pem, err := os.ReadFile(filepath.Join(id.dir, "bundle.crt"))
+	if err != nil {
+		return "", err
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	c, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port), &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return c.ConnectionState().CurveID.String(), nil
 }
 
 func waitFor(tb testing.TB, what string, cond func() bool) {

@@ -32,7 +32,14 @@ type Options struct {
 	BufferSize int
 	// RawIO issues socket reads and writes as raw system calls (see rawConn).
 	RawIO bool
-	Log   logrus.FieldLogger
+	// IdleTimeout closes a relayed connection on which no byte moved either way for this
+	// long; 0 means never.
+	IdleTimeout time.Duration
+	// MaxConnections caps the connections accepted and open at once, over every listener:
+	// each holds two relay buffers, so the cap bounds the proxy's memory. One past it is
+	// closed as soon as it is accepted. 0 means no cap.
+	MaxConnections int
+	Log            logrus.FieldLogger
 }
 
 // DefaultBufferSize holds two full TLS records (16 KiB of plaintext each), so a bulk transfer
@@ -47,8 +54,18 @@ type Proxy struct {
 	mu        sync.Mutex
 	listeners []net.Listener
 	conns     map[net.Conn]bool // true: accepted from a client; false: dialed by us
+	accepted  int               // how many of conns are true
+	relays    map[*relayState]struct{}
 	draining  atomic.Bool
 	wg        sync.WaitGroup // accept loops and connection handlers
+
+	// now is a coarse clock the idle sweep advances; the data path stamps activity with it,
+	// which costs an atomic load and store per read instead of a clock read or a deadline.
+	now       atomic.Int64
+	sweepOnce sync.Once
+	stopOnce  sync.Once
+	stopSweep chan struct{}
+	refusals  refusalLog
 }
 
 // New makes a Proxy.
@@ -65,7 +82,8 @@ func New(o Options) *Proxy {
 	if o.Log == nil {
 		o.Log = logrus.StandardLogger()
 	}
-	p := &Proxy{o: o, conns: map[net.Conn]bool{}}
+	p := &Proxy{o: o, conns: map[net.Conn]bool{}, relays: map[*relayState]struct{}{}, stopSweep: make(chan struct{})}
+	p.now.Store(time.Now().UnixNano())
 	p.pool.New = func() any { b := make([]byte, o.BufferSize); return &b }
 	return p
 }
@@ -96,7 +114,7 @@ func (p *Proxy) Inbound(l net.Listener, cfg *tls.Config, appAddr string, m *metr
 		if log.Logger.IsLevelEnabled(logrus.DebugLevel) {
 			log.WithFields(logrus.Fields{"peer_id": peerID(tc), "peer_addr": raw.RemoteAddr().String()}).Debug("accepted")
 		}
-		_, _ = p.relay(tc, app, m.FromClient, m.FromServer, log)
+		_, _ = p.relay(tc, app, m, log)
 	})
 }
 
@@ -130,7 +148,7 @@ func (p *Proxy) Outbound(l net.Listener, cfg *tls.Config, upstream string, m *me
 		// In TLS 1.3 the server checks our certificate after our side of the handshake is done:
 		// its refusal arrives as an alert on the first read. Count and log it as the handshake
 		// failure it is.
-		_, down := p.relay(local, tc, m.FromClient, m.FromServer, log)
+		_, down := p.relay(local, tc, m, log)
 		if down.n == 0 && down.err != nil && mtls.Reason(down.err) == metrics.ReasonRemoteAlert {
 			m.HandshakeFailed(metrics.ReasonRemoteAlert)
 			log.WithError(down.err).WithField("peer_id", peerID(tc)).Warn("the upstream refused this proxy's SVID")
@@ -163,8 +181,15 @@ func (p *Proxy) serve(l net.Listener, log *logrus.Entry, m *metrics.Listener, ha
 			if p.o.RawIO {
 				c = raw(c)
 			}
-			if !p.track(c, true) {
+			switch p.trackAccepted(c) {
+			case refusedDraining:
 				_ = c.Close()
+				continue
+			case refusedFull:
+				// Closed before any TLS work: a peer past the cap costs a socket for a moment.
+				_ = c.Close()
+				m.Dropped(metrics.ReasonMaxConnections)
+				p.refusals.note(log, p.o.MaxConnections)
 				continue
 			}
 			m.Accepted.Inc()
@@ -221,13 +246,18 @@ func (p *Proxy) handshake(tc *tls.Conn, raw net.Conn, log *logrus.Entry, m *metr
 // relay copies both ways until both sides are done. An EOF on one side half-closes the other,
 // so protocols that close their write side keep working; an error on either side closes both.
 // It returns what came from each side: bytes and the read error that ended it (nil for EOF).
-func (p *Proxy) relay(client, server net.Conn, fromClient, fromServer prometheus.Counter, log *logrus.Entry) (up, down flow) {
+func (p *Proxy) relay(client, server net.Conn, m *metrics.Listener, log *logrus.Entry) (up, down flow) {
+	r := p.startRelay(client, server, m, log)
 	done := make(chan flow, 1)
-	go func() { done <- p.pipe(server, client, fromClient) }()
-	down = p.pipe(client, server, fromServer)
+	go func() { done <- p.pipe(server, client, m.FromClient, r) }()
+	down = p.pipe(client, server, m.FromServer, r)
 	up = <-done
+	p.endRelay(r)
 	_ = client.Close()
 	_ = server.Close()
+	if r.idle.Load() {
+		return up, down // logged and counted by the sweep
+	}
 	for _, f := range []flow{up, down} {
 		if f.err != nil && !quietClose(f.err) && mtls.Reason(f.err) != metrics.ReasonRemoteAlert {
 			log.WithError(f.err).Info("connection ended with an error")
@@ -244,7 +274,7 @@ type flow struct {
 
 // pipe copies src to dst; at src's EOF it half-closes dst. A write error, or a read error other
 // than EOF, closes both so the other direction ends too.
-func (p *Proxy) pipe(dst, src net.Conn, counter prometheus.Counter) flow {
+func (p *Proxy) pipe(dst, src net.Conn, counter prometheus.Counter, r *relayState) flow {
 	bp := p.pool.Get().(*[]byte)
 	defer p.pool.Put(bp)
 	buf := *bp
@@ -259,6 +289,7 @@ func (p *Proxy) pipe(dst, src net.Conn, counter prometheus.Counter) flow {
 			}
 			total += int64(n)
 			counter.Add(float64(n))
+			r.touch(p.now.Load())
 		}
 		if rerr != nil {
 			if errors.Is(rerr, io.EOF) {
@@ -300,10 +331,39 @@ func (p *Proxy) track(c net.Conn, accepted bool) bool {
 	return true
 }
 
+type trackResult int
+
+const (
+	tracked trackResult = iota
+	refusedDraining
+	refusedFull
+)
+
+// trackAccepted tracks a connection accepted from a client, unless the proxy drains or holds
+// MaxConnections already.
+func (p *Proxy) trackAccepted(c net.Conn) trackResult {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.conns == nil:
+		return refusedDraining // drain forced: no new connection
+	case p.o.MaxConnections > 0 && p.accepted >= p.o.MaxConnections:
+		return refusedFull
+	}
+	p.conns[c] = true
+	p.accepted++
+	return tracked
+}
+
 func (p *Proxy) untrack(c net.Conn) {
 	_ = c.Close()
 	p.mu.Lock()
-	delete(p.conns, c)
+	if accepted, ok := p.conns[c]; ok {
+		if accepted {
+			p.accepted--
+		}
+		delete(p.conns, c)
+	}
 	p.mu.Unlock()
 }
 
@@ -314,15 +374,7 @@ func (p *Proxy) Active() int {
 	return p.activeLocked()
 }
 
-func (p *Proxy) activeLocked() int {
-	n := 0
-	for _, accepted := range p.conns {
-		if accepted {
-			n++
-		}
-	}
-	return n
-}
+func (p *Proxy) activeLocked() int { return p.accepted }
 
 // Draining tells whether Drain was called.
 func (p *Proxy) Draining() bool { return p.draining.Load() }
@@ -340,15 +392,18 @@ func (p *Proxy) Drain(deadline <-chan struct{}) int {
 	go func() { p.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		p.stopSweeping()
 		return 0
 	case <-deadline:
 	}
+	defer p.stopSweeping()
 	p.mu.Lock()
 	forced := p.activeLocked()
 	for c := range p.conns {
 		_ = c.Close()
 	}
 	p.conns = nil
+	p.accepted = 0
 	p.mu.Unlock()
 	<-done
 	return forced

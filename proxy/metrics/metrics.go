@@ -31,6 +31,12 @@ const (
 	ReasonTLS           = "tls"            // any other TLS failure
 )
 
+// Reasons the proxy closes a connection on its own (label "reason" of connections_dropped_total).
+const (
+	ReasonMaxConnections = "max_connections" // accepted past --max-connections: closed at once
+	ReasonIdleTimeout    = "idle_timeout"    // nothing relayed either way for --idle-timeout
+)
+
 // Metrics are the proxy's metrics, in a registry of their own (no global state).
 type Metrics struct {
 	Registry *prometheus.Registry
@@ -42,6 +48,8 @@ type Metrics struct {
 	Handshakes *prometheus.CounterVec
 	// HandshakeFailures counts refused or failed mTLS handshakes by reason.
 	HandshakeFailures *prometheus.CounterVec
+	// Dropped counts connections the proxy closed on its own, by reason.
+	Dropped *prometheus.CounterVec
 	// DialFailures counts failures to reach the target: the app on loopback (inbound) or the
 	// upstream's TCP port (outbound).
 	DialFailures *prometheus.CounterVec
@@ -72,6 +80,9 @@ func New(ready func() error) *Metrics {
 		HandshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "handshake_failures_total",
 			Help: "mTLS handshakes refused or failed, by direction, listening port and reason (plaintext, no_certificate, untrusted, unauthorized, timeout, closed, no_svid, remote_alert, tls)."},
 			append(labels, "reason")),
+		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "connections_dropped_total",
+			Help: "Connections the proxy closed on its own, by direction, listening port and reason (max_connections: accepted while --max-connections were open, closed at once; idle_timeout: nothing relayed either way for --idle-timeout)."},
+			append(labels, "reason")),
 		DialFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dial_failures_total",
 			Help: "Failures to connect to the app on loopback (inbound) or to the upstream (outbound)."}, labels),
 		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bytes_total",
@@ -91,7 +102,7 @@ func New(ready func() error) *Metrics {
 			}
 			return 1
 		})
-	m.Registry.MustRegister(m.Connections, m.Active, m.Handshakes, m.HandshakeFailures, m.DialFailures, m.Bytes,
+	m.Registry.MustRegister(m.Connections, m.Active, m.Dropped, m.Handshakes, m.HandshakeFailures, m.DialFailures, m.Bytes,
 		m.SVIDExpiry, m.SVIDUpdates, readyGauge,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -106,6 +117,7 @@ type Listener struct {
 	FromClient      prometheus.Counter
 	FromServer      prometheus.Counter
 	failures        *prometheus.CounterVec
+	dropped         *prometheus.CounterVec
 	direction, port string
 }
 
@@ -121,6 +133,7 @@ func (m *Metrics) For(direction string, port uint16) *Listener {
 		FromClient:   m.Bytes.WithLabelValues(direction, p, "client"),
 		FromServer:   m.Bytes.WithLabelValues(direction, p, "server"),
 		failures:     m.HandshakeFailures,
+		dropped:      m.Dropped,
 		direction:    direction, port: p,
 	}
 	return l
@@ -129,6 +142,11 @@ func (m *Metrics) For(direction string, port uint16) *Listener {
 // HandshakeFailed counts one failed handshake.
 func (l *Listener) HandshakeFailed(reason string) {
 	l.failures.WithLabelValues(l.direction, l.port, reason).Inc()
+}
+
+// Dropped counts one connection the proxy closed on its own for reason.
+func (l *Listener) Dropped(reason string) {
+	l.dropped.WithLabelValues(l.direction, l.port, reason).Inc()
 }
 
 // Handler serves /metrics, /ready and /live.

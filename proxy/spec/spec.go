@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -32,13 +33,30 @@ const (
 	EnvOutbound    = "PROXY_OUTBOUND"
 	// EnvLogLevel sets the proxy's --log-level (the chart's proxy.logLevel, through the webhook).
 	EnvLogLevel = "PROXY_LOG_LEVEL"
+	// EnvIdleTimeout and EnvMaxConnections set --idle-timeout and --max-connections (the
+	// chart's proxy.idleTimeout and proxy.maxConnections, through the webhook).
+	EnvIdleTimeout    = "PROXY_IDLE_TIMEOUT"
+	EnvMaxConnections = "PROXY_MAX_CONNECTIONS"
+	// EnvAdminAddress sets --admin-address. The webhook sets it to the pod's IP (EnvPodIP, from
+	// the downward API) so the admin endpoint is reachable where kubelet probes it and
+	// Prometheus scrapes it, and nowhere else.
+	EnvAdminAddress = "PROXY_ADMIN_ADDRESS"
+	EnvPodIP        = "POD_IP"
+
+	// DefaultIdleTimeout is NGINX's stream proxy_timeout: a connection on which nothing moved
+	// for this long is closed.
+	DefaultIdleTimeout = 10 * time.Minute
+	// DefaultMaxConnections bounds the proxy's memory: at the peak RSS per relayed connection
+	// measured by proxy/app TestConnectionCapBoundsMemory (about 146 KiB), 1,024 fit the
+	// chart's default memory limit of the proxy container.
+	DefaultMaxConnections = 1024
 
 	// ContainerName is the proxy's container in an injected pod (a native sidecar: an init
 	// container with restartPolicy Always).
 	ContainerName = "nginx-mesh-proxy"
 
-	// DefaultAdminPort serves the proxy's /ready, /live and /metrics on every interface of the
-	// pod; no inbound, app or outbound port may use it.
+	// DefaultAdminPort serves the proxy's /ready, /live and /metrics, on the pod's IP in an
+	// injected pod (EnvAdminAddress); no inbound, app or outbound port may use it.
 	DefaultAdminPort = 9902
 
 	// AnyPeer, alone in an inbound allow list, admits every workload of the mesh's trust domain:

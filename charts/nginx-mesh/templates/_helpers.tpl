@@ -121,17 +121,42 @@ helm.sh/resource-policy: keep
 {{/*
 Image reference. Call with the image values map and the root context:
 (dict "image" .Values.images.hooks "ctx" $). A digest wins over the tag; an empty tag means appVersion.
+global.imageRegistry, when set, replaces every image's registry: a mirror is one value.
 */}}
 {{- define "nginx-mesh.image" -}}
 {{- $ref := .image.repository -}}
-{{- if .image.registry -}}
-{{- $ref = printf "%s/%s" .image.registry .image.repository -}}
+{{- $registry := .ctx.Values.global.imageRegistry | default .image.registry -}}
+{{- if $registry -}}
+{{- $ref = printf "%s/%s" $registry .image.repository -}}
 {{- end -}}
 {{- if .image.digest -}}
 {{- printf "%s@%s" $ref .image.digest -}}
 {{- else -}}
 {{- printf "%s:%s" $ref (default .ctx.Chart.AppVersion .image.tag) -}}
 {{- end -}}
+{{- end }}
+
+{{/*
+Scheduling of a workload's pods from its values section (priorityClassName, nodeSelector,
+tolerations, affinity): one helper, so every workload takes the same four keys. Call with the
+section, e.g. .Values.csi, and place with: with include ... | trim, then nindent.
+*/}}
+{{- define "nginx-mesh.podScheduling" -}}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{- define "nginx-mesh.imagePullSecrets" -}}
