@@ -45,29 +45,70 @@ func TestSidecarSCCIsRestrictedV2(t *testing.T) {
 		if !r.openShift() {
 			continue
 		}
-		got := decode[securityv1.SecurityContextConstraints](t, r.must(t, "SecurityContextConstraints", "", nginxmesh.SidecarSCC))
+		checkSidecarTwin(t, r, restrictedV2(t))
+	}
+}
+
+// checkSidecarTwin: the release's sidecar SCC states exactly want's rules.
+func checkSidecarTwin(t *testing.T, r *release, want *securityv1.SecurityContextConstraints) {
+	t.Helper()
+	got := decode[securityv1.SecurityContextConstraints](t, r.must(t, "SecurityContextConstraints", "", nginxmesh.SidecarSCC))
+	want.ObjectMeta, want.TypeMeta = got.ObjectMeta, got.TypeMeta
+	want.Users, want.Groups, want.Priority = got.Users, got.Groups, nil
+	norm := func(s *securityv1.SecurityContextConstraints) {
+		if s.AllowedCapabilities == nil {
+			s.AllowedCapabilities = []corev1.Capability{}
+		}
+		if s.DefaultAddCapabilities == nil {
+			s.DefaultAddCapabilities = []corev1.Capability{}
+		}
+	}
+	norm(got)
+	norm(want)
+	if got.Priority != nil {
+		t.Errorf("%s: sidecar SCC priority %d: a priority above restricted-v2's would win over it for every pod of a granted namespace", r.scenario.name, *got.Priority)
+	}
+	if len(got.Users)+len(got.Groups) != 0 {
+		t.Errorf("%s: sidecar SCC names users/groups %v %v; grants go through RBAC only", r.scenario.name, got.Users, got.Groups)
+	}
+	if !equality.Semantic.DeepEqual(got, want) {
+		t.Errorf("%s: sidecar SCC differs from restricted-v2:\n got %+v\nwant %+v", r.scenario.name, got, want)
+	}
+}
+
+// OpenShift 4.20 added the image volume type to restricted-v2: the sidecar SCC is the twin of
+// restricted-v2 on the version the chart is rendered for (openshift.version, else the cluster's
+// Kubernetes version: OpenShift 4.N runs Kubernetes 1.N+13), on each side of 4.20.
+func TestSidecarSCCFollowsOpenShiftVersion(t *testing.T) {
+	cases := []struct {
+		name        string
+		sets        []string
+		kubeVersion string
+		image       bool
+	}{
+		{"openshift.version 4.14", []string{"openshift.version=4.14"}, "", false},
+		{"openshift.version 4.19", []string{"openshift.version=4.19"}, "", false},
+		{"openshift.version 4.20", []string{"openshift.version=4.20"}, "", true},
+		{"openshift.version 4.21", []string{"openshift.version=4.21"}, "", true},
+		{"Kubernetes 1.32 (OpenShift 4.19)", nil, "v1.32.3", false},
+		{"Kubernetes 1.33 (OpenShift 4.20)", nil, "v1.33.2", true},
+		{"Kubernetes 1.34 (OpenShift 4.21)", nil, "v1.34.1", true},
+		{"openshift.version over the Kubernetes version", []string{"openshift.version=4.19"}, "v1.33.2", false},
+		{"openshift.version 4.20 on an older Kubernetes", []string{"openshift.version=4.20"}, "v1.32.3", true},
+	}
+	for _, c := range cases {
+		r := render(t, scenario{name: c.name, files: []string{"values-openshift.yaml"}, sets: c.sets, kubeVersion: c.kubeVersion})
 		want := restrictedV2(t)
-		want.ObjectMeta, want.TypeMeta = got.ObjectMeta, got.TypeMeta
-		want.Users, want.Groups, want.Priority = got.Users, got.Groups, nil
-		norm := func(s *securityv1.SecurityContextConstraints) {
-			if s.AllowedCapabilities == nil {
-				s.AllowedCapabilities = []corev1.Capability{}
-			}
-			if s.DefaultAddCapabilities == nil {
-				s.DefaultAddCapabilities = []corev1.Capability{}
-			}
+		if c.image {
+			want.Volumes = append(want.Volumes, securityv1.FSTypeImage)
+			slices.Sort(want.Volumes)
 		}
-		norm(got)
-		norm(want)
-		if got.Priority != nil {
-			t.Errorf("%s: sidecar SCC priority %d: a priority above restricted-v2's would win over it for every pod of a granted namespace", r.scenario.name, *got.Priority)
-		}
-		if len(got.Users)+len(got.Groups) != 0 {
-			t.Errorf("%s: sidecar SCC names users/groups %v %v; grants go through RBAC only", r.scenario.name, got.Users, got.Groups)
-		}
-		if !equality.Semantic.DeepEqual(got, want) {
-			t.Errorf("%s: sidecar SCC differs from restricted-v2:\n got %+v\nwant %+v", r.scenario.name, got, want)
-		}
+		checkSidecarTwin(t, r, want)
+	}
+	// A version that is not 4.<minor> is refused by the schema, naming the value.
+	_, err := renderErr(t, scenario{name: "bad version", files: []string{"values-openshift.yaml"}, sets: []string{"openshift.version=4.20.1"}}, installOptions())
+	if err == nil || !strings.Contains(err.Error(), "openshift/version") {
+		t.Errorf("openshift.version=4.20.1: want a schema error naming openshift.version, got %v", err)
 	}
 }
 

@@ -37,6 +37,9 @@ type scenario struct {
 	name  string
 	files []string
 	sets  []string
+	// kubeVersion, when set, is the cluster's Kubernetes version (.Capabilities.KubeVersion, as
+	// `helm template --kube-version` sets it); else Helm's default.
+	kubeVersion string
 }
 
 // scenarios are both profiles and every ci/*.yaml file.
@@ -115,7 +118,17 @@ func renderErr(t *testing.T, s scenario, opts chartutil.ReleaseOptions) (*releas
 	if err != nil {
 		return nil, err
 	}
-	top, err := chartutil.ToRenderValues(c, vals, opts, chartutil.DefaultCapabilities)
+	caps := chartutil.DefaultCapabilities
+	if s.kubeVersion != "" {
+		kv, err := chartutil.ParseKubeVersion(s.kubeVersion)
+		if err != nil {
+			return nil, err
+		}
+		c := *caps
+		c.KubeVersion = *kv
+		caps = &c
+	}
+	top, err := chartutil.ToRenderValues(c, vals, opts, caps)
 	if err != nil {
 		return nil, err
 	}

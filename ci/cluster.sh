@@ -445,13 +445,21 @@ apply_local_policies() {
   run_logged "$LOGS/policies.log" kubectl apply -f "$m/openshift-namespace-allocation.yaml" \
     -f "$m/openshift-scc-uid.yaml" -f "$m/openshift-scc-admission.yaml"
   # Namespaces created before the allocation policy get their ranges now, as OpenShift's
-  # controller gives them to every namespace.
+  # controller gives them to every namespace: the policy allocates on any update of a namespace
+  # without them, so an empty patch is enough (it waits for the policy to be live).
   local ns
   for ns in $(kubectl get namespaces -o go-template='{{range .items}}{{if not .metadata.annotations}}{{.metadata.name}}{{"\n"}}{{else if not (index .metadata.annotations "openshift.io/sa.scc.uid-range")}}{{.metadata.name}}{{"\n"}}{{end}}{{end}}'); do
-    kubectl annotate namespace "$ns" openshift.io/sa.scc.uid-range=1000650000/10000 \
-      openshift.io/sa.scc.supplemental-groups=1000650000/10000 openshift.io/sa.scc.mcs=s0:c26,c15 >/dev/null
+    wait_for "namespace $ns allocated" 60 namespace_allocated "$ns" ||
+      die "namespace $ns got no openshift.io/sa.scc.uid-range (kubectl get mutatingadmissionpolicy nmcl-openshift-namespace-allocation -o yaml)"
   done
   wait_for "SCC admission policy enforcing" 120 scc_admission_enforced || die "the SCC admission policy does not refuse a pod that breaks restricted-v2 (kubectl get validatingadmissionpolicy nmcl-openshift-scc -o yaml)"
+}
+
+# namespace_allocated NS: an empty update of the namespace leaves it with its UID range (the
+# allocation policy may need a few seconds to start serving).
+namespace_allocated() {
+  kubectl patch namespace "$1" --type=merge -p '{"metadata":{"annotations":{}}}' >/dev/null 2>&1 &&
+    [ -n "$(kubectl get namespace "$1" -o jsonpath='{.metadata.annotations.openshift\.io/sa\.scc\.uid-range}')" ]
 }
 
 # scc_admission_enforced: a pod pinned to restricted-v2 that asks for the host network is refused

@@ -41,6 +41,9 @@ const (
 	restrictedV2  = "restricted-v2"
 )
 
+// admissionMCS is the SELinux level allocated to admissionNS (openshift.io/sa.scc.mcs).
+var admissionMCS string
+
 // sccRule is one thing an SCC forbids, and a change to an admissible pod that does it.
 type sccRule struct {
 	name    string
@@ -102,10 +105,6 @@ var sccRules = []sccRule{
 	}, func(p *corev1.Pod, _ *securityv1.SecurityContextConstraints) {
 		firstContainer(p).Capabilities.Add = []corev1.Capability{"SYS_ADMIN"}
 	}, `"SYS_ADMIN": capability may not be added`},
-	{"capability required to be dropped", func(s *securityv1.SecurityContextConstraints) bool { return len(s.RequiredDropCapabilities) > 0 },
-		func(p *corev1.Pod, s *securityv1.SecurityContextConstraints) {
-			firstContainer(p).Capabilities.Add = []corev1.Capability{s.RequiredDropCapabilities[0]}
-		}, "capability is required to be dropped but was requested"},
 	{"writable root filesystem", func(s *securityv1.SecurityContextConstraints) bool { return s.ReadOnlyRootFilesystem },
 		func(p *corev1.Pod, _ *securityv1.SecurityContextConstraints) {
 			firstContainer(p).ReadOnlyRootFilesystem = ptr(false)
@@ -119,7 +118,7 @@ var sccRules = []sccRule{
 	{"SELinux type", func(s *securityv1.SecurityContextConstraints) bool {
 		return s.SELinuxContext.Type == securityv1.SELinuxStrategyMustRunAs && (s.SELinuxContext.SELinuxOptions == nil || s.SELinuxContext.SELinuxOptions.Type != "spc_t")
 	}, func(p *corev1.Pod, _ *securityv1.SecurityContextConstraints) {
-		firstContainer(p).SELinuxOptions = &corev1.SELinuxOptions{Type: "spc_t", Level: "s0:c26,c15"}
+		firstContainer(p).SELinuxOptions = &corev1.SELinuxOptions{Type: "spc_t", Level: admissionMCS}
 	}, `seLinuxOptions.type: Invalid value: "spc_t"`},
 	{"UID outside the range", func(s *securityv1.SecurityContextConstraints) bool {
 		return s.RunAsUser.Type == securityv1.RunAsUserStrategyMustRunAsRange
@@ -237,9 +236,10 @@ func TestSCCAdmissionRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ns.Annotations["openshift.io/sa.scc.uid-range"] == "" {
-		t.Fatalf("namespace %s has no openshift.io/sa.scc.uid-range: the namespace-allocation policy of ci/cluster.sh is not applied", admissionNS)
+	if ns.Annotations["openshift.io/sa.scc.uid-range"] == "" || ns.Annotations["openshift.io/sa.scc.mcs"] == "" {
+		t.Fatalf("namespace %s has no openshift.io/sa.scc.uid-range or mcs: the namespace-allocation policy of ci/cluster.sh is not applied", admissionNS)
 	}
+	admissionMCS = ns.Annotations["openshift.io/sa.scc.mcs"]
 	mustCreate := func(what string, err error) {
 		t.Helper()
 		if err != nil && !apierrors.IsAlreadyExists(err) {

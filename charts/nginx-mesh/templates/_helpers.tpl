@@ -44,6 +44,19 @@ ones (resource-policy keep) serving the pods that still use the old driver.
 {{- end }}
 
 {{/*
+The OpenShift minor version the SCCs are rendered for: openshift.version ("4.20" -> 20), else
+the cluster's Kubernetes minor - 13 (OpenShift 4.14 runs Kubernetes 1.27, ..., 4.20 runs 1.33).
+*/}}
+{{- define "nginx-mesh.openshiftMinor" -}}
+{{- $v := (.Values.openshift | default dict).version | default "" -}}
+{{- if $v -}}
+{{- index (splitList "." $v) 1 | int -}}
+{{- else -}}
+{{- sub (regexFind "^[0-9]+" (toString .Capabilities.KubeVersion.Minor) | int) 13 -}}
+{{- end -}}
+{{- end }}
+
+{{/*
 What enforcing SELinux needs, derived from `environment` (one source of truth: the OpenShift
 profile sets nothing else). The agent creates its socket in a host folder, which a container_t
 process may not: spc_t, unless the user set seLinuxOptions. The driver relabels the socket
