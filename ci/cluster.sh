@@ -79,7 +79,7 @@ start() {
     # opens both files before it enters either; it execs, so the recorded PID is the part's).
     local m
     for m in $(cgroup_mounts); do echo "$BASHPID" >"$m/nmcl-node-$n/daemons/cgroup.procs"; done
-    exec setsid nsenter --mount="$(node_mntns "$n")" --net="/run/netns/$(node_netns "$n")" -- \
+    exec setsid nsenter --mount="$(node_mntns "$n")" --net="$(node_netns "$n")" -- \
       "$(part_binary "$part")" "$@" >>"$LOGS/$part.log" 2>&1 </dev/null
   ) &
   echo $! >"$PIDS/$part.pid"
@@ -179,29 +179,43 @@ cgroup_mounts() { findmnt -rn -t cgroup,cgroup2 -o TARGET; }
 # the routes of every node's pod range (host: via the node IP; node: default via this host, the
 # other extra nodes' pod ranges straight to their node IPs on the bridge).
 setup_node_network() {
-  local n=$1 ns veth m
-  ns=$(node_netns "$n") veth="nmclv$n"
-  # `ip netns add` makes /run/netns a mount of itself: down unmounts it if we made the folder.
-  remember_dir /run/netns
-  [ -e "/run/netns/$ns" ] || { ip netns add "$ns"; log "network namespace $ns created"; }
-  # A veth whose peer went with an older namespace (down and up again in a hurry) is replaced.
-  if ! ip -n "$ns" link show eth0 >/dev/null 2>&1; then
+  local n=$1 f veth m
+  f=$(node_netns "$n") veth="nmclv$n"
+  prepare_ns_dir
+  if [ "$(findmnt -rn -o FSTYPE "$f" 2>/dev/null)" != nsfs ]; then
+    touch "$f"
+    unshare --net="$f" true
+    log "network namespace of node $n: $f"
+  fi
+  nx() { nsenter --net="$f" -- "$@"; }
+  # The veth is made inside the node with its other end moved to this script's namespace. One
+  # whose peer went with an older namespace (down and up again in a hurry) is replaced.
+  if ! nx ip link show eth0 >/dev/null 2>&1; then
     ip link del "$veth" 2>/dev/null || true
-    ip link add "$veth" type veth peer name eth0 netns "$ns"
+    nx ip link add eth0 type veth peer name "$veth" netns "$$"
   fi
   ip link set "$veth" master "$BRIDGE" up
-  ip -n "$ns" link set lo up
-  ip -n "$ns" link set eth0 up
-  local addrs; addrs=$(ip -n "$ns" -4 addr show dev eth0)
-  [[ "$addrs" == *"inet $(node_ip "$n")/"* ]] || ip -n "$ns" addr add "$(node_ip "$n")/24" dev eth0
-  ip -n "$ns" route replace default via "$NODE_IP" dev eth0
+  nx ip link set lo up
+  nx ip link set eth0 up
+  local addrs; addrs=$(nx ip -4 addr show dev eth0)
+  [[ "$addrs" == *"inet $(node_ip "$n")/"* ]] || nx ip addr add "$(node_ip "$n")/24" dev eth0
+  nx ip route replace default via "$NODE_IP" dev eth0
   for m in $(seq 2 "$NODES"); do
-    [ "$m" = "$n" ] || ip -n "$ns" route replace "$(node_pod_cidr "$m")" via "$(node_ip "$m")" dev eth0
+    [ "$m" = "$n" ] || nx ip route replace "$(node_pod_cidr "$m")" via "$(node_ip "$m")" dev eth0
   done
   ip route replace "$(node_pod_cidr "$n")" via "$(node_ip "$n")" dev "$BRIDGE"
   # The node routes its pods' traffic; kube-proxy needs bridged traffic to pass iptables there too
   # (both sysctls are per network namespace).
-  nsenter --net="/run/netns/$ns" sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward; echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables'
+  nx sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward; echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables'
+}
+
+# prepare_ns_dir: NS_DIR as a private bind of itself. A namespace file may only be bound on a mount
+# that does not propagate (else a mount namespace would see its own file), as `ip netns` does for
+# /run/netns.
+prepare_ns_dir() {
+  mkdir -p "$NS_DIR"
+  mountpoint -q "$NS_DIR" || mount --bind "$NS_DIR" "$NS_DIR"
+  mount --make-private "$NS_DIR"
 }
 
 # remember_dir DIR: makes DIR (and its parents) when missing and records the top-most folder it
@@ -237,11 +251,7 @@ setup_node_mounts() {
   local n=$1 f i src dirs=()
   f=$(node_mntns "$n")
   if [ "$(findmnt -rn -o FSTYPE "$f" 2>/dev/null)" = nsfs ]; then return; fi
-  mkdir -p "$NS_DIR"
-  # A namespace file may only be bound on a mount that does not propagate (else the namespace
-  # would see its own file): a private bind of NS_DIR onto itself, as `ip netns` does for /run/netns.
-  mountpoint -q "$NS_DIR" || mount --bind "$NS_DIR" "$NS_DIR"
-  mount --make-private "$NS_DIR"
+  prepare_ns_dir
   for i in "${!NODE_PRIVATE_DIRS[@]}"; do
     src=$(node_private_src "$n" "$i")
     mkdir -p "$src"
@@ -739,7 +749,7 @@ node_ready() {  # [N]
 # node_present N: something of extra node N exists (namespace, namespace file, cgroup, PID file).
 node_present() {
   local n=$1 m
-  [ -e "/run/netns/$(node_netns "$n")" ] || [ -e "$(node_mntns "$n")" ] || [ -e "$NODES_RUN/$n" ] && return 0
+  [ -e "$(node_netns "$n")" ] || [ -e "$(node_mntns "$n")" ] || [ -e "$NODES_RUN/$n" ] && return 0
   ls "$PIDS"/*-"$n".pid >/dev/null 2>&1 && return 0
   for m in $(cgroup_mounts); do [ -d "$m/nmcl-node-$n" ] && return 0; done
   return 1
@@ -877,12 +887,11 @@ teardown_node() {
     sleep 0.5
   done
   [ -z "$(node_procs "$n")" ] || log "  WARNING: processes left in node $n's cgroup: $(node_procs "$n" | tr '\n' ' ')"
-  f=$(node_mntns "$n")
-  if [ -e "$f" ]; then
+  for f in "$(node_mntns "$n")" "$(node_netns "$n")"; do
+    [ -e "$f" ] || continue
     umount "$f" 2>/dev/null || umount -l "$f" 2>/dev/null || true
     rm -f "$f"
-  fi
-  ip netns del "$(node_netns "$n")" 2>/dev/null || true
+  done
   ip link del "nmclv$n" 2>/dev/null || true
   ip route del "$(node_pod_cidr "$n")" 2>/dev/null || true
   for m in $(cgroup_mounts); do
@@ -920,10 +929,15 @@ cmd_down() {
   remove_chains
   # Network namespaces containerd made for pods (netns mounts), then all mounts we made.
   local ns
+  # A bind of /run/netns onto itself (an earlier version's `ip netns add`) hides the pod network
+  # namespaces mounted below it: when we made the folder, it goes first.
+  if grep -qx /run/netns "$STATE/created-dirs" 2>/dev/null && mountpoint -q /run/netns; then
+    umount /run/netns 2>/dev/null || umount -l /run/netns 2>/dev/null || true
+  fi
   for ns in /run/netns/cni-*; do
     [ -e "$ns" ] || continue
     umount "$ns" 2>/dev/null || umount -l "$ns" 2>/dev/null || true
-    rm -f "$ns"
+    rm -f "$ns" 2>/dev/null || log "  WARNING: $ns stays (still a mount point)"
   done
   unmount_under "$KUBELET_DIR"
   unmount_under "$RUN_DIR"
@@ -932,10 +946,6 @@ cmd_down() {
   unmount_under "$NS_DIR"
   rm -rf "$NODES_RUN"
   [ ! -d "$NS_DIR" ] || rmdir "$NS_DIR" 2>/dev/null || true
-  # `ip netns add` made /run/netns a mount of itself; when we made the folder, it goes (below).
-  if grep -qx /run/netns "$STATE/created-dirs" 2>/dev/null && mountpoint -q /run/netns && [ -z "$(ls -A /run/netns)" ]; then
-    umount /run/netns 2>/dev/null || umount -l /run/netns 2>/dev/null || true
-  fi
   if ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link delete "$BRIDGE" && log "  bridge $BRIDGE removed"
   fi

@@ -54,7 +54,9 @@ node_ids() { seq 1 "$NODES"; }
 node_name() { if [ "$1" = 1 ]; then echo "$NODE_NAME"; else echo "$NODE_NAME-$1"; fi; }
 node_ip() { echo "10.88.77.$1"; }
 node_pod_cidr() { if [ "$1" = 1 ]; then echo "$POD_CIDR"; else echo "10.88.$((76 + $1)).0/24"; fi; }
-node_netns() { echo "nmcl-node-$1"; }
+# Both namespaces of an extra node are kept in files of NS_DIR (not `ip netns add`, whose bind of
+# /run/netns onto itself would hide the pod network namespaces node 1's containerd mounted there).
+node_netns() { echo "$NS_DIR/net-$1"; }
 node_mntns() { echo "$NS_DIR/mnt-$1"; }
 node_state() { echo "$STATE/nodes/$1"; }
 # node_sock N: node N's containerd socket, as the host reaches it.
@@ -64,7 +66,7 @@ node_of() { case "$1" in "$NODE_NAME") echo 1 ;; "$NODE_NAME"-[2-9]) echo "${1##
 # node_exec N CMD...: runs CMD in node N's network and mount namespaces (node 1: here).
 node_exec() {
   local n=$1; shift
-  if [ "$n" = 1 ]; then "$@"; else nsenter --mount="$(node_mntns "$n")" --net="/run/netns/$(node_netns "$n")" -- "$@"; fi
+  if [ "$n" = 1 ]; then "$@"; else nsenter --mount="$(node_mntns "$n")" --net="$(node_netns "$n")" -- "$@"; fi
 }
 
 ts() { date -u +%H:%M:%S; }

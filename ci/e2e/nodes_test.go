@@ -22,8 +22,8 @@ import (
 )
 
 // The nodes of the local cluster (ci/cluster.sh, ci/lib.sh). Node 1 is this host. Extra node N
-// has its own network namespace (/run/netns/nmcl-node-N) and mount namespace, kept in the file
-// /run/nmcl-ns/mnt-N so that it outlives any of its processes (a stopped kubelet included); in
+// has its own network and mount namespaces, kept in the files /run/nmcl-ns/net-N and mnt-N so that
+// they outlive any of its processes (a stopped kubelet included); in
 // it, /var/lib/kubelet is a bind of <state>/nodes/N/kubelet. So a pod's CSI mount is seen only
 // in its node's mount table, and its kubelet folder on this host lies under that node's folder.
 const (
@@ -65,7 +65,7 @@ func extraNodes() []int {
 // nsenterArgs prefixes a command so it runs in extra node n's network and mount namespaces.
 func nsenterArgs(n int, args ...string) []string {
 	return append([]string{"nsenter", "--mount=" + filepath.Join(nodeNSDir, fmt.Sprintf("mnt-%d", n)),
-		fmt.Sprintf("--net=/run/netns/nmcl-node-%d", n), "--"}, args...)
+		fmt.Sprintf("--net=%s/net-%d", nodeNSDir, n), "--"}, args...)
 }
 
 // onNode runs a command in the namespaces of the named node (node 1: here), as

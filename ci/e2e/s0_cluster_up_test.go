@@ -227,7 +227,7 @@ func TestScenario0Nodes(t *testing.T) {
 		if err := unix.Stat(podNetns(t, host3), &a); err != nil {
 			t.Fatal(err)
 		}
-		if err := unix.Stat("/run/netns/nmcl-node-3", &b); err != nil {
+		if err := unix.Stat(nodeNSDir+"/net-3", &b); err != nil {
 			t.Fatal(err)
 		}
 		if a.Ino != b.Ino || a.Dev != b.Dev {

@@ -58,7 +58,7 @@ func startRegistry(t *testing.T) *testRegistry {
 	}), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	for _, n := range extraNodes() {
-		nln, err := listenInNetns(fmt.Sprintf("/run/netns/nmcl-node-%d", n), r.host)
+		nln, err := listenInNetns(fmt.Sprintf("%s/net-%d", nodeNSDir, n), r.host)
 		if err != nil {
 			t.Fatalf("registry on %s in node %d: %v", r.host, n, err)
 		}
