@@ -86,17 +86,21 @@ bench-proxy:
 bench-cluster:
 	ci/bench-cluster.sh
 
-## cluster-up / cluster-down: the real single-node cluster in ci/
+# NODES=N (1..9) sets the local cluster's number of nodes for cluster-up, e2e, test and demo; unset:
+# the running cluster's, else 3 (ci/lib.sh).
+NODES_ENV = $(if $(NODES),NODES='$(NODES)')
+
+## cluster-up / cluster-down: the real local cluster in ci/ (three nodes; NODES=1 for one)
 cluster-up:
-	ci/cluster.sh up
+	$(NODES_ENV) ci/cluster.sh up
 
 cluster-down:
 	ci/cluster.sh down
 
 ## e2e: every lifecycle flow on the local cluster
 e2e:
-	ci/e2e.sh
+	$(NODES_ENV) ci/e2e.sh
 
 ## demo: start the local cluster, install the OpenShift profile, run an injected workload
 demo:
-	ci/demo.sh
+	$(NODES_ENV) ci/demo.sh

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# The real single-node Kubernetes of the project (see ci/README.md).
-#   ci/cluster.sh up       build what is missing (cached), start every part, wait until a pod runs
-#   ci/cluster.sh down     stop what up started (by recorded PID), unmount, remove bridge/iptables/state
-#   ci/cluster.sh status   show the parts and the node
-#   ci/cluster.sh images   rebuild the images and import them into the running cluster
-#   ci/cluster.sh logs P   tail the log of part P (etcd, containerd, kube-apiserver, kubelet, ...)
-#   ci/cluster.sh restart P  stop part P and start it again (fault tests)
+# The real local Kubernetes of the project: NODES nodes (default 3) on this machine (see ci/README.md).
+#   ci/cluster.sh up       build what is missing (cached), start every part, wait until a pod runs on each node
+#   ci/cluster.sh down     stop what up started (by recorded PID), unmount, remove bridge/namespaces/iptables/state
+#   ci/cluster.sh status   show the parts and the nodes
+#   ci/cluster.sh images   rebuild the images and import them into every node's containerd
+#   ci/cluster.sh logs P   tail the log of part P (etcd, containerd, kube-apiserver, kubelet, kubelet-2, ...)
+#   ci/cluster.sh restart P  stop part P and start it again (fault tests; kubelet-2 is node 2's kubelet)
+#   ci/cluster.sh stop-node N | start-node N   stop node N's kubelet and kube-proxy (a dead node: its
+#                          containers keep running, the node turns NotReady) / start them again
+#   ci/cluster.sh cordon N | uncordon N | drain N [FLAG...]   kubectl on node N by its number
+#   ci/cluster.sh node-exec N CMD...   run CMD in node N's network and mount namespaces
+#   ci/cluster.sh memory   resident memory of each node's kubelet, containerd, kube-proxy, shims, pods
 #   ci/cluster.sh scc-crd apply|delete   serve the OpenShift SCC API or not (Kubernetes profile tests)
 # Both up and down are idempotent; up on a running cluster reuses it (and re-imports the images).
 set -euo pipefail
@@ -13,6 +18,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PARTS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+NODE_PARTS=(containerd kubelet kube-proxy)  # an extra node N runs these as PART-N
 PKI="$STATE/pki"
 LOGS="$STATE/logs"
 PIDS="$STATE/pids"
@@ -31,11 +37,22 @@ alive() {
   [[ "$cmdline" == *"$(part_binary "$1")"* ]]
 }
 
+# all_parts: the parts of NODES nodes (node N's as PART-N).
+all_parts() {
+  local n p
+  printf '%s\n' "${PARTS[@]}"
+  for n in $(seq 2 "$NODES"); do for p in "${NODE_PARTS[@]}"; do echo "$p-$n"; done; done
+}
+
+# part_node PART: the node a part belongs to (kubelet-2 -> 2; node 1's parts and the control plane -> 1).
+part_node() { case "$1" in *-[2-9]) echo "${1##*-}" ;; *) echo 1 ;; esac; }
+
 part_binary() {
-  case "$1" in
+  local base=${1%-[2-9]}
+  case "$base" in
     etcd) echo /usr/bin/etcd ;;
     containerd) echo /usr/bin/containerd ;;
-    *) echo "$BIN/$1" ;;
+    *) echo "$BIN/$base" ;;
   esac
 }
 
@@ -50,12 +67,20 @@ start() {
   STARTED=1
   # The part outlives this script: it must not inherit our descriptors beyond 0-2 (a caller's
   # `flock LOCK ci/cluster.sh ...` lock among them, which a daemon would then hold forever).
+  local n; n=$(part_node "$part")
   (
     for fd in /proc/self/fd/*; do
       fd=${fd##*/}
       if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
     done 2>/dev/null
-    exec setsid "$(part_binary "$part")" "$@" >>"$LOGS/$part.log" 2>&1 </dev/null
+    if [ "$n" = 1 ]; then exec setsid "$(part_binary "$part")" "$@" >>"$LOGS/$part.log" 2>&1 </dev/null; fi
+    # An extra node's part: in the node's cgroup (so down finds every process of the node, shims
+    # included, and `memory` can sum them), then in its network and mount namespaces (nsenter
+    # opens both files before it enters either; it execs, so the recorded PID is the part's).
+    local m
+    for m in $(cgroup_mounts); do echo "$BASHPID" >"$m/nmcl-node-$n/daemons/cgroup.procs"; done
+    exec setsid nsenter --mount="$(node_mntns "$n")" --net="$(node_netns "$n")" -- \
+      "$(part_binary "$part")" "$@" >>"$LOGS/$part.log" 2>&1 </dev/null
   ) &
   echo $! >"$PIDS/$part.pid"
   log "$part: started (pid $!, log $LOGS/$part.log)"
@@ -115,11 +140,14 @@ setup_network() {
   sysctl_set net.ipv4.ip_forward 1
   sysctl_set net.bridge.bridge-nf-call-iptables 1
   sysctl_set net.ipv4.conf.all.route_localnet 0
-  # Pod traffic stays on the bridge: forwarded packets from the pod range that would leave
-  # through any other interface are dropped; cluster ports are not served to other interfaces.
+  # Pod traffic stays on the bridge: forwarded packets from any node's pod range or node address
+  # (CLUSTER_CIDR) that would leave through any other interface are dropped; cluster ports are
+  # not served to other interfaces. The extra nodes' ports (kubelet 10250, ...) sit behind this
+  # host's forwarding, so the last rule refuses what comes to them from another interface.
   iptables -N "$CHAIN-FORWARD" 2>/dev/null || iptables -F "$CHAIN-FORWARD"
-  iptables -A "$CHAIN-FORWARD" -s "$POD_CIDR" ! -o "$BRIDGE" -j DROP
+  iptables -A "$CHAIN-FORWARD" -s "$CLUSTER_CIDR" ! -o "$BRIDGE" -j DROP
   iptables -A "$CHAIN-FORWARD" -s "$SERVICE_CIDR" ! -o "$BRIDGE" -j DROP
+  iptables -A "$CHAIN-FORWARD" -d "$CLUSTER_CIDR" ! -i "$BRIDGE" -j DROP
   iptables -C FORWARD -j "$CHAIN-FORWARD" 2>/dev/null || iptables -I FORWARD 1 -j "$CHAIN-FORWARD"
   iptables -N "$CHAIN-INPUT" 2>/dev/null || iptables -F "$CHAIN-INPUT"
   iptables -A "$CHAIN-INPUT" -i lo -j RETURN
@@ -140,6 +168,135 @@ rules_first() {
       iptables -I "$c" 1 -j "$CHAIN-$c"
     fi
   done
+}
+
+# ---------- extra nodes: network, mount namespace, cgroup ----------
+
+# cgroup_mounts: every cgroup hierarchy (v1 controllers and the unified one).
+cgroup_mounts() { findmnt -rn -t cgroup,cgroup2 -o TARGET; }
+
+# setup_node_network N: node N's network namespace, its veth on the bridge with the node IP, and
+# the routes of every node's pod range (host: via the node IP; node: default via this host, the
+# other extra nodes' pod ranges straight to their node IPs on the bridge).
+setup_node_network() {
+  local n=$1 f veth m
+  f=$(node_netns "$n") veth="nmclv$n"
+  prepare_ns_dir
+  if [ "$(findmnt -rn -o FSTYPE "$f" 2>/dev/null)" != nsfs ]; then
+    touch "$f"
+    unshare --net="$f" true
+    log "network namespace of node $n: $f"
+  fi
+  nx() { nsenter --net="$f" -- "$@"; }
+  # The veth is made inside the node with its other end moved to this script's namespace. One
+  # whose peer went with an older namespace (down and up again in a hurry) is replaced.
+  if ! nx ip link show eth0 >/dev/null 2>&1; then
+    ip link del "$veth" 2>/dev/null || true
+    nx ip link add eth0 type veth peer name "$veth" netns "$$"
+  fi
+  ip link set "$veth" master "$BRIDGE" up
+  nx ip link set lo up
+  nx ip link set eth0 up
+  local addrs; addrs=$(nx ip -4 addr show dev eth0)
+  [[ "$addrs" == *"inet $(node_ip "$n")/"* ]] || nx ip addr add "$(node_ip "$n")/24" dev eth0
+  nx ip route replace default via "$NODE_IP" dev eth0
+  for m in $(seq 2 "$NODES"); do
+    [ "$m" = "$n" ] || nx ip route replace "$(node_pod_cidr "$m")" via "$(node_ip "$m")" dev eth0
+  done
+  ip route replace "$(node_pod_cidr "$n")" via "$(node_ip "$n")" dev "$BRIDGE"
+  # The node routes its pods' traffic; kube-proxy needs bridged traffic to pass iptables there too
+  # (both sysctls are per network namespace).
+  nx sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward; echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables'
+}
+
+# prepare_ns_dir: NS_DIR as a private bind of itself. A namespace file may only be bound on a mount
+# that does not propagate (else a mount namespace would see its own file), as `ip netns` does for
+# /run/netns.
+prepare_ns_dir() {
+  mkdir -p "$NS_DIR"
+  mountpoint -q "$NS_DIR" || mount --bind "$NS_DIR" "$NS_DIR"
+  mount --make-private "$NS_DIR"
+}
+
+# remember_dir DIR: makes DIR (and its parents) when missing and records the top-most folder it
+# made, so down removes it again.
+remember_dir() {
+  local d=$1 top=""
+  while [ ! -e "$d" ]; do top=$d; d=$(dirname "$d"); done
+  [ -n "$top" ] || return 0
+  mkdir -p "$1"
+  grep -qx "$top" "$STATE/created-dirs" 2>/dev/null || echo "$top" >>"$STATE/created-dirs"
+}
+
+# The host paths an extra node sees as its own (NODE_PRIVATE_DIRS[i] <- node folder NODE_PRIVATE_SRC[i]),
+# so the chart's paths are the same on every node: kubelet's root (pods, plugins, registration),
+# its pod logs (kubelet removes the log folders of pods it does not know), containerd's sockets and
+# state, the pod network namespaces, the shims' sockets and the SPIRE agent's socket folder.
+NODE_PRIVATE_DIRS=("$KUBELET_DIR" /var/log/pods /var/log/containers "$RUN_DIR" /run/netns /run/containerd /run/spire/agent-sockets)
+NODE_PRIVATE_SRC=(state:kubelet state:log/pods state:log/containers run:nmcl run:netns run:containerd run:agent-sockets)
+
+node_private_src() {  # N INDEX -> the node's folder behind NODE_PRIVATE_DIRS[INDEX]
+  local src=${NODE_PRIVATE_SRC[$2]}
+  case "$src" in
+    state:*) echo "$(node_state "$1")/${src#state:}" ;;
+    run:*) echo "$NODES_RUN/$1/${src#run:}" ;;
+  esac
+}
+
+# setup_node_mounts N: node N's mount namespace, kept in a file (NS_DIR/mnt-N, a bind of the
+# namespace) so that no process has to hold it. It starts as a private copy of this host's mounts:
+# the copies of the cluster's own mounts (other pods' volumes, network namespaces, other nodes'
+# namespace files) are dropped, then each private folder is bound over its host path.
+setup_node_mounts() {
+  local n=$1 f i src dirs=()
+  f=$(node_mntns "$n")
+  if [ "$(findmnt -rn -o FSTYPE "$f" 2>/dev/null)" = nsfs ]; then return; fi
+  prepare_ns_dir
+  for i in "${!NODE_PRIVATE_DIRS[@]}"; do
+    src=$(node_private_src "$n" "$i")
+    mkdir -p "$src"
+    remember_dir "${NODE_PRIVATE_DIRS[$i]}"
+    dirs+=("${NODE_PRIVATE_DIRS[$i]}")
+  done
+  touch "$f"
+  unshare --mount="$f" --propagation private true
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  nsenter --mount="$f" -- bash -c "$(declare -f unmount_under)"'
+    set -e
+    for d in "$@"; do unmount_under "$d"; done
+    ' _ "${dirs[@]}" "$NS_DIR" "$NODES_RUN" "$STATE" /run/spire
+  for i in "${!NODE_PRIVATE_DIRS[@]}"; do
+    nsenter --mount="$f" -- mount --bind "$(node_private_src "$n" "$i")" "${NODE_PRIVATE_DIRS[$i]}"
+  done
+  # The CSI driver's Bidirectional mount of kubelet's pods folder needs a shared mount (kubelet
+  # would make it so too); it is shared within the node only.
+  nsenter --mount="$f" -- mount --make-rshared "$KUBELET_DIR"
+  log "mount namespace of node $n: $f"
+}
+
+# setup_node_cgroups N: node N's cgroup in every hierarchy: its kubelet's cgroupRoot (pods under
+# /nmcl-node-N/kubepods, so kubelets do not fight over /kubepods) and daemons/ for its processes.
+setup_node_cgroups() {
+  local n=$1 m d
+  for m in $(cgroup_mounts); do
+    for d in "$m/nmcl-node-$n" "$m/nmcl-node-$n/daemons"; do
+      [ -d "$d" ] || mkdir "$d"
+      # cgroup v1 cpuset: a new cgroup has no CPUs nor memory nodes until given its parent's.
+      if [ -f "$d/cpuset.cpus" ] && [ -z "$(cat "$d/cpuset.cpus")" ]; then
+        cat "$(dirname "$d")/cpuset.cpus" >"$d/cpuset.cpus"
+        cat "$(dirname "$d")/cpuset.mems" >"$d/cpuset.mems"
+      fi
+    done
+  done
+}
+
+# node_procs N: every process in node N's cgroup tree (its daemons, shims and containers).
+node_procs() {
+  local m
+  for m in $(cgroup_mounts); do
+    [ -d "$m/nmcl-node-$1" ] || continue
+    find "$m/nmcl-node-$1" -name cgroup.procs -exec cat {} + 2>/dev/null
+  done | sort -un
 }
 
 # ---------- PKI and config ----------
@@ -177,6 +334,13 @@ setup_pki() {
     "IP:$NODE_IP,IP:$API_SERVICE_IP,IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   openssl_cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters ""
   openssl_cert kubelet "$NODE_NAME" "" "IP:$NODE_IP,IP:127.0.0.1,DNS:$NODE_NAME,DNS:localhost"
+  # Extra nodes: kubelet's serving certificate, and a client certificate as its node identity
+  # (the apiserver reads its token file only when it starts; a certificate of our CA needs no restart).
+  local n
+  for n in $(seq 2 "$NODES"); do
+    openssl_cert "kubelet-$n" "$(node_name "$n")" "" "IP:$(node_ip "$n"),IP:127.0.0.1,DNS:$(node_name "$n"),DNS:localhost"
+    openssl_cert "kubelet-client-$n" "system:node:$(node_name "$n")" system:nodes ""
+  done
   if [ ! -f "$PKI/sa.key" ]; then
     openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
     openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
@@ -229,6 +393,29 @@ KC
   chmod 600 "$file"
 }
 
+write_cert_kubeconfig() {  # FILE CERT-NAME: a kubeconfig with the client certificate $PKI/CERT-NAME
+  local file=$1 cert=$2
+  put "$file" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: nginx-mesh-local
+  cluster:
+    server: $APISERVER
+    certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
+users:
+- name: $cert
+  user:
+    client-certificate-data: $(base64 -w0 "$PKI/$cert.crt")
+    client-key-data: $(base64 -w0 "$PKI/$cert.key")
+contexts:
+- name: nginx-mesh-local
+  context: {cluster: nginx-mesh-local, user: $cert}
+current-context: nginx-mesh-local
+KC
+  chmod 600 "$file"
+}
+
 write_configs() {
   mkdir -p "$STATE/config" "$STATE/cni/net.d" "$RUN_DIR"
   write_kubeconfig "$KUBECONFIG_PATH" admin
@@ -236,10 +423,30 @@ write_configs() {
   write_kubeconfig "$STATE/config/kube-proxy.kubeconfig" system:kube-proxy
   write_kubeconfig "$STATE/config/controller-manager.kubeconfig" system:kube-controller-manager
   write_kubeconfig "$STATE/config/scheduler.kubeconfig" system:kube-scheduler
+  local n
+  for n in $(node_ids); do write_node_configs "$n"; done
+}
 
-  put "$STATE/config/containerd.toml" <<TOML
+# write_node_configs N: node N's containerd, CNI, kubelet and kube-proxy configuration. Node 1's
+# files are those of the single-node cluster, byte for byte (up rewrites nothing that is unchanged).
+# An extra node's paths under /run/nmcl are its own (its mount namespace), so its files differ only
+# in names, addresses, pod range and cgroup root.
+write_node_configs() {
+  local n=$1 sfx="" cfg=$STATE/config cni=$STATE/cni root=$STATE/containerd/root
+  local bridge=$BRIDGE gw=$NODE_IP first=10.88.77.10 last=10.88.77.250 cluster_cidr=$POD_CIDR cgroup_root=""
+  if [ "$n" != 1 ]; then
+    local pre; pre=$(node_pod_cidr "$n"); pre=${pre%.0/24}
+    sfx="-$n" cfg=$(node_state "$n")/config cni=$(node_state "$n")/cni root=$(node_state "$n")/containerd/root
+    bridge=$NODE_POD_BRIDGE gw=$pre.1 first=$pre.10 last=$pre.250 cluster_cidr=$CLUSTER_CIDR
+    cgroup_root=$'\ncgroupRoot: /nmcl-node-'"$n"
+    mkdir -p "$cfg"
+    write_cert_kubeconfig "$cfg/kubelet.kubeconfig" "kubelet-client-$n"
+  fi
+  mkdir -p "$cni/net.d"
+
+  put "$cfg/containerd.toml" <<TOML
 version = 2
-root = "$STATE/containerd/root"
+root = "$root"
 state = "$RUN_DIR/containerd"
 [grpc]
   address = "$CONTAINERD_SOCK"
@@ -264,32 +471,32 @@ state = "$RUN_DIR/containerd"
         Root = "$RUN_DIR/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
-    conf_dir = "$STATE/cni/net.d"
+    conf_dir = "$cni/net.d"
 TOML
 
-  put "$STATE/cni/net.d/10-nmcl.conflist" <<CNI
+  put "$cni/net.d/10-nmcl.conflist" <<CNI
 {
   "cniVersion": "0.4.0",
   "name": "nmcl",
   "plugins": [
     {
       "type": "bridge",
-      "bridge": "$BRIDGE",
+      "bridge": "$bridge",
       "isGateway": true,
       "ipMasq": false,
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP", "rangeStart": "10.88.77.10", "rangeEnd": "10.88.77.250"}]],
+        "ranges": [[{"subnet": "$(node_pod_cidr "$n")", "gateway": "$gw", "rangeStart": "$first", "rangeEnd": "$last"}]],
         "routes": [{"dst": "0.0.0.0/0"}],
-        "dataDir": "$STATE/cni/ipam"
+        "dataDir": "$cni/ipam"
       }
     }
   ]
 }
 CNI
 
-  put "$STATE/config/kubelet.yaml" <<YAML
+  put "$cfg/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: cgroupfs
@@ -302,8 +509,8 @@ port: 10250
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: 10248
-tlsCertFile: $PKI/kubelet.crt
-tlsPrivateKeyFile: $PKI/kubelet.key
+tlsCertFile: $PKI/kubelet$sfx.crt
+tlsPrivateKeyFile: $PKI/kubelet$sfx.key
 authentication:
   anonymous: {enabled: false}
   webhook: {enabled: true}
@@ -316,19 +523,19 @@ evictionHard: {memory.available: "100Mi", nodefs.available: "2%", imagefs.availa
 imageGCHighThresholdPercent: 99
 imageGCLowThresholdPercent: 98
 serializeImagePulls: false
-maxPods: 60
+maxPods: 60$cgroup_root
 YAML
 
-  put "$STATE/config/kube-proxy.yaml" <<YAML
+  put "$cfg/kube-proxy.yaml" <<YAML
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
-clusterCIDR: $POD_CIDR
-hostnameOverride: $NODE_NAME
+clusterCIDR: $cluster_cidr
+hostnameOverride: $(node_name "$n")
 bindAddress: 127.0.0.1
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
-nodePortAddresses: ["$NODE_IP/32"]
+nodePortAddresses: ["$(node_ip "$n")/32"]
 clientConnection:
   kubeconfig: $STATE/config/kube-proxy.kubeconfig
 conntrack:
@@ -349,7 +556,14 @@ start_etcd() {
   wait_for "etcd healthy" 60 curl -fsS "$ETCD_URL/health" || fail_part etcd
 }
 
+# start_containerd [N]: node N's containerd (default node 1).
 start_containerd() {
+  local n=${1:-1}
+  if [ "$n" != 1 ]; then
+    mkdir -p "$(node_state "$n")/containerd/root"
+    start "containerd-$n" --config "$(node_state "$n")/config/containerd.toml"
+    return
+  fi
   mkdir -p "$STATE/containerd/root" "$RUN_DIR/containerd"
   # containerd makes these host folders for pod network namespaces and shim sockets; remember
   # which did not exist, so down removes them again.
@@ -358,7 +572,12 @@ start_containerd() {
     [ -e "$d" ] || grep -qx "$d" "$STATE/created-dirs" 2>/dev/null || echo "$d" >>"$STATE/created-dirs"
   done
   start containerd --config "$STATE/config/containerd.toml"
-  wait_for "containerd serving" 60 ctr_k8s version || fail_part containerd
+}
+
+# wait_containerd N: node N's containerd answers on its socket.
+wait_containerd() {
+  local part=containerd; [ "$1" = 1 ] || part="containerd-$1"
+  wait_for "$part serving" 60 ctr_node "$1" version || fail_part "$part"
 }
 
 start_apiserver() {
@@ -406,16 +625,33 @@ start_controllers() {
     --bind-address=127.0.0.1 --leader-elect=false --profiling=false --v=1
 }
 
+# start_node [N]: node N's kubelet and kube-proxy (default node 1). NMCL_NODE_TAINTS (kubelet's
+# --register-with-taints) applies to the extra nodes, when they register.
 start_node() {
-  start kubelet \
-    --config="$STATE/config/kubelet.yaml" \
-    --kubeconfig="$STATE/config/kubelet.kubeconfig" \
-    --hostname-override="$NODE_NAME" \
-    --node-ip="$NODE_IP" \
+  local n=${1:-1}
+  if [ "$n" = 1 ]; then
+    start kubelet \
+      --config="$STATE/config/kubelet.yaml" \
+      --kubeconfig="$STATE/config/kubelet.kubeconfig" \
+      --hostname-override="$NODE_NAME" \
+      --node-ip="$NODE_IP" \
+      --root-dir="$KUBELET_DIR" \
+      --cert-dir="$STATE/kubelet-pki" \
+      --v=1
+    start kube-proxy --config="$STATE/config/kube-proxy.yaml" --v=1
+    return
+  fi
+  local cfg; cfg=$(node_state "$n")/config
+  start "kubelet-$n" \
+    --config="$cfg/kubelet.yaml" \
+    --kubeconfig="$cfg/kubelet.kubeconfig" \
+    --hostname-override="$(node_name "$n")" \
+    --node-ip="$(node_ip "$n")" \
     --root-dir="$KUBELET_DIR" \
-    --cert-dir="$STATE/kubelet-pki" \
+    --cert-dir="$(node_state "$n")/kubelet-pki" \
+    ${NMCL_NODE_TAINTS:+--register-with-taints="$NMCL_NODE_TAINTS"} \
     --v=1
-  start kube-proxy --config="$STATE/config/kube-proxy.yaml" --v=1
+  start "kube-proxy-$n" --config="$cfg/kube-proxy.yaml" --v=1
 }
 
 apply_scc_crd() {
@@ -479,16 +715,23 @@ POD
   [[ $out == *'provider "restricted-v2": spec.securityContext.hostNetwork'* ]]
 }
 
-smoke_pod() {
+# smoke_pods: a pause pod pinned to each node (nodeName, every taint tolerated) reaches Running.
+smoke_pods() {
   # The default ServiceAccount comes from the controller manager; admission needs it.
   wait_for "default ServiceAccount" 90 kubectl -n default get serviceaccount default || fail_part kube-controller-manager
-  kubectl -n default delete pod nmcl-smoke --ignore-not-found --wait=false >/dev/null 2>&1 || true
-  wait_for "old smoke pod gone" 60 bash -c "! '$BIN/kubectl' --kubeconfig '$KUBECONFIG_PATH' -n default get pod nmcl-smoke" || true
-  kubectl apply -f - >/dev/null <<POD
+  local n pod
+  smoke_name() { if [ "$1" = 1 ]; then echo nmcl-smoke; else echo "nmcl-smoke-$1"; fi; }
+  for n in $(node_ids); do
+    pod=$(smoke_name "$n")
+    kubectl -n default delete pod "$pod" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+    wait_for "old smoke pod $pod gone" 60 bash -c "! '$BIN/kubectl' --kubeconfig '$KUBECONFIG_PATH' -n default get pod $pod" || true
+    kubectl apply -f - >/dev/null <<POD
 apiVersion: v1
 kind: Pod
-metadata: {name: nmcl-smoke, namespace: default, labels: {app: nmcl-smoke}}
+metadata: {name: $pod, namespace: default, labels: {app: nmcl-smoke}}
 spec:
+  nodeName: $(node_name "$n")
+  tolerations: [{operator: Exists}]
   automountServiceAccountToken: false
   terminationGracePeriodSeconds: 1
   containers:
@@ -496,21 +739,35 @@ spec:
     image: localhost/pause:3.10
     imagePullPolicy: Never
 POD
-  if ! wait_for "test pod Running" 120 bash -c "[ \"\$('$BIN/kubectl' --kubeconfig '$KUBECONFIG_PATH' -n default get pod nmcl-smoke -o jsonpath='{.status.phase}')\" = Running ]"; then
-    kubectl -n default describe pod nmcl-smoke | tail -n 20 >&2 || true
-    fail_part kubelet
-  fi
-  kubectl -n default delete pod nmcl-smoke --wait=false >/dev/null
+  done
+  for n in $(node_ids); do
+    pod=$(smoke_name "$n")
+    if ! wait_for "test pod $pod Running on $(node_name "$n")" 120 bash -c "[ \"\$('$BIN/kubectl' --kubeconfig '$KUBECONFIG_PATH' -n default get pod $pod -o jsonpath='{.status.phase}')\" = Running ]"; then
+      kubectl -n default describe pod "$pod" | tail -n 20 >&2 || true
+      if [ "$n" = 1 ]; then fail_part kubelet; else fail_part "kubelet-$n"; fi
+    fi
+  done
+  for n in $(node_ids); do kubectl -n default delete pod "$(smoke_name "$n")" --wait=false >/dev/null; done
 }
 
-node_ready() {
-  [ "$(kubectl get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
+node_ready() {  # [N]
+  [ "$(kubectl get node "$(node_name "${1:-1}")" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
+}
+
+# node_present N: something of extra node N exists (namespace, namespace file, cgroup, PID file).
+node_present() {
+  local n=$1 m
+  [ -e "$(node_netns "$n")" ] || [ -e "$(node_mntns "$n")" ] || [ -e "$NODES_RUN/$n" ] && return 0
+  ls "$PIDS"/*-"$n".pid >/dev/null 2>&1 && return 0
+  for m in $(cgroup_mounts); do [ -d "$m/nmcl-node-$n" ] && return 0; done
+  return 1
 }
 
 cmd_up() {
-  local start_all; start_all=$(date +%s)
+  local start_all n; start_all=$(date +%s)
   [ "$(id -u)" = 0 ] || die "run as root (the cluster runs containers, mounts and iptables rules)"
-  log "== cluster up ($K8S_VERSION, node $NODE_NAME on $BRIDGE $NODE_IP)"
+  valid_nodes
+  log "== cluster up ($K8S_VERSION, $NODES node(s): $NODE_NAME on $BRIDGE $NODE_IP$( [ "$NODES" = 1 ] || echo ", $(node_name 2)..$(node_name "$NODES") at $(node_ip 2)..$(node_ip "$NODES")"))"
   "$CI/packages.sh" install
   build_kubernetes
   # NMCL_SKIP_IMAGES=1 on a running cluster: leave the images as they are (ci/e2e's repeated-up test).
@@ -518,26 +775,48 @@ cmd_up() {
   if [ "${NMCL_SKIP_IMAGES:-0}" = 1 ] && alive containerd; then images=0; log "images: skipped (NMCL_SKIP_IMAGES=1)"; fi
   [ $images = 0 ] || build_images
   mkdir -p "$STATE" "$LOGS" "$PIDS"
+  echo "$NODES" >"$STATE/node-count"
   [ -d "$KUBELET_DIR" ] || { mkdir -p "$KUBELET_DIR"; touch "$STATE/created-kubelet-dir"; }
   setup_network
+  for n in $(seq 2 "$NODES"); do
+    setup_node_network "$n"
+    setup_node_mounts "$n"
+    setup_node_cgroups "$n"
+  done
   setup_pki
   write_configs
   start_etcd
-  start_containerd
-  [ $images = 0 ] || import_images
+  for n in $(node_ids); do start_containerd "$n"; done
+  for n in $(node_ids); do wait_containerd "$n"; done
+  # A node started here without the images (NMCL_SKIP_IMAGES=1 but new) gets them all the same.
+  if [ $images = 1 ] || [ "${STARTED:-0}" = 1 ]; then import_images; fi
   start_apiserver
   start_controllers
   apply_scc_crd
   apply_local_policies
-  start_node
-  wait_for "node $NODE_NAME Ready" 180 node_ready || fail_part kubelet
+  # Fewer nodes than running (NODES went down): the extra ones go.
+  for n in $(seq $((NODES + 1)) "$MAX_NODES"); do
+    node_present "$n" || continue
+    log "node $n is beyond NODES=$NODES: removing it"
+    kubectl delete node "$(node_name "$n")" --ignore-not-found --wait=false >/dev/null || true
+    teardown_node "$n"
+  done
+  for n in $(node_ids); do start_node "$n"; done
+  for n in $(node_ids); do
+    local kl=kubelet; [ "$n" = 1 ] || kl="kubelet-$n"
+    wait_for "node $(node_name "$n") Ready" 180 node_ready "$n" || fail_part "$kl"
+  done
   wait_for "kube-proxy rules" 60 iptables -t nat -S KUBE-SERVICES || fail_part kube-proxy
+  for n in $(seq 2 "$NODES"); do
+    wait_for "kube-proxy-$n rules" 60 node_exec "$n" iptables -t nat -S KUBE-SERVICES || fail_part "kube-proxy-$n"
+    alive "kube-proxy-$n" || fail_part "kube-proxy-$n"
+  done
   rules_first
   alive kube-proxy || fail_part kube-proxy
   alive kube-controller-manager || fail_part kube-controller-manager
   alive kube-scheduler || fail_part kube-scheduler
   # A pod really runs after any part (re)started; a cluster found running needs no new proof.
-  if [ "${STARTED:-0}" = 1 ] || [ "${NMCL_SMOKE:-0}" = 1 ]; then smoke_pod; else log "all parts were running: no smoke pod"; fi
+  if [ "${STARTED:-0}" = 1 ] || [ "${NMCL_SMOKE:-0}" = 1 ]; then smoke_pods; else log "all parts were running: no smoke pod"; fi
   log "== cluster up in $(since "$start_all")s"
   echo "export KUBECONFIG=$KUBECONFIG_PATH"
 }
@@ -581,6 +860,57 @@ remove_chains() {  # deletes every KUBE-*, CNI-* and NMCL-* chain with the jumps
   done
 }
 
+# kill_containers N: kills and deletes every container of node N through its containerd's API,
+# which ends their shims too.
+kill_containers() {
+  local n=$1 part=containerd ids id
+  [ "$n" = 1 ] || part="containerd-$n"
+  alive "$part" && [ -S "$(node_sock "$n")" ] || return 0
+  ids=$(ctr_node "$n" tasks ls -q 2>/dev/null || true)
+  for id in $ids; do ctr_node "$n" tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true; done
+  for id in $ids; do
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      ctr_node "$n" tasks delete "$id" >/dev/null 2>&1 && break
+      sleep 0.5
+    done
+  done
+  for id in $(ctr_node "$n" containers ls -q 2>/dev/null || true); do ctr_node "$n" containers delete "$id" >/dev/null 2>&1 || true; done
+  [ -z "$ids" ] || log "  removed $(echo "$ids" | wc -w) containers of node $n"
+}
+
+# teardown_node N: removes everything of extra node N, also after a crash (found by fixed names
+# and by its cgroup, not only by recorded PIDs): its parts, every process left in its cgroup
+# (shims, containers), its mount namespace (every mount in it goes with the last process), its
+# network namespace and veth, its host route, its cgroups and folders.
+teardown_node() {
+  local n=$1 p pids m f
+  # No containerd API calls: every process of the node (shims and containers included) is in
+  # its cgroup, and every mount they made is in its mount namespace, which goes with them.
+  for p in kubelet kube-proxy containerd; do stop_part "$p-$n"; done
+  for _ in $(seq 1 20); do
+    pids=$(node_procs "$n")
+    [ -n "$pids" ] || break
+    # shellcheck disable=SC2086 # one PID per word
+    kill -KILL $pids 2>/dev/null || true
+    sleep 0.5
+  done
+  [ -z "$(node_procs "$n")" ] || log "  WARNING: processes left in node $n's cgroup: $(node_procs "$n" | tr '\n' ' ')"
+  for f in "$(node_mntns "$n")" "$(node_netns "$n")"; do
+    [ -e "$f" ] || continue
+    umount "$f" 2>/dev/null || umount -l "$f" 2>/dev/null || true
+    rm -f "$f"
+  done
+  ip link del "nmclv$n" 2>/dev/null || true
+  ip route del "$(node_pod_cidr "$n")" 2>/dev/null || true
+  for m in $(cgroup_mounts); do
+    [ -d "$m/nmcl-node-$n" ] || continue
+    find "$m/nmcl-node-$n" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+  unmount_under "$NODES_RUN/$n"
+  rm -rf "${NODES_RUN:?}/$n" "$(node_state "$n")"
+  log "  node $n removed"
+}
+
 remove_cgroups() {  # kubelet's cgroupfs tree (kubepods) in every v1 hierarchy, deepest first
   local d
   for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods /sys/fs/cgroup/*/kubepods.slice; do
@@ -593,36 +923,37 @@ cmd_down() {
   local start_all; start_all=$(date +%s)
   log "== cluster down"
   # Stop the control loops first, so nothing restarts what is being removed.
-  local p
+  local p n
+  # Every extra node there is, whatever NODES says now.
+  for n in $(seq 2 "$MAX_NODES"); do
+    if node_present "$n"; then teardown_node "$n"; fi
+  done
   for p in kubelet kube-proxy kube-scheduler kube-controller-manager; do stop_part "$p"; done
   # Containers belong to containerd: kill and delete them through its API, which ends their shims.
-  if alive containerd && [ -S "$CONTAINERD_SOCK" ]; then
-    local ids id
-    ids=$(ctr_k8s tasks ls -q 2>/dev/null || true)
-    for id in $ids; do ctr_k8s tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true; done
-    for id in $ids; do
-      for _ in 1 2 3 4 5 6 7 8 9 10; do
-        ctr_k8s tasks delete "$id" >/dev/null 2>&1 && break
-        sleep 0.5
-      done
-    done
-    for id in $(ctr_k8s containers ls -q 2>/dev/null || true); do ctr_k8s containers delete "$id" >/dev/null 2>&1 || true; done
-    [ -z "$ids" ] || log "  removed $(echo "$ids" | wc -w) containers"
-  fi
+  kill_containers 1
   for p in containerd kube-apiserver etcd; do stop_part "$p"; done
   # kube-proxy's own cleanup of its rules, then every chain we or CNI made.
   if [ -x "$BIN/kube-proxy" ]; then "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
   remove_chains
   # Network namespaces containerd made for pods (netns mounts), then all mounts we made.
   local ns
+  # A bind of /run/netns onto itself (an earlier version's `ip netns add`) hides the pod network
+  # namespaces mounted below it: when we made the folder, it goes first.
+  if grep -qx /run/netns "$STATE/created-dirs" 2>/dev/null && mountpoint -q /run/netns; then
+    umount /run/netns 2>/dev/null || umount -l /run/netns 2>/dev/null || true
+  fi
   for ns in /run/netns/cni-*; do
     [ -e "$ns" ] || continue
     umount "$ns" 2>/dev/null || umount -l "$ns" 2>/dev/null || true
-    rm -f "$ns"
+    rm -f "$ns" 2>/dev/null || log "  WARNING: $ns stays (still a mount point)"
   done
   unmount_under "$KUBELET_DIR"
   unmount_under "$RUN_DIR"
   unmount_under "$STATE"
+  unmount_under "$NODES_RUN"
+  unmount_under "$NS_DIR"
+  rm -rf "$NODES_RUN"
+  [ ! -d "$NS_DIR" ] || rmdir "$NS_DIR" 2>/dev/null || true
   if ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link delete "$BRIDGE" && log "  bridge $BRIDGE removed"
   fi
@@ -652,7 +983,7 @@ cmd_down() {
 
 cmd_status() {
   local p rc=0
-  for p in "${PARTS[@]}"; do
+  for p in $(all_parts); do
     if alive "$p"; then printf '%-24s running (pid %s)\n' "$p" "$(pid_of "$p")"; else printf '%-24s stopped\n' "$p"; rc=1; fi
   done
   if alive kube-apiserver; then
@@ -663,24 +994,66 @@ cmd_status() {
   return $rc
 }
 
+# node_arg N: N must be a node of the running cluster (1..NODES).
+node_arg() {
+  if ! [[ "${1:-}" =~ ^[1-9]$ ]] || [ "$1" -gt "$NODES" ]; then die "no node '${1:-}': give a node number from 1 to $NODES"; fi
+  [ -f "$KUBECONFIG_PATH" ] || die "no cluster: ci/cluster.sh up first"
+}
+
+# wait_node_up N: node N's kubelet answers its health check and the node is Ready.
+wait_node_up() {
+  local n=$1 kl=kubelet; [ "$n" = 1 ] || kl="kubelet-$n"
+  wait_for "$kl healthz" 60 node_exec "$n" curl -fsS http://127.0.0.1:10248/healthz || fail_part "$kl"
+  wait_for "node $(node_name "$n") Ready" 180 node_ready "$n" || fail_part "$kl"
+}
+
 # cmd_restart PART: stops one part and starts it again with the same settings (e2e fault tests).
 cmd_restart() {
-  local part=$1
+  local part=$1 n
   [ -f "$KUBECONFIG_PATH" ] || die "no cluster: ci/cluster.sh up first"
+  all_parts | grep -qx -- "$part" || die "unknown part $part (one of $(all_parts | tr '\n' ' '))"
+  n=$(part_node "$part")
   log "restarting $part"
   stop_part "$part"
-  case "$part" in
+  case "${part%-[2-9]}" in
     etcd) start_etcd ;;
-    containerd) start_containerd ;;
+    containerd) start_containerd "$n"; wait_containerd "$n" ;;
     kube-apiserver) start_apiserver ;;
     kube-controller-manager | kube-scheduler) start_controllers ;;
-    kubelet | kube-proxy)
-      start_node
-      wait_for "kubelet healthz" 60 curl -fsS http://127.0.0.1:10248/healthz || fail_part kubelet
-      wait_for "node $NODE_NAME Ready" 180 node_ready || fail_part kubelet
-      ;;
-    *) die "unknown part $part (one of ${PARTS[*]})" ;;
+    kubelet | kube-proxy) start_node "$n"; wait_node_up "$n" ;;
   esac
+}
+
+# cmd_stop_node N: a dead node: its kubelet and kube-proxy stop, its containers keep running (as
+# when kubelet dies or the node is cut off); the node controller marks it NotReady after its grace
+# period (kube-controller-manager's --node-monitor-grace-period, 50 s by default).
+cmd_stop_node() {
+  local n=$1 p
+  for p in kubelet kube-proxy; do if [ "$n" = 1 ]; then stop_part "$p"; else stop_part "$p-$n"; fi; done
+  log "node $(node_name "$n") stopped (kubelet and kube-proxy; ci/cluster.sh start-node $n starts them)"
+}
+
+cmd_start_node() {
+  start_node "$1"
+  wait_node_up "$1"
+}
+
+# cmd_memory: resident memory of each extra node's processes, by its cgroup (kubelet, containerd,
+# kube-proxy, containerd shims, pod processes): RSS counts shared pages (the binaries' text, shared
+# with the other nodes') in full, PSS shares them out, so PSS is what one more node costs.
+cmd_memory() {
+  local n pid comm rss pss
+  for n in $(seq 2 "$NODES"); do
+    echo "== node $n ($(node_name "$n"))"
+    for pid in $(node_procs "$n"); do
+      comm=$(cat "/proc/$pid/comm" 2>/dev/null) || continue
+      rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null)
+      pss=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null)
+      echo "$comm ${rss:-0} ${pss:-0}"
+    done | awk '{r[$1]+=$2; p[$1]+=$3; c[$1]++; R+=$2; P+=$3}
+      END {for (k in r) printf "  %-24s %3d proc  RSS %7.1f MiB  PSS %7.1f MiB\n", k, c[k], r[k]/1024, p[k]/1024;
+           printf "  %-24s           RSS %7.1f MiB  PSS %7.1f MiB\n", "total", R/1024, P/1024}'
+  done
 }
 
 cmd_images() {
@@ -696,6 +1069,13 @@ main() {
     status) cmd_status ;;
     images) shift; cmd_images "$@" ;;
     restart) [ -n "${2:-}" ] || die "usage: $0 restart PART"; cmd_restart "$2" ;;
+    stop-node) node_arg "${2:-}"; cmd_stop_node "$2" ;;
+    start-node) node_arg "${2:-}"; cmd_start_node "$2" ;;
+    cordon | uncordon) node_arg "${2:-}"; kubectl "$1" "$(node_name "$2")" ;;
+    # Daemon pods stay (as an upgrade's drain leaves them); a bare pod needs --force.
+    drain) node_arg "${2:-}"; kubectl drain "$(node_name "$2")" --ignore-daemonsets --delete-emptydir-data "${@:3}" ;;
+    node-exec) node_arg "${2:-}"; [ -n "${3:-}" ] || die "usage: $0 node-exec N CMD..."; node_exec "$2" "${@:3}" ;;
+    memory) cmd_memory ;;
     scc-crd)
       case "${2:-}" in
         # Deleting the CRD deleted every SCC, restricted-v2 too; the policies come back with it.
@@ -707,8 +1087,8 @@ main() {
         *) die "usage: $0 scc-crd apply|delete" ;;
       esac
       ;;
-    logs) [ -n "${2:-}" ] || die "usage: $0 logs PART (one of ${PARTS[*]})"; tail -n "${3:-100}" "$LOGS/$2.log" ;;
-    *) echo "usage: $0 up|down|status|images [IMAGE...]|restart PART|scc-crd apply|delete|logs PART [LINES]" >&2; exit 2 ;;
+    logs) [ -n "${2:-}" ] || die "usage: $0 logs PART (one of $(all_parts | tr '\n' ' '))"; tail -n "${3:-100}" "$LOGS/$2.log" ;;
+    *) echo "usage: $0 up|down|status|images [IMAGE...]|restart PART|stop-node N|start-node N|cordon N|uncordon N|drain N [FLAG...]|node-exec N CMD...|memory|scc-crd apply|delete|logs PART [LINES]" >&2; exit 2 ;;
   esac
 }
 

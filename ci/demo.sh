@@ -5,6 +5,7 @@
 # mTLS -> proxy -> server, with each side's SPIFFE ID printed (each app's own SVID, and the peer
 # ID each proxy checked, from its log). Then `nginx-mesh-hooks status`, and the commands to
 # uninstall, to watch the sentinel and to stop the cluster. The cluster stays up afterwards.
+# NODES=1 starts a one-node cluster (default 3; a running cluster keeps its nodes).
 set -euo pipefail
 # shellcheck source=ci/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

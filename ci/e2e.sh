@@ -3,6 +3,7 @@
 # end-to-end scenarios of ci/e2e against it. A cluster this script started is stopped at the end
 # unless E2E_KEEP_CLUSTER=1; one that was already running is left running.
 #   E2E_RUN=Scenario1   run only the matching tests (go test -run)
+#   NODES=1             the cluster's number of nodes when this script starts it (default 3; see ci/cluster.sh)
 set -euo pipefail
 # shellcheck source=ci/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

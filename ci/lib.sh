@@ -32,6 +32,43 @@ CONTAINERD_SOCK="$RUN_DIR/containerd.sock"
 KUBELET_DIR=/var/lib/kubelet       # the chart's default csi.kubeletDir
 CHAIN=NMCL                         # prefix of our iptables chains
 
+# Nodes. Node 1 is this host itself (its network and mount namespace: NODE_NAME, NODE_IP,
+# POD_CIDR above). Each extra node N (2..NODES) is a network namespace on the bridge (node IP
+# 10.88.77.N, a veth into nmcl0) with its own mount namespace (its own /var/lib/kubelet, /run/nmcl,
+# agent socket folder, ...: the same paths as node 1, so the chart needs no per-node values), its
+# own containerd, kubelet and kube-proxy, and its own pod range 10.88.(76+N).0/24 on a bridge inside
+# it, routed through its node IP. Pod ranges and node addresses all lie in CLUSTER_CIDR.
+# NODES: the environment's, else what the running cluster was brought up with, else 3.
+NODES=${NODES:-$(cat "$STATE/node-count" 2>/dev/null || echo 3)}
+MAX_NODES=9
+CLUSTER_CIDR=10.88.64.0/19         # node IPs and every node's pod range: firewall, kube-proxy clusterCIDR
+NODE_POD_BRIDGE=nmclpods           # the pod bridge inside an extra node's network namespace
+NODES_RUN=/run/nmcl-nodes          # NODES_RUN/N: what an extra node sees as /run/nmcl, /run/netns, ...
+NS_DIR=/run/nmcl-ns                # NS_DIR/mnt-N: the mount namespace of extra node N (an nsfs bind)
+
+valid_nodes() {
+  [[ "$NODES" =~ ^[1-9]$ ]] && [ "$NODES" -le "$MAX_NODES" ] && return
+  die "NODES=$NODES: give a number of nodes from 1 to $MAX_NODES (NODES=1: the host alone)"
+}
+node_ids() { seq 1 "$NODES"; }
+node_name() { if [ "$1" = 1 ]; then echo "$NODE_NAME"; else echo "$NODE_NAME-$1"; fi; }
+node_ip() { echo "10.88.77.$1"; }
+node_pod_cidr() { if [ "$1" = 1 ]; then echo "$POD_CIDR"; else echo "10.88.$((76 + $1)).0/24"; fi; }
+# Both namespaces of an extra node are kept in files of NS_DIR (not `ip netns add`, whose bind of
+# /run/netns onto itself would hide the pod network namespaces node 1's containerd mounted there).
+node_netns() { echo "$NS_DIR/net-$1"; }
+node_mntns() { echo "$NS_DIR/mnt-$1"; }
+node_state() { echo "$STATE/nodes/$1"; }
+# node_sock N: node N's containerd socket, as the host reaches it.
+node_sock() { if [ "$1" = 1 ]; then echo "$CONTAINERD_SOCK"; else echo "$NODES_RUN/$1/nmcl/containerd.sock"; fi; }
+# node_of NAME: the number of the node called NAME (nginx-mesh-node -> 1, nginx-mesh-node-3 -> 3).
+node_of() { case "$1" in "$NODE_NAME") echo 1 ;; "$NODE_NAME"-[2-9]) echo "${1##*-}" ;; *) return 1 ;; esac; }
+# node_exec N CMD...: runs CMD in node N's network and mount namespaces (node 1: here).
+node_exec() {
+  local n=$1; shift
+  if [ "$n" = 1 ]; then "$@"; else nsenter --mount="$(node_mntns "$n")" --net="$(node_netns "$n")" -- "$@"; fi
+}
+
 ts() { date -u +%H:%M:%S; }
 log() { echo "[$(ts)] $*"; }
 die() { echo "[$(ts)] ERROR: $*" >&2; exit 1; }
@@ -62,6 +99,7 @@ wait_for() {
 
 kubectl() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 ctr_k8s() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
+ctr_node() { local n=$1; shift; ctr --address "$(node_sock "$n")" --namespace k8s.io "$@"; }
 
 # stamp_ok NAME INPUT...: true when the stamp of NAME matches the hash of the inputs (files or strings).
 stamp_hash() {
@@ -171,7 +209,8 @@ build_images() {
   log "  images built in $(since "$start")s: $(for f in "$ROOT"/bin/images/*.tar; do basename "$f" .tar; done | tr '\n' ' ')"
 }
 
-# import_images [NAME...]: imports bin/images/NAME.tar into the cluster's containerd (all if none).
+# import_images [NAME...]: imports bin/images/NAME.tar (all if none) into the containerd of every
+# node whose containerd answers, the nodes in parallel (each node has its own image store).
 import_images() {
   local names=("$@") n
   if [ ${#names[@]} = 0 ]; then
@@ -179,11 +218,22 @@ import_images() {
   fi
   local done_=()
   for n in "${names[@]}"; do
-    [ -f "$ROOT/bin/images/$n.tar" ] || { log "  WARNING: bin/images/$n.tar missing: not imported"; continue; }
-    done_+=("$n")
-    run_logged "$STATE/logs/import-$n.log" ctr_k8s images import "$ROOT/bin/images/$n.tar"
+    if [ -f "$ROOT/bin/images/$n.tar" ]; then done_+=("$n"); else log "  WARNING: bin/images/$n.tar missing: not imported"; fi
   done
-  log "  imported into containerd: ${done_[*]}"
+  local id pids=() nodes=() rc=0
+  for id in $(seq 1 "$MAX_NODES"); do
+    if ! [ -S "$(node_sock "$id")" ] || ! ctr_node "$id" version >/dev/null 2>&1; then continue; fi
+    (
+      for n in "${done_[@]}"; do
+        run_logged "$STATE/logs/import-$n-node$id.log" ctr_node "$id" images import "$ROOT/bin/images/$n.tar"
+      done
+    ) &
+    pids+=($!)
+    nodes+=("$id")
+  done
+  for id in "${pids[@]}"; do wait "$id" || rc=1; done
+  [ "$rc" = 0 ] || die "importing the images failed (logs: $STATE/logs/import-*.log)"
+  log "  imported into containerd of node(s) ${nodes[*]}: ${done_[*]}"
 }
 
 # build_helm: the two helm CLIs of the product module's tool directives as binaries, so tests skip
@@ -228,9 +278,13 @@ up_for_run() {
 # unix socket address).
 spire_server_cli() {
   local ns=${SPIRE_NS:-nginx-mesh} uid link=/tmp/nmcl-spire-admin.sock
-  uid=$(kubectl -n "$ns" get pods -l app.kubernetes.io/component=spire-server -o jsonpath='{.items[0].metadata.uid}')
+  local node dir=$KUBELET_DIR n
+  read -r uid node < <(kubectl -n "$ns" get pods -l app.kubernetes.io/component=spire-server -o jsonpath='{.items[0].metadata.uid} {.items[0].spec.nodeName}')
   [ -n "$uid" ] || die "no spire-server pod in namespace $ns"
-  ln -sfn "$KUBELET_DIR/pods/$uid/volumes/kubernetes.io~empty-dir/admin-socket/api.sock" "$link"
+  # An extra node's kubelet folder is a bind of node_state/kubelet: its emptyDir is there.
+  n=$(node_of "$node") || die "spire-server runs on $node, not a node of this cluster"
+  [ "$n" = 1 ] || dir="$(node_state "$n")/kubelet"
+  ln -sfn "$dir/pods/$uid/volumes/kubernetes.io~empty-dir/admin-socket/api.sock" "$link"
   local sub=$1; shift
   "$BIN/spire-server" "$sub" "$1" -socketPath "$link" "${@:2}"
 }

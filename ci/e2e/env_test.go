@@ -499,24 +499,31 @@ func orphanPods(t *testing.T) []string {
 
 // ---------- host ----------
 
-// csiMounts lists the mount points under the kubelet pods tree that belong to CSI volumes.
+// csiMounts lists the mount points under the kubelet pods tree that belong to CSI volumes, on
+// every node: this host's mount table, then each extra node's (nodes_test.go). A target holds
+// its pod's UID, so a count per target is a count on the pod's node.
 func csiMounts(t *testing.T) []string {
 	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
+	host, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	tables := [][]byte{host}
+	for _, n := range extraNodes() {
+		tables = append(tables, nodeMountinfo(t, n))
+	}
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
-		if strings.HasPrefix(mp, kubeletDir+"/pods/") && strings.Contains(mp, "/volumes/kubernetes.io~csi/") {
-			out = append(out, mp)
+	for _, table := range tables {
+		sc := bufio.NewScanner(bytes.NewReader(table))
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) < 5 {
+				continue
+			}
+			mp := unescapeMount(fields[4])
+			if strings.HasPrefix(mp, kubeletDir+"/pods/") && strings.Contains(mp, "/volumes/kubernetes.io~csi/") {
+				out = append(out, mp)
+			}
 		}
 	}
 	return out

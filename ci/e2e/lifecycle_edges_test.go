@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -88,7 +90,8 @@ func restoreKeepSet(t *testing.T, snap map[nginxmesh.Ref]*unstructured.Unstructu
 			}
 		}
 	}
-	waitFor(t, "one ready driver pod, none terminating", 2*time.Minute, func() (bool, string) {
+	nodes := nodeNames(t)
+	waitFor(t, "one ready driver pod per node, none terminating", 2*time.Minute, func() (bool, string) {
 		pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + "=" + nginxmesh.ComponentCSIDriver})
 		if err != nil {
 			return false, err.Error()
@@ -104,25 +107,25 @@ func restoreKeepSet(t *testing.T, snap map[nginxmesh.Ref]*unstructured.Unstructu
 				}
 			}
 		}
-		return ready == 1 && len(pods.Items) == 1, fmt.Sprintf("%d pods, %d ready", len(pods.Items), ready)
+		return ready == len(nodes) && len(pods.Items) == len(nodes), fmt.Sprintf("%d pods, %d ready, %d nodes", len(pods.Items), ready, len(nodes))
 	})
 	waitDriverServing(t, nginxmesh.DefaultDriverName)
 }
 
-// waitDriverServing waits for a running, ready driver pod and the node's CSINode listing driver.
+// waitDriverServing waits until every node's CSINode lists the driver.
 func waitDriverServing(t *testing.T, driver string) {
 	t.Helper()
-	waitFor(t, "driver "+driver+" registered on the node", 2*time.Minute, func() (bool, string) {
-		n, err := e.cs.StorageV1().CSINodes().Get(ctx(t), nodeName(t), metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		for _, d := range n.Spec.Drivers {
-			if d.Name == driver {
-				return true, ""
+	waitFor(t, "driver "+driver+" registered on every node", 2*time.Minute, func() (bool, string) {
+		for _, node := range nodeNames(t) {
+			n, err := e.cs.StorageV1().CSINodes().Get(ctx(t), node, metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			if !slices.ContainsFunc(n.Spec.Drivers, func(d storagev1.CSINodeDriver) bool { return d.Name == driver }) {
+				return false, node + ": " + fmt.Sprint(n.Spec.Drivers)
 			}
 		}
-		return false, fmt.Sprint(n.Spec.Drivers)
+		return true, ""
 	})
 }
 
@@ -670,17 +673,19 @@ func TestLifecycleKubeletStoppedWhileTerminating(t *testing.T) {
 	p, target := startMountedWorkload(t, "kubelet-stopped")
 	uninstallLeavingSentinel(t, release, meshNS)
 
-	// Hold the unmount: freeze the driver container, so kubelet's NodeUnpublishVolume waits.
-	driver := driverContainer(t)
-	ctrTask(t, "pause", driver)
+	// Hold the unmount: freeze the driver container of the pod's node, so kubelet's
+	// NodeUnpublishVolume waits.
+	node := podNode(t, p)
+	driver := driverContainer(t, node)
+	ctrTask(t, node, "pause", driver)
 	paused := true
 	kubeletStopped := false
 	t.Cleanup(func() {
 		if paused {
-			ctrTask(t, "resume", driver)
+			ctrTask(t, node, "resume", driver)
 		}
 		if kubeletStopped {
-			clusterSh(t, "restart", "kubelet")
+			clusterSh(t, "restart", kubeletPart(t, node))
 		}
 	})
 	if err := e.cs.CoreV1().Pods(workloadNS).Delete(ctx(t), p.Name, metav1.DeleteOptions{}); err != nil {
@@ -693,9 +698,9 @@ func TestLifecycleKubeletStoppedWhileTerminating(t *testing.T) {
 		}
 		return nginxmesh.Terminal(cur) && countMounts(t, target) == 1, string(cur.Status.Phase)
 	})
-	stopKubelet(t)
+	stopKubelet(t, node)
 	kubeletStopped = true
-	ctrTask(t, "resume", driver)
+	ctrTask(t, node, "resume", driver)
 	paused = false
 
 	time.Sleep(settle + 4*time.Second)
@@ -708,7 +713,7 @@ func TestLifecycleKubeletStoppedWhileTerminating(t *testing.T) {
 		t.Fatal("the volume went although kubelet is stopped")
 	}
 
-	clusterSh(t, "restart", "kubelet")
+	clusterSh(t, "restart", kubeletPart(t, node))
 	kubeletStopped = false
 	waitFor(t, "the pod gone after kubelet came back (not stuck Terminating)", 2*time.Minute, func() (bool, string) {
 		cur, err := e.cs.CoreV1().Pods(workloadNS).Get(ctx(t), p.Name, metav1.GetOptions{})
@@ -726,12 +731,12 @@ func TestLifecycleKubeletStoppedWhileTerminating(t *testing.T) {
 	waitNoLeftovers(t, "zero leftovers", 3*time.Minute)
 }
 
-// driverContainer is the containerd id of the running csi-driver container.
-func driverContainer(t *testing.T) string {
+// driverContainer is the containerd id of the running csi-driver container on a node.
+func driverContainer(t *testing.T, node string) string {
 	t.Helper()
-	pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + "=csi-driver"})
+	pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + "=csi-driver", FieldSelector: "spec.nodeName=" + node})
 	if err != nil || len(pods.Items) != 1 {
-		t.Fatalf("want one driver pod: %v", err)
+		t.Fatalf("want one driver pod on %s: %v", node, err)
 	}
 	for _, cs := range pods.Items[0].Status.ContainerStatuses {
 		if cs.Name == nginxmesh.CSIDriverContainer {
@@ -744,19 +749,19 @@ func driverContainer(t *testing.T) string {
 	return ""
 }
 
-func ctrTask(t *testing.T, verb, id string) {
+func ctrTask(t *testing.T, node, verb, id string) {
 	t.Helper()
-	out, err := exec.Command("ctr", "--address", "/run/nmcl/containerd.sock", "-n", "k8s.io", "tasks", verb, id).CombinedOutput()
+	out, err := exec.Command("ctr", "--address", nodeContainerdSock(nodeNum(t, node)), "-n", "k8s.io", "tasks", verb, id).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ctr tasks %s: %v %s", verb, err, out)
 	}
 }
 
-// stopKubelet stops the cluster's kubelet (containers keep running); `ci/cluster.sh restart
-// kubelet` starts it again.
-func stopKubelet(t *testing.T) {
+// stopKubelet stops a node's kubelet (containers keep running); `ci/cluster.sh restart
+// kubelet[-N]` starts it again.
+func stopKubelet(t *testing.T, node string) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(envOr("NMCL_STATE", filepath.Join(e.root, "ci", ".cluster")), "pids", "kubelet.pid"))
+	b, err := os.ReadFile(filepath.Join(stateDir(), "pids", kubeletPart(t, node)+".pid"))
 	if err != nil {
 		t.Fatal(err)
 	}

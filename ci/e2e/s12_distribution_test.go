@@ -29,12 +29,11 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
 )
 
-// containerdSock is ci/lib.sh's $CONTAINERD_SOCK.
-const containerdSock = "/run/nmcl/containerd.sock"
-
 // testRegistry is go-containerregistry's registry served in this process on loopback (the
 // cluster's containerd runs on this host, and pulls plain HTTP from a loopback registry by
-// default), with a log of the requests it served.
+// default), with a log of the requests it served. An extra node's containerd pulls in its own
+// network namespace, where 127.0.0.1 is its own loopback: the registry listens there too, on the
+// same address (one more listener of this process, bound inside that namespace).
 type testRegistry struct {
 	host string
 	mu   sync.Mutex
@@ -58,6 +57,13 @@ func startRegistry(t *testing.T) *testRegistry {
 		inner.ServeHTTP(w, req)
 	}), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
+	for _, n := range extraNodes() {
+		nln, err := listenInNetns(fmt.Sprintf("%s/net-%d", nodeNSDir, n), r.host)
+		if err != nil {
+			t.Fatalf("registry on %s in node %d: %v", r.host, n, err)
+		}
+		go func() { _ = srv.Serve(nln) }()
+	}
 	t.Cleanup(func() { _ = srv.Close() })
 	return r
 }
@@ -307,8 +313,15 @@ func matchImage(res publish.Result, ref string) *publish.PushedImage {
 // of theirs, the CRI's image-ID name included), so repeated runs leave nothing behind.
 func removePulledImages(t *testing.T, host string) {
 	t.Helper()
+	for _, n := range append([]int{1}, extraNodes()...) {
+		removePulledImagesOn(t, nodeContainerdSock(n), host)
+	}
+}
+
+func removePulledImagesOn(t *testing.T, sock, host string) {
+	t.Helper()
 	ctr := func(args ...string) (string, error) {
-		out, err := exec.Command("ctr", append([]string{"--address", containerdSock, "--namespace", "k8s.io"}, args...)...).CombinedOutput()
+		out, err := exec.Command("ctr", append([]string{"--address", sock, "--namespace", "k8s.io"}, args...)...).CombinedOutput()
 		return string(out), err
 	}
 	list, err := ctr("images", "ls")

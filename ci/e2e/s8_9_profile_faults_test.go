@@ -91,12 +91,12 @@ func TestScenario8KubernetesProfile(t *testing.T) {
 
 var containerdID = regexp.MustCompile(`^containerd://([0-9a-f]+)$`)
 
-// killDriverContainer SIGKILLs the running csi-driver container through the cluster's containerd.
-func killDriverContainer(t *testing.T) (podName string, restartsBefore int32) {
+// killDriverContainer SIGKILLs the running csi-driver container of a node through its containerd.
+func killDriverContainer(t *testing.T, node string) (podName string, restartsBefore int32) {
 	t.Helper()
-	pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + "=csi-driver"})
+	pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + "=csi-driver", FieldSelector: "spec.nodeName=" + node})
 	if err != nil || len(pods.Items) != 1 {
-		t.Fatalf("want one driver pod: %v", err)
+		t.Fatalf("want one driver pod on %s: %v", node, err)
 	}
 	p := pods.Items[0]
 	for _, cs := range p.Status.ContainerStatuses {
@@ -107,7 +107,7 @@ func killDriverContainer(t *testing.T) (podName string, restartsBefore int32) {
 		if m == nil {
 			t.Fatalf("container id %q", cs.ContainerID)
 		}
-		out, err := exec.Command("ctr", "--address", "/run/nmcl/containerd.sock", "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", m[1]).CombinedOutput()
+		out, err := exec.Command("ctr", "--address", nodeContainerdSock(nodeNum(t, node)), "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", m[1]).CombinedOutput()
 		if err != nil {
 			t.Fatalf("ctr tasks kill: %v %s", err, out)
 		}
@@ -185,7 +185,8 @@ func TestScenario9Faults(t *testing.T) {
 	p, target := startMountedWorkload(t, "survives-faults")
 
 	t.Run("kill the driver container while a pod is mounted", func(t *testing.T) {
-		name, before := killDriverContainer(t)
+		// The driver of the pod's node: the one that serves its mount.
+		name, before := killDriverContainer(t, podNode(t, p))
 		if n := countMounts(t, target); n != 1 {
 			t.Fatalf("mount count right after the kill: %d, want 1", n)
 		}
@@ -210,7 +211,7 @@ func TestScenario9Faults(t *testing.T) {
 
 	t.Run("SIGKILL the sentinel midway: it resumes", func(t *testing.T) {
 		sp, restarts := sentinelPod(t)
-		out, err := exec.Command("ctr", "--address", "/run/nmcl/containerd.sock", "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", containerOf(t, sp)).CombinedOutput()
+		out, err := exec.Command("ctr", "--address", nodeContainerdSock(nodeNum(t, sp.Spec.NodeName)), "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", containerOf(t, sp)).CombinedOutput()
 		if err != nil {
 			t.Fatalf("ctr tasks kill: %v %s", err, out)
 		}
