@@ -7,6 +7,7 @@
 #   ci/cluster.sh logs P   tail the log of part P (etcd, containerd, kube-apiserver, kubelet, ...)
 #   ci/cluster.sh restart P  stop part P and start it again (fault tests)
 #   ci/cluster.sh scc-crd apply|delete   serve the OpenShift SCC API or not (Kubernetes profile tests)
+#   ci/cluster.sh postgres start|stop    the host's PostgreSQL for ha.enabled (ci/values-ha.yaml; fault tests)
 # Both up and down are idempotent; up on a running cluster reuses it (and re-imports the images).
 set -euo pipefail
 # shellcheck source=ci/lib.sh
@@ -35,6 +36,7 @@ part_binary() {
   case "$1" in
     etcd) echo /usr/bin/etcd ;;
     containerd) echo /usr/bin/containerd ;;
+    postgres) echo "$(pg_bindir)/postgres" ;;
     *) echo "$BIN/$1" ;;
   esac
 }
@@ -522,6 +524,7 @@ cmd_up() {
   apply_scc_crd
   apply_local_policies
   start_node
+  start_postgres
   wait_for "node $NODE_NAME Ready" 180 node_ready || fail_part kubelet
   wait_for "kube-proxy rules" 60 iptables -t nat -S KUBE-SERVICES || fail_part kube-proxy
   rules_first
@@ -532,6 +535,83 @@ cmd_up() {
   if [ "${STARTED:-0}" = 1 ] || [ "${NMCL_SMOKE:-0}" = 1 ]; then smoke_pod; else log "all parts were running: no smoke pod"; fi
   log "== cluster up in $(since "$start_all")s"
   echo "export KUBECONFIG=$KUBECONFIG_PATH"
+}
+
+# ---------- PostgreSQL ----------
+# The external database a user brings for the SPIRE servers' shared datastore (ha.enabled,
+# ci/values-ha.yaml): Debian's PostgreSQL, a server of our own (own data folder under the state
+# folder, own port), run as the postgres user, listening on loopback and the bridge only, open
+# (password) to the pod range only. Never the Debian system service.
+
+PG_PORT=${NMCL_PG_PORT:-15432}
+PG_DIR="$STATE/postgres"
+PG_USER=nginx_mesh
+PG_PASSWORD=nginx-mesh-local
+PG_DB=nginx_mesh
+
+pg_bindir() { find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1; }
+
+as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
+
+pg_psql() { as_postgres "$(pg_bindir)/psql" -X -q -h "$PG_DIR/run" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+
+start_postgres() {
+  local bin; bin=$(pg_bindir)
+  [ -n "$bin" ] || die "PostgreSQL is not installed (ci/packages.sh install)"
+  if alive postgres; then
+    log "postgres: running (pid $(pid_of postgres), port $PG_PORT)"
+    return
+  fi
+  mkdir -p "$PG_DIR" "$LOGS" "$PIDS"
+  install -d -o postgres -g postgres -m 700 "$PG_DIR/data" "$PG_DIR/run"
+  if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
+    as_postgres "$bin/initdb" -D "$PG_DIR/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 >"$LOGS/postgres-initdb.log" 2>&1 ||
+      { tail -n 20 "$LOGS/postgres-initdb.log" >&2; die "initdb failed"; }
+    # Superuser over the Unix socket only; the SPIRE servers (pod range) and tests (loopback) with a password.
+    cat >"$PG_DIR/data/pg_hba.conf" <<HBA
+local all postgres trust
+host all $PG_USER 127.0.0.1/32 scram-sha-256
+host all $PG_USER $POD_CIDR scram-sha-256
+HBA
+  fi
+  touch "$LOGS/postgres.log"
+  chown postgres "$LOGS/postgres.log"
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+    done 2>/dev/null
+    exec setsid setpriv --reuid=postgres --regid=postgres --init-groups -- "$bin/postgres" -D "$PG_DIR/data" -p "$PG_PORT" \
+      -c listen_addresses="127.0.0.1,$NODE_IP" -c unix_socket_directories="$PG_DIR/run" -c max_connections=200 \
+      >>"$LOGS/postgres.log" 2>&1 </dev/null
+  ) &
+  echo $! >"$PIDS/postgres.pid"
+  STARTED=1
+  log "postgres: started (pid $!, port $PG_PORT, log $LOGS/postgres.log)"
+  wait_for "postgres accepting connections" 60 "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" || fail_part postgres
+  pg_psql -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER') THEN CREATE ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD'; END IF; END \$\$;"
+  pg_database "$PG_DB"
+}
+
+# pg_database NAME: creates the database (owned by $PG_USER) if missing; SPIRE makes its tables.
+pg_database() {
+  if [ "$(pg_psql -tAc "SELECT 1 FROM pg_database WHERE datname = '$1'")" != 1 ]; then
+    pg_psql -c "CREATE DATABASE \"$1\" OWNER $PG_USER"
+    log "postgres: database $1 created"
+  fi
+}
+
+# stop_postgres: fast shutdown (SIGINT: clients disconnected, no waiting for them), by PID.
+stop_postgres() {
+  local pid; pid=$(pid_of postgres) || return 0
+  if alive postgres; then
+    kill -INT "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do
+      alive postgres || break
+      sleep 0.5
+    done
+  fi
+  stop_part postgres
 }
 
 # ---------- down ----------
@@ -602,6 +682,7 @@ cmd_down() {
     [ -z "$ids" ] || log "  removed $(echo "$ids" | wc -w) containers"
   fi
   for p in containerd kube-apiserver etcd; do stop_part "$p"; done
+  stop_postgres
   # kube-proxy's own cleanup of its rules, then every chain we or CNI made.
   if [ -x "$BIN/kube-proxy" ]; then "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
   remove_chains
@@ -644,7 +725,7 @@ cmd_down() {
 
 cmd_status() {
   local p rc=0
-  for p in "${PARTS[@]}"; do
+  for p in "${PARTS[@]}" postgres; do
     if alive "$p"; then printf '%-24s running (pid %s)\n' "$p" "$(pid_of "$p")"; else printf '%-24s stopped\n' "$p"; rc=1; fi
   done
   if alive kube-apiserver; then
@@ -699,8 +780,16 @@ main() {
         *) die "usage: $0 scc-crd apply|delete" ;;
       esac
       ;;
+    postgres)
+      case "${2:-}" in
+        start) start_postgres ;;
+        stop) stop_postgres ;;
+        database) [ -n "${3:-}" ] || die "usage: $0 postgres database NAME"; pg_database "$3" ;;
+        *) die "usage: $0 postgres start|stop|database NAME" ;;
+      esac
+      ;;
     logs) [ -n "${2:-}" ] || die "usage: $0 logs PART (one of ${PARTS[*]})"; tail -n "${3:-100}" "$LOGS/$2.log" ;;
-    *) echo "usage: $0 up|down|status|images [IMAGE...]|restart PART|scc-crd apply|delete|logs PART [LINES]" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|status|images [IMAGE...]|restart PART|scc-crd apply|delete|postgres start|stop|database NAME|logs PART [LINES]" >&2; exit 2 ;;
   esac
 }
 
