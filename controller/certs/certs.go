@@ -8,7 +8,10 @@
 //   - the webhook configuration's caBundle is that CA: each replica patches it when it differs
 //     (the chart renders no caBundle, so Helm's three-way merge leaves it alone on upgrade).
 //
-// A replica is ready to answer admission only once the caBundle carries its CA.
+// A replica is ready to answer admission only once the caBundle carries its CA. While the
+// webhook configuration does not exist nothing calls the webhook, so the replica is ready then
+// too (Argo CD creates the configuration only after the Deployment is healthy) and looks for it
+// every AbsentRecheck.
 package certs
 
 import (
@@ -60,12 +63,15 @@ type Source struct {
 	TTL, CATTL time.Duration
 	// Recheck is how often the caBundle and the Secret are checked again (default 1 min).
 	Recheck time.Duration
+	// AbsentRecheck is how often a missing webhook configuration is looked for (default 2 s).
+	AbsentRecheck time.Duration
 	// MinRetry and MaxRetry bound the backoff after a failure (defaults 1 s and 30 s).
 	MinRetry, MaxRetry time.Duration
 	Log                logr.Logger
 
 	cur      atomic.Pointer[tls.Certificate]
 	bundleOK atomic.Bool
+	absent   atomic.Bool
 	mu       sync.Mutex
 	caPEM    []byte
 }
@@ -128,7 +134,9 @@ func (s *Source) Sync(ctx context.Context) error {
 		leaf := s.Current()
 		s.Log.Info("webhook certificate issued", "serial", leaf.SerialNumber.String(), "notAfter", leaf.NotAfter.Format(time.RFC3339), "dnsNames", leaf.DNSNames)
 	}
-	if err := s.ensureBundle(ctx, caPEM); err != nil {
+	absent, err := s.ensureBundle(ctx, caPEM)
+	s.absent.Store(absent)
+	if err != nil {
 		s.bundleOK.Store(false)
 		return err
 	}
@@ -282,14 +290,15 @@ func firstOr(v []string, def string) string {
 // ensureBundle patches every webhook of the configuration whose caBundle is not caPEM. The
 // JSON patch tests each webhook's name first, so a configuration changed meanwhile fails the
 // patch instead of getting a caBundle in the wrong place.
-func (s *Source) ensureBundle(ctx context.Context, caPEM []byte) error {
+// A missing configuration is no error: absent is true.
+func (s *Source) ensureBundle(ctx context.Context, caPEM []byte) (absent bool, err error) {
 	api := s.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations()
 	cfg, err := api.Get(ctx, s.WebhookConfig, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("MutatingWebhookConfiguration %s not found (the chart renders it; pre-delete removes it first at uninstall)", s.WebhookConfig)
+		return true, nil
 	}
 	if err != nil {
-		return fmt.Errorf("read MutatingWebhookConfiguration %s: %w", s.WebhookConfig, err)
+		return false, fmt.Errorf("read MutatingWebhookConfiguration %s: %w", s.WebhookConfig, err)
 	}
 	var ops []map[string]any
 	for i, w := range cfg.Webhooks {
@@ -301,17 +310,17 @@ func (s *Source) ensureBundle(ctx context.Context, caPEM []byte) error {
 			map[string]any{"op": "add", "path": fmt.Sprintf("/webhooks/%d/clientConfig/caBundle", i), "value": base64.StdEncoding.EncodeToString(caPEM)})
 	}
 	if len(ops) == 0 {
-		return nil
+		return false, nil
 	}
 	patch, err := json.Marshal(ops)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if _, err := api.Patch(ctx, s.WebhookConfig, types.JSONPatchType, patch, metav1.PatchOptions{}); err != nil {
-		return fmt.Errorf("set the caBundle of MutatingWebhookConfiguration %s: %w", s.WebhookConfig, err)
+		return false, fmt.Errorf("set the caBundle of MutatingWebhookConfiguration %s: %w", s.WebhookConfig, err)
 	}
 	s.Log.Info("webhook caBundle set", "webhookConfiguration", s.WebhookConfig)
-	return nil
+	return false, nil
 }
 
 // renewAt is half way through the certificate's life.
@@ -333,6 +342,10 @@ func (s *Source) Start(ctx context.Context) error {
 	if recheck <= 0 {
 		recheck = time.Minute
 	}
+	absentRecheck := s.AbsentRecheck
+	if absentRecheck <= 0 {
+		absentRecheck = 2 * time.Second
+	}
 	retry := minRetry
 	for {
 		var wait time.Duration
@@ -345,6 +358,9 @@ func (s *Source) Start(ctx context.Context) error {
 		} else {
 			retry = minRetry
 			wait = min(time.Until(renewAt(s.Current())), recheck)
+			if s.absent.Load() {
+				wait = min(wait, absentRecheck)
+			}
 		}
 		select {
 		case <-ctx.Done():

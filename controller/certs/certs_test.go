@@ -141,13 +141,46 @@ func TestErrorsNameTheObjectAndTheFix(t *testing.T) {
 		t.Errorf("corrupt Secret: %v", err)
 	}
 	c = cluster()
-	_ = c.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), webhook, metav1.DeleteOptions{})
+	c.PrependReactor("patch", "mutatingwebhookconfigurations", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "mutatingwebhookconfigurations"}, webhook, nil)
+	})
 	s := source(t, c)
-	if err := s.Sync(context.Background()); err == nil || !strings.Contains(err.Error(), webhook) {
-		t.Errorf("missing webhook configuration: %v", err)
+	if err := s.Sync(context.Background()); err == nil || !strings.Contains(err.Error(), "caBundle of MutatingWebhookConfiguration "+webhook) {
+		t.Errorf("caBundle not patched: %v", err)
 	}
 	if err := s.Ready(nil); err == nil || !strings.Contains(err.Error(), "caBundle") {
 		t.Errorf("ready without a caBundle: %v", err)
+	}
+}
+
+// No webhook configuration yet (Argo CD syncs it after the Deployment is healthy; pre-delete
+// removed it): nothing calls the webhook, so the replica is ready, and it sets the caBundle as
+// soon as the configuration appears.
+func TestReadyWithoutTheConfiguration(t *testing.T) {
+	c := cluster()
+	cfg, _ := c.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(context.Background(), webhook, metav1.GetOptions{})
+	_ = c.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), webhook, metav1.DeleteOptions{})
+	s := source(t, c)
+	s.AbsentRecheck = 10 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = s.Start(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Ready(nil) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready without a webhook configuration: %v", s.Ready(nil))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cfg.ResourceVersion = ""
+	if _, err := c.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(context.Background(), cfg, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for string(bundle(t, c)) != string(s.CAPEM()) {
+		if time.Now().After(deadline) {
+			t.Fatal("the caBundle of a configuration created later was never set")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
