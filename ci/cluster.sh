@@ -7,7 +7,8 @@
 #   ci/cluster.sh logs P   tail the log of part P (etcd, containerd, kube-apiserver, kubelet, ...)
 #   ci/cluster.sh restart P  stop part P and start it again (fault tests)
 #   ci/cluster.sh scc-crd apply|delete   serve the OpenShift SCC API or not (Kubernetes profile tests)
-#   ci/cluster.sh postgres start|stop    the host's PostgreSQL for ha.enabled (ci/values-ha.yaml; fault tests)
+#   ci/cluster.sh postgres start|stop|fresh-database NAME   the host's PostgreSQL for ha.enabled
+#                                        (ci/values-ha.yaml; fault tests; a scenario's own database)
 # Both up and down are idempotent; up on a running cluster reuses it (and re-imports the images).
 set -euo pipefail
 # shellcheck source=ci/lib.sh
@@ -551,9 +552,10 @@ PG_DB=nginx_mesh
 
 pg_bindir() { find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1; }
 
-as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
+# as_postgres CMD...: from / (the caller's folder may be closed to the postgres user).
+as_postgres() { (cd / && setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"); }
 
-pg_psql() { as_postgres "$(pg_bindir)/psql" -X -q -h "$PG_DIR/run" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+pg_psql() { as_postgres env PGOPTIONS="-c client_min_messages=warning" "$(pg_bindir)/psql" -X -q -h "$PG_DIR/run" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 
 start_postgres() {
   local bin; bin=$(pg_bindir)
@@ -581,6 +583,7 @@ HBA
       fd=${fd##*/}
       if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
     done 2>/dev/null
+    cd /
     exec setsid setpriv --reuid=postgres --regid=postgres --init-groups -- "$bin/postgres" -D "$PG_DIR/data" -p "$PG_PORT" \
       -c listen_addresses="127.0.0.1,$NODE_IP" -c unix_socket_directories="$PG_DIR/run" -c max_connections=200 \
       >>"$LOGS/postgres.log" 2>&1 </dev/null
@@ -599,6 +602,14 @@ pg_database() {
     pg_psql -c "CREATE DATABASE \"$1\" OWNER $PG_USER"
     log "postgres: database $1 created"
   fi
+}
+
+# fresh_database NAME: an empty database of that name (dropped first if it exists): a scenario's own.
+fresh_database() {
+  alive postgres || die "postgres is not running (ci/cluster.sh up or ci/cluster.sh postgres start)"
+  pg_psql -c "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)"
+  pg_psql -c "CREATE DATABASE \"$1\" OWNER $PG_USER"
+  log "postgres: fresh database $1"
 }
 
 # stop_postgres: fast shutdown (SIGINT: clients disconnected, no waiting for them), by PID.
@@ -784,12 +795,12 @@ main() {
       case "${2:-}" in
         start) start_postgres ;;
         stop) stop_postgres ;;
-        database) [ -n "${3:-}" ] || die "usage: $0 postgres database NAME"; pg_database "$3" ;;
-        *) die "usage: $0 postgres start|stop|database NAME" ;;
+        fresh-database) [ -n "${3:-}" ] || die "usage: $0 postgres fresh-database NAME"; fresh_database "$3" ;;
+        *) die "usage: $0 postgres start|stop|fresh-database NAME" ;;
       esac
       ;;
     logs) [ -n "${2:-}" ] || die "usage: $0 logs PART (one of ${PARTS[*]})"; tail -n "${3:-100}" "$LOGS/$2.log" ;;
-    *) echo "usage: $0 up|down|status|images [IMAGE...]|restart PART|scc-crd apply|delete|postgres start|stop|database NAME|logs PART [LINES]" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|status|images [IMAGE...]|restart PART|scc-crd apply|delete|postgres start|stop|fresh-database NAME|logs PART [LINES]" >&2; exit 2 ;;
   esac
 }
 
