@@ -197,13 +197,17 @@ func TestScenario13RegistrarCrashloop(t *testing.T) {
 	h := ha{release: "ha-crash", ns: "ha-crash", driver: "csi.crash.nsm.nginx.com", apps: "ha-crash-apps", db: "ha_crash"}
 	// One SPIRE server (the case where the registrar's pod is the only way to the server), on
 	// PostgreSQL so that the upgrade's new server pod keeps the entries.
-	h.install(t, "--set", "ha.enabled=false", "--set", "spire.server.replicas=1", "--set", "spire.server.defaultX509SVIDTTL=1m")
+	// (Every upgrade repeats these: ci/values-ha.yaml, given again, would turn ha on, which
+	// changes the StatefulSet's immutable pod management policy.)
+	single := []string{"--set", "ha.enabled=false", "--set", "spire.server.replicas=1", "--set", "spire.server.defaultX509SVIDTTL=1m"}
+	h.install(t, single...)
 	p := h.pod(t, "renewer")
 	h.identity(t, p, 3*time.Minute)
 
 	// The bad value: a lease shorter than the renew deadline; the registrar refuses to start.
 	begin := time.Now()
-	if out, err := helm(t, append([]string{"upgrade", h.release}, h.chartArgs("--reuse-values", "--no-hooks", "--set", "controller.leaderElection.leaseDuration=3s")...)...); err != nil {
+	bad := append(append([]string{}, single...), "--reuse-values", "--no-hooks", "--set", "controller.leaderElection.leaseDuration=3s")
+	if out, err := helm(t, append([]string{"upgrade", h.release}, h.chartArgs(bad...)...)...); err != nil {
 		t.Fatalf("helm upgrade: %v\n%s", err, out)
 	}
 	var server corev1.Pod
@@ -257,7 +261,8 @@ func TestScenario13RegistrarCrashloop(t *testing.T) {
 	record("%s: 2 SVID renewals (TTL 1m) with the registrar crashlooping beside the only SPIRE server: %s", h.release, d.Round(time.Second))
 
 	// The fix of the value heals it.
-	if out, err := helm(t, append([]string{"upgrade", h.release}, h.chartArgs("--reuse-values", "--set", "controller.leaderElection.leaseDuration=6s", "--wait", "--timeout", "5m")...)...); err != nil {
+	fixed := append(append([]string{}, single...), "--reuse-values", "--set", "controller.leaderElection.leaseDuration=6s", "--wait", "--timeout", "5m")
+	if out, err := helm(t, append([]string{"upgrade", h.release}, h.chartArgs(fixed...)...)...); err != nil {
 		t.Fatalf("helm upgrade with the value fixed: %v\n%s", err, out)
 	}
 }
