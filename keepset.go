@@ -9,6 +9,10 @@ type Kind string
 const (
 	KindDaemonSet          Kind = "DaemonSet"
 	KindStatefulSet        Kind = "StatefulSet"
+	KindDeployment         Kind = "Deployment"
+	KindSecret             Kind = "Secret"
+	KindLease              Kind = "Lease"
+	KindPDB                Kind = "PodDisruptionBudget"
 	KindJob                Kind = "Job"
 	KindPod                Kind = "Pod"
 	KindService            Kind = "Service"

@@ -73,18 +73,24 @@ const (
 	// rollback changes it, which is how a waiting sentinel notices that the release is back.
 	RevisionAnnotation = "nsm.nginx.com/release-revision"
 
-	// Controller is the controller binary, its Service, and its ClusterRole; ControllerContainer
-	// its container in the spire-server pod, which it shares for the server's admin socket.
+	// Controller is the controller binary, and the webhook's Deployment, ServiceAccount, Service,
+	// PodDisruptionBudget, ClusterRole and Role; ControllerContainer its container there. The
+	// Deployment serves admission only: it needs no SPIRE server.
 	Controller          = "nginx-mesh-controller"
 	ControllerContainer = "controller"
+	// ControllerCASecret holds the webhook's CA (ca.crt, ca.key): rendered empty by the chart,
+	// filled once by the first controller replica; the webhook configuration's caBundle is its CA.
+	ControllerCASecret = "nginx-mesh-controller-ca"
+	// Registrar names the SPIRE registration: the container beside each SPIRE server (on its
+	// admin socket), its leader-election Lease, and its ClusterRole, Role and their bindings.
+	// One registrar at a time writes entries (the Lease holder).
+	Registrar          = "nginx-mesh-registrar"
+	RegistrarContainer = "registrar"
 	// InjectorWebhook is the cluster-scoped MutatingWebhookConfiguration; pre-delete removes it
 	// before it counts injected pods, so no pod is injected after the count.
 	InjectorWebhook = "nginx-mesh-injector"
 	// InjectorWebhookName is the one webhook inside it; the API server quotes it when a call fails.
 	InjectorWebhookName = "nginx-mesh-injector.nsm.nginx.com"
-	// WebhookBundleLabel = "true" asks the SPIRE server's k8sbundle notifier (its webhook_label)
-	// to keep the webhook configuration's caBundle equal to the trust bundle.
-	WebhookBundleLabel = "injector.nsm.nginx.com/spire-bundle"
 
 	// AutoInjectLabel = AutoInjectEnabled on a namespace opts its pods in; the annotation of the
 	// same key = AutoInjectDisabled on a pod opts it out (NGINX Service Mesh compatible names).

@@ -4,16 +4,20 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	securityv1 "github.com/openshift/api/security/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/controller/app"
 	"github.com/nginx-mesh/nginx-mesh/controller/webhook"
 )
 
@@ -112,42 +116,124 @@ func TestSidecarSCCFollowsOpenShiftVersion(t *testing.T) {
 	}
 }
 
+// The webhook runs in a Deployment of its own (issue 18): no SPIRE admin socket, readiness is
+// "I can answer admission", replicas and anti-affinity follow ha.enabled, a PDB lets drains
+// take one replica at a time. The registrar stays beside each SPIRE server on its admin socket.
 func TestControllerContainer(t *testing.T) {
 	for _, r := range renderAll(t) {
 		sts := r.must(t, "StatefulSet", releaseNS, nginxmesh.SpireServer)
 		if !r.controllerEnabled() {
 			for _, c := range containers(sts) {
-				if c["name"] == nginxmesh.ControllerContainer {
-					t.Errorf("%s: controller container rendered although disabled", r.scenario.name)
+				if c["name"] == nginxmesh.RegistrarContainer || c["name"] == nginxmesh.ControllerContainer {
+					t.Errorf("%s: %s container rendered although disabled", r.scenario.name, c["name"])
 				}
+			}
+			if r.find("Deployment", releaseNS, nginxmesh.Controller) != nil {
+				t.Errorf("%s: controller Deployment rendered although disabled", r.scenario.name)
 			}
 			continue
 		}
-		c := container(t, sts, nginxmesh.ControllerContainer)
-		args := strings.Join(stringList(c["args"]), " ")
-		for _, want := range []string{
-			"--trust-domain=" + r.str("spire.trustDomain"), "--cluster-name=" + r.str("spire.clusterName"),
-			"--mesh-namespace=" + releaseNS, "--driver-name=" + r.str("csi.driverName"),
-			"--spire-admin-socket=/run/spire/server-admin/api.sock", "--service-name=" + nginxmesh.Controller,
-		} {
-			if !strings.Contains(args, want) {
-				t.Errorf("%s: controller args lack %s: %s", r.scenario.name, want, args)
-			}
+		dep := r.must(t, "Deployment", releaseNS, nginxmesh.Controller)
+		c := container(t, dep, nginxmesh.ControllerContainer)
+		args := stringList(c["args"])
+		o, err := app.ParseArgs(args)
+		if err != nil {
+			t.Fatalf("%s: controller args %v: %v", r.scenario.name, args, err)
+		}
+		if o.Role != app.RoleWebhook || o.MeshNamespace != releaseNS || o.DriverName != r.str("csi.driverName") || o.ServiceName != nginxmesh.Controller ||
+			o.CASecret != nginxmesh.ControllerCASecret || o.WebhookConfig != nginxmesh.InjectorWebhook || o.TrustDomain != r.str("spire.trustDomain") {
+			t.Errorf("%s: controller options %+v", r.scenario.name, o)
+		}
+		if err := o.Validate(); err != nil {
+			t.Errorf("%s: the rendered webhook flags do not validate: %v", r.scenario.name, err)
+		}
+		if strings.Contains(strings.Join(args, " "), "--spire-admin-socket") || mounts(c)["admin-socket"] != nil {
+			t.Errorf("%s: the webhook reaches for the SPIRE admin socket: a SPIRE outage would refuse pods", r.scenario.name)
 		}
 		// Issue 20 items 4 and 5: no SCC pin unless sidecar.pinSCC asks for it.
 		wantPin := r.openShift() && r.values["sidecar"].(map[string]any)["pinSCC"] == true
-		if pin := strings.Contains(args, "--required-scc="); pin != wantPin {
-			t.Errorf("%s: --required-scc present=%v, want %v: %s", r.scenario.name, pin, wantPin, args)
+		if pin := slices.Contains(args, "--required-scc="+nginxmesh.SidecarSCC); pin != wantPin {
+			t.Errorf("%s: --required-scc present=%v, want %v", r.scenario.name, pin, wantPin)
 		}
 		sc, _ := c["securityContext"].(map[string]any)
 		if sc["readOnlyRootFilesystem"] != true || sc["allowPrivilegeEscalation"] != false || sc["runAsNonRoot"] != true {
 			t.Errorf("%s: controller securityContext %v", r.scenario.name, sc)
 		}
-		// The admin socket: the server's emptyDir, mounted in both containers.
+		if rp, _, _ := unstructured.NestedString(c, "readinessProbe", "httpGet", "path"); rp != "/readyz" {
+			t.Errorf("%s: webhook readiness probe %q", r.scenario.name, rp)
+		}
+		if pin := podAnnotations(dep)[nginxmesh.RequiredSCCAnnotation]; r.openShift() && pin != nginxmesh.RestrictedSCC {
+			t.Errorf("%s: webhook pod pinned to %q, want %s", r.scenario.name, pin, nginxmesh.RestrictedSCC)
+		}
+		d := decode[appsv1.Deployment](t, dep)
+		ha, _ := r.values["ha"].(map[string]any)
+		haOn := ha["enabled"] == true
+		if n := *d.Spec.Replicas; haOn && n < 2 || n < 1 {
+			t.Errorf("%s: %d webhook replicas (ha.enabled=%v)", r.scenario.name, n, haOn)
+		}
+		if d.Spec.Strategy.RollingUpdate == nil || d.Spec.Strategy.RollingUpdate.MaxUnavailable.IntValue() != 0 {
+			t.Errorf("%s: a rollout may take the last ready webhook replica away: %+v", r.scenario.name, d.Spec.Strategy)
+		}
+		aa := d.Spec.Template.Spec.Affinity
+		if aa == nil || aa.PodAntiAffinity == nil {
+			t.Fatalf("%s: webhook pods have no anti-affinity", r.scenario.name)
+		}
+		terms := aa.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution
+		for _, w := range aa.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+			terms = append(terms, w.PodAffinityTerm)
+		}
+		if len(terms) != 1 || terms[0].TopologyKey != "kubernetes.io/hostname" || terms[0].LabelSelector.MatchLabels[nginxmesh.ComponentLabel] != "controller" {
+			t.Errorf("%s: anti-affinity %+v", r.scenario.name, aa.PodAntiAffinity)
+		}
+		pdb := decode[policyv1.PodDisruptionBudget](t, r.must(t, "PodDisruptionBudget", releaseNS, nginxmesh.Controller))
+		if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || pdb.Spec.Selector.MatchLabels[nginxmesh.ComponentLabel] != "controller" {
+			t.Errorf("%s: PDB %+v", r.scenario.name, pdb.Spec)
+		}
+
+		// The registrar: on the server's admin socket, leader-elected.
+		reg := container(t, sts, nginxmesh.RegistrarContainer)
+		ro, err := app.ParseArgs(stringList(reg["args"]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ro.Role != app.RoleRegistrar || !ro.LeaderElect || ro.LeaderElectID != nginxmesh.Registrar || ro.AdminSocket != "/run/spire/server-admin/api.sock" ||
+			ro.ClusterName != r.str("spire.clusterName") || ro.LeaseDuration > 15*time.Second {
+			t.Errorf("%s: registrar options %+v", r.scenario.name, ro)
+		}
+		if err := ro.Validate(); err != nil {
+			t.Errorf("%s: the rendered registrar flags do not validate: %v", r.scenario.name, err)
+		}
+		if reg["readinessProbe"] != nil {
+			t.Errorf("%s: the registrar has a readiness probe: it serves nothing", r.scenario.name)
+		}
 		server := mounts(container(t, sts, nginxmesh.SpireServer))
-		ctrl := mounts(c)
-		if server["admin-socket"] == nil || ctrl["admin-socket"] == nil || ctrl["admin-socket"]["mountPath"] != "/run/spire/server-admin" {
-			t.Errorf("%s: admin socket not shared: server %v controller %v", r.scenario.name, server["admin-socket"], ctrl["admin-socket"])
+		rm := mounts(reg)
+		if server["admin-socket"] == nil || rm["admin-socket"] == nil || rm["admin-socket"]["mountPath"] != "/run/spire/server-admin" {
+			t.Errorf("%s: admin socket not shared: server %v registrar %v", r.scenario.name, server["admin-socket"], rm["admin-socket"])
+		}
+		lease := r.must(t, "Lease", releaseNS, nginxmesh.Registrar)
+		if spec, _, _ := unstructured.NestedMap(lease.Object, "spec"); len(spec) != 0 {
+			t.Errorf("%s: the Lease is rendered with a spec %v: Helm would fight the leader over it", r.scenario.name, spec)
+		}
+	}
+}
+
+// Issue 18: a crashlooping registrar makes its spire-server pod unready (a pod is Ready only
+// when every container is), and the Service used to drop unready pods, so the agents lost the
+// server and SVID renewal stopped. The Service must keep publishing the server pods.
+func TestSpireServerServiceIgnoresRegistrarReadiness(t *testing.T) {
+	for _, r := range renderAll(t) {
+		if !r.controllerEnabled() {
+			continue
+		}
+		svc := decode[corev1.Service](t, r.must(t, "Service", releaseNS, nginxmesh.SpireServer))
+		sts := r.must(t, "StatefulSet", releaseNS, nginxmesh.SpireServer)
+		var shares bool
+		for _, c := range containers(sts) {
+			shares = shares || c["name"] != nginxmesh.SpireServer
+		}
+		if shares && !svc.Spec.PublishNotReadyAddresses {
+			t.Errorf("%s: the spire-server pod carries other containers than the server, and its Service drops the pod when any of them is unready", r.scenario.name)
 		}
 	}
 }
@@ -165,13 +251,19 @@ func TestInjectorWebhookConfiguration(t *testing.T) {
 		if o == nil || svc == nil {
 			t.Fatalf("%s: webhook configuration or Service missing", r.scenario.name)
 		}
-		if o.GetLabels()[nginxmesh.WebhookBundleLabel] != "true" {
-			t.Errorf("%s: no %s=true label: the SPIRE server would not keep its caBundle", r.scenario.name, nginxmesh.WebhookBundleLabel)
-		}
+		// The caBundle is the controller's CA (Secret rendered empty), not SPIRE's bundle: a
+		// notifier writing it would fight the controller.
 		cm := r.must(t, "ConfigMap", releaseNS, nginxmesh.SpireServer)
 		conf, _, _ := unstructured.NestedString(cm.Object, "data", "server.conf")
-		if !strings.Contains(conf, `webhook_label = "`+nginxmesh.WebhookBundleLabel+`"`) {
-			t.Errorf("%s: k8sbundle notifier has no webhook_label", r.scenario.name)
+		if strings.Contains(conf, "webhook_label") {
+			t.Errorf("%s: the k8sbundle notifier still writes the webhook's caBundle", r.scenario.name)
+		}
+		sec := r.must(t, "Secret", releaseNS, nginxmesh.ControllerCASecret)
+		if sec.Object["data"] != nil || sec.Object["stringData"] != nil {
+			t.Errorf("%s: CA Secret rendered with data: Helm would overwrite the controller's CA on upgrade", r.scenario.name)
+		}
+		if sel := decode[corev1.Service](t, svc).Spec.Selector; sel[nginxmesh.ComponentLabel] != "controller" {
+			t.Errorf("%s: webhook Service selects %v, not the controller Deployment's pods", r.scenario.name, sel)
 		}
 		if w := o.GetAnnotations()["argocd.argoproj.io/sync-wave"]; w == "" || w == "0" || strings.HasPrefix(w, "-") {
 			t.Errorf("%s: sync-wave %q must come after the controller's wave 0", r.scenario.name, w)
@@ -232,26 +324,111 @@ func TestInjectorWebhookConfiguration(t *testing.T) {
 	}
 }
 
-// Least privilege: the controller lists and watches pods, nodes and namespaces (the opt-in
-// label); the SPIRE server's bundle
-// notifier watches webhook configurations and patches only the injector's.
+// Least privilege: the webhook keeps one Secret and one caBundle; the registrar lists and
+// watches pods, nodes and namespaces (the opt-in label) and holds one Lease.
 func TestControllerRBAC(t *testing.T) {
-	want := []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"pods", "nodes", "namespaces"}, Verbs: []string{"list", "watch"}},
-		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations", "validatingwebhookconfigurations"}, Verbs: []string{"list", "watch"}},
-		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{nginxmesh.InjectorWebhook}, Verbs: []string{"get", "patch"}},
+	wantCluster := map[string][]rbacv1.PolicyRule{
+		nginxmesh.Controller: {{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{nginxmesh.InjectorWebhook}, Verbs: []string{"get", "patch"}}},
+		nginxmesh.Registrar:  {{APIGroups: []string{""}, Resources: []string{"pods", "nodes", "namespaces"}, Verbs: []string{"list", "watch"}}},
 	}
+	wantNS := map[string][]rbacv1.PolicyRule{
+		nginxmesh.Controller: {{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{nginxmesh.ControllerCASecret}, Verbs: []string{"get", "update"}}},
+		nginxmesh.Registrar: {
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{nginxmesh.Registrar}, Verbs: []string{"get", "update"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+		},
+	}
+	subject := map[string]string{nginxmesh.Controller: nginxmesh.Controller, nginxmesh.Registrar: nginxmesh.SpireServer}
 	for _, r := range renderAll(t) {
 		if !r.controllerEnabled() {
 			continue
 		}
-		role := decode[rbacv1.ClusterRole](t, r.must(t, "ClusterRole", "", nginxmesh.Controller))
-		if !equality.Semantic.DeepEqual(role.Rules, want) {
-			t.Errorf("%s: ClusterRole rules\n got %+v\nwant %+v", r.scenario.name, role.Rules, want)
+		for name, want := range wantCluster {
+			role := decode[rbacv1.ClusterRole](t, r.must(t, "ClusterRole", "", name))
+			if !equality.Semantic.DeepEqual(role.Rules, want) {
+				t.Errorf("%s: ClusterRole %s rules\n got %+v\nwant %+v", r.scenario.name, name, role.Rules, want)
+			}
+			b := decode[rbacv1.ClusterRoleBinding](t, r.must(t, "ClusterRoleBinding", "", name))
+			if len(b.Subjects) != 1 || b.Subjects[0].Name != subject[name] || b.Subjects[0].Namespace != releaseNS || b.RoleRef.Name != name {
+				t.Errorf("%s: binding %+v", r.scenario.name, b)
+			}
 		}
-		b := decode[rbacv1.ClusterRoleBinding](t, r.must(t, "ClusterRoleBinding", "", nginxmesh.Controller))
-		if len(b.Subjects) != 1 || b.Subjects[0].Name != nginxmesh.SpireServer || b.Subjects[0].Namespace != releaseNS || b.RoleRef.Name != nginxmesh.Controller {
-			t.Errorf("%s: binding %+v", r.scenario.name, b)
+		for name, want := range wantNS {
+			role := decode[rbacv1.Role](t, r.must(t, "Role", releaseNS, name))
+			if !equality.Semantic.DeepEqual(role.Rules, want) {
+				t.Errorf("%s: Role %s rules\n got %+v\nwant %+v", r.scenario.name, name, role.Rules, want)
+			}
+			b := decode[rbacv1.RoleBinding](t, r.must(t, "RoleBinding", releaseNS, name))
+			if len(b.Subjects) != 1 || b.Subjects[0].Name != subject[name] || b.RoleRef.Name != name {
+				t.Errorf("%s: RoleBinding %+v", r.scenario.name, b)
+			}
+		}
+		if dep := decode[appsv1.Deployment](t, r.must(t, "Deployment", releaseNS, nginxmesh.Controller)); dep.Spec.Template.Spec.ServiceAccountName != nginxmesh.Controller {
+			t.Errorf("%s: webhook runs as %q", r.scenario.name, dep.Spec.Template.Spec.ServiceAccountName)
+		}
+	}
+}
+
+// ha.enabled needs a shared datastore: SQLite (one writer, one pod) is refused with the fix.
+func TestHARefusesSQLite(t *testing.T) {
+	for _, sets := range [][]string{{"ha.enabled=true"}, {"spire.server.replicas=2"}} {
+		_, err := renderErr(t, scenario{name: "ha-sqlite", sets: sets}, installOptions())
+		if err == nil || !strings.Contains(err.Error(), "spire.server.datastore.type=postgres") || !strings.Contains(err.Error(), `"sqlite3"`) {
+			t.Errorf("%v: want a refusal naming the datastore and the fix, got %v", sets, err)
+		}
+	}
+	_, err := renderErr(t, scenario{name: "ha-no-dsn", sets: []string{"ha.enabled=true", "spire.server.datastore.type=postgres"}}, installOptions())
+	if err == nil || !strings.Contains(err.Error(), "spire.server.datastore.existingSecret") {
+		t.Errorf("postgres without a connection string: %v", err)
+	}
+	_, err = renderErr(t, scenario{name: "bad-type", sets: []string{"spire.server.datastore.type=mysql"}}, installOptions())
+	if err == nil || !strings.Contains(err.Error(), "datastore") {
+		t.Errorf("unknown datastore type accepted: %v", err)
+	}
+}
+
+// ha.enabled: at least 2 SPIRE servers on the shared PostgreSQL datastore, the connection string
+// from a Secret (never in the ConfigMap), replicas (re)created independently of each other.
+func TestHASpireServer(t *testing.T) {
+	for _, s := range []scenario{
+		{name: "existing secret", files: []string{"ci/ha-values.yaml"}},
+		{name: "rendered secret", sets: []string{"ha.enabled=true", "spire.server.datastore.type=postgres", "spire.server.datastore.connectionString=host=db dbname=spire"}},
+	} {
+		r := render(t, s)
+		sts := decode[appsv1.StatefulSet](t, r.must(t, "StatefulSet", releaseNS, nginxmesh.SpireServer))
+		if *sts.Spec.Replicas < 2 || sts.Spec.PodManagementPolicy != appsv1.ParallelPodManagement {
+			t.Errorf("%s: replicas %d policy %s", s.name, *sts.Spec.Replicas, sts.Spec.PodManagementPolicy)
+		}
+		if a := sts.Spec.Template.Spec.Affinity; a == nil || a.PodAntiAffinity == nil {
+			t.Errorf("%s: SPIRE server replicas have no anti-affinity", s.name)
+		}
+		var server corev1.Container
+		for _, c := range sts.Spec.Template.Spec.Containers {
+			if c.Name == nginxmesh.SpireServer {
+				server = c
+			}
+		}
+		if !slices.Contains(server.Args, "-expandEnv") || len(server.Env) != 1 || server.Env[0].ValueFrom == nil || server.Env[0].ValueFrom.SecretKeyRef == nil {
+			t.Fatalf("%s: server args %v env %+v", s.name, server.Args, server.Env)
+		}
+		ref := server.Env[0].ValueFrom.SecretKeyRef
+		wantName, wantKey := "spire-datastore", "dsn"
+		if s.name == "rendered secret" {
+			wantName, wantKey = nginxmesh.SpireServer+"-datastore", "connection-string"
+			sec := r.must(t, "Secret", releaseNS, wantName)
+			if sd, _, _ := unstructured.NestedString(sec.Object, "stringData", wantKey); sd != "host=db dbname=spire" {
+				t.Errorf("%s: datastore Secret %v", s.name, sec.Object)
+			}
+		}
+		if ref.Name != wantName || ref.Key != wantKey {
+			t.Errorf("%s: connection string from %s/%s, want %s/%s", s.name, ref.Name, ref.Key, wantName, wantKey)
+		}
+		conf, _, _ := unstructured.NestedString(r.must(t, "ConfigMap", releaseNS, nginxmesh.SpireServer).Object, "data", "server.conf")
+		if !strings.Contains(conf, `database_type = "postgres"`) || !strings.Contains(conf, `connection_string = "${`+server.Env[0].Name+`}"`) || strings.Contains(conf, "dbname") {
+			t.Errorf("%s: server.conf datastore:\n%s", s.name, conf)
+		}
+		if dep := decode[appsv1.Deployment](t, r.must(t, "Deployment", releaseNS, nginxmesh.Controller)); *dep.Spec.Replicas < 2 {
+			t.Errorf("%s: %d webhook replicas with ha.enabled", s.name, *dep.Spec.Replicas)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -131,6 +132,7 @@ func TestHookJobs(t *testing.T) {
 			want["csi-enabled"] = r.str("csi.enabled") // post-install too: with false it checks SPIRE only
 			if cmd == "post-install" {
 				want["timeout"] = r.str("hooks.postInstallTimeout")
+				want["controller-enabled"] = strconv.FormatBool(r.controllerEnabled()) // waits for the webhook's Deployment
 			}
 			if cmd == "pre-upgrade" || cmd == "pre-delete" || cmd == "post-delete" {
 				want["image"] = c["image"].(string)

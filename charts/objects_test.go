@@ -343,7 +343,7 @@ func TestSpireServer(t *testing.T) {
 			`config_map = "` + r.str("spire.bundleConfigMap") + `"`,
 			`trust_domain = "` + r.str("spire.trustDomain") + `"`,
 			`KeyManager "` + r.str("spire.server.keyManager") + `"`,
-			`database_type = "sqlite3"`,
+			`database_type = "` + r.str("spire.server.datastore.type") + `"`,
 		} {
 			if !strings.Contains(conf, want) {
 				t.Errorf("%s: server.conf lacks %s", r.scenario.name, want)

@@ -24,7 +24,7 @@ import (
 // own flag set, and checks them as the controller does before it starts.
 func controllerOptions(t *testing.T, r *release) app.Options {
 	t.Helper()
-	c := container(t, r.must(t, "StatefulSet", releaseNS, nginxmesh.SpireServer), nginxmesh.ControllerContainer)
+	c := container(t, r.must(t, "Deployment", releaseNS, nginxmesh.Controller), nginxmesh.ControllerContainer)
 	o, err := app.ParseArgs(stringList(c["args"]))
 	if err != nil {
 		t.Fatalf("%s: the controller refuses its rendered arguments: %v", r.scenario.name, err)

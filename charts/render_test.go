@@ -66,6 +66,10 @@ func scenarios(t *testing.T) []scenario {
 	if _, err := os.Stat(filepath.Join("..", "ci", "values-local.yaml")); err == nil {
 		out = append(out, scenario{name: "openshift+ci-values-local", files: []string{"values-openshift.yaml", filepath.Join("..", "..", "ci", "values-local.yaml")}})
 	}
+	if _, err := os.Stat(filepath.Join("..", "ci", "values-ha.yaml")); err == nil {
+		out = append(out, scenario{name: "openshift+ci-values-local+ci-values-ha", files: []string{"values-openshift.yaml",
+			filepath.Join("..", "..", "ci", "values-local.yaml"), filepath.Join("..", "..", "ci", "values-ha.yaml")}})
+	}
 	return out
 }
 

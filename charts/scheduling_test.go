@@ -75,9 +75,6 @@ func TestEveryWorkloadTakesSchedulingValues(t *testing.T) {
 		sections[s] = true
 	}
 	for s := range sections {
-		if s == "controller" {
-			continue // runs in the spire-server pod unless it has a workload of its own
-		}
 		mark := strings.ReplaceAll(s, ".", "-")
 		sets = append(sets,
 			s+".tolerations[0].key=t-"+mark, s+".tolerations[0].operator=Exists",

@@ -12,6 +12,8 @@
 #   ci/cluster.sh node-exec N CMD...   run CMD in node N's network and mount namespaces
 #   ci/cluster.sh memory   resident memory of each node's kubelet, containerd, kube-proxy, shims, pods
 #   ci/cluster.sh scc-crd apply|delete   serve the OpenShift SCC API or not (Kubernetes profile tests)
+#   ci/cluster.sh postgres start|stop|fresh-database NAME   the host's PostgreSQL for ha.enabled
+#                                        (ci/values-ha.yaml; fault tests; a scenario's own database)
 # Both up and down are idempotent; up on a running cluster reuses it (and re-imports the images).
 set -euo pipefail
 # shellcheck source=ci/lib.sh
@@ -52,6 +54,7 @@ part_binary() {
   case "$base" in
     etcd) echo /usr/bin/etcd ;;
     containerd) echo /usr/bin/containerd ;;
+    postgres) echo "$(pg_bindir)/postgres" ;;
     *) echo "$BIN/$base" ;;
   esac
 }
@@ -802,6 +805,7 @@ cmd_up() {
     teardown_node "$n"
   done
   for n in $(node_ids); do start_node "$n"; done
+  start_postgres
   for n in $(node_ids); do
     local kl=kubelet; [ "$n" = 1 ] || kl="kubelet-$n"
     wait_for "node $(node_name "$n") Ready" 180 node_ready "$n" || fail_part "$kl"
@@ -819,6 +823,95 @@ cmd_up() {
   if [ "${STARTED:-0}" = 1 ] || [ "${NMCL_SMOKE:-0}" = 1 ]; then smoke_pods; else log "all parts were running: no smoke pod"; fi
   log "== cluster up in $(since "$start_all")s"
   echo "export KUBECONFIG=$KUBECONFIG_PATH"
+}
+
+# ---------- PostgreSQL ----------
+# The external database a user brings for the SPIRE servers' shared datastore (ha.enabled,
+# ci/values-ha.yaml): Debian's PostgreSQL, a server of our own (own data folder under the state
+# folder, own port), run as the postgres user, listening on loopback and the bridge only, open
+# (password) to the pod range only. Never the Debian system service.
+
+PG_PORT=${NMCL_PG_PORT:-15432}
+PG_DIR="$STATE/postgres"
+PG_USER=nginx_mesh
+PG_PASSWORD=nginx-mesh-local
+PG_DB=nginx_mesh
+
+pg_bindir() { find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1; }
+
+# as_postgres CMD...: from / (the caller's folder may be closed to the postgres user).
+as_postgres() { (cd / && setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"); }
+
+pg_psql() { as_postgres env PGOPTIONS="-c client_min_messages=warning" "$(pg_bindir)/psql" -X -q -h "$PG_DIR/run" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+
+start_postgres() {
+  local bin; bin=$(pg_bindir)
+  [ -n "$bin" ] || die "PostgreSQL is not installed (ci/packages.sh install)"
+  if alive postgres; then
+    log "postgres: running (pid $(pid_of postgres), port $PG_PORT)"
+    return
+  fi
+  mkdir -p "$PG_DIR" "$LOGS" "$PIDS"
+  install -d -o postgres -g postgres -m 700 "$PG_DIR/data" "$PG_DIR/run"
+  if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
+    as_postgres "$bin/initdb" -D "$PG_DIR/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 >"$LOGS/postgres-initdb.log" 2>&1 ||
+      { tail -n 20 "$LOGS/postgres-initdb.log" >&2; die "initdb failed"; }
+  fi
+  # Superuser over the Unix socket only; the SPIRE servers (every node's pod range) and tests
+  # (loopback) with a password. Written at each start: NODES may have changed since initdb.
+  cat >"$PG_DIR/data/pg_hba.conf" <<HBA
+local all postgres trust
+host all $PG_USER 127.0.0.1/32 scram-sha-256
+host all $PG_USER $CLUSTER_CIDR scram-sha-256
+HBA
+  chown postgres:postgres "$PG_DIR/data/pg_hba.conf"
+  touch "$LOGS/postgres.log"
+  chown postgres "$LOGS/postgres.log"
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+    done 2>/dev/null
+    cd /
+    exec setsid setpriv --reuid=postgres --regid=postgres --init-groups -- "$bin/postgres" -D "$PG_DIR/data" -p "$PG_PORT" \
+      -c listen_addresses="127.0.0.1,$NODE_IP" -c unix_socket_directories="$PG_DIR/run" -c max_connections=200 \
+      >>"$LOGS/postgres.log" 2>&1 </dev/null
+  ) &
+  echo $! >"$PIDS/postgres.pid"
+  STARTED=1
+  log "postgres: started (pid $!, port $PG_PORT, log $LOGS/postgres.log)"
+  wait_for "postgres accepting connections" 60 "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" || fail_part postgres
+  pg_psql -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER') THEN CREATE ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD'; END IF; END \$\$;"
+  pg_database "$PG_DB"
+}
+
+# pg_database NAME: creates the database (owned by $PG_USER) if missing; SPIRE makes its tables.
+pg_database() {
+  if [ "$(pg_psql -tAc "SELECT 1 FROM pg_database WHERE datname = '$1'")" != 1 ]; then
+    pg_psql -c "CREATE DATABASE \"$1\" OWNER $PG_USER"
+    log "postgres: database $1 created"
+  fi
+}
+
+# fresh_database NAME: an empty database of that name (dropped first if it exists): a scenario's own.
+fresh_database() {
+  alive postgres || die "postgres is not running (ci/cluster.sh up or ci/cluster.sh postgres start)"
+  pg_psql -c "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)"
+  pg_psql -c "CREATE DATABASE \"$1\" OWNER $PG_USER"
+  log "postgres: fresh database $1"
+}
+
+# stop_postgres: fast shutdown (SIGINT: clients disconnected, no waiting for them), by PID.
+stop_postgres() {
+  local pid; pid=$(pid_of postgres) || return 0
+  if alive postgres; then
+    kill -INT "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do
+      alive postgres || break
+      sleep 0.5
+    done
+  fi
+  stop_part postgres
 }
 
 # ---------- down ----------
@@ -932,6 +1025,7 @@ cmd_down() {
   # Containers belong to containerd: kill and delete them through its API, which ends their shims.
   kill_containers 1
   for p in containerd kube-apiserver etcd; do stop_part "$p"; done
+  stop_postgres
   # kube-proxy's own cleanup of its rules, then every chain we or CNI made.
   if [ -x "$BIN/kube-proxy" ]; then "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
   remove_chains
@@ -983,7 +1077,7 @@ cmd_down() {
 
 cmd_status() {
   local p rc=0
-  for p in $(all_parts); do
+  for p in $(all_parts) postgres; do
     if alive "$p"; then printf '%-24s running (pid %s)\n' "$p" "$(pid_of "$p")"; else printf '%-24s stopped\n' "$p"; rc=1; fi
   done
   if alive kube-apiserver; then
@@ -1087,8 +1181,16 @@ main() {
         *) die "usage: $0 scc-crd apply|delete" ;;
       esac
       ;;
+    postgres)
+      case "${2:-}" in
+        start) start_postgres ;;
+        stop) stop_postgres ;;
+        fresh-database) [ -n "${3:-}" ] || die "usage: $0 postgres fresh-database NAME"; fresh_database "$3" ;;
+        *) die "usage: $0 postgres start|stop|fresh-database NAME" ;;
+      esac
+      ;;
     logs) [ -n "${2:-}" ] || die "usage: $0 logs PART (one of $(all_parts | tr '\n' ' '))"; tail -n "${3:-100}" "$LOGS/$2.log" ;;
-    *) echo "usage: $0 up|down|status|images [IMAGE...]|restart PART|stop-node N|start-node N|cordon N|uncordon N|drain N [FLAG...]|node-exec N CMD...|memory|scc-crd apply|delete|logs PART [LINES]" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|status|images [IMAGE...]|restart PART|stop-node N|start-node N|cordon N|uncordon N|drain N [FLAG...]|node-exec N CMD...|memory|scc-crd apply|delete|postgres start|stop|fresh-database NAME|logs PART [LINES]" >&2; exit 2 ;;
   esac
 }
 

@@ -17,6 +17,7 @@ PACKAGES=(
   shellcheck                   # make lint checks every script
   gcc libc6-dev                # static cgo build of spire-server (SQLite)
   nginx libnginx-mod-stream    # NGINX with its stream module: the peer of the proxy benchmark (make bench-proxy); its own config, never the system service
+  postgresql                   # the SPIRE servers' shared datastore with ha.enabled (ci/values-ha.yaml): a server of ci/cluster.sh's own, never the system service
   ca-certificates git make
 )
 

@@ -228,12 +228,13 @@ func TestScenario10Controller(t *testing.T) {
 		// would be refused like the workload's.
 		labelNamespace(t, meshNS, `"`+nginxmesh.AutoInjectEnabled+`"`)
 		defer labelNamespace(t, meshNS, "null")
-		scaleServer(t, 0)
+		// The webhook runs in its own Deployment (issue 18): scaling it to zero is the outage.
+		scaleController(t, 0)
 		defer func() {
-			scaleServer(t, 1)
-			waitFor(t, "spire-server (and controller) Ready again", 3*time.Minute, func() (bool, string) {
-				s, err := e.cs.AppsV1().StatefulSets(meshNS).Get(ctx(t), nginxmesh.SpireServer, metav1.GetOptions{})
-				return err == nil && s.Status.ReadyReplicas == 1, fmt.Sprint(err)
+			scaleController(t, 1)
+			waitFor(t, "the controller Deployment available again", 3*time.Minute, func() (bool, string) {
+				d, err := e.cs.AppsV1().Deployments(meshNS).Get(ctx(t), nginxmesh.Controller, metav1.GetOptions{})
+				return err == nil && d.Status.AvailableReplicas >= 1, fmt.Sprint(err)
 			})
 		}()
 		_, err := e.cs.CoreV1().Pods(workloadNS).Create(ctx(t), plainPod(workloadNS, "while-down", nil), metav1.CreateOptions{})
@@ -295,15 +296,16 @@ func TestScenario10Controller(t *testing.T) {
 	record("controller scenario total: %s", time.Since(start).Round(100*time.Millisecond))
 }
 
-func scaleServer(t *testing.T, n int32) {
+// scaleController scales the webhook's Deployment; at zero it waits until its pods are gone.
+func scaleController(t *testing.T, n int32) {
 	t.Helper()
 	patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)
-	if _, err := e.cs.AppsV1().StatefulSets(meshNS).Patch(ctx(t), nginxmesh.SpireServer, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+	if _, err := e.cs.AppsV1().Deployments(meshNS).Patch(ctx(t), nginxmesh.Controller, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if n == 0 {
-		waitFor(t, "spire-server pod gone", 2*time.Minute, func() (bool, string) {
-			pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + "=spire-server"})
+		waitFor(t, "controller pods gone", 2*time.Minute, func() (bool, string) {
+			pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + "=controller"})
 			return err == nil && len(pods.Items) == 0, fmt.Sprint(err)
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -326,14 +327,27 @@ func TestScenario1InstallOpenShift(t *testing.T) {
 // unix socket path may be).
 func spireServer(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + "=spire-server"})
+	return spireServerIn(t, meshNS, args...)
+}
+
+// spireServerIn runs the spire-server CLI on the admin socket of the first server pod of ns.
+func spireServerIn(t *testing.T, ns string, args ...string) (string, error) {
+	t.Helper()
+	pods, err := e.cs.CoreV1().Pods(ns).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + "=spire-server"})
 	if err != nil || len(pods.Items) == 0 {
 		t.Fatalf("no spire-server pod: %v", err)
 	}
+	// With several replicas (ha.enabled), one whose server runs: any of them sees the datastore.
 	// The emptyDir is a plain folder under its node's kubelet root, which this host sees.
-	server := pods.Items[0]
-	sock := filepath.Join(nodeKubeletDir(nodeNum(t, server.Spec.NodeName)), "pods", string(server.UID), "volumes", "kubernetes.io~empty-dir", "admin-socket", "api.sock")
-	link := "/tmp/nmcl-e2e-spire-admin.sock"
+	pod := pods.Items[0]
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil && slices.ContainsFunc(p.Status.ContainerStatuses, func(c corev1.ContainerStatus) bool { return c.Name == nginxmesh.SpireServer && c.Ready }) {
+			pod = p
+			break
+		}
+	}
+	sock := filepath.Join(nodeKubeletDir(nodeNum(t, pod.Spec.NodeName)), "pods", string(pod.UID), "volumes", "kubernetes.io~empty-dir", "admin-socket", "api.sock")
+	link := "/tmp/nmcl-e2e-spire-admin-" + ns + ".sock"
 	_ = os.Remove(link)
 	if err := os.Symlink(sock, link); err != nil {
 		t.Fatal(err)

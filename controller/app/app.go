@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
-	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -57,8 +55,16 @@ type Options struct {
 	CertTTL           time.Duration
 	ResyncPeriod      time.Duration
 	BatchSize         int
-	LeaderElect       bool
-	LogLevel          string
+	// Role: RoleWebhook (the Deployment), RoleRegistrar (beside each SPIRE server) or RoleAll.
+	Role string
+	// CASecret and WebhookConfig: the webhook's CA Secret and the configuration carrying it.
+	CASecret, WebhookConfig string
+	LeaderElect             bool
+	LeaderElectID           string
+	// Lease timings: failover after a crash takes at most LeaseDuration; a clean exit releases
+	// the Lease at once (ReleaseOnCancel).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	LogLevel                                  string
 	// The injected proxy sidecar (inject.Proxy).
 	ProxyImage      string
 	ProxyPullPolicy string
@@ -69,6 +75,19 @@ type Options struct {
 	WebhookFailurePolicy string
 	ProxyIdle            time.Duration
 	ProxyMaxConns        int
+}
+
+// Roles of one controller process.
+const (
+	RoleWebhook   = "webhook"
+	RoleRegistrar = "registrar"
+	RoleAll       = "all"
+)
+
+// webhook and registrar: an empty role is RoleAll (the flag's default).
+func (o Options) webhook() bool { return o.Role == RoleWebhook || o.Role == RoleAll || o.Role == "" }
+func (o Options) registrar() bool {
+	return o.Role == RoleRegistrar || o.Role == RoleAll || o.Role == ""
 }
 
 // EnvName is the environment variable a flag falls back to: NGINX_MESH_CONTROLLER_ plus the flag
@@ -102,15 +121,22 @@ func (o *Options) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.TrustDomain, "trust-domain", "", "SPIFFE trust domain of the SPIRE server (required)")
 	fs.StringVar(&o.ClusterName, "cluster-name", "", "k8s_psat cluster name of the agents: parent IDs are spiffe://<td>/spire/agent/k8s_psat/<cluster>/<node UID> (required)")
 	o.injectFlags(fs)
+	fs.StringVar(&o.Role, "role", RoleAll, "what this process does: webhook (admission only, no SPIRE needed), registrar (SPIRE entries through the admin socket, one leader at a time with --leader-elect) or all")
+	fs.StringVar(&o.CASecret, "ca-secret", nginxmesh.ControllerCASecret, "Secret (in --mesh-namespace) holding the webhook's CA; rendered empty by the chart, filled by the first replica")
+	fs.StringVar(&o.WebhookConfig, "webhook-configuration", nginxmesh.InjectorWebhook, "MutatingWebhookConfiguration whose caBundle the controller keeps equal to its CA")
 	fs.StringVar(&o.AdminSocket, "spire-admin-socket", "/run/spire/server-admin/api.sock", "the SPIRE server's admin API socket")
 	fs.StringVar(&o.ServiceName, "service-name", nginxmesh.Controller, "Service the API server calls the webhook through (DNS names of the certificate)")
 	fs.IntVar(&o.WebhookPort, "webhook-port", 9443, "HTTPS port of the admission webhook")
 	fs.StringVar(&o.HealthAddress, "health-address", ":8083", "address of /healthz and /readyz")
 	fs.StringVar(&o.MetricsAddress, "metrics-address", ":8084", `address of /metrics ("0" disables)`)
-	fs.DurationVar(&o.CertTTL, "cert-ttl", 24*time.Hour, "lifetime asked for the webhook certificate (renewed at half); the SPIRE server caps it at its CA's")
+	fs.DurationVar(&o.CertTTL, "cert-ttl", 24*time.Hour, "lifetime of the webhook's serving certificate (renewed at half)")
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", 10*time.Minute, "period of the full resync of SPIRE entries")
 	fs.IntVar(&o.BatchSize, "batch-size", 500, "most entries per Batch call of the SPIRE entry API")
-	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader before registering entries (only needed with more than one replica)")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader before registering entries (only needed with more than one registrar)")
+	fs.StringVar(&o.LeaderElectID, "leader-elect-id", nginxmesh.Registrar, "Lease (in --mesh-namespace) of the leader election")
+	fs.DurationVar(&o.LeaseDuration, "leader-elect-lease-duration", 6*time.Second, "how long a crashed leader's Lease blocks the others")
+	fs.DurationVar(&o.RenewDeadline, "leader-elect-renew-deadline", 4*time.Second, "how long the leader retries renewing before it gives up leading (and exits)")
+	fs.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", time.Second, "how often candidates try to take the Lease")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info or error")
 }
 
@@ -240,20 +266,33 @@ namespace opted in.`,
 // Validate names every missing or wrong flag.
 func (o Options) Validate() error {
 	var errs []error
-	if err := (register.Config{TrustDomain: o.TrustDomain, ClusterName: o.ClusterName}).Validate(); err != nil {
-		errs = append(errs, err)
+	if !o.webhook() && !o.registrar() {
+		return fmt.Errorf("--role %q: want %s, %s or %s", o.Role, RoleWebhook, RoleRegistrar, RoleAll)
 	}
 	if o.MeshNamespace == "" {
 		errs = append(errs, errors.New("--mesh-namespace is empty"))
 	}
-	if o.AdminSocket == "" {
-		errs = append(errs, errors.New("--spire-admin-socket is empty"))
+	if o.registrar() {
+		if err := (register.Config{TrustDomain: o.TrustDomain, ClusterName: o.ClusterName}).Validate(); err != nil {
+			errs = append(errs, err)
+		}
+		if o.AdminSocket == "" {
+			errs = append(errs, errors.New("--spire-admin-socket is empty"))
+		}
+		if o.LeaderElect && (o.LeaseDuration <= o.RenewDeadline || o.RenewDeadline <= o.RetryPeriod || o.RetryPeriod <= 0) {
+			errs = append(errs, fmt.Errorf("leader election: want --leader-elect-lease-duration (%s) > --leader-elect-renew-deadline (%s) > --leader-elect-retry-period (%s) > 0", o.LeaseDuration, o.RenewDeadline, o.RetryPeriod))
+		}
 	}
-	if o.WebhookPort <= 0 || o.WebhookPort > 65535 {
-		errs = append(errs, fmt.Errorf("--webhook-port %d is not a port", o.WebhookPort))
-	}
-	if _, err := o.InjectConfig(); err != nil {
-		errs = append(errs, err)
+	if o.webhook() {
+		if o.WebhookPort <= 0 || o.WebhookPort > 65535 {
+			errs = append(errs, fmt.Errorf("--webhook-port %d is not a port", o.WebhookPort))
+		}
+		if o.CASecret == "" || o.WebhookConfig == "" {
+			errs = append(errs, errors.New("--ca-secret and --webhook-configuration must name the webhook's CA Secret and configuration"))
+		}
+		if _, err := o.InjectConfig(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -279,65 +318,84 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	// The admin socket: local callers are admins of the SPIRE server.
-	conn, err := grpc.NewClient("unix://"+o.AdminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return fmt.Errorf("SPIRE admin socket %s: %w", o.AdminSocket, err)
+	mopts := ctrl.Options{
+		Logger:                 log,
+		HealthProbeBindAddress: o.HealthAddress,
+		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddress},
 	}
-	defer conn.Close()
-
-	id := &url.URL{Scheme: "spiffe", Host: o.TrustDomain, Path: "/nginx-mesh/controller/webhook"}
-	src := &certs.Source{
-		Client: svidv1.NewSVIDClient(conn), ID: id, TTL: o.CertTTL, Log: log.WithName("certs"),
-		DNSNames: []string{o.ServiceName + "." + o.MeshNamespace + ".svc", o.ServiceName + "." + o.MeshNamespace, o.ServiceName},
-	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Logger: log,
-		WebhookServer: webhook.NewServer(webhook.Options{Port: o.WebhookPort, TLSOpts: []func(*tls.Config){
-			func(c *tls.Config) { c.GetCertificate = src.GetCertificate; c.MinVersion = tls.VersionTLS12 },
-		}}),
-		HealthProbeBindAddress:  o.HealthAddress,
-		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddress},
-		LeaderElection:          o.LeaderElect,
-		LeaderElectionID:        nginxmesh.Controller,
-		LeaderElectionNamespace: o.MeshNamespace,
-	})
-	if err != nil {
-		return err
-	}
-	// GetWebhookServer adds the server to the manager's runnables (the option alone does not).
-	srv := mgr.GetWebhookServer()
-	ic, err := o.InjectConfig()
-	if err != nil {
-		return err
-	}
-	mwebhook.Register(srv, inject.New(ic))
-
-	reg, err := register.New(register.Config{
-		TrustDomain: o.TrustDomain, ClusterName: o.ClusterName, DriverName: o.DriverName, OptIn: ic.OptIn(),
-		ResyncPeriod: o.ResyncPeriod, BatchSize: o.BatchSize,
-	}, entryv1.NewEntryClient(conn), kube, log.WithName("register"))
-	if err != nil {
-		return err
-	}
-	for _, r := range []interface {
-		Start(context.Context) error
-	}{src, reg} {
-		if err := mgr.Add(runnable{r}); err != nil {
-			return err
+	var src *certs.Source
+	if o.webhook() {
+		src = &certs.Source{
+			Kube: kube, Namespace: o.MeshNamespace, SecretName: o.CASecret, WebhookConfig: o.WebhookConfig,
+			TTL: o.CertTTL, Log: log.WithName("certs"),
+			DNSNames: []string{o.ServiceName + "." + o.MeshNamespace + ".svc", o.ServiceName + "." + o.MeshNamespace, o.ServiceName},
 		}
+		mopts.WebhookServer = webhook.NewServer(webhook.Options{Port: o.WebhookPort, TLSOpts: []func(*tls.Config){
+			func(c *tls.Config) { c.GetCertificate = src.GetCertificate; c.MinVersion = tls.VersionTLS12 },
+		}})
+	}
+	if o.registrar() && o.LeaderElect {
+		lease, renew, retry := o.LeaseDuration, o.RenewDeadline, o.RetryPeriod
+		mopts.LeaderElection = true
+		mopts.LeaderElectionID = o.LeaderElectID
+		mopts.LeaderElectionNamespace = o.MeshNamespace
+		mopts.LeaderElectionResourceLock = "leases"
+		// A registrar that stops (upgrade, drain, SIGTERM) hands over at once, not after the lease.
+		mopts.LeaderElectionReleaseOnCancel = true
+		mopts.LeaseDuration, mopts.RenewDeadline, mopts.RetryPeriod = &lease, &renew, &retry
+	}
+	mgr, err := ctrl.NewManager(cfg, mopts)
+	if err != nil {
+		return err
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("certificate", src.Ready); err != nil {
+	// The registrar needs the opt-in rule of the injection config too (issue 20 item 1).
+	ic, err := o.InjectConfig()
+	if err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("webhook", srv.StartedChecker()); err != nil {
-		return err
+	if o.webhook() {
+		// GetWebhookServer adds the server to the manager's runnables (the option alone does not).
+		srv := mgr.GetWebhookServer()
+		mwebhook.Register(srv, inject.New(ic))
+		if err := mgr.Add(runnable{src}); err != nil {
+			return err
+		}
+		// Readiness is "I can answer admission", nothing else: no SPIRE, no registration.
+		if err := mgr.AddReadyzCheck("certificate", src.Ready); err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("webhook", srv.StartedChecker()); err != nil {
+			return err
+		}
 	}
-	log.Info("starting", "version", nginxmesh.Version, "trustDomain", o.TrustDomain, "cluster", o.ClusterName,
-		"meshNamespace", o.MeshNamespace, "adminSocket", o.AdminSocket, "requiredSCC", o.RequiredSCC,
+	if o.registrar() {
+		// The admin socket: local callers are admins of the SPIRE server.
+		conn, err := grpc.NewClient("unix://"+o.AdminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return fmt.Errorf("SPIRE admin socket %s: %w", o.AdminSocket, err)
+		}
+		defer conn.Close()
+		reg, err := register.New(register.Config{
+			TrustDomain: o.TrustDomain, ClusterName: o.ClusterName, DriverName: o.DriverName, OptIn: ic.OptIn(),
+			ResyncPeriod: o.ResyncPeriod, BatchSize: o.BatchSize,
+		}, entryv1.NewEntryClient(conn), kube, log.WithName("register"))
+		if err != nil {
+			return err
+		}
+		if err := mgr.Add(runnable{reg}); err != nil {
+			return err
+		}
+		if !o.webhook() {
+			if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+				return err
+			}
+		}
+	}
+	log.Info("starting", "version", nginxmesh.Version, "role", o.Role, "trustDomain", o.TrustDomain, "cluster", o.ClusterName,
+		"meshNamespace", o.MeshNamespace, "adminSocket", o.AdminSocket, "leaderElect", o.LeaderElect, "requiredSCC", o.RequiredSCC,
 		"proxyImage", ic.Proxy.Image, "proxyResources", o.ProxyResources)
 	return mgr.Start(ctx)
 }

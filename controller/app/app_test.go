@@ -183,3 +183,23 @@ func TestExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// The webhook role needs no SPIRE (no admin socket, no cluster name); the registrar role needs
+// them, and sane leader-election timings.
+func TestValidateByRole(t *testing.T) {
+	web := Options{Role: RoleWebhook, TrustDomain: "cluster.local", MeshNamespace: "mesh", WebhookPort: 9443, CASecret: "ca", WebhookConfig: "w"}
+	if err := web.Validate(); err != nil {
+		t.Errorf("webhook role without SPIRE flags: %v", err)
+	}
+	reg := Options{Role: RoleRegistrar, TrustDomain: "cluster.local", MeshNamespace: "mesh", LeaderElect: true,
+		LeaseDuration: 2e9, RenewDeadline: 3e9, RetryPeriod: 1e9}
+	err := reg.Validate()
+	for _, want := range []string{"cluster name", "--spire-admin-socket", "--leader-elect-lease-duration"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("registrar: error lacks %q: %v", want, err)
+		}
+	}
+	if err := (Options{Role: "both"}).Validate(); err == nil || !strings.Contains(err.Error(), `--role "both"`) {
+		t.Errorf("unknown role: %v", err)
+	}
+}

@@ -7,157 +7,206 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"path/filepath"
-	"sync/atomic"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr/testr"
-	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
-	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-
-	"github.com/nginx-mesh/nginx-mesh/controller/internal/testpki"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
-// fakeSVID is the SPIRE server's SVID API: it checks the CSR as SPIRE does (one URI SAN) and
-// signs with a test CA for a short TTL. fail makes the next calls fail.
-type fakeSVID struct {
-	svidv1.UnimplementedSVIDServer
-	ca    *testpki.CA
-	ttl   time.Duration
-	fail  atomic.Int32
-	calls atomic.Int32
+const (
+	ns      = "mesh"
+	secret  = "nginx-mesh-controller-ca"
+	webhook = "nginx-mesh-injector"
+)
+
+func cluster() *fake.Clientset {
+	return fake.NewClientset(
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secret, Namespace: ns}},
+		&admissionregistrationv1.MutatingWebhookConfiguration{
+			ObjectMeta: metav1.ObjectMeta{Name: webhook},
+			Webhooks:   []admissionregistrationv1.MutatingWebhook{{Name: "nginx-mesh-injector.nsm.nginx.com"}},
+		})
 }
 
-func (f *fakeSVID) MintX509SVID(_ context.Context, req *svidv1.MintX509SVIDRequest) (*svidv1.MintX509SVIDResponse, error) {
-	f.calls.Add(1)
-	if f.fail.Load() > 0 {
-		f.fail.Add(-1)
-		return nil, status.Error(codes.Unavailable, "datastore busy")
-	}
-	csr, err := x509.ParseCertificateRequest(req.Csr)
-	if err != nil || csr.CheckSignature() != nil {
-		return nil, status.Error(codes.InvalidArgument, "malformed CSR")
-	}
-	if len(csr.URIs) != 1 || csr.URIs[0].Scheme != "spiffe" || csr.URIs[0].Host == "" {
-		return nil, status.Error(codes.InvalidArgument, "CSR URI SAN is required and must be a SPIFFE ID")
-	}
-	c, err := f.ca.Sign(csr.PublicKey, csr.DNSNames, csr.URIs, f.ttl)
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	return &svidv1.MintX509SVIDResponse{Svid: &types.X509SVID{CertChain: [][]byte{c.Raw}, ExpiresAt: c.NotAfter.Unix()}}, nil
+func source(t *testing.T, c *fake.Clientset) *Source {
+	return &Source{Kube: c, Namespace: ns, SecretName: secret, WebhookConfig: webhook,
+		DNSNames: []string{"nginx-mesh-controller.mesh.svc"}, TTL: time.Hour, Log: testr.New(t)}
 }
 
-// startFake serves the fake on a real unix socket, as the admin socket is.
-func startFake(t *testing.T, f *fakeSVID) svidv1.SVIDClient {
+func bundle(t *testing.T, c *fake.Clientset) []byte {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "api.sock")
-	l, err := net.Listen("unix", sock)
+	cfg, err := c.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(context.Background(), webhook, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	svidv1.RegisterSVIDServer(srv, f)
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return svidv1.NewSVIDClient(conn)
+	return cfg.Webhooks[0].ClientConfig.CABundle
 }
 
-// A TLS server that took Source.GetCertificate once keeps serving each renewed certificate
-// without a restart, clients that trust the CA verify every one for the Service's DNS name, and
-// a failing SPIRE server is retried while the old certificate is still served.
-func TestRotationWithoutRestart(t *testing.T) {
-	ca := testpki.NewCA(t)
-	fake := &fakeSVID{ca: ca, ttl: 4 * time.Second}
-	id, _ := url.Parse("spiffe://cluster.local/ns/nginx-mesh/sa/spire-server/nginx-mesh-controller")
-	src := &Source{Client: startFake(t, fake), ID: id, DNSNames: []string{"nginx-mesh-controller.nginx-mesh.svc"},
-		MinRetry: 100 * time.Millisecond, MaxRetry: 200 * time.Millisecond, Log: testr.New(t), notify: make(chan struct{}, 1)}
-
-	if err := src.Ready(nil); err == nil {
+// Several replicas: one CA, written once; every replica's certificate verifies against the
+// caBundle for the Service's name, and each replica is ready only after the caBundle is set.
+func TestReplicasShareOneCA(t *testing.T) {
+	c := cluster()
+	var updates int
+	c.PrependReactor("update", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		updates++
+		return false, nil, nil
+	})
+	a, b := source(t, c), source(t, c)
+	if err := a.Ready(nil); err == nil {
 		t.Fatal("ready before any certificate")
 	}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }))
-	srv.TLS = &tls.Config{GetCertificate: src.GetCertificate}
-	srv.StartTLS()
-	defer srv.Close()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- src.Start(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
+	for _, s := range []*Source{a, b} {
+		if err := s.Sync(context.Background()); err != nil {
+			t.Fatal(err)
 		}
-	}()
-
-	served := func() *x509.Certificate {
-		t.Helper()
-		c, err := tls.Dial("tcp", srv.Listener.Addr().String(), &tls.Config{RootCAs: ca.Pool(), ServerName: "nginx-mesh-controller.nginx-mesh.svc"})
+		if err := s.Ready(nil); err != nil {
+			t.Fatalf("not ready after Sync: %v", err)
+		}
+	}
+	if updates != 1 {
+		t.Errorf("%d Secret updates, want 1 (the second replica reads the first one's CA)", updates)
+	}
+	if string(a.CAPEM()) != string(b.CAPEM()) || string(bundle(t, c)) != string(a.CAPEM()) {
+		t.Fatal("replicas or caBundle disagree on the CA")
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(bundle(t, c))
+	for _, s := range []*Source{a, b} {
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }))
+		srv.TLS = &tls.Config{GetCertificate: s.GetCertificate, MinVersion: tls.VersionTLS12}
+		srv.StartTLS()
+		_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+		cl := &http.Client{Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "nginx-mesh-controller.mesh.svc", MinVersion: tls.VersionTLS12},
+		}}
+		resp, err := cl.Get("https://127.0.0.1:" + port)
 		if err != nil {
-			t.Fatalf("handshake: %v", err)
+			t.Fatalf("the API server's view (caBundle, Service name) refuses the replica: %v", err)
 		}
-		defer c.Close()
-		return c.ConnectionState().PeerCertificates[0]
-	}
-	wait := func() {
-		t.Helper()
-		select {
-		case <-src.notify:
-		case <-time.After(10 * time.Second):
-			t.Fatal("no certificate minted")
-		}
-	}
-	wait()
-	if err := src.Ready(nil); err != nil {
-		t.Fatalf("not ready with a certificate: %v", err)
-	}
-	first := served()
-	if first.URIs[0].String() != id.String() {
-		t.Errorf("URI SAN %v", first.URIs)
-	}
-
-	// Renewal at half of the certificate's lifetime: a new certificate on the same listener.
-	wait()
-	second := served()
-	if second.SerialNumber.Cmp(first.SerialNumber) == 0 {
-		t.Fatalf("still serving serial %s after renewal", first.SerialNumber)
-	}
-
-	// The SPIRE server fails three times: the certificate in hand stays served, and the minting
-	// is retried until it works.
-	fake.fail.Store(3)
-	before := fake.calls.Load()
-	if s := served(); s.SerialNumber.Cmp(second.SerialNumber) != 0 {
-		t.Fatalf("certificate changed without a mint")
-	}
-	wait()
-	if n := fake.calls.Load() - before; n < 4 {
-		t.Errorf("want 3 failed calls and a good one, got %d calls", n)
-	}
-	if s := served(); s.SerialNumber.Cmp(second.SerialNumber) == 0 {
-		t.Fatalf("not renewed after the failures")
+		resp.Body.Close()
+		srv.Close()
 	}
 }
 
-func TestMintRefusedWithoutURI(t *testing.T) {
-	ca := testpki.NewCA(t)
-	src := &Source{Client: startFake(t, &fakeSVID{ca: ca, ttl: time.Hour}), ID: &url.URL{}, Log: testr.New(t)}
-	if err := src.Mint(context.Background()); err == nil {
-		t.Fatal("a CSR without a SPIFFE ID was accepted")
+// Two replicas race on the empty Secret: the loser gets a conflict and uses the winner's CA.
+func TestConflictReadsTheWinnersCA(t *testing.T) {
+	c := cluster()
+	loser := source(t, c)
+	winnerCert, winnerKey, err := newCA(0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if src.Current() != nil {
-		t.Fatal("a failed mint stored a certificate")
+	first := true
+	c.PrependReactor("update", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if first {
+			first = false
+			// The winner writes between the loser's read and its update (through the tracker:
+			// the clientset is locked while a reactor runs).
+			gvr := schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+			won := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secret, Namespace: ns}, Data: map[string][]byte{CACertKey: winnerCert, CAKeyKey: winnerKey}}
+			if err := c.Tracker().Update(gvr, won, ns); err != nil {
+				t.Error(err)
+			}
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "secrets"}, secret, nil)
+		}
+		return false, nil, nil
+	})
+	if err := loser.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if string(loser.CAPEM()) != string(winnerCert) || string(bundle(t, c)) != string(winnerCert) {
+		t.Error("the loser of the race kept a CA of its own")
+	}
+}
+
+func TestErrorsNameTheObjectAndTheFix(t *testing.T) {
+	c := fake.NewClientset()
+	err := source(t, c).Sync(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "mesh/"+secret) || !strings.Contains(err.Error(), "fix:") {
+		t.Errorf("missing Secret: %v", err)
+	}
+	c = cluster()
+	_, _ = c.CoreV1().Secrets(ns).Update(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secret, Namespace: ns},
+		Data: map[string][]byte{CACertKey: []byte("junk")}}, metav1.UpdateOptions{})
+	if err := source(t, c).Sync(context.Background()); err == nil || !strings.Contains(err.Error(), "fix: empty its data") {
+		t.Errorf("corrupt Secret: %v", err)
+	}
+	c = cluster()
+	c.PrependReactor("patch", "mutatingwebhookconfigurations", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "mutatingwebhookconfigurations"}, webhook, nil)
+	})
+	s := source(t, c)
+	if err := s.Sync(context.Background()); err == nil || !strings.Contains(err.Error(), "caBundle of MutatingWebhookConfiguration "+webhook) {
+		t.Errorf("caBundle not patched: %v", err)
+	}
+	if err := s.Ready(nil); err == nil || !strings.Contains(err.Error(), "caBundle") {
+		t.Errorf("ready without a caBundle: %v", err)
+	}
+}
+
+// No webhook configuration yet (Argo CD syncs it after the Deployment is healthy; pre-delete
+// removed it): nothing calls the webhook, so the replica is ready, and it sets the caBundle as
+// soon as the configuration appears.
+func TestReadyWithoutTheConfiguration(t *testing.T) {
+	c := cluster()
+	cfg, _ := c.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(context.Background(), webhook, metav1.GetOptions{})
+	_ = c.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), webhook, metav1.DeleteOptions{})
+	s := source(t, c)
+	s.AbsentRecheck = 10 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = s.Start(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Ready(nil) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready without a webhook configuration: %v", s.Ready(nil))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cfg.ResourceVersion = ""
+	if _, err := c.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(context.Background(), cfg, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for string(bundle(t, c)) != string(s.CAPEM()) {
+		if time.Now().After(deadline) {
+			t.Fatal("the caBundle of a configuration created later was never set")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A new CA in the Secret (its data emptied and refilled) is picked up: a new certificate and
+// the caBundle follow; an unchanged one only renews at half life.
+func TestRenewAndCAChange(t *testing.T) {
+	c := cluster()
+	s := source(t, c)
+	if err := s.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	first := s.Current()
+	if err := s.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s.Current() != first {
+		t.Error("certificate reissued before half its life")
+	}
+	if _, err := c.CoreV1().Secrets(ns).Update(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secret, Namespace: ns}}, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	old := s.CAPEM()
+	if err := s.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if string(s.CAPEM()) == string(old) || s.Current() == first || string(bundle(t, c)) != string(s.CAPEM()) {
+		t.Error("a new CA was not followed by a new certificate and caBundle")
 	}
 }

@@ -81,6 +81,11 @@ func named(c *kube.Clients, o Options, drivers []string) (refs []nginxmesh.Ref, 
 		nginxmesh.Ref{Kind: nginxmesh.KindService, Namespace: ns, Name: nginxmesh.SpireServer},
 		nginxmesh.Ref{Kind: nginxmesh.KindServiceAccount, Namespace: ns, Name: nginxmesh.SpireServer},
 		nginxmesh.Ref{Kind: nginxmesh.KindService, Namespace: ns, Name: nginxmesh.Controller},
+		nginxmesh.Ref{Kind: nginxmesh.KindDeployment, Namespace: ns, Name: nginxmesh.Controller},
+		nginxmesh.Ref{Kind: nginxmesh.KindPDB, Namespace: ns, Name: nginxmesh.Controller},
+		nginxmesh.Ref{Kind: nginxmesh.KindServiceAccount, Namespace: ns, Name: nginxmesh.Controller},
+		nginxmesh.Ref{Kind: nginxmesh.KindSecret, Namespace: ns, Name: nginxmesh.ControllerCASecret},
+		nginxmesh.Ref{Kind: nginxmesh.KindLease, Namespace: ns, Name: nginxmesh.Registrar},
 		nginxmesh.Ref{Kind: nginxmesh.KindServiceAccount, Namespace: ns, Name: nginxmesh.Hooks},
 		nginxmesh.Ref{Kind: nginxmesh.KindRole, Namespace: ns, Name: nginxmesh.Hooks},
 		nginxmesh.Ref{Kind: nginxmesh.KindRoleBinding, Namespace: ns, Name: nginxmesh.Hooks},
@@ -90,8 +95,11 @@ func named(c *kube.Clients, o Options, drivers []string) (refs []nginxmesh.Ref, 
 	for _, cmd := range []string{"pre-install", "post-install", "pre-upgrade", "pre-delete", "post-delete"} {
 		refs = append(refs, nginxmesh.Ref{Kind: nginxmesh.KindJob, Namespace: ns, Name: nginxmesh.HookJobName(cmd)})
 	}
-	for _, name := range []string{nginxmesh.SpireAgentRBAC, nginxmesh.SpireServerRBAC, nginxmesh.Controller} {
+	for _, name := range []string{nginxmesh.SpireAgentRBAC, nginxmesh.SpireServerRBAC, nginxmesh.Controller, nginxmesh.Registrar} {
 		refs = append(refs, nginxmesh.Ref{Kind: nginxmesh.KindClusterRole, Name: name}, nginxmesh.Ref{Kind: nginxmesh.KindClusterRoleBinding, Name: name})
+	}
+	for _, name := range []string{nginxmesh.Controller, nginxmesh.Registrar} {
+		refs = append(refs, nginxmesh.Ref{Kind: nginxmesh.KindRole, Namespace: ns, Name: name}, nginxmesh.Ref{Kind: nginxmesh.KindRoleBinding, Namespace: ns, Name: name})
 	}
 	if c.OpenShift {
 		for _, scc := range []string{nginxmesh.SpireAgentSCC, nginxmesh.SpireServerSCC, nginxmesh.CSIDriverSCC, nginxmesh.SidecarSCC} {

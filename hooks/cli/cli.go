@@ -363,15 +363,17 @@ it.`,
 
 func (g *globals) postInstall() *cobra.Command {
 	var (
-		timeout    time.Duration
-		csiEnabled bool
+		timeout           time.Duration
+		csiEnabled        bool
+		controllerEnabled bool
 	)
 	cmd := &cobra.Command{
 		Use:   "post-install",
 		Short: "Install/upgrade hook: verify SPIRE and the CSI driver came up",
 		Long: `Runs after install and after upgrade. Reads only; changes nothing.
 
-Waits, up to --timeout, printing progress, until the spire-server StatefulSet is ready, the
+Waits, up to --timeout, printing progress, until the spire-server StatefulSet is ready (and,
+with --controller-enabled, the webhook's Deployment nginx-mesh-controller is available), the
 spire-agent and nginx-mesh-csi-driver DaemonSets are rolled out, and every schedulable node's
 CSINode lists the driver. On timeout it exits 4 naming what is not ready and the causes found in
 the namespace's events (for example an SCC or pod-security admission denial in a FailedCreate
@@ -382,11 +384,12 @@ event of a DaemonSet).`,
 			if err != nil {
 				return err
 			}
-			return install.PostInstall(cmd.Context(), c, install.VerifyOptions{Namespace: g.namespace, DriverName: g.driver, NoCSI: !csiEnabled, Timeout: timeout}, g.log.WithField("hook", "post-install"))
+			return install.PostInstall(cmd.Context(), c, install.VerifyOptions{Namespace: g.namespace, DriverName: g.driver, NoCSI: !csiEnabled, Controller: controllerEnabled, Timeout: timeout}, g.log.WithField("hook", "post-install"))
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait")
 	cmd.Flags().BoolVar(&csiEnabled, "csi-enabled", true, "the chart's csi.enabled: false checks SPIRE only (no driver DaemonSet or CSINode registration to wait for)")
+	cmd.Flags().BoolVar(&controllerEnabled, "controller-enabled", false, "the chart's controller.enabled: also wait for the webhook's Deployment nginx-mesh-controller")
 	return cmd
 }
 

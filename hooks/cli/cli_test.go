@@ -120,7 +120,9 @@ func scenarios() []scenario {
 		{name: "pre-upgrade retiring a renamed driver", path: rbac.PreUpgrade, args: []string{"pre-upgrade", "--image=h:1", "--allow-driver-change"}, extra: retired},
 		{name: "pre-upgrade of a rollback, sentinel waiting", path: rbac.PreUpgrade, args: []string{"pre-upgrade", "--image=h:1"},
 			extra: objs(&batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: ns}})},
-		{name: "post-install", path: rbac.PostInstall, args: []string{"post-install", "--timeout=1s"}},
+		{name: "post-install", path: rbac.PostInstall, args: []string{"post-install", "--timeout=1s", "--controller-enabled"},
+			extra: objs(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Controller, Namespace: ns},
+				Spec: appsv1.DeploymentSpec{Replicas: ptr(int32(1))}, Status: appsv1.DeploymentStatus{UpdatedReplicas: 1, AvailableReplicas: 1}})},
 		{name: "post-install, not ready", path: rbac.PostInstall, args: []string{"post-install", "--timeout=10ms"}, exit: ExitTimeout,
 			setup: func(k *fake.Clientset) {
 				_ = k.Tracker().Delete(storagev1.SchemeGroupVersion.WithResource("csinodes"), "", "n1")
@@ -303,3 +305,4 @@ func TestHelpExplainsEffects(t *testing.T) {
 		t.Error("--help does not document exit codes")
 	}
 }
+func ptr[T any](v T) *T { return &v }

@@ -314,6 +314,11 @@ func ready(ns string, tolerate bool) []runtime.Object {
 	}
 }
 
+func controllerDeployment(want, available int32) *appsv1.Deployment {
+	return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Controller, Namespace: "mesh", Generation: 2}, Spec: appsv1.DeploymentSpec{Replicas: &want},
+		Status: appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: want, UpdatedReplicas: want, AvailableReplicas: available, ReadyReplicas: available}}
+}
+
 // withoutDriver drops the driver's DaemonSet and CSINode (csi.enabled=false renders neither).
 func withoutDriver(objs []runtime.Object) []runtime.Object {
 	return slices.DeleteFunc(objs, func(o runtime.Object) bool {
@@ -394,16 +399,22 @@ func TestPostInstall(t *testing.T) {
 		wantErr string
 		notErr  string
 		noCSI   bool
+		// controller: controller.enabled, the webhook's Deployment is checked too.
+		controller bool
 	}{
-		{"csi.enabled=false: SPIRE ready and no driver of ours is ready", withoutDriver(ready("mesh", false)), "", "", true},
-		{"csi.enabled=false: SPIRE checked still", withoutDriver(ready("mesh", false))[1:], "StatefulSet spire-server", "", true},
-		{"a denial healed by the DaemonSet's retry is no cause", append(createdNotAvailable(false), healedDenial, pullFails), "Pod nginx-mesh-csi-driver-x: Failed: Failed to pull image", "required SCC", false},
-		{"a denial while pods are still missing is the cause", append(createdNotAvailable(true), healedDenial), "admission denied the pods: pods \"nginx-mesh-csi-driver-\" is forbidden: failed to retrieve the required SCC", "", false},
-		{"a pod's failure before it became Ready is no cause", append(withServerUID(createdNotAvailable(false)), serverPod, probeFailed, pullFails), "Failed to pull image", "Readiness probe failed", false},
-		{"ready; tainted master not tolerated is not required", ready("mesh", false), "", "", false},
-		{"driver tolerates the master taint but is not registered there", ready("mesh", true), "not registered on 1 of 2 schedulable nodes: master", "", false},
-		{"SCC denial named from the events", append(notReadyDS(), sccDenied, stale, dns), "DaemonSet nginx-mesh-csi-driver: FailedCreate: admission denied the pods", "", false},
-		{"only current objects' events", append(notReadyDS(), stale, dns), "not ready: DaemonSet nginx-mesh-csi-driver (1 desired, 0 updated, 0 available)", "stale", false},
+		{"csi.enabled=false: SPIRE ready and no driver of ours is ready", withoutDriver(ready("mesh", false)), "", "", true, false},
+		{"csi.enabled=false: SPIRE checked still", withoutDriver(ready("mesh", false))[1:], "StatefulSet spire-server", "", true, false},
+		{"a denial healed by the DaemonSet's retry is no cause", append(createdNotAvailable(false), healedDenial, pullFails), "Pod nginx-mesh-csi-driver-x: Failed: Failed to pull image", "required SCC", false, false},
+		{"a denial while pods are still missing is the cause", append(createdNotAvailable(true), healedDenial), "admission denied the pods: pods \"nginx-mesh-csi-driver-\" is forbidden: failed to retrieve the required SCC", "", false, false},
+		{"a pod's failure before it became Ready is no cause", append(withServerUID(createdNotAvailable(false)), serverPod, probeFailed, pullFails), "Failed to pull image", "Readiness probe failed", false, false},
+		{"ready; tainted master not tolerated is not required", ready("mesh", false), "", "", false, false},
+		{"driver tolerates the master taint but is not registered there", ready("mesh", true), "not registered on 1 of 2 schedulable nodes: master", "", false, false},
+		{"SCC denial named from the events", append(notReadyDS(), sccDenied, stale, dns), "DaemonSet nginx-mesh-csi-driver: FailedCreate: admission denied the pods", "", false, false},
+		{"only current objects' events", append(notReadyDS(), stale, dns), "not ready: DaemonSet nginx-mesh-csi-driver (1 desired, 0 updated, 0 available)", "stale", false, false},
+		// Issue 18: the webhook runs in a Deployment of its own; post-install waits for it.
+		{"controller Deployment ready", append(ready("mesh", false), controllerDeployment(2, 2)), "", "", false, true},
+		{"controller Deployment not ready", append(ready("mesh", false), controllerDeployment(2, 1)), "not ready: Deployment nginx-mesh-controller (1/2 available, 2 updated)", "", false, true},
+		{"controller Deployment missing", ready("mesh", false), "Deployment nginx-mesh-controller (not found)", "", false, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -411,7 +422,7 @@ func TestPostInstall(t *testing.T) {
 			ks := nginxmesh.KeepSetOptions{Namespace: "mesh"}
 			g := &fakes.Guard{Cluster: rbac.HookClusterRules(ks), Namespace: rbac.HookNamespaceRules(ks), MeshNS: "mesh"}
 			g.Install(k, nil)
-			err := PostInstall(context.Background(), cl, VerifyOptions{Namespace: "mesh", NoCSI: c.noCSI, Timeout: 50 * time.Millisecond, Poll: 5 * time.Millisecond}, quiet())
+			err := PostInstall(context.Background(), cl, VerifyOptions{Namespace: "mesh", NoCSI: c.noCSI, Controller: c.controller, Timeout: 50 * time.Millisecond, Poll: 5 * time.Millisecond}, quiet())
 			if c.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)

@@ -26,7 +26,10 @@ type VerifyOptions struct {
 	Namespace, DriverName string
 	// NoCSI: csi.enabled=false, the chart renders no driver (the cluster runs its own of
 	// DriverName, or none); only SPIRE is checked.
-	NoCSI         bool
+	NoCSI bool
+	// Controller: controller.enabled, the webhook's Deployment must be available too (with
+	// failurePolicy Fail, an install is not usable before it answers admission).
+	Controller    bool
 	Timeout, Poll time.Duration
 }
 
@@ -54,6 +57,17 @@ func Status(ctx context.Context, c *kube.Clients, o VerifyOptions) ([]Check, err
 		return nil, err
 	default:
 		checks = append(checks, statefulSetCheck(sts))
+	}
+	if o.Controller {
+		d, err := k.AppsV1().Deployments(o.Namespace).Get(ctx, nginxmesh.Controller, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			checks = append(checks, Check{Name: "Deployment " + nginxmesh.Controller, Detail: "not found"})
+		case err != nil:
+			return nil, err
+		default:
+			checks = append(checks, deploymentCheck(d))
+		}
 	}
 	daemonSets := []string{nginxmesh.SpireAgent, nginxmesh.DaemonSetName(driver)}
 	if o.NoCSI {
@@ -129,6 +143,17 @@ func statefulSetCheck(s *appsv1.StatefulSet) Check {
 		(st.UpdateRevision == "" || st.CurrentRevision == st.UpdateRevision)
 	c.Detail = fmt.Sprintf("%d/%d ready, %d updated", st.ReadyReplicas, want, st.UpdatedReplicas)
 	return c
+}
+
+func deploymentCheck(d *appsv1.Deployment) Check {
+	want := int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	st := d.Status
+	return Check{Name: "Deployment " + d.Name,
+		Ready:  st.ObservedGeneration >= d.Generation && st.UpdatedReplicas >= want && st.AvailableReplicas >= want,
+		Detail: fmt.Sprintf("%d/%d available, %d updated", st.AvailableReplicas, want, st.UpdatedReplicas)}
 }
 
 func daemonSetCheck(d *appsv1.DaemonSet) Check {

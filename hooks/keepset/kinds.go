@@ -91,21 +91,25 @@ type Kind struct {
 var Kinds = []Kind{
 	{nginxmesh.KindJob, true, 0, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.BatchV1().Jobs(ns)) }},
 	{nginxmesh.KindDaemonSet, true, 1, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.AppsV1().DaemonSets(ns)) }},
-	{nginxmesh.KindStatefulSet, true, 2, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.AppsV1().StatefulSets(ns)) }},
-	{nginxmesh.KindPod, true, 3, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.CoreV1().Pods(ns)) }},
-	{nginxmesh.KindService, true, 4, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.CoreV1().Services(ns)) }},
-	{nginxmesh.KindConfigMap, true, 5, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.CoreV1().ConfigMaps(ns)) }},
-	{nginxmesh.KindMutatingWebhook, false, 6, func(c *kube.Clients, _ string) ops {
+	{nginxmesh.KindDeployment, true, 2, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.AppsV1().Deployments(ns)) }},
+	{nginxmesh.KindStatefulSet, true, 3, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.AppsV1().StatefulSets(ns)) }},
+	{nginxmesh.KindPod, true, 4, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.CoreV1().Pods(ns)) }},
+	{nginxmesh.KindService, true, 5, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.CoreV1().Services(ns)) }},
+	{nginxmesh.KindConfigMap, true, 6, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.CoreV1().ConfigMaps(ns)) }},
+	{nginxmesh.KindSecret, true, 7, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.CoreV1().Secrets(ns)) }},
+	{nginxmesh.KindLease, true, 8, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.CoordinationV1().Leases(ns)) }},
+	{nginxmesh.KindPDB, true, 9, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.PolicyV1().PodDisruptionBudgets(ns)) }},
+	{nginxmesh.KindMutatingWebhook, false, 10, func(c *kube.Clients, _ string) ops {
 		return wrap(c.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations())
 	}},
-	{nginxmesh.KindCSIDriver, false, 7, func(c *kube.Clients, _ string) ops { return wrap(c.Kube.StorageV1().CSIDrivers()) }},
-	{nginxmesh.KindRoleBinding, true, 8, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.RbacV1().RoleBindings(ns)) }},
-	{nginxmesh.KindRole, true, 9, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.RbacV1().Roles(ns)) }},
-	{nginxmesh.KindClusterRoleBinding, false, 10, func(c *kube.Clients, _ string) ops { return wrap(c.Kube.RbacV1().ClusterRoleBindings()) }},
-	{nginxmesh.KindClusterRole, false, 11, func(c *kube.Clients, _ string) ops { return wrap(c.Kube.RbacV1().ClusterRoles()) }},
-	{nginxmesh.KindSCC, false, 12, nil}, // through the OpenShift client, see opsFor
-	{nginxmesh.KindServiceAccount, true, 13, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.CoreV1().ServiceAccounts(ns)) }},
-	{nginxmesh.KindNamespace, false, 14, func(c *kube.Clients, _ string) ops { return wrap(c.Kube.CoreV1().Namespaces()) }},
+	{nginxmesh.KindCSIDriver, false, 11, func(c *kube.Clients, _ string) ops { return wrap(c.Kube.StorageV1().CSIDrivers()) }},
+	{nginxmesh.KindRoleBinding, true, 12, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.RbacV1().RoleBindings(ns)) }},
+	{nginxmesh.KindRole, true, 13, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.RbacV1().Roles(ns)) }},
+	{nginxmesh.KindClusterRoleBinding, false, 14, func(c *kube.Clients, _ string) ops { return wrap(c.Kube.RbacV1().ClusterRoleBindings()) }},
+	{nginxmesh.KindClusterRole, false, 15, func(c *kube.Clients, _ string) ops { return wrap(c.Kube.RbacV1().ClusterRoles()) }},
+	{nginxmesh.KindSCC, false, 16, nil}, // through the OpenShift client, see opsFor
+	{nginxmesh.KindServiceAccount, true, 17, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.CoreV1().ServiceAccounts(ns)) }},
+	{nginxmesh.KindNamespace, false, 18, func(c *kube.Clients, _ string) ops { return wrap(c.Kube.CoreV1().Namespaces()) }},
 }
 
 // KindOf returns the table entry of k.

@@ -123,6 +123,7 @@ func HookNamespaceNeeds(o nginxmesh.KeepSetOptions) []Need {
 		need(paths(PreUpgrade), rule(apps, "daemonsets", []string{"list"})),
 		// post-install: readiness of SPIRE, and events that name a failure's cause.
 		need(paths(PostInstall), rule(apps, "statefulsets", []string{"get"}, nginxmesh.SpireServer)),
+		need(paths(PostInstall), rule(apps, "deployments", []string{"get"}, nginxmesh.Controller)),
 		need(paths(PostInstall), rule(apps, "daemonsets", []string{"get"}, nginxmesh.SpireAgent)),
 		need(paths(PostInstall), rule(core, "events", []string{"list"})),
 	}

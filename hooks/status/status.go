@@ -50,6 +50,12 @@ type Report struct {
 	// failure policy.
 	Injector    string
 	InjectorErr error
+	// Controller is the webhook's Deployment: "absent" or its readiness. Leader is the pod
+	// whose registrar holds the registration Lease, or "none".
+	Controller    string
+	ControllerErr error
+	Leader        string
+	LeaderErr     error
 }
 
 // Unit is one driver unit: its keep set, its sentinels and the pods that use its driver.
@@ -105,6 +111,8 @@ func Gather(ctx context.Context, c *kube.Clients, o Options) Report {
 		}
 	}
 	r.Injector, r.InjectorErr = injector(ctx, c, r.ReleaseState)
+	r.Controller, r.ControllerErr = controller(ctx, c, o.Namespace)
+	r.Leader, r.LeaderErr = leader(ctx, c, o.Namespace)
 	pods, err := c.Kube.CoreV1().Pods(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: nginxmesh.PartOfSelector()})
 	r.OrphansErr = err
 	if err == nil {
@@ -142,6 +150,40 @@ func injector(ctx context.Context, c *kube.Clients, releaseState string) (string
 		}
 	}
 	return s, nil
+}
+
+// controller describes the webhook's Deployment: with failurePolicy Fail, no ready replica
+// means pods of opted-in namespaces are refused.
+func controller(ctx context.Context, c *kube.Clients, namespace string) (string, error) {
+	d, err := c.Kube.AppsV1().Deployments(namespace).Get(ctx, nginxmesh.Controller, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "absent", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	want := int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	return fmt.Sprintf("%s/%s %d/%d ready (%d updated)", namespace, d.Name, d.Status.ReadyReplicas, want, d.Status.UpdatedReplicas), nil
+}
+
+// leader names the registrar that writes SPIRE entries: the Lease holder's identity starts
+// with its pod's name (controller-runtime appends "_" and a UUID).
+func leader(ctx context.Context, c *kube.Clients, namespace string) (string, error) {
+	l, err := c.Kube.CoordinationV1().Leases(namespace).Get(ctx, nginxmesh.Registrar, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "none", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" {
+		return "none", nil
+	}
+	pod, _, _ := strings.Cut(*l.Spec.HolderIdentity, "_")
+	return fmt.Sprintf("%s (Lease %s/%s)", pod, namespace, l.Name), nil
 }
 
 // Print writes the report as one screen of text.
@@ -201,6 +243,8 @@ func (r Report) Print(w io.Writer) {
 	}
 	section()
 	fmt.Fprintf(tw, "\nInjector webhook\t%s\t\n", errOr(r.Injector, r.InjectorErr))
+	fmt.Fprintf(tw, "Controller Deployment\t%s\t\n", errOr(r.Controller, r.ControllerErr))
+	fmt.Fprintf(tw, "Registrar leader\t%s\t\n", errOr(r.Leader, r.LeaderErr))
 	if len(r.OtherDrivers) > 0 {
 		fmt.Fprintf(tw, "\nOther mesh drivers\t%s\t(kept for their pods; each one's sentinel removes it)\n", strings.Join(r.OtherDrivers, ", "))
 	}

@@ -13,7 +13,9 @@ import (
 	"helm.sh/helm/v3/pkg/storage"
 	"helm.sh/helm/v3/pkg/storage/driver"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,7 +30,9 @@ func TestStatus(t *testing.T) {
 		injected  int
 		wantLines []string
 	}{
-		{"installed", release.StatusDeployed, false, 0, []string{"deployed (revision 1, chart nginx-mesh-0.1.0)", "DaemonSet mesh/nginx-mesh-csi-driver present (release mesh/r1)", "not running", "Injected pods 0", "Injector webhook absent"}},
+		{"installed", release.StatusDeployed, false, 0, []string{"deployed (revision 1, chart nginx-mesh-0.1.0)", "DaemonSet mesh/nginx-mesh-csi-driver present (release mesh/r1)", "not running", "Injected pods 0", "Injector webhook absent",
+			// Issue 18: the webhook's Deployment and the registration's leader.
+			"Controller Deployment mesh/nginx-mesh-controller 1/2 ready (2 updated)", "Registrar leader spire-server-1 (Lease mesh/nginx-mesh-registrar)"}},
 		{"uninstalled, sentinel waiting", "", true, 3, []string{"not installed", "mesh/csi-driver-sentinel: running (2 failed attempts; see their logs), waiting for 3 injected pods", "app Deployment/web 2", "app StatefulSet/db 1",
 			// Issue 13: a pod labelled part-of that nothing owns is a leftover.
 			"Leftover pods mesh/orphan",
@@ -36,12 +40,19 @@ func TestStatus(t *testing.T) {
 			"Other mesh drivers csi.other.example (release old/r0)",
 			// A webhook left behind (its release gone) with failurePolicy Fail refuses every pod
 			// CREATE of an opted-in namespace: status shows it and the way out.
-			"Injector webhook nginx-mesh-injector present (release mesh/r1), failurePolicy Fail: its release is not installed, so pods of opted-in namespaces are refused; `nginx-mesh-hooks cleanup` removes it"}},
+			"Injector webhook nginx-mesh-injector present (release mesh/r1), failurePolicy Fail: its release is not installed, so pods of opted-in namespaces are refused; `nginx-mesh-hooks cleanup` removes it",
+			"Controller Deployment absent", "Registrar leader none"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			ks := nginxmesh.KeepSetOptions{Namespace: "mesh"}
 			kobjs, _ := fakes.KeepSet(ks, "r1")
+			if !c.sentinel {
+				kobjs = append(kobjs,
+					&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Controller, Namespace: "mesh"}, Spec: appsv1.DeploymentSpec{Replicas: ptr(int32(2))},
+						Status: appsv1.DeploymentStatus{ReadyReplicas: 1, UpdatedReplicas: 2}},
+					&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Registrar, Namespace: "mesh"}, Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr("spire-server-1_5c0ffee")}})
+			}
 			if c.sentinel {
 				kobjs = append(kobjs, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: "mesh"}, Status: batchv1.JobStatus{Active: 1, Failed: 2}},
 					&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "orphan", Namespace: "mesh", Labels: map[string]string{nginxmesh.PartOfLabel: nginxmesh.PartOf}}},

@@ -7,8 +7,8 @@ binary and the sentinel find objects by these names, so they are not derived fro
 {{- define "nginx-mesh.hooks.name" -}}nginx-mesh-hooks{{- end }}
 {{- define "nginx-mesh.controller.name" -}}nginx-mesh-controller{{- end }}
 {{- define "nginx-mesh.injectorWebhook.name" -}}nginx-mesh-injector{{- end }}
-{{/* Label that asks the SPIRE server's k8sbundle notifier (webhook_label) to keep the caBundle current. */}}
-{{- define "nginx-mesh.webhookBundleLabel" -}}injector.nsm.nginx.com/spire-bundle{{- end }}
+{{- define "nginx-mesh.controller.caSecret" -}}nginx-mesh-controller-ca{{- end }}
+{{- define "nginx-mesh.registrar.name" -}}nginx-mesh-registrar{{- end }}
 {{- define "nginx-mesh.controller.adminSocketDir" -}}/run/spire/server-admin{{- end }}
 {{- define "nginx-mesh.defaultDriverName" -}}csi.nsm.nginx.com{{- end }}
 
@@ -172,6 +172,23 @@ affinity:
 {{- end }}
 {{- end }}
 
+{{/*
+podScheduling of a workload that may run several replicas: the user's affinity wins; without one,
+replicas spread over nodes (podAntiAffinity: .v.podAntiAffinity, preferred or required), so one
+node's drain or death never takes them all. dict "v" values "replicas" N "name" name "component" c
+["always" true: spread even one replica, whose rolling update surges a second].
+*/}}
+{{- define "nginx-mesh.podSchedulingSpread" -}}
+{{- include "nginx-mesh.podScheduling" (merge (dict "affinity" (dict)) (omit .v "affinity")) }}
+{{- if .v.affinity }}
+affinity:
+  {{- toYaml .v.affinity | nindent 2 }}
+{{- else if or .always (gt (int .replicas) 1) }}
+affinity:
+  {{- include "nginx-mesh.podAntiAffinity" (dict "mode" .v.podAntiAffinity "name" .name "component" .component) | nindent 2 }}
+{{- end }}
+{{- end }}
+
 {{- define "nginx-mesh.imagePullSecrets" -}}
 {{- with .Values.global.imagePullSecrets -}}
 imagePullSecrets:
@@ -281,3 +298,33 @@ Call with (dict "extra" MAP "keep" STRING) where keep is the output of nginx-mes
 
 {{/* nginx-mesh-controller's MutatingWebhookConfiguration (nginxmesh.InjectorWebhook). */}}
 {{- define "nginx-mesh.injectorWebhook" -}}nginx-mesh-injector{{- end }}
+
+{{/* ha.enabled: at least 2 of each; otherwise the value as given. Call with (dict "ha" BOOL "n" INT). */}}
+{{- define "nginx-mesh.replicas" -}}
+{{- if .ha }}{{ max 2 (int .n) }}{{ else }}{{ int .n }}{{ end }}
+{{- end }}
+
+{{/*
+Pod anti-affinity on the node (kubernetes.io/hostname) among the pods of one component.
+Call with (dict "mode" "required"|"preferred" "name" NAME "component" COMPONENT).
+*/}}
+{{- define "nginx-mesh.podAntiAffinity" -}}
+podAntiAffinity:
+  {{- if eq .mode "required" }}
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- include "nginx-mesh.selectorLabels" (dict "name" .name "component" .component) | nindent 10 }}
+  {{- else }}
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "nginx-mesh.selectorLabels" (dict "name" .name "component" .component) | nindent 12 }}
+  {{- end }}
+{{- end }}
+{{- define "nginx-mesh.controller.container" -}}controller{{- end }}
+{{- define "nginx-mesh.registrar.container" -}}registrar{{- end }}

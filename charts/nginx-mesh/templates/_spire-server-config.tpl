@@ -33,8 +33,18 @@ server {
 plugins {
   DataStore "sql" {
     plugin_data {
+      {{- if eq $v.datastore.type "postgres" }}
+      # Shared by every server replica (SPIRE's HA mode). Expanded from the environment
+      # (spire-server -expandEnv), which takes it from the Secret: never in this ConfigMap.
+      database_type = "postgres"
+      connection_string = "${SPIRE_DATASTORE_CONNECTION_STRING}"
+      {{- with $v.datastore.maxOpenConns }}
+      max_open_conns = {{ . }}
+      {{- end }}
+      {{- else }}
       database_type = "sqlite3"
       connection_string = "{{ $dataDir }}/datastore.sqlite3"
+      {{- end }}
     }
   }
 
@@ -67,11 +77,6 @@ plugins {
     plugin_data {
       namespace = "{{ .Release.Namespace }}"
       config_map = {{ .Values.spire.bundleConfigMap | quote }}
-      {{- if .Values.controller.enabled }}
-      # Keeps the caBundle of the injector's webhook configuration equal to the trust bundle:
-      # the controller serves an X.509 SVID the server minted.
-      webhook_label = "{{ include "nginx-mesh.webhookBundleLabel" . }}"
-      {{- end }}
     }
   }
 }
