@@ -95,12 +95,13 @@ func EntryID(uid string) string { return nginxmesh.EntryIDPrefix + uid }
 func Owned(e *types.Entry) bool { return strings.HasPrefix(e.GetId(), nginxmesh.EntryIDPrefix) }
 
 // Wants tells whether pod, in a namespace with nsLabels, should have an entry: injected, in an
-// opted-in namespace (OptIn), bound to a node, not finished.
+// opted-in namespace (OptIn) or the release's own test pod (OptIn.SelfTest), bound to a node,
+// not finished.
 func (c Config) Wants(pod *corev1.Pod, nsLabels map[string]string) bool {
 	return pod.Spec.NodeName != "" &&
 		pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed &&
 		(nginxmesh.Injected{DriverName: c.DriverName}).HasMarker(pod) &&
-		c.OptIn.Skip(pod.Namespace, nsLabels, pod) == ""
+		(c.OptIn.Skip(pod.Namespace, nsLabels, pod) == "" || c.OptIn.SelfTest(pod))
 }
 
 // AgentID is the SPIFFE ID the k8s_psat attestor gives the agent of the node with nodeUID.
@@ -304,8 +305,14 @@ func trimPod(o any) (any, error) {
 	if v, ok := p.Annotations[nginxmesh.InjectedAnnotation]; ok {
 		t.Annotations = map[string]string{nginxmesh.InjectedAnnotation: v}
 	}
-	if v, ok := p.Labels[nginxmesh.PartOfLabel]; ok {
-		t.Labels = map[string]string{nginxmesh.PartOfLabel: v}
+	// The labels the opt-in rule reads: part-of (the mesh's own pods) and component (SelfTest).
+	for _, k := range []string{nginxmesh.PartOfLabel, nginxmesh.ComponentLabel} {
+		if v, ok := p.Labels[k]; ok {
+			if t.Labels == nil {
+				t.Labels = map[string]string{}
+			}
+			t.Labels[k] = v
+		}
 	}
 	for _, v := range p.Spec.Volumes {
 		if v.CSI != nil {

@@ -327,6 +327,13 @@ func TestOnlyOptedInNamespacesGetIdentities(t *testing.T) {
 	}
 	host := pod("shop", "host", "uid-host", "node-1", "web", true)
 	host.Spec.HostNetwork = true
+	// The release's own `helm test` pod proves attestation in the mesh namespace; a look-alike
+	// elsewhere, or another of the mesh's pods, gets nothing.
+	selfTest := func(ns, name, uid, component string) *corev1.Pod {
+		p := pod(ns, name, uid, "node-1", "nginx-mesh-test", true)
+		p.Labels = map[string]string{nginxmesh.PartOfLabel: nginxmesh.PartOf, nginxmesh.ComponentLabel: component}
+		return p
+	}
 	e := start(t, c, node("node-1", "uid-node-1"),
 		optedIn("shop"), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "plain"}}, optedIn("mesh"), optedIn("kube-system"), optedIn("legacy"),
 		pod("shop", "web-1", "uid-web-1", "node-1", "web", true),
@@ -336,8 +343,18 @@ func TestOnlyOptedInNamespacesGetIdentities(t *testing.T) {
 		pod("mesh", "m", "uid-m", "node-1", "default", true),
 		pod("kube-system", "k", "uid-k", "node-1", "default", true),
 		pod("legacy", "l", "uid-l", "node-1", "default", true),
+		selfTest("mesh", "t", "uid-t", "test"),
+		selfTest("mesh", "s", "uid-s", "spire-server"),
+		selfTest("plain", "look-alike", "uid-look-alike", "test"),
 	)
 	web := map[string]string{"nginx-mesh.uid-web-1": "spiffe://cluster.local/ns/shop/sa/web <- " + agent1 + " k8s:pod-uid:uid-web-1"}
+	e.waitEntries("only the opted-in namespace's pod and the release's test pod", map[string]string{
+		"nginx-mesh.uid-web-1": web["nginx-mesh.uid-web-1"],
+		"nginx-mesh.uid-t":     "spiffe://cluster.local/ns/mesh/sa/nginx-mesh-test <- " + agent1 + " k8s:pod-uid:uid-t",
+	})
+	if err := e.kube.CoreV1().Pods("mesh").Delete(context.Background(), "t", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	e.waitEntries("only the opted-in namespace's pod", web)
 	// Opting in later registers the namespace's pods; opting out deregisters them.
 	e.label("plain", nginxmesh.AutoInjectEnabled)
