@@ -374,8 +374,10 @@ put() {
   if cmp -s "$tmp" "$file"; then rm -f "$tmp"; else mv -f "$tmp" "$file"; fi
 }
 
-write_kubeconfig() {  # FILE USER
-  local file=$1 user=$2
+# kubeconfig FILE USER CREDENTIALS: a kubeconfig of the local apiserver for USER, whose
+# credentials are the YAML lines CREDENTIALS (indented under `user:`).
+kubeconfig() {
+  local file=$1 user=$2 creds=$3
   put "$file" <<KC
 apiVersion: v1
 kind: Config
@@ -387,7 +389,7 @@ clusters:
 users:
 - name: $user
   user:
-    token: $(token_of "$user")
+$creds
 contexts:
 - name: nginx-mesh-local
   context: {cluster: nginx-mesh-local, user: $user}
@@ -396,27 +398,13 @@ KC
   chmod 600 "$file"
 }
 
+write_kubeconfig() {  # FILE USER: a kubeconfig with USER's token
+  kubeconfig "$1" "$2" "    token: $(token_of "$2")"
+}
+
 write_cert_kubeconfig() {  # FILE CERT-NAME: a kubeconfig with the client certificate $PKI/CERT-NAME
-  local file=$1 cert=$2
-  put "$file" <<KC
-apiVersion: v1
-kind: Config
-clusters:
-- name: nginx-mesh-local
-  cluster:
-    server: $APISERVER
-    certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
-users:
-- name: $cert
-  user:
-    client-certificate-data: $(base64 -w0 "$PKI/$cert.crt")
-    client-key-data: $(base64 -w0 "$PKI/$cert.key")
-contexts:
-- name: nginx-mesh-local
-  context: {cluster: nginx-mesh-local, user: $cert}
-current-context: nginx-mesh-local
-KC
-  chmod 600 "$file"
+  kubeconfig "$1" "$2" "    client-certificate-data: $(base64 -w0 "$PKI/$2.crt")
+    client-key-data: $(base64 -w0 "$PKI/$2.key")"
 }
 
 write_configs() {
