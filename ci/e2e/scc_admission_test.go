@@ -10,10 +10,7 @@ package e2e
 // stored, and they run in parallel.
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -27,7 +24,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -179,18 +175,10 @@ func rendered(t *testing.T, ns, kind string) []*unstructured.Unstructured {
 	if err != nil {
 		t.Fatalf("helm template: %v", err)
 	}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewBufferString(out), 4096)
 	var objs []*unstructured.Unstructured
-	for {
-		var o unstructured.Unstructured
-		if err := dec.Decode(&o.Object); err != nil {
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			t.Fatalf("decode helm template output: %v", err)
-		}
+	for _, o := range decodeObjects(t, "helm template output", []byte(out)) {
 		if o.GetKind() == kind {
-			objs = append(objs, &o)
+			objs = append(objs, o)
 		}
 	}
 	return objs

@@ -130,6 +130,12 @@ func readObjects(t *testing.T, path string) []*unstructured.Unstructured {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return decodeObjects(t, path, b)
+}
+
+// decodeObjects decodes multi-document YAML (what names it in a failure), empty documents left out.
+func decodeObjects(t *testing.T, what string, b []byte) []*unstructured.Unstructured {
+	t.Helper()
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
 	var objs []*unstructured.Unstructured
 	for {
@@ -138,7 +144,7 @@ func readObjects(t *testing.T, path string) []*unstructured.Unstructured {
 			if errors.Is(err, io.EOF) {
 				break
 			}
-			t.Fatalf("%s: %v", path, err)
+			t.Fatalf("%s: %v", what, err)
 		}
 		if len(o.Object) > 0 {
 			objs = append(objs, &o)
