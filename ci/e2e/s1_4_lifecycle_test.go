@@ -347,7 +347,15 @@ func spireServerIn(t *testing.T, ns string, args ...string) (string, error) {
 		}
 	}
 	sock := filepath.Join(nodeKubeletDir(nodeNum(t, pod.Spec.NodeName)), "pods", string(pod.UID), "volumes", "kubernetes.io~empty-dir", "admin-socket", "api.sock")
-	link := "/tmp/nmcl-e2e-spire-admin-" + ns + ".sock"
+	// A link of its own per call (the real path is too long for a unix socket): parallel
+	// subtests call this at once, and a shared link was removed under another's feet
+	// ("dial unix …: no such file or directory", seen in scenario 10 on three nodes).
+	f, err := os.CreateTemp("/tmp", "nmcl-spire-*.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := f.Name()
+	_ = f.Close()
 	_ = os.Remove(link)
 	if err := os.Symlink(sock, link); err != nil {
 		t.Fatal(err)
