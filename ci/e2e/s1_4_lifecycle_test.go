@@ -346,7 +346,11 @@ func spireServerIn(t *testing.T, ns string, args ...string) (string, error) {
 			break
 		}
 	}
-	sock := filepath.Join(nodeKubeletDir(nodeNum(t, pod.Spec.NodeName)), "pods", string(pod.UID), "volumes", "kubernetes.io~empty-dir", "admin-socket", "api.sock")
+	// The socket is in a memory-backed emptyDir: a tmpfs that only its node's mount namespace
+	// sees. On an extra node the CLI runs in that namespace (nsenter), where the path is
+	// kubelet's own; this host sees only node 1's.
+	n := nodeNum(t, pod.Spec.NodeName)
+	sock := filepath.Join(kubeletDir, "pods", string(pod.UID), "volumes", "kubernetes.io~empty-dir", "admin-socket", "api.sock")
 	// A link of its own per call (the real path is too long for a unix socket): parallel
 	// subtests call this at once, and a shared link was removed under another's feet
 	// ("dial unix …: no such file or directory", seen in scenario 10 on three nodes).
@@ -363,8 +367,11 @@ func spireServerIn(t *testing.T, ns string, args ...string) (string, error) {
 	defer os.Remove(link)
 	bin := filepath.Join(cacheBin(e.root), "spire-server")
 	// spire-server <command> <subcommand> -socketPath ... <flags>
-	full := append(append(append([]string{}, args[:2]...), "-socketPath", link), args[2:]...)
-	return run(t, bin, full...)
+	full := append(append(append([]string{bin}, args[:2]...), "-socketPath", link), args[2:]...)
+	if n != 1 {
+		full = nsenterArgs(n, full...)
+	}
+	return run(t, full[0], full[1:]...)
 }
 
 // defaultWorkloadID is the identity of a pod of the default ServiceAccount in workloadNS. The
