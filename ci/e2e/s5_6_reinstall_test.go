@@ -141,6 +141,7 @@ func TestScenario6CompletedJobPod(t *testing.T) {
 	dumpOnFailure(t)
 	ensureInstalled(t)
 	ensureNamespace(t, workloadNS)
+	labelNamespace(t, workloadNS, `"`+nginxmesh.AutoInjectEnabled+`"`) // only opted-in pods get an identity
 	tmpl := workloadPod("", true)
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: "injected-job", Namespace: workloadNS},
