@@ -1093,7 +1093,10 @@ wait_node_up() {
 cmd_restart() {
   local part=$1 n
   [ -f "$KUBECONFIG_PATH" ] || die "no cluster: ci/cluster.sh up first"
-  all_parts | grep -qx -- "$part" || die "unknown part $part (one of $(all_parts | tr '\n' ' '))"
+  # A captured list, never `| grep -q`: under pipefail grep's early exit can SIGPIPE all_parts
+  # and fail the test although the part is listed (seen: "unknown part kube-apiserver").
+  local parts; parts=$(all_parts)
+  [[ $'\n'"$parts"$'\n' == *$'\n'"$part"$'\n'* ]] || die "unknown part $part (one of ${parts//$'\n'/ })"
   n=$(part_node "$part")
   log "restarting $part"
   stop_part "$part"
