@@ -13,6 +13,7 @@ import (
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/hooks/check"
 	"github.com/nginx-mesh/nginx-mesh/hooks/cleanup"
 	"github.com/nginx-mesh/nginx-mesh/hooks/helmtest"
 	"github.com/nginx-mesh/nginx-mesh/hooks/install"
@@ -33,6 +34,7 @@ const (
 	ExitRefused = 3                    // cleanup with injected pods left and no --force
 	ExitTimeout = sentinel.ExitTimeout // post-install not ready in time; sentinel --timeout passed
 	ExitStopped = sentinel.ExitStopped // sentinel stopped by a signal before it finished; its Job runs it again
+	ExitChecks  = 6                    // check: at least one check failed
 )
 
 const exitCodesHelp = `Exit codes:
@@ -43,7 +45,8 @@ const exitCodesHelp = `Exit codes:
      namespace to delete holds other objects; pre-upgrade: the new revision drops a driver that
      pods use (csi.allowDriverChange=true allows it)
   4  timeout: post-install not ready within --timeout, or sentinel --timeout passed (nothing deleted)
-  5  sentinel stopped by a signal (drain, eviction) before it finished; its Job starts it again`
+  5  sentinel stopped by a signal (drain, eviction) before it finished; its Job starts it again
+  6  check: at least one check failed (warnings alone exit 0)`
 
 type usageError struct{ error }
 
@@ -55,6 +58,10 @@ type Deps struct {
 	Stderr  io.Writer
 	// ProgressEvery overrides the sentinel's progress interval (tests).
 	ProgressEvery time.Duration
+	// CheckSpire and CheckProbe replace check's SPIRE reader and SVID probe (tests); with
+	// Clients set and these nil, check runs without them.
+	CheckSpire check.Spire
+	CheckProbe check.Probe
 }
 
 type globals struct {
@@ -136,9 +143,9 @@ func newRoot(deps Deps) (*cobra.Command, *globals) {
 	g := &globals{deps: deps}
 	root := &cobra.Command{
 		Use:   "nginx-mesh-hooks",
-		Short: "Lifecycle of nginx-mesh: Helm hooks, the csi-driver-sentinel, adopt, cleanup, status",
+		Short: "Lifecycle of nginx-mesh: Helm hooks, the csi-driver-sentinel, adopt, cleanup, status, check",
 		Long: `nginx-mesh-hooks runs the Helm hook Jobs of the nginx-mesh chart and the csi-driver-sentinel,
-and gives operators adopt, cleanup and status.
+and gives operators adopt, cleanup, status and check.
 
 In a pod it uses the in-cluster config; elsewhere --kubeconfig or KUBECONFIG (and --context).
 Each command discovers whether security.openshift.io is served and skips SCC work when it is not.
@@ -166,7 +173,7 @@ only on a namespace they were given (--namespace/-n or env POD_NAMESPACE), never
 	pf.StringVar(&g.logFormat, "log-format", "auto", "auto, json or text (auto: json when stderr is not a terminal)")
 
 	root.AddCommand(g.preDelete(false), g.preDelete(true), g.sentinelCmd(), g.preInstall(), g.preUpgrade(), g.postInstall(),
-		g.adopt(), g.cleanupCmd(), g.statusCmd(), g.helmTest(), versionCmd(deps))
+		g.adopt(), g.cleanupCmd(), g.statusCmd(), g.checkCmd(), g.helmTest(), versionCmd(deps))
 	for _, c := range root.Commands() {
 		if hookCommands[c.Name()] {
 			c.PreRunE = g.needNamespace
@@ -598,6 +605,8 @@ func Code(err error) int {
 		return ExitTimeout
 	case errors.Is(err, sentinel.ErrStopped):
 		return ExitStopped
+	case errors.Is(err, check.ErrFailed):
+		return ExitChecks
 	}
 	return ExitFailure
 }

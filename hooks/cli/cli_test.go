@@ -256,6 +256,10 @@ func TestExitCodes(t *testing.T) {
 		{name: "post-delete with a bad value exits 0", args: []string{"post-delete", "--settle=soon"}, want: ExitOK},
 		{name: "pre-install without API access fails", args: []string{"pre-install"}, clients: apiDown, want: ExitFailure},
 		{name: "sentinel timeout", args: []string{"sentinel", "--timeout=20ms"}, objs: []runtime.Object{injected}, want: ExitTimeout, out: "app/web"},
+		{name: "check finds a failure", args: []string{"check"}, want: ExitChecks, out: "× release-deployed"},
+		{name: "check --pre as JSON", args: []string{"check", "--pre", "-o", "json"}, want: ExitChecks, out: `"check": "leftovers"`},
+		{name: "check bad output", args: []string{"check", "-o", "xml"}, want: ExitUsage},
+		{name: "check --pre and --data-plane", args: []string{"check", "--pre", "--data-plane"}, want: ExitUsage},
 		{name: "sentinel stopped by a signal", args: []string{"sentinel"}, objs: []runtime.Object{injected}, stopped: true, want: ExitStopped, out: "nothing deleted"},
 	}
 	for _, c := range cases {
@@ -290,7 +294,7 @@ func TestExitCodes(t *testing.T) {
 }
 
 func TestHelpExplainsEffects(t *testing.T) {
-	for _, cmd := range []string{"pre-install", "post-install", "pre-delete", "post-delete", "sentinel", "adopt", "cleanup", "status"} {
+	for _, cmd := range []string{"pre-install", "post-install", "pre-delete", "post-delete", "sentinel", "adopt", "cleanup", "status", "check"} {
 		var out bytes.Buffer
 		if code := Execute(context.Background(), []string{cmd, "--help"}, Deps{Stdout: &out, Stderr: &out}); code != 0 {
 			t.Fatalf("%s --help: exit %d", cmd, code)

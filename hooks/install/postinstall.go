@@ -66,7 +66,7 @@ func Status(ctx context.Context, c *kube.Clients, o VerifyOptions) ([]Check, err
 		case err != nil:
 			return nil, err
 		default:
-			checks = append(checks, deploymentCheck(d))
+			checks = append(checks, DeploymentCheck(d))
 		}
 	}
 	daemonSets := []string{nginxmesh.SpireAgent, nginxmesh.DaemonSetName(driver)}
@@ -145,7 +145,8 @@ func statefulSetCheck(s *appsv1.StatefulSet) Check {
 	return c
 }
 
-func deploymentCheck(d *appsv1.Deployment) Check {
+// DeploymentCheck tells whether a Deployment has every replica updated and available.
+func DeploymentCheck(d *appsv1.Deployment) Check {
 	want := int32(1)
 	if d.Spec.Replicas != nil {
 		want = *d.Spec.Replicas

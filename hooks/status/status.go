@@ -17,6 +17,7 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/hooks/keepset"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
+	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/storage"
 	"helm.sh/helm/v3/pkg/storage/driver"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -68,15 +69,25 @@ type Unit struct {
 	InjectedErr error
 }
 
+// LastRelease reads the release's latest record through Helm's own storage (Secrets driver);
+// nil without error when there is none.
+func LastRelease(c *kube.Clients, namespace, name string) (*release.Release, error) {
+	st := storage.Init(driver.NewSecrets(c.Kube.CoreV1().Secrets(namespace)))
+	rel, err := st.Last(name)
+	if err != nil && (errors.Is(err, driver.ErrReleaseNotFound) || strings.Contains(err.Error(), "no revision")) {
+		return nil, nil
+	}
+	return rel, err
+}
+
 // ReleaseState reads the release's latest record through Helm's own storage (Secrets driver).
 func ReleaseState(c *kube.Clients, namespace, release string) (string, error) {
-	st := storage.Init(driver.NewSecrets(c.Kube.CoreV1().Secrets(namespace)))
-	rel, err := st.Last(release)
-	if err != nil && (errors.Is(err, driver.ErrReleaseNotFound) || strings.Contains(err.Error(), "no revision")) {
-		return "not installed", nil
-	}
+	rel, err := LastRelease(c, namespace, release)
 	if err != nil {
 		return "", err
+	}
+	if rel == nil {
+		return "not installed", nil
 	}
 	return fmt.Sprintf("%s (revision %d, chart %s-%s)", rel.Info.Status, rel.Version, rel.Chart.Metadata.Name, rel.Chart.Metadata.Version), nil
 }

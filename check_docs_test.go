@@ -1,0 +1,41 @@
+package nginxmesh_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nginx-mesh/nginx-mesh/hooks/check"
+)
+
+// Issue 22 item 5: every check's doc link (docs/check.md#<name>, printed with each warning and
+// failure and in -o json) reaches a section of that page, and every check section there is a
+// check that exists (a renamed check leaves no stale section).
+func TestCheckDocAnchorsResolve(t *testing.T) {
+	data, err := os.ReadFile(filepath.FromSlash(check.DocPage))
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := anchors(string(data))
+	names := map[string]bool{}
+	for _, c := range check.All() {
+		names[c.Name] = true
+		file, frag, _ := strings.Cut(c.Doc(), "#")
+		if file != check.DocPage || !have[frag] {
+			t.Errorf("check %s: its doc link %s has no section (### %s in %s)", c.Name, c.Doc(), c.Name, check.DocPage)
+		}
+	}
+	inChecks := false
+	for _, l := range strings.Split(withoutFences(string(data)), "\n") {
+		if strings.HasPrefix(l, "## ") {
+			inChecks = l == "## Pre-install" || l == "## Control plane" || l == "## Data plane"
+		}
+		if h, isSection := strings.CutPrefix(l, "### "); isSection && inChecks && !names[h] {
+			t.Errorf("%s: section %q names no check", check.DocPage, h)
+		}
+	}
+	if len(names) < 20 {
+		t.Errorf("only %d checks", len(names))
+	}
+}

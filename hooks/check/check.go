@@ -1,0 +1,263 @@
+// Package check is `nginx-mesh-hooks check`, in the style of `linkerd check`: named checks of a
+// cluster before an install (pre-install), of a running install (control-plane) and of the
+// workloads that opted in (data-plane). Each check has a stable name, a hint, and a section of
+// docs/check.md whose anchor is its name; it reads only, except the SVID probe, which runs the
+// chart's own test pod once and deletes it again.
+package check
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/hooks/install"
+	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
+)
+
+// Group is a set of checks run together.
+type Group string
+
+const (
+	PreInstall   Group = "pre-install"
+	ControlPlane Group = "control-plane"
+	DataPlane    Group = "data-plane"
+)
+
+// Status of one result. The order is the severity.
+type Status string
+
+const (
+	OK   Status = "ok"
+	Skip Status = "skip" // does not apply here (e.g. an OpenShift check on plain Kubernetes)
+	Warn Status = "warn" // works, but look at it
+	Fail Status = "fail"
+)
+
+// DocPage holds one section per check; a section's anchor is the check's name.
+const DocPage = "docs/check.md"
+
+// Check is one named check.
+type Check struct {
+	Name   string  // stable: scripts and docs/check.md#<name> use it
+	Groups []Group // where it runs
+	Title  string  // what it verifies, one line
+	Hint   string  // what to do when it does not pass
+	Run    func(ctx context.Context, e *Env) []Result
+}
+
+// Doc is the check's section in the docs.
+func (c Check) Doc() string { return DocPage + "#" + c.Name }
+
+// Result is one outcome of a check; a check yields one per subject (a namespace, for the
+// data-plane checks) or one alone.
+type Result struct {
+	Check   string   `json:"check"`
+	Group   Group    `json:"group"`
+	Subject string   `json:"subject,omitempty"`
+	Status  Status   `json:"status"`
+	Message string   `json:"message"`
+	Details []string `json:"details,omitempty"`
+	Hint    string   `json:"hint,omitempty"` // only when the status is warn or fail
+	Doc     string   `json:"doc"`
+}
+
+// Env is what the checks read.
+type Env struct {
+	Clients           *kube.Clients
+	Namespace         string // the mesh namespace, the release's namespace
+	Release           string
+	Driver            string
+	SidecarNamespaces []string
+	ExcludeNamespaces []string // controller.webhook.excludeNamespaces
+	// Spire reads the SPIRE server (agents, entries); nil when it cannot be reached.
+	Spire Spire
+	// Probe runs the chart's test pod and reports its SVID; nil skips the svid check.
+	Probe Probe
+	// ClusterVersion reads OpenShift's ClusterVersion "version" (config.openshift.io); nil or
+	// "" means none is served.
+	ClusterVersion func(ctx context.Context) (string, error)
+	// RegistrationLagWarn is the registration lag above which registration-lag warns.
+	RegistrationLagWarn time.Duration
+	// EntryGrace is how long after scheduling an injected pod may still lack its SPIRE entry.
+	EntryGrace time.Duration
+	Now        func() time.Time
+	// Running is the group being run; pre-install reads some objects differently (an absent
+	// CSIDriver is fine before an install, a failure after it).
+	Running Group
+
+	probed    *ProbeResult // the probe's outcome, shared by svid and registration-lag
+	probeErr  error
+	probeDone bool
+	ready     map[string]install.Check // install.Status, read once
+	readyErr  error
+}
+
+func (e *Env) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+func (e *Env) driver() string {
+	if e.Driver == "" {
+		return nginxmesh.DefaultDriverName
+	}
+	return e.Driver
+}
+
+func (e *Env) optIn() nginxmesh.OptIn {
+	return nginxmesh.OptIn{MeshNamespace: e.Namespace, ExcludeNamespaces: e.ExcludeNamespaces}
+}
+
+// probe runs the probe once per run.
+func (e *Env) probe(ctx context.Context) (*ProbeResult, error) {
+	if !e.probeDone {
+		e.probeDone = true
+		e.probed, e.probeErr = e.Probe(ctx)
+	}
+	return e.probed, e.probeErr
+}
+
+// All is every check, in the order they run.
+func All() []Check {
+	return slices.Concat(preInstallChecks(), controlPlaneChecks(), dataPlaneChecks())
+}
+
+// Select returns the checks of the groups, in order, each once.
+func Select(groups ...Group) []Check {
+	var out []Check
+	for _, c := range All() {
+		for _, g := range c.Groups {
+			if slices.Contains(groups, g) {
+				out = append(out, c)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// Report is the outcome of a run.
+type Report struct {
+	Namespace string   `json:"namespace"`
+	Release   string   `json:"release"`
+	Groups    []Group  `json:"groups"`
+	Results   []Result `json:"results"`
+	Failed    int      `json:"failed"`
+	Warnings  int      `json:"warnings"`
+}
+
+// OK tells whether no check failed (warnings allowed).
+func (r *Report) OK() bool { return r.Failed == 0 }
+
+// Run runs the checks of the groups in order; each result goes to progress as it arrives
+// (nil: none), grouped under a header per group.
+func Run(ctx context.Context, e *Env, groups []Group, progress io.Writer) *Report {
+	r := &Report{Namespace: e.Namespace, Release: e.Release, Groups: groups}
+	for _, g := range groups {
+		e.Running = g
+		if progress != nil {
+			fmt.Fprintf(progress, "%s\n%s\n", g, strings.Repeat("-", len(g)))
+		}
+		for _, c := range Select(g) {
+			for _, res := range runOne(ctx, e, c, g) {
+				r.Results = append(r.Results, res)
+				switch res.Status {
+				case Fail:
+					r.Failed++
+				case Warn:
+					r.Warnings++
+				}
+				if progress != nil {
+					printResult(progress, res)
+				}
+			}
+		}
+		if progress != nil {
+			fmt.Fprintln(progress)
+		}
+	}
+	if progress != nil {
+		switch {
+		case r.Failed > 0:
+			fmt.Fprintf(progress, "Status check results are ×: %d failed, %d warnings\n", r.Failed, r.Warnings)
+		case r.Warnings > 0:
+			fmt.Fprintf(progress, "Status check results are √ with %d warnings\n", r.Warnings)
+		default:
+			fmt.Fprintln(progress, "Status check results are √")
+		}
+	}
+	return r
+}
+
+// runOne runs one check, filling in what every result carries; a panic-free check that
+// returns nothing counts as ok.
+func runOne(ctx context.Context, e *Env, c Check, g Group) []Result {
+	res := c.Run(ctx, e)
+	if len(res) == 0 {
+		res = []Result{{Status: OK}}
+	}
+	for i := range res {
+		res[i].Check, res[i].Group, res[i].Doc = c.Name, g, c.Doc()
+		if res[i].Status == Warn || res[i].Status == Fail {
+			if res[i].Hint == "" {
+				res[i].Hint = c.Hint
+			}
+		} else {
+			res[i].Hint = ""
+		}
+	}
+	return res
+}
+
+var marks = map[Status]string{OK: "√", Skip: "-", Warn: "‼", Fail: "×"}
+
+func printResult(w io.Writer, r Result) {
+	name := r.Check
+	if r.Subject != "" {
+		name += " [" + r.Subject + "]"
+	}
+	fmt.Fprintf(w, "%s %s: %s\n", marks[r.Status], name, r.Message)
+	for _, d := range r.Details {
+		fmt.Fprintf(w, "    %s\n", d)
+	}
+	if r.Status == Warn || r.Status == Fail {
+		fmt.Fprintf(w, "    hint: %s\n    see %s\n", r.Hint, r.Doc)
+	}
+}
+
+// WriteJSON writes the report as one JSON document.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// helpers for the checks
+
+func ok(msg string, a ...any) Result   { return Result{Status: OK, Message: fmt.Sprintf(msg, a...)} }
+func warn(msg string, a ...any) Result { return Result{Status: Warn, Message: fmt.Sprintf(msg, a...)} }
+func fail(msg string, a ...any) Result { return Result{Status: Fail, Message: fmt.Sprintf(msg, a...)} }
+func skip(msg string, a ...any) Result { return Result{Status: Skip, Message: fmt.Sprintf(msg, a...)} }
+
+func one(r Result) []Result { return []Result{r} }
+
+func (r Result) with(details ...string) Result {
+	r.Details = append(r.Details, details...)
+	return r
+}
+
+func (r Result) hint(h string, a ...any) Result {
+	r.Hint = fmt.Sprintf(h, a...)
+	return r
+}
+
+// ErrFailed: at least one check failed (exit code 6).
+var ErrFailed = errors.New("checks failed")
