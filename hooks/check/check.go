@@ -127,15 +127,28 @@ func (e *Env) probe(ctx context.Context) (*ProbeResult, error) {
 
 // All is every check, in the order they run.
 func All() []Check {
-	return slices.Concat(preInstallChecks(), controlPlaneChecks(), dataPlaneChecks())
+	var out []Check
+	seen := map[string]bool{}
+	for _, c := range slices.Concat(preInstallChecks(), controlPlaneChecks(), dataPlaneChecks()) {
+		if !seen[c.Name] {
+			seen[c.Name] = true
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
-// Select returns the checks of the groups, in order, each once.
+// Select returns the checks of the groups, in the order each group lists them, each once.
 func Select(groups ...Group) []Check {
 	var out []Check
-	for _, c := range All() {
+	seen := map[string]bool{}
+	for _, c := range slices.Concat(preInstallChecks(), controlPlaneChecks(), dataPlaneChecks()) {
+		if seen[c.Name] {
+			continue
+		}
 		for _, g := range c.Groups {
 			if slices.Contains(groups, g) {
+				seen[c.Name] = true
 				out = append(out, c)
 				break
 			}

@@ -166,7 +166,10 @@ func (w *world) env(t *testing.T) *Env {
 	k.Resources = w.resources
 	k.PrependReactor("create", "subjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		sar := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SubjectAccessReview).DeepCopy()
-		sar.Status.Allowed = w.denySA == "" || !strings.HasSuffix(sar.Spec.User, ":"+w.denySA)
+		// The grants are RoleBindings in the mesh namespace, as the chart renders them: a
+		// question without that namespace is a cluster-wide one, which they do not answer.
+		ra := sar.Spec.ResourceAttributes
+		sar.Status.Allowed = ra != nil && ra.Namespace == ns && (w.denySA == "" || !strings.HasSuffix(sar.Spec.User, ":"+w.denySA))
 		return true, sar, nil
 	})
 	k.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {

@@ -19,9 +19,11 @@ import (
 
 func controlPlaneChecks() []Check {
 	cp := []Group{ControlPlane}
+	shared := sharedChecks()
 	return []Check{
 		{Name: "release-deployed", Groups: cp, Title: "the Helm release is deployed",
 			Hint: "install it (helm install), or look at helm history for why the last revision is not deployed", Run: releaseDeployed},
+		shared["namespace-labels"],
 		{Name: "scc-grants", Groups: cp, Title: "each component's ServiceAccount may use its SCC",
 			Hint: "the chart grants use of each SCC with ClusterRole and RoleBinding system:openshift:scc:<scc>; helm upgrade restores a deleted grant", Run: sccGrants},
 		{Name: "spire-server", Groups: cp, Title: "the SPIRE server StatefulSet is ready",
@@ -30,6 +32,7 @@ func controlPlaneChecks() []Check {
 			Hint: "kubectl -n NS describe daemonset spire-agent; an SCC or Pod Security denial shows in its events (see scc-grants, namespace-labels)", Run: component(func(string) string { return "DaemonSet " + nginxmesh.SpireAgent })},
 		{Name: "csi-driver", Groups: cp, Title: "the CSI driver DaemonSet is rolled out",
 			Hint: "kubectl -n NS describe daemonset nginx-mesh-csi-driver; an SCC or Pod Security denial shows in its events (see scc-grants, namespace-labels)", Run: component(func(d string) string { return "DaemonSet " + nginxmesh.DaemonSetName(d) })},
+		shared["csidriver-profile-label"],
 		{Name: "csi-driver-registered", Groups: cp, Title: "kubelet lists the CSI driver on every schedulable node (CSINode)",
 			Hint: "the driver registers with kubelet through csi.kubeletDir; check that value against the kubelet's root folder and the driver pod's log", Run: component(func(d string) string { return "CSINode " + d })},
 		{Name: "controller", Groups: cp, Title: "the controller (the injector webhook) has available replicas",
@@ -42,6 +45,7 @@ func controlPlaneChecks() []Check {
 			Hint: "an agent without a valid SVID cannot reach the server: kubectl -n NS logs ds/spire-agent", Run: agentsSynced},
 		{Name: "registration-lag", Groups: cp, Title: "a new pod's SPIRE entry is written soon after it is scheduled",
 			Hint: "the registrar (container registrar beside each SPIRE server) writes entries; kubectl -n NS logs spire-server-0 -c registrar, and Lease nginx-mesh-registrar names the leader", Run: registrationLag},
+		shared["leftovers"],
 	}
 }
 
@@ -77,7 +81,8 @@ func sccGrants(ctx context.Context, e *Env) []Result {
 			User:   user,
 			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + e.Namespace, "system:authenticated"},
 			ResourceAttributes: &authorizationv1.ResourceAttributes{
-				Group: nginxmesh.SCCGroup, Resource: "securitycontextconstraints", Name: g.scc, Verb: "use",
+				// In the pod's namespace, as SCC admission asks: the grants are RoleBindings there.
+				Namespace: e.Namespace, Group: nginxmesh.SCCGroup, Resource: "securitycontextconstraints", Name: g.scc, Verb: "use",
 			},
 		}}
 		got, err := e.Clients.Kube.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})

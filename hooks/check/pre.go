@@ -34,7 +34,6 @@ const (
 
 func preInstallChecks() []Check {
 	pre := []Group{PreInstall}
-	both := []Group{PreInstall, ControlPlane}
 	return []Check{
 		{Name: "kubernetes-version", Groups: pre, Title: "the API server runs a supported Kubernetes version",
 			Hint: "nginx-mesh needs Kubernetes 1.27 or later (OpenShift 4.14), and 1.29 (OpenShift 4.16) for the proxy sidecar", Run: kubernetesVersion},
@@ -46,17 +45,28 @@ func preInstallChecks() []Check {
 			Hint: "nginx-mesh needs OpenShift 4.14 or later (openshift.io/required-scc), 4.16 for the proxy sidecar", Run: openShiftVersion},
 		{Name: "csi-inline-volumes", Groups: pre, Title: "CSI ephemeral inline volumes are supported",
 			Hint: "inline CSI volumes are GA from Kubernetes 1.25; a CSIDriver of this name must list the Ephemeral lifecycle mode (delete a foreign one, or set csi.driverName)", Run: inlineVolumes},
-		{Name: "namespace-labels", Groups: both, Title: "the mesh namespace's labels admit the mesh's pods",
-			Hint: "label the mesh namespace pod-security.kubernetes.io/enforce=privileged (README \"Pod Security labels of the mesh namespace\"); never opt it in", Run: namespaceLabels},
-		{Name: "csidriver-profile-label", Groups: both, Title: "the CSIDriver carries OpenShift's ephemeral-volume profile label",
-			Hint: "the chart renders " + ProfileLabel + "=restricted with environment: openshift; re-apply it with helm upgrade", Run: profileLabel},
 		{Name: "release-name", Groups: pre, Title: "the release name is free in the namespace",
 			Hint: "an installed release is changed with helm upgrade; after helm uninstall --keep-history, helm install --replace (or helm rollback) reuses the name", Run: releaseName},
 		{Name: "ownership", Groups: pre, Title: "objects the install creates are free, this release's, or adoptable",
 			Hint: "objects of another release name or namespace: run nginx-mesh-hooks adopt --release NAME --namespace NS, or helm install --take-ownership (Helm >= 3.17); objects not made by nginx-mesh: remove them", Run: ownership},
+	}
+}
+
+// sharedChecks run before an install and on an install; the control-plane list places them.
+func sharedChecks() map[string]Check {
+	both := []Group{PreInstall, ControlPlane}
+	out := map[string]Check{}
+	for _, c := range []Check{
+		{Name: "namespace-labels", Groups: both, Title: "the mesh namespace's labels admit the mesh's pods",
+			Hint: "label the mesh namespace pod-security.kubernetes.io/enforce=privileged (README \"Pod Security labels of the mesh namespace\"); never opt it in", Run: namespaceLabels},
+		{Name: "csidriver-profile-label", Groups: both, Title: "the CSIDriver carries OpenShift's ephemeral-volume profile label",
+			Hint: "the chart renders " + ProfileLabel + "=restricted with environment: openshift; re-apply it with helm upgrade", Run: profileLabel},
 		{Name: "leftovers", Groups: both, Title: "no leftovers of an earlier install that nothing will remove",
 			Hint: "install the same release name and namespace again (it adopts them), or remove them with nginx-mesh-hooks cleanup -n NS (--dry-run lists them first)", Run: leftovers},
+	} {
+		out[c.Name] = c
 	}
+	return out
 }
 
 // kubeMinor reads the server's Kubernetes version: "v1.34.4" and its minor.
@@ -283,7 +293,8 @@ func releaseName(_ context.Context, e *Env) []Result {
 func (e *Env) installRefs() []nginxmesh.Ref {
 	ks := nginxmesh.KeepSetOptions{Namespace: e.Namespace, DriverName: e.Driver, SidecarNamespaces: e.SidecarNamespaces, OpenShift: e.Clients.OpenShift}
 	refs := nginxmesh.KeepSet(ks)
-	for _, n := range []string{nginxmesh.SpireAgentRBAC, nginxmesh.SpireServerRBAC, nginxmesh.Hooks, nginxmesh.Controller, nginxmesh.Registrar} {
+	// Not the hooks' RBAC: Helm hook objects carry no ownership and go after each hook.
+	for _, n := range []string{nginxmesh.SpireAgentRBAC, nginxmesh.SpireServerRBAC, nginxmesh.Controller, nginxmesh.Registrar} {
 		refs = append(refs, nginxmesh.Ref{Kind: nginxmesh.KindClusterRole, Name: n}, nginxmesh.Ref{Kind: nginxmesh.KindClusterRoleBinding, Name: n})
 	}
 	refs = append(refs, nginxmesh.Ref{Kind: nginxmesh.KindMutatingWebhook, Name: nginxmesh.InjectorWebhook})

@@ -44,8 +44,10 @@ type ServerCLI struct {
 func (s ServerCLI) run(ctx context.Context, args ...string) ([]byte, error) {
 	cmd := append([]string{s.Binary, args[0], args[1], "-socketPath", s.Socket, "-output", "json"}, args[2:]...)
 	stdout, stderr, err := s.Exec(ctx, cmd)
-	if err != nil {
-		return nil, fmt.Errorf("spire-server %s %s: %w: %s", args[0], args[1], err, strings.TrimSpace(stderr+" "+stdout))
+	if out := strings.TrimSpace(stderr + " " + stdout); err != nil && out != "" {
+		return nil, fmt.Errorf("spire-server %s %s: %w: %s", args[0], args[1], err, out)
+	} else if err != nil {
+		return nil, fmt.Errorf("spire-server %s %s: %w", args[0], args[1], err)
 	}
 	return []byte(stdout), nil
 }
