@@ -50,8 +50,15 @@ docs/check.md named after the check, e.g. docs/check.md#scc-grants.
 
 The SPIRE server is read with its CLI through pods/exec, as helm test does; the user needs the
 rights of the mesh's administrator. -o json prints one document: every result with its check,
-group, subject (a namespace), status, message, details, hint and doc. The exit code is 6 when a
-check failed; warnings alone exit 0.`,
+group, subject (a namespace), status, message, details, hint and doc.
+
+Exit codes: 0 no check failed (warnings alone exit 0); 1 the checks could not run (no API
+access); 2 usage error; 6 at least one check failed (the error line names them).
+
+Examples:
+  nginx-mesh-hooks check --pre -n nginx-mesh --release nginx-mesh
+  nginx-mesh-hooks check -n nginx-mesh --release nginx-mesh
+  nginx-mesh-hooks check --data-plane -n nginx-mesh -o json`,
 		Args: noArgs,
 		PreRunE: func(*cobra.Command, []string) error {
 			if !slices.Contains([]string{"text", "json"}, output) {
