@@ -294,6 +294,8 @@ func TestChecks(t *testing.T) {
 		{"csidriver-profile-label", "kubernetes", ControlPlane, installed(false), Skip, "not OpenShift"},
 		{"csidriver-profile-label", "labelled", ControlPlane, installed(true), OK, "=restricted"},
 		{"csidriver-profile-label", "unlabelled", ControlPlane, edit(installed(true), nginxmesh.DefaultDriverName, func(d *storagev1.CSIDriver) { delete(d.Labels, ProfileLabel) }), Fail, "no " + ProfileLabel},
+		{"csidriver-profile-label", "an earlier install's, unlabelled, before an install", PreInstall,
+			edit(installed(true), nginxmesh.DefaultDriverName, func(d *storagev1.CSIDriver) { delete(d.Labels, ProfileLabel) }), OK, "the install adopts it"},
 		{"csidriver-profile-label", "absent after install", ControlPlane, func() *world {
 			w := installed(true)
 			w.objs = without(w.objs, named(&storagev1.CSIDriver{}, nginxmesh.DefaultDriverName))
@@ -351,7 +353,9 @@ func TestChecks(t *testing.T) {
 		{"webhook", "injects", ControlPlane, installed(false), OK, "was injected"},
 		{"webhook", "unreachable", ControlPlane, func() *world { w := installed(false); w.webhookErr = webhookDown; return w }(), Fail, "could not call the webhook"},
 		{"webhook", "no marker", ControlPlane, func() *world { w := installed(false); w.noInject = true; return w }(), Fail, "without the injector's marker"},
-		{"webhook", "no endpoints", ControlPlane, edit(installed(false), "ctl-abc", func(s *discoveryv1.EndpointSlice) { s.Endpoints = nil }), Fail, "no ready endpoint"},
+		{"webhook", "no endpoints, no namespace to try", ControlPlane, edit(edit(installed(false), "ctl-abc", func(s *discoveryv1.EndpointSlice) { s.Endpoints = nil }),
+			app, func(n *corev1.Namespace) { n.Labels = nil }), Fail, "no ready endpoint"},
+		{"webhook", "configured, no namespace to try", ControlPlane, edit(installed(false), app, func(n *corev1.Namespace) { n.Labels = nil }), OK, "no opted-in namespace"},
 		{"webhook", "no caBundle", ControlPlane, edit(installed(false), nginxmesh.InjectorWebhook, func(w *admissionv1.MutatingWebhookConfiguration) { w.Webhooks[0].ClientConfig.CABundle = nil }), Fail, "no caBundle"},
 		{"svid", "fetched", ControlPlane, installed(false), OK, "got spiffe://td/ns/mesh/sa/nginx-mesh-test 1.2s"},
 		{"svid", "test pod failed", ControlPlane, func() *world {

@@ -197,13 +197,15 @@ func webhookReachable(ctx context.Context, e *Env) []Result {
 			}
 		}
 	}
-	if ready == 0 {
-		return one(fail("Service %s/%s has no ready endpoint: the API server cannot reach the webhook", e.Namespace, nginxmesh.Controller))
-	}
 	details = append(details, fmt.Sprintf("Service %s/%s: %d ready endpoints", e.Namespace, nginxmesh.Controller, ready))
 	ns, err := e.optedIn(ctx)
 	if err != nil {
 		return one(fail("cannot list namespaces: %v", err))
+	}
+	// Without a namespace to send a pod through, the endpoints are all there is to read; with
+	// one, the API server's own call decides.
+	if len(ns) == 0 && ready == 0 {
+		return one(fail("Service %s/%s has no ready endpoint: the API server cannot reach the webhook", e.Namespace, nginxmesh.Controller))
 	}
 	if len(ns) == 0 {
 		return one(ok("configured, %d ready endpoints; no opted-in namespace to send a dry-run pod through", ready))
@@ -213,7 +215,7 @@ func webhookReachable(ctx context.Context, e *Env) []Result {
 	got, err := e.Clients.Kube.CoreV1().Pods(target).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 	switch {
 	case err != nil && strings.Contains(err.Error(), nginxmesh.InjectorWebhookName):
-		return one(fail("the API server could not call the webhook for a dry-run pod in %s", target).with(err.Error()))
+		return one(fail("the API server could not call the webhook for a dry-run pod in %s", target).with(err.Error()).with(details...))
 	case err != nil:
 		return one(warn("a dry-run pod in %s was refused by something else than the webhook, so the injection is not proven", target).with(err.Error()).
 			hint("the message names the admission plugin that refused the probe pod"))

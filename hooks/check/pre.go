@@ -257,10 +257,12 @@ func profileLabel(ctx context.Context, e *Env) []Result {
 	case d == nil:
 		return one(fail("CSIDriver %s does not exist: kubelet refuses every injected pod's volume", e.driver()))
 	}
-	switch p := d.Labels[ProfileLabel]; p {
-	case "restricted":
+	switch p := d.Labels[ProfileLabel]; {
+	case p != "restricted" && e.Running == PreInstall && d.Labels[nginxmesh.PartOfLabel] == nginxmesh.PartOf:
+		return one(ok("CSIDriver %s of an earlier install lacks %s=restricted; the install adopts it and sets the label", e.driver(), ProfileLabel))
+	case p == "restricted":
 		return one(ok("CSIDriver %s: %s=restricted", e.driver(), ProfileLabel))
-	case "":
+	case p == "":
 		return one(fail("CSIDriver %s has no %s label: OpenShift refuses its inline volume in namespaces that enforce restricted", e.driver(), ProfileLabel))
 	default:
 		return one(warn("CSIDriver %s: %s=%s: OpenShift refuses its inline volume in namespaces that enforce a stricter profile", e.driver(), ProfileLabel, p))
