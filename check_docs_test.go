@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/nginx-mesh/nginx-mesh/hooks/check"
+	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
 )
 
 // Issue 22 item 5: every check's doc link (docs/check.md#<name>, printed with each warning and
@@ -37,5 +38,23 @@ func TestCheckDocAnchorsResolve(t *testing.T) {
 	}
 	if len(names) < 20 {
 		t.Errorf("only %d checks", len(names))
+	}
+}
+
+// A hint that names a command of the binaries is printed to be run: it must parse, as the
+// documented command lines do (the README quotes check's output, hints included).
+func TestCheckHintsParse(t *testing.T) {
+	n := 0
+	for _, c := range check.All() {
+		// nginx-mesh-controller is also the name of a Deployment and a Service that hints name.
+		if b, args, found := commandOf(c.Hint); found && b == "nginx-mesh-hooks" {
+			n++
+			if err := cliutil.Check(roots(b), args); err != nil {
+				t.Errorf("check %s: hint %q (read as %s %q): %v", c.Name, c.Hint, b, args, err)
+			}
+		}
+	}
+	if n < 2 {
+		t.Errorf("only %d hints name a command", n)
 	}
 }

@@ -121,7 +121,7 @@ func documentedCommands(t *testing.T) []docCommand {
 			}
 			continue
 		}
-		inFence, para, paraStart, cont := false, "", 0, ""
+		inFence, output, para, paraStart, cont := false, false, "", 0, ""
 		flush := func() {
 			for _, m := range codeSpan.FindAllStringSubmatch(para, -1) {
 				add(f+":"+itoa(paraStart), m[1])
@@ -133,6 +133,11 @@ func documentedCommands(t *testing.T) []docCommand {
 			if strings.HasPrefix(trimmed, "```") || strings.HasPrefix(trimmed, "~~~") {
 				flush()
 				inFence = !inFence
+				// A ```text block is a program's output: only its `$ ` lines are commands.
+				output = inFence && strings.TrimLeft(trimmed, "`~") == "text"
+				continue
+			}
+			if inFence && output && !strings.HasPrefix(trimmed, "$ ") {
 				continue
 			}
 			if inFence {

@@ -306,7 +306,7 @@ func TestChecks(t *testing.T) {
 		{"release-name", "uninstalled, history kept", PreInstall, func() *world { w := empty(false); w.release = release.StatusUninstalled; return w }(), Warn, "--replace"},
 		{"ownership", "nothing there", PreInstall, empty(true), OK, "none of the objects"},
 		{"ownership", "kept set of the same release", PreInstall, func() *world { w := installed(true); w.release = release.StatusUninstalled; return w }(), OK, "Helm adopts them"},
-		{"ownership", "left by a gone release", PreInstall, func() *world { w := empty(false); w.objs = append(w.objs, leftoverDriver); return w }(), Warn, "adopt --release r1 --namespace mesh"},
+		{"ownership", "left by a gone release", PreInstall, func() *world { w := empty(false); w.objs = append(w.objs, leftoverDriver); return w }(), Warn, "nginx-mesh-hooks adopt --release r1 --namespace mesh"},
 		{"ownership", "owned by a live release", PreInstall, func() *world {
 			w := empty(false)
 			w.objs = append(w.objs, leftoverDriver)

@@ -48,7 +48,7 @@ func preInstallChecks() []Check {
 		{Name: "release-name", Groups: pre, Title: "the release name is free in the namespace",
 			Hint: "an installed release is changed with helm upgrade; after helm uninstall --keep-history, helm install --replace (or helm rollback) reuses the name", Run: releaseName},
 		{Name: "ownership", Groups: pre, Title: "objects the install creates are free, this release's, or adoptable",
-			Hint: "objects of another release name or namespace: run nginx-mesh-hooks adopt --release NAME --namespace NS, or helm install --take-ownership (Helm >= 3.17); objects not made by nginx-mesh: remove them", Run: ownership},
+			Hint: "objects not made by nginx-mesh: remove them; objects of another release name or namespace: helm install --take-ownership (Helm >= 3.17), or first nginx-mesh-hooks adopt --release NAME --namespace NS", Run: ownership},
 	}
 }
 
@@ -62,7 +62,7 @@ func sharedChecks() map[string]Check {
 		{Name: "csidriver-profile-label", Groups: both, Title: "the CSIDriver carries OpenShift's ephemeral-volume profile label",
 			Hint: "the chart renders " + ProfileLabel + "=restricted with environment: openshift; re-apply it with helm upgrade", Run: profileLabel},
 		{Name: "leftovers", Groups: both, Title: "no leftovers of an earlier install that nothing will remove",
-			Hint: "install the same release name and namespace again (it adopts them), or remove them with nginx-mesh-hooks cleanup -n NS (--dry-run lists them first)", Run: leftovers},
+			Hint: "install the same release name and namespace again (it adopts them), or remove them (--dry-run lists them first): nginx-mesh-hooks cleanup -n NS", Run: leftovers},
 	} {
 		out[c.Name] = c
 	}
@@ -361,7 +361,7 @@ func ownership(ctx context.Context, e *Env) []Result {
 			hint("names are cluster-wide: one mesh per cluster. Uninstall the other release (or install this one under its name and namespace); remove objects nginx-mesh did not make"))
 	case len(adoptable) > 0:
 		return one(warn("%d objects of another install: helm install fails with \"invalid ownership metadata\" until they are adopted", len(adoptable)).with(adoptable...).
-			hint("nginx-mesh-hooks adopt --release %s --namespace %s, then helm install; or helm install --take-ownership (Helm >= 3.17)", e.Release, e.Namespace))
+			hint("helm install --take-ownership (Helm >= 3.17), or first nginx-mesh-hooks adopt --release %s --namespace %s", e.Release, e.Namespace))
 	case len(ours) > 0:
 		return one(ok("%d objects exist already and belong to release %s: Helm adopts them", len(ours), self))
 	}
@@ -446,5 +446,5 @@ func leftovers(ctx context.Context, e *Env) []Result {
 		return one(fail("%d objects of a gone install that nothing will remove", len(orphaned)).with(append(orphaned, waiting...)...))
 	}
 	return one(warn("%d objects kept for pods that still use an earlier install's driver; its sentinel removes them once they are gone", len(waiting)).with(waiting...).
-		hint("an install of the same driver name takes them over; nginx-mesh-hooks status shows the pods it waits for"))
+		hint("an install of the same driver name takes them over; the pods a sentinel waits for: nginx-mesh-hooks status -n NS"))
 }
