@@ -78,12 +78,20 @@ fw_rule() { iptables "$1" INPUT -p tcp --dport "$CTRL_METRICS_PORT" ! -i lo -m c
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+crds_established() {
+  local c st
+  for c in applications.argoproj.io appprojects.argoproj.io; do
+    st=$(kubectl get crd "$c" -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')
+    [ "$st" = True ] || return 1
+  done
+}
+
 # settings: what the controller reads at start: the CRDs, argocd-cm and argocd-secret (found by
 # the label part-of=argocd), and the AppProject `default` every Application here names.
 settings() {
   kubectl apply --server-side --force-conflicts -f "$ARGOCD_DATA/crds/" >/dev/null
-  kubectl wait --for condition=Established --timeout 60s \
-    crd/applications.argoproj.io crd/appprojects.argoproj.io >/dev/null
+  # (kubectl wait fails instead of waiting while a new CRD has no conditions yet)
+  wait_for "argo cd CRDs established" 60 crds_established || die "argo cd CRDs not established"
   kubectl apply --server-side --force-conflicts -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Namespace
