@@ -156,7 +156,7 @@ up() {
   start redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$A/redis"
   wait_for "redis on 127.0.0.1:$REDIS_PORT" 20 port_open "$REDIS_PORT" || fail redis
   start repo-server env "${envs[@]}" "$A/path/argocd-repo-server" --loglevel info --logformat text \
-    --redis "127.0.0.1:$REDIS_PORT" --address 127.0.0.1 --port "$REPO_PORT" --disable-tls \
+    --redis "127.0.0.1:$REDIS_PORT" --address 127.0.0.1 --port "$REPO_PORT" --disable-tls --client-ca-path "" \
     --metrics-address 127.0.0.1 --metrics-port "$REPO_METRICS_PORT"
   wait_for "argo cd repo server on 127.0.0.1:$REPO_PORT" 60 port_open "$REPO_PORT" || fail repo-server
   iptables -C INPUT -p tcp --dport "$CTRL_METRICS_PORT" ! -i lo -m comment --comment "$FW_COMMENT" -j REJECT 2>/dev/null ||
