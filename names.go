@@ -65,6 +65,11 @@ const (
 	// ResourcePolicyAnnotation = "keep" makes Helm (and Argo CD) leave an object at uninstall.
 	ResourcePolicyAnnotation = "helm.sh/resource-policy"
 	ResourcePolicyKeep       = "keep"
+	// ArgoSyncOptionsAnnotation = ArgoNoPrune on the keep set: Argo CD honours the keep policy
+	// when it deletes an Application, but not when a sync prunes (a renamed driver, or
+	// csi.enabled=false, with automated prune), which would delete the CSIDriver under its pods.
+	ArgoSyncOptionsAnnotation = "argocd.argoproj.io/sync-options"
+	ArgoNoPrune               = "Prune=false"
 	// Helm's ownership annotations, checked before any hook runs.
 	ReleaseNameAnnotation      = "meta.helm.sh/release-name"
 	ReleaseNamespaceAnnotation = "meta.helm.sh/release-namespace"

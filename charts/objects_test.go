@@ -65,13 +65,20 @@ func TestLabelsAndNamespaces(t *testing.T) {
 	}
 }
 
-// The keep set carries helm.sh/resource-policy: keep exactly when the CSI driver is enabled,
-// on exactly the objects nginxmesh.KeepSet names, and the annotation never has another value.
+// The keep set carries helm.sh/resource-policy: keep (and Argo CD's Prune=false) exactly when the
+// CSI driver is enabled, on exactly the objects nginxmesh.KeepSet names, and the annotation never
+// has another value.
 func TestKeepSet(t *testing.T) {
 	for _, r := range renderAll(t) {
 		var got []string
 		for _, o := range r.objs {
 			v, ok := o.GetAnnotations()[nginxmesh.ResourcePolicyAnnotation]
+			// Argo CD prunes what the keep policy protects from deletion: every keep-set object
+			// carries Prune=false, and only those (a pruned CSIDriver strands its pods).
+			if so, has := o.GetAnnotations()[nginxmesh.ArgoSyncOptionsAnnotation]; has != ok || (ok && so != nginxmesh.ArgoNoPrune) {
+				t.Errorf("%s: %s %s: %s=%q with %s present=%v, want %q exactly on the keep set", r.scenario.name, o.GetKind(), o.GetName(),
+					nginxmesh.ArgoSyncOptionsAnnotation, so, nginxmesh.ResourcePolicyAnnotation, ok, nginxmesh.ArgoNoPrune)
+			}
 			if !ok {
 				continue
 			}

@@ -401,3 +401,35 @@ func TestPodsFitTheirSCC(t *testing.T) {
 		}
 	}
 }
+
+// Argo CD drops null-valued fields from the manifests it applies (Helm sends them), and the SCC
+// CRD requires allowedCapabilities, defaultAddCapabilities, requiredDropCapabilities and
+// priority: with null there, Argo CD v3.6.2's sync failed ("is invalid: [allowedCapabilities:
+// Required value, ...]", TestArgoCDRealDeleteWithInjectedPods). No rendered object holds a null.
+func TestNoNullFields(t *testing.T) {
+	var walk func(path string, v any) []string
+	walk = func(path string, v any) []string {
+		var out []string
+		switch x := v.(type) {
+		case nil:
+			return []string{path}
+		case map[string]any:
+			for k, c := range x {
+				out = append(out, walk(path+"."+k, c)...)
+			}
+		case []any:
+			for i, c := range x {
+				out = append(out, walk(fmt.Sprintf("%s[%d]", path, i), c)...)
+			}
+		}
+		return out
+	}
+	for _, r := range renderAll(t) {
+		for _, o := range r.objs {
+			if nulls := walk("", o.Object); len(nulls) > 0 {
+				slices.Sort(nulls)
+				t.Errorf("%s: %s %s: null at %v", r.scenario.name, o.GetKind(), o.GetName(), nulls)
+			}
+		}
+	}
+}

@@ -35,6 +35,7 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"csi.resources.limit.memory=1Gi", "/csi/resources"},
 		{"csi.annotations.helm\\.sh/resource-policy=delete", "/csi/annotations/helm.sh~1resource-policy"},
 		{"sidecar.annotations.helm\\.sh/resource-policy=keep", "/sidecar/annotations/helm.sh~1resource-policy"},
+		{"csi.annotations.argocd\\.argoproj\\.io/sync-options=Prune=true", "/csi/annotations/argocd.argoproj.io~1sync-options"},
 		{"csi.labels.bad label=x", "/csi/labels"},
 		{"images.hooks.digest=md5:abc", "/images/hooks/digest"},
 		{"images.csiDriver.pullPolicy=Sometimes", "/images/csiDriver/pullPolicy"},

@@ -1003,6 +1003,8 @@ remove_cgroups() {  # kubelet's cgroupfs tree (kubepods) in every v1 hierarchy, 
 cmd_down() {
   local start_all; start_all=$(date +%s)
   log "== cluster down"
+  # Argo CD (ci/argocd.sh, started by the e2e) works against this cluster: it goes first.
+  "$CI/argocd.sh" down || true
   # Stop the control loops first, so nothing restarts what is being removed.
   local p n
   # Every extra node there is, whatever NODES says now.

@@ -171,6 +171,42 @@ build_spire() {
   log "  spire built in $(since "$start")s"
 }
 
+ARGOCD_VERSION=v3.6.2
+ARGOCD_GO=go1.27.4                 # Argo CD v3.6.2 needs Go 1.27; the product module stays on the machine's Go
+ARGOCD_DATA="$CACHE/argocd"        # what ci/argocd.sh needs from Argo CD's module: its CRDs and hack/ scripts
+
+# build_argocd: Argo CD's application controller and repo server, one binary $BIN/argocd (cached),
+# from ci/tools/argocd with the Go toolchain the module proxy serves as ARGOCD_GO. A lock makes a
+# second caller (ci/e2e.sh's background build and the scenario's `ci/argocd.sh up`) wait for the
+# first and find the stamp set.
+build_argocd() {
+  local mod="$CI/tools/argocd"
+  mkdir -p "$CACHE/logs"
+  (
+    flock 8
+    if [ -x "$BIN/argocd" ] && [ -f "$ARGOCD_DATA/git-verify-wrapper.sh" ] &&
+      stamp_ok argocd "$mod/go.mod" "$mod/go.sum" "$mod/main.go" "$ARGOCD_GO"; then
+      log "argo cd $ARGOCD_VERSION binary: cached"
+      exit 0
+    fi
+    log "building argo cd $ARGOCD_VERSION (application controller, repo server) with $ARGOCD_GO; ~8 min from an empty Go cache"
+    local start; start=$(date +%s)
+    mkdir -p "$BIN"
+    (cd "$mod" && GOWORK=off GOTOOLCHAIN=$ARGOCD_GO CGO_ENABLED=0 run_logged "$CACHE/logs/build-argocd.log" \
+      go build -trimpath -ldflags "-s -w -X github.com/argoproj/argo-cd/v3/common.version=${ARGOCD_VERSION#v}" \
+      -o "$BIN/argocd" .)
+    local dir
+    dir=$(cd "$mod" && GOWORK=off GOTOOLCHAIN=$ARGOCD_GO go list -m -f '{{.Dir}}' github.com/argoproj/argo-cd/v3) ||
+      die "cannot locate github.com/argoproj/argo-cd/v3 in the module cache"
+    rm -rf "$ARGOCD_DATA"
+    mkdir -p "$ARGOCD_DATA/crds"
+    cp "$dir"/manifests/crds/application-crd.yaml "$dir"/manifests/crds/appproject-crd.yaml "$ARGOCD_DATA/crds/"
+    install -m 0755 "$dir/hack/git-verify-wrapper.sh" "$ARGOCD_DATA/git-verify-wrapper.sh"
+    stamp_set argocd "$mod/go.mod" "$mod/go.sum" "$mod/main.go" "$ARGOCD_GO"
+    log "  argo cd built in $(since "$start")s"
+  ) 8>"$CACHE/argocd-build.lock"
+}
+
 # product_cmds: the product's main packages (nginx-mesh-*), as the Makefile's CMDS.
 product_cmds() {
   (cd "$ROOT" && go list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./... | grep '/nginx-mesh-[^/]*$')

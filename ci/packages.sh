@@ -18,6 +18,7 @@ PACKAGES=(
   gcc libc6-dev                # static cgo build of spire-server (SQLite)
   nginx libnginx-mod-stream    # NGINX with its stream module: the peer of the proxy benchmark (make bench-proxy); its own config, never the system service
   postgresql                   # the SPIRE servers' shared datastore with ha.enabled (ci/values-ha.yaml): a server of ci/cluster.sh's own, never the system service
+  redis-server                 # Argo CD's cache (ci/argocd.sh): a server of its own on loopback, never the system service
   ca-certificates git make
 )
 

@@ -124,10 +124,14 @@ app.kubernetes.io/part-of: nginx-mesh
 {{/*
 The keep set marker (docs/design.md, "The keep set"), rendered only when the CSI driver is enabled.
 The value is always exactly "keep": any other value makes Helm neither delete nor report the object.
+Argo CD reads the keep policy when it deletes an Application, but a sync's prune ignores it (a
+renamed driver or csi.enabled=false with automated prune would delete the CSIDriver under its
+pods): Prune=false stops that, and pre-upgrade's handover keeps the old driver meanwhile.
 */}}
 {{- define "nginx-mesh.keep" -}}
 {{- if .Values.csi.enabled }}
 helm.sh/resource-policy: keep
+argocd.argoproj.io/sync-options: Prune=false
 {{- end }}
 {{- end }}
 
