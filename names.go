@@ -91,6 +91,13 @@ const (
 	// One registrar at a time writes entries (the Lease holder).
 	Registrar          = "nginx-mesh-registrar"
 	RegistrarContainer = "registrar"
+	// SpireKeysContainer (and SpireKeysContainer+"-restore", its init container) keep the SPIRE
+	// server's CA keys file in the Secret <server pod name>+SpireKeysSecretSuffix with
+	// spire.server.keyManager=secret, so a rolled or moved server keeps its CA.
+	SpireKeysContainer    = "spire-keys"
+	SpireKeysSecretSuffix = "-keys"
+	// SpireKeysDataKey is the key of the keys file in that Secret.
+	SpireKeysDataKey = "keys.json"
 	// InjectorWebhook is the cluster-scoped MutatingWebhookConfiguration; pre-delete removes it
 	// before it counts injected pods, so no pod is injected after the count.
 	InjectorWebhook = "nginx-mesh-injector"

@@ -390,6 +390,23 @@ func TestHARefusesSQLite(t *testing.T) {
 	}
 }
 
+// keyManager=secret keeps the keys by which a server finds its CA in the datastore: with SQLite on
+// an emptyDir the datastore goes with the pod, so the keys alone would keep nothing.
+func TestKeyManagerSecretNeedsADatastoreThatOutlivesThePod(t *testing.T) {
+	_, err := renderErr(t, scenario{name: "secret-sqlite-emptydir", sets: []string{"spire.server.keyManager=secret", "spire.server.dataStorage.type=emptyDir"}}, installOptions())
+	if err == nil || !strings.Contains(err.Error(), "spire.server.datastore.type=postgres") || !strings.Contains(err.Error(), "persistentVolumeClaim") {
+		t.Errorf("keyManager=secret with SQLite on emptyDir: %v; want a refusal naming both fixes", err)
+	}
+	for _, sets := range [][]string{
+		{"spire.server.keyManager=secret"}, // SQLite on the PVC
+		{"spire.server.keyManager=secret", "spire.server.dataStorage.type=emptyDir", "ha.enabled=true", "spire.server.datastore.type=postgres", "spire.server.datastore.connectionString=host=db"},
+	} {
+		if _, err := renderErr(t, scenario{name: "secret", sets: sets}, installOptions()); err != nil {
+			t.Errorf("%v: %v", sets, err)
+		}
+	}
+}
+
 // ha.enabled: at least 2 SPIRE servers on the shared PostgreSQL datastore, the connection string
 // from a Secret (never in the ConfigMap), replicas (re)created independently of each other.
 func TestHASpireServer(t *testing.T) {

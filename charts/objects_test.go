@@ -349,7 +349,7 @@ func TestSpireServer(t *testing.T) {
 			`Notifier "k8sbundle"`,
 			`config_map = "` + r.str("spire.bundleConfigMap") + `"`,
 			`trust_domain = "` + r.str("spire.trustDomain") + `"`,
-			`KeyManager "` + r.str("spire.server.keyManager") + `"`,
+			`KeyManager "` + strings.Replace(r.str("spire.server.keyManager"), "secret", "disk", 1) + `"`,
 			`database_type = "` + r.str("spire.server.datastore.type") + `"`,
 		} {
 			if !strings.Contains(conf, want) {
@@ -359,9 +359,10 @@ func TestSpireServer(t *testing.T) {
 		r.must(t, "ConfigMap", releaseNS, r.str("spire.bundleConfigMap"))
 		role := r.must(t, "Role", releaseNS, nginxmesh.SpireServer)
 		rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
-		if len(rules) != 1 || !slices.Equal(stringList(rules[0].(map[string]any)["resourceNames"]), []string{r.str("spire.bundleConfigMap")}) {
+		if len(rules) == 0 || !slices.Equal(stringList(rules[0].(map[string]any)["resourceNames"]), []string{r.str("spire.bundleConfigMap")}) {
 			t.Errorf("%s: bundle Role rules %v", r.scenario.name, rules)
 		}
+		checkKeySecrets(t, r, sts, rules)
 		_, pvc, _ := unstructured.NestedSlice(sts.Object, "spec", "volumeClaimTemplates")
 		if wantPVC := r.str("spire.server.dataStorage.type") == "persistentVolumeClaim"; pvc != wantPVC {
 			t.Errorf("%s: volumeClaimTemplates present=%v, want %v", r.scenario.name, pvc, wantPVC)
@@ -482,5 +483,69 @@ func TestPackagingExcludesNonChartFiles(t *testing.T) {
 		if !slices.Contains(names, want) {
 			t.Errorf("%s missing from the chart (files: %v)", want, names)
 		}
+	}
+}
+
+// keyManager=secret: one Secret per server replica, the server's Role may get and update exactly
+// those, an init container restores the keys before the server starts and a container keeps
+// them; the keys file is the disk KeyManager's, in the data volume both mount.
+func checkKeySecrets(t *testing.T, r *release, sts *unstructured.Unstructured, rules []any) {
+	t.Helper()
+	n, _, _ := unstructured.NestedFieldNoCopy(sts.Object, "spec", "replicas")
+	var replicas int
+	if _, err := fmt.Sscan(fmt.Sprint(n), &replicas); err != nil {
+		t.Fatalf("%s: StatefulSet replicas %v: %v", r.scenario.name, n, err)
+	}
+	var want []string
+	if r.str("spire.server.keyManager") == "secret" {
+		for i := range replicas {
+			want = append(want, fmt.Sprintf("%s-%d%s", nginxmesh.SpireServer, i, nginxmesh.SpireKeysSecretSuffix))
+		}
+	}
+	var got []string
+	for _, o := range r.ofKind("Secret") {
+		if strings.HasSuffix(o.GetName(), nginxmesh.SpireKeysSecretSuffix) && strings.HasPrefix(o.GetName(), nginxmesh.SpireServer+"-") {
+			got = append(got, o.GetName())
+			if _, has := o.Object["data"]; has {
+				t.Errorf("%s: Secret %s rendered with data: an upgrade would overwrite the saved keys", r.scenario.name, o.GetName())
+			}
+		}
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("%s: key Secrets %v, want %v", r.scenario.name, got, want)
+	}
+	var granted []string
+	for _, rule := range rules[1:] {
+		m := rule.(map[string]any)
+		if !slices.Equal(stringList(m["resources"]), []string{"secrets"}) || !slices.Equal(stringList(m["verbs"]), []string{"get", "update"}) {
+			t.Errorf("%s: spire-server Role rule %v, want get/update on its key Secrets only", r.scenario.name, m)
+		}
+		granted = append(granted, stringList(m["resourceNames"])...)
+	}
+	if !slices.Equal(granted, want) {
+		t.Errorf("%s: spire-server Role grants Secrets %v, want %v", r.scenario.name, granted, want)
+	}
+	spec := podSpec(sts)
+	inits, _ := spec["initContainers"].([]any)
+	var names []string
+	for _, c := range append(inits, spec["containers"].([]any)...) {
+		m := c.(map[string]any)
+		names = append(names, m["name"].(string))
+		if strings.HasPrefix(m["name"].(string), nginxmesh.SpireKeysContainer) {
+			args := strings.Join(stringList(m["args"]), " ")
+			for _, w := range []string{"--secret=$(POD_NAME)" + nginxmesh.SpireKeysSecretSuffix, "--file=/run/spire/data/keys.json", "--namespace " + releaseNS} {
+				if !strings.Contains(args, w) {
+					t.Errorf("%s: container %s args %q lack %s", r.scenario.name, m["name"], args, w)
+				}
+			}
+		}
+	}
+	has := slices.Contains(names, nginxmesh.SpireKeysContainer) && slices.Contains(names, nginxmesh.SpireKeysContainer+"-restore")
+	if has != (want != nil) {
+		t.Errorf("%s: containers %v with keyManager %s", r.scenario.name, names, r.str("spire.server.keyManager"))
+	}
+	if want != nil && (len(inits) == 0 || inits[0].(map[string]any)["name"] != nginxmesh.SpireKeysContainer+"-restore") {
+		t.Errorf("%s: the keys are not restored before the server starts (init containers %v)", r.scenario.name, inits)
 	}
 }

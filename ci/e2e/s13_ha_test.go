@@ -3,8 +3,8 @@
 package e2e
 
 import (
+	"encoding/pem"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -193,15 +193,13 @@ func containerRestarts(p *corev1.Pod, name string) (int32, bool) {
 // Issue 18: a bad value set by `helm upgrade` makes the registrar (beside the SPIRE server, in
 // its pod) crashloop. The one SPIRE server must stay reachable for the agents, and an injected
 // pod keeps renewing its SVID (TTL 1 min: the agent rotates it at about half).
+//
+// The upgrade rolls the server pod (the registrar's arguments are in its template). Before
+// spire.server.keyManager=secret, the new pod on its emptyDir made a new CA: an agent restarted
+// after that failed node attestation ("x509: certificate signed by unknown authority") and the
+// injected pod got no SVID for 4 minutes (seen on the cluster). So the scenario also checks that
+// the rolled server keeps its CA and that a restarted agent attests and serves a new pod.
 func TestScenario13RegistrarCrashloop(t *testing.T) {
-	// Known gap, not yet fixed (issue 18 stays open): the registrar lives in the server's pod, so
-	// a bad registrar value rolls the server pod, and with the local cluster's emptyDir data
-	// folder the new server pod makes a new CA key. Agents restarted after that failed node
-	// attestation with "x509: certificate signed by unknown authority" and the injected pod got
-	// no SVID for 4 minutes (seen on the cluster). Run it with E2E_KNOWN_GAPS=1.
-	if os.Getenv("E2E_KNOWN_GAPS") == "" {
-		t.Skip("known gap: a rolled single SPIRE server on an emptyDir data folder changes its CA (E2E_KNOWN_GAPS=1 runs it)")
-	}
 	dumpOnFailure(t)
 	h := ha{release: "ha-crash", ns: "ha-crash", driver: "csi.crash.nsm.nginx.com", apps: "ha-crash-apps", db: "ha_crash"}
 	// One SPIRE server (the case where the registrar's pod is the only way to the server), on
@@ -212,6 +210,15 @@ func TestScenario13RegistrarCrashloop(t *testing.T) {
 	h.install(t, single...)
 	p := h.pod(t, "renewer")
 	h.identity(t, p, 3*time.Minute)
+	keys := nginxmesh.SpireServer + "-0" + nginxmesh.SpireKeysSecretSuffix
+	waitFor(t, "the server's CA keys saved in Secret "+keys, time.Minute, func() (bool, string) {
+		s, err := e.cs.CoreV1().Secrets(h.ns).Get(ctx(t), keys, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(s.Data[nginxmesh.SpireKeysDataKey]) > 0, "empty"
+	})
+	cas := h.bundleCAs(t)
 
 	// The bad value: a lease shorter than the renew deadline; the registrar refuses to start.
 	begin := time.Now()
@@ -237,6 +244,13 @@ func TestScenario13RegistrarCrashloop(t *testing.T) {
 		}
 	}
 	t.Logf("pod %s unready, registrar crashlooping, server container ready, %s after the upgrade", server.Name, time.Since(begin).Round(time.Second))
+	// The new server published its bundle when it started: a CA not there before is a new key.
+	for ca := range h.bundleCAs(t) {
+		if !cas[ca] {
+			t.Errorf("the rolled server %s made a new CA (spire-bundle has %d CAs, %d before): its keys were not restored", server.Name, len(h.bundleCAs(t)), len(cas))
+			break
+		}
+	}
 
 	// Reachable: the Service still routes to the unready pod.
 	eps, err := e.cs.DiscoveryV1().EndpointSlices(h.ns).List(ctx(t), metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + nginxmesh.SpireServer})
@@ -269,11 +283,56 @@ func TestScenario13RegistrarCrashloop(t *testing.T) {
 	})
 	record("%s: 2 SVID renewals (TTL 1m) with the registrar crashlooping beside the only SPIRE server: %s", h.release, d.Round(time.Second))
 
+	// The agent of the renewer's node restarted: it attests to the rolled server (same CA), and
+	// a new pod there gets its SVID. That pod is created after the fix below: its entry needs a
+	// registrar.
+	node := podNode(t, p)
+	agents, err := e.cs.CoreV1().Pods(h.ns).List(ctx(t), metav1.ListOptions{LabelSelector: nginxmesh.ComponentLabel + "=" + nginxmesh.SpireAgent, FieldSelector: "spec.nodeName=" + node})
+	if err != nil || len(agents.Items) != 1 {
+		t.Fatalf("the spire-agent pod of %s: %v (%d found)", node, err, len(agents.Items))
+	}
+	kill(t, h.ns, agents.Items[0].Name)
+	restarted := time.Now()
+
 	// The fix of the value heals it.
 	fixed := append(append([]string{}, single...), "--reuse-values", "--set", "controller.leaderElection.leaseDuration=6s", "--wait", "--timeout", "5m")
 	if out, err := helm(t, append([]string{"upgrade", h.release}, h.chartArgs(fixed...)...)...); err != nil {
 		t.Fatalf("helm upgrade with the value fixed: %v\n%s", err, out)
 	}
+	after := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "after-agent-restart", Namespace: h.apps}, Spec: plainPodSpec("default", webImgArgs)}
+	after.Spec.NodeName = node
+	got, err := e.cs.CoreV1().Pods(h.apps).Create(ctx(t), after, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("pod %s refused: %v", after.Name, err)
+	}
+	d, _ = h.identity(t, got, 3*time.Minute)
+	record("%s: agent restarted after two server rolls, a new pod on its node got its SVID %s after creation (%s after the agent restart)",
+		h.release, d.Round(100*time.Millisecond), time.Since(restarted).Round(time.Second))
+	if n := len(h.bundleCAs(t)); n != len(cas) {
+		t.Errorf("spire-bundle has %d CAs after two server rolls, %d before", n, len(cas))
+	}
+}
+
+// bundleCAs is the set of CA certificates (PEM blocks) the server published in spire-bundle.
+func (h ha) bundleCAs(t *testing.T) map[string]bool {
+	t.Helper()
+	cm, err := e.cs.CoreV1().ConfigMaps(h.ns).Get(ctx(t), "spire-bundle", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	rest := []byte(cm.Data["bundle.crt"])
+	for {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		out[string(b.Bytes)] = true
+	}
+	if len(out) == 0 {
+		t.Fatalf("no CA in ConfigMap %s/spire-bundle", h.ns)
+	}
+	return out
 }
 
 // Issue 18: one SPIRE server replica killed. New pods still get SVIDs; the delay is measured.

@@ -32,6 +32,7 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/controller/certs"
 	"github.com/nginx-mesh/nginx-mesh/controller/inject"
 	"github.com/nginx-mesh/nginx-mesh/controller/register"
+	"github.com/nginx-mesh/nginx-mesh/controller/spirekeys"
 	mwebhook "github.com/nginx-mesh/nginx-mesh/controller/webhook"
 	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
 	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
@@ -206,7 +207,7 @@ func NewCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	}
 	o.flags(root.Flags())
 
-	root.AddCommand(newInjectCommand(stdin, stdout, stderr), &cobra.Command{
+	root.AddCommand(newInjectCommand(stdin, stdout, stderr), newSpireKeysCommand(), &cobra.Command{
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 		Run: func(*cobra.Command, []string) { fmt.Fprintln(stdout, nginxmesh.Version) },
 	})
@@ -260,6 +261,56 @@ namespace opted in.`,
 	cmd.Flags().StringVar(&o.TrustDomain, "trust-domain", inject.DefaultTrustDomain, "the mesh's trust domain (chart value spire.trustDomain): the proxy annotations' IDs belong to it")
 	_ = cmd.MarkFlagRequired("filename")
 	o.injectFlags(cmd.Flags())
+	return cmd
+}
+
+// newSpireKeysCommand keeps the SPIRE server's CA keys in a Secret (spire.server.keyManager=secret):
+// `restore` in the server pod's init container, `keep` in a container beside the server.
+func newSpireKeysCommand() *cobra.Command {
+	var kubeconfig, namespace, secret, file string
+	var interval time.Duration
+	cmd := &cobra.Command{
+		Use:   "spire-keys restore|keep",
+		Short: "Keep the SPIRE server's CA keys file in a Secret, so a rolled or moved server pod keeps its CA",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageError{fmt.Errorf("spire-keys takes one argument, restore or keep; got %d", len(args))}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := applyEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			if args[0] != "restore" && args[0] != "keep" {
+				return usageError{fmt.Errorf("spire-keys %q: want restore (before the server starts) or keep (beside it)", args[0])}
+			}
+			if namespace == "" || secret == "" || file == "" {
+				return usageError{errors.New("spire-keys needs --namespace, --secret and --file")}
+			}
+			cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+				&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig}, &clientcmd.ConfigOverrides{}).ClientConfig()
+			if err != nil {
+				return fmt.Errorf("kubernetes client configuration: %w", err)
+			}
+			kube, err := kubernetes.NewForConfig(cfg)
+			if err != nil {
+				return err
+			}
+			k := &spirekeys.Keeper{Secrets: kube.CoreV1().Secrets(namespace), Namespace: namespace, Secret: secret, File: file,
+				Interval: interval, Log: zap.New(zap.UseDevMode(false)).WithName("spire-keys")}
+			if args[0] == "restore" {
+				return k.Restore(cmd.Context())
+			}
+			return k.Keep(cmd.Context())
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster configuration")
+	fs.StringVar(&namespace, "namespace", "", "namespace of the Secret (the release's)")
+	fs.StringVar(&secret, "secret", "", "Secret of this server replica (<pod name>"+nginxmesh.SpireKeysSecretSuffix+"), rendered empty by the chart")
+	fs.StringVar(&file, "file", "", "the disk KeyManager's keys_path in the server's data folder")
+	fs.DurationVar(&interval, "interval", 2*time.Second, "keep: how often the file is compared with the Secret")
 	return cmd
 }
 

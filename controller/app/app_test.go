@@ -175,6 +175,9 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"inject"}, 2, "filename"},
 		{[]string{"--trust-domain", "cluster.local"}, 1, "cluster name"},
 		{[]string{"version"}, 0, ""},
+		{[]string{"spire-keys", "lose"}, 2, "want restore"},
+		{[]string{"spire-keys", "restore", "--namespace", "ns", "--file", "/x"}, 2, "--secret"},
+		{[]string{"spire-keys"}, 2, "restore or keep"},
 	} {
 		var out bytes.Buffer
 		code := Execute(context.Background(), c.args, strings.NewReader(""), &out, &out)

@@ -304,6 +304,20 @@ Call with (dict "extra" MAP "keep" STRING) where keep is the output of nginx-mes
 {{- define "nginx-mesh.injectorWebhook" -}}nginx-mesh-injector{{- end }}
 
 {{/* ha.enabled: at least 2 of each; otherwise the value as given. Call with (dict "ha" BOOL "n" INT). */}}
+{{/*
+keyManager=secret: the Secrets of the server replicas' CA keys, one per StatefulSet pod
+(<pod>-keys), as a JSON list; empty otherwise.
+*/}}
+{{- define "nginx-mesh.spireServer.keySecrets" -}}
+{{- $v := .Values.spire.server -}}
+{{- $out := list -}}
+{{- if eq $v.keyManager "secret" -}}
+{{- $n := include "nginx-mesh.replicas" (dict "ha" .Values.ha.enabled "n" $v.replicas) | int -}}
+{{- range $i := until $n }}{{ $out = append $out (printf "%s-%d-keys" (include "nginx-mesh.spireServer.name" $) $i) }}{{ end -}}
+{{- end -}}
+{{- $out | toJson -}}
+{{- end }}
+
 {{- define "nginx-mesh.replicas" -}}
 {{- if .ha }}{{ max 2 (int .n) }}{{ else }}{{ int .n }}{{ end }}
 {{- end }}

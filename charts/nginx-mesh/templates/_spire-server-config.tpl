@@ -59,8 +59,9 @@ plugins {
     }
   }
 
-  {{- if eq $v.keyManager "disk" }}
+  {{- if or (eq $v.keyManager "disk") (eq $v.keyManager "secret") }}
 
+  # keyManager=secret: this file is also kept in the replica's Secret (container spire-keys).
   KeyManager "disk" {
     plugin_data {
       keys_path = "{{ $dataDir }}/keys.json"
