@@ -8,7 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes/scheme"
 
@@ -20,7 +22,7 @@ var clusterScoped = map[string]bool{
 	"MutatingWebhookConfiguration": true,
 }
 
-var components = []string{"spire-server", "spire-agent", "csi-driver", "sidecar", "hooks", "sentinel", "test", "controller", "critical-pods-quota"}
+var components = []string{"spire-server", "spire-agent", "csi-driver", "sidecar", "hooks", "sentinel", "test", "controller", "critical-pods-quota", "metrics"}
 
 // Every object: standard labels, a known component, an explicit namespace when namespaced,
 // and no two objects of one kind with one name.
@@ -449,7 +451,16 @@ func TestNotes(t *testing.T) {
 // Every object decodes strictly into its Kubernetes type: no unknown or misspelled field, no
 // wrong type (SCCs are checked against their CRD in scc_test.go).
 func TestObjectsDecodeStrictly(t *testing.T) {
-	codecs := serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict)
+	// Kubernetes' own kinds, and the Prometheus Operator's (ServiceMonitor, PodMonitor,
+	// PrometheusRule) from its API module.
+	sch := runtime.NewScheme()
+	if err := scheme.AddToScheme(sch); err != nil {
+		t.Fatal(err)
+	}
+	if err := monitoringv1.AddToScheme(sch); err != nil {
+		t.Fatal(err)
+	}
+	codecs := serializer.NewCodecFactory(sch, serializer.EnableStrict)
 	decoder := codecs.UniversalDeserializer()
 	for _, r := range renderAll(t) {
 		for _, o := range r.objs {

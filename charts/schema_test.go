@@ -69,6 +69,16 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"global.commonLabels.a=1", "/global/commonLabels/a"},
 		{"test.enabled=on", "/test/enabled"},
 		{"csi=null", "missing property 'csi'"},
+		{"metrics.service.enabled=yes", "/metrics/service/enabled"},
+		{"metrics.spire.port=80", "/metrics/spire/port"},
+		{"metrics.serviceMonitor.interval=30 sec", "/metrics/serviceMonitor/interval"},
+		{"metrics.serviceMonitor.scrapeTimeout=1.5s", "/metrics/serviceMonitor/scrapeTimeout"},
+		{"metrics.podMonitor.namespaces={Shop}", "/metrics/podMonitor/namespaces/0"},
+		{"metrics.prometheusRule.sentinelWaiting=1h30m", "/metrics/prometheusRule/sentinelWaiting"},
+		{"metrics.prometheusRule.svidExpiry=0m", "/metrics/prometheusRule/svidExpiry"},
+		{"metrics.prometheusRule.window=ten minutes", "/metrics/prometheusRule/window"},
+		{"metrics.grafanaDashboard.namespace=Grafana", "/metrics/grafanaDashboard/namespace"},
+		{"metrics.grafanaDashboard.enabled=1", "/metrics/grafanaDashboard/enabled"},
 	}
 	for _, c := range cases {
 		t.Run(c.set, func(t *testing.T) {

@@ -19,6 +19,7 @@ PACKAGES=(
   nginx libnginx-mod-stream    # NGINX with its stream module: the peer of the proxy benchmark (make bench-proxy); its own config, never the system service
   postgresql                   # the SPIRE servers' shared datastore with ha.enabled (ci/values-ha.yaml): a server of ci/cluster.sh's own, never the system service
   redis-server                 # Argo CD's cache (ci/argocd.sh): a server of its own on loopback, never the system service
+  prometheus                   # promtool: `go test ./charts/` unit-tests the chart's alerts; tests run their own prometheus, never the system service
   ca-certificates git make
 )
 
@@ -47,6 +48,11 @@ case "${1:-}" in
       echo "packages: apt-get install failed (full log: /tmp/nginx-mesh-apt.log)" >&2
       exit 1
     }
+    # Debian's prometheus enables and starts prometheus.service (port 9090) where systemd runs.
+    # The tests need only its binaries: stop and disable that unit, and only that one.
+    if printf '%s\n' "${todo[@]}" | grep -qx prometheus && [ -d /run/systemd/system ]; then
+      systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    fi
     echo "packages: installed ${#todo[@]}"
     ;;
   list) printf '%s\n' "${PACKAGES[@]}" ;;

@@ -24,6 +24,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/yaml"
@@ -31,6 +32,7 @@ import (
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/controller/certs"
 	"github.com/nginx-mesh/nginx-mesh/controller/inject"
+	cmetrics "github.com/nginx-mesh/nginx-mesh/controller/metrics"
 	"github.com/nginx-mesh/nginx-mesh/controller/register"
 	"github.com/nginx-mesh/nginx-mesh/controller/spirekeys"
 	mwebhook "github.com/nginx-mesh/nginx-mesh/controller/webhook"
@@ -407,10 +409,12 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	// controller-runtime's registry is the one its /metrics serves.
+	cm := cmetrics.New(ctrlmetrics.Registry)
 	if o.webhook() {
 		// GetWebhookServer adds the server to the manager's runnables (the option alone does not).
 		srv := mgr.GetWebhookServer()
-		mwebhook.Register(srv, inject.New(ic))
+		mwebhook.Register(srv, inject.New(ic), cm)
 		if err := mgr.Add(runnable{src}); err != nil {
 			return err
 		}
@@ -431,7 +435,7 @@ func Run(ctx context.Context, o Options) error {
 		defer conn.Close()
 		reg, err := register.New(register.Config{
 			TrustDomain: o.TrustDomain, ClusterName: o.ClusterName, DriverName: o.DriverName, OptIn: ic.OptIn(),
-			ResyncPeriod: o.ResyncPeriod, BatchSize: o.BatchSize,
+			ResyncPeriod: o.ResyncPeriod, BatchSize: o.BatchSize, Metrics: cm,
 		}, entryv1.NewEntryClient(conn), kube, log.WithName("register"))
 		if err != nil {
 			return err

@@ -35,6 +35,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/controller/metrics"
 )
 
 // Config describes the trust domain and the reconciler's pace.
@@ -56,6 +57,8 @@ type Config struct {
 	// Parallel is how many create batches are in flight at once (default 2): the server spends
 	// most of a create on CPU work around its datastore write, which overlaps.
 	Parallel int
+	// Metrics records lag, entries, deletions and leadership (nil: none).
+	Metrics *metrics.Metrics
 }
 
 func (c *Config) defaults() {
@@ -151,6 +154,8 @@ func idString(id *types.SPIFFEID) string {
 type Plan struct {
 	Create, Update []*types.Entry
 	Delete         []string
+	// born is when the pods of Create entries were created, by entry ID: the registration lag.
+	born map[string]time.Time
 }
 
 // Empty tells whether the plan does nothing.
@@ -298,9 +303,10 @@ func trimPod(o any) (any, error) {
 		return o, nil
 	}
 	t := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion, DeletionTimestamp: p.DeletionTimestamp},
-		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName, ServiceAccountName: p.Spec.ServiceAccountName, HostNetwork: p.Spec.HostNetwork},
-		Status:     corev1.PodStatus{Phase: p.Status.Phase},
+		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion, DeletionTimestamp: p.DeletionTimestamp,
+			CreationTimestamp: p.CreationTimestamp}, // the registration lag
+		Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName, ServiceAccountName: p.Spec.ServiceAccountName, HostNetwork: p.Spec.HostNetwork},
+		Status: corev1.PodStatus{Phase: p.Status.Phase},
 	}
 	if v, ok := p.Annotations[nginxmesh.InjectedAnnotation]; ok {
 		t.Annotations = map[string]string{nginxmesh.InjectedAnnotation: v}
@@ -368,6 +374,9 @@ func (r *Reconciler) NeedLeaderElection() bool { return true }
 
 // Start runs the informers and the loop until ctx ends.
 func (r *Reconciler) Start(ctx context.Context) error {
+	// controller-runtime starts a runnable that needs leader election only once elected.
+	r.cfg.Metrics.SetLeader(true)
+	defer r.cfg.Metrics.SetLeader(false)
 	r.factory.Start(ctx.Done())
 	defer r.factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), r.pods.HasSynced, r.nodes.HasSynced, r.nss.HasSynced) {
@@ -387,6 +396,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 	for !r.Synced() {
 		if err := r.Resync(ctx); err != nil {
 			r.log.Error(err, "initial resync of SPIRE entries failed")
+			r.cfg.Metrics.ReconcileFailed()
 			if !retry() {
 				return nil
 			}
@@ -410,6 +420,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			continue
 		}
 		r.log.Error(err, "SPIRE entries not reconciled")
+		r.cfg.Metrics.ReconcileFailed()
 		if !retry() {
 			return nil
 		}
@@ -440,21 +451,29 @@ func (r *Reconciler) requeue(p map[string]string) {
 	}
 }
 
-// desired is the entry the pod with uid at key should have, or nil.
-func (r *Reconciler) desired(uid, key string) *types.Entry {
+// desired is the entry the pod with uid at key should have, or nil, and the pod's creation.
+func (r *Reconciler) desired(uid, key string) (*types.Entry, time.Time) {
 	o, ok, _ := r.pods.GetIndexer().GetByKey(key)
 	if !ok {
-		return nil
+		return nil, time.Time{}
 	}
 	p := o.(*corev1.Pod)
 	if string(p.UID) != uid || !r.cfg.Wants(p, r.nsLabels(p.Namespace)) {
-		return nil
+		return nil, time.Time{}
 	}
 	n, ok, _ := r.nodes.GetIndexer().GetByKey(p.Spec.NodeName)
 	if !ok {
-		return nil // the node's add event re-evaluates the pod
+		return nil, time.Time{} // the node's add event re-evaluates the pod
 	}
-	return r.cfg.Entry(p, string(n.(*corev1.Node).UID))
+	return r.cfg.Entry(p, string(n.(*corev1.Node).UID)), p.CreationTimestamp.Time
+}
+
+// bornAt notes the creation of the pod of a planned entry.
+func (p *Plan) bornAt(id string, t time.Time) {
+	if p.born == nil {
+		p.born = map[string]time.Time{}
+	}
+	p.born[id] = t
 }
 
 // applyPending applies the changed pods of the events since the last call.
@@ -466,10 +485,12 @@ func (r *Reconciler) applyPending(ctx context.Context) error {
 	var plan Plan
 	for uid, key := range pend {
 		id := EntryID(uid)
-		want, cur := r.desired(uid, key), r.current[id]
+		want, born := r.desired(uid, key)
+		cur := r.current[id]
 		switch {
 		case want != nil && cur == nil:
 			plan.Create = append(plan.Create, want)
+			plan.bornAt(id, born)
 		case want != nil && !SameEntry(want, cur):
 			plan.Update = append(plan.Update, want)
 		case want == nil && cur != nil:
@@ -493,13 +514,18 @@ func (r *Reconciler) Resync(ctx context.Context) error {
 	}
 	r.current = current
 	desired := map[string]*types.Entry{}
+	born := map[string]time.Time{}
 	for _, o := range r.pods.GetIndexer().List() {
 		p := o.(*corev1.Pod)
-		if e := r.desired(string(p.UID), p.Namespace+"/"+p.Name); e != nil {
+		if e, t := r.desired(string(p.UID), p.Namespace+"/"+p.Name); e != nil {
 			desired[e.Id] = e
+			born[e.Id] = t
 		}
 	}
 	plan := Diff(desired, current)
+	for _, e := range plan.Create {
+		plan.bornAt(e.Id, born[e.Id])
+	}
 	if err := r.Apply(ctx, plan); err != nil {
 		return err
 	}
@@ -534,6 +560,8 @@ func (r *Reconciler) listOwned(ctx context.Context) (map[string]*types.Entry, er
 // reconciler's view of the server. Per-entry failures are collected; a similar entry that
 // already exists (someone else's) or an entry already gone counts as done.
 func (r *Reconciler) Apply(ctx context.Context, plan Plan) error {
+	// The gauge follows the view on every way out, failures included.
+	defer func() { r.cfg.Metrics.SetEntries(len(r.current)) }()
 	var errs []error
 	for b := range slices.Chunk(plan.Delete, r.cfg.BatchSize) {
 		resp, err := r.client.BatchDeleteEntry(ctx, &entryv1.BatchDeleteEntryRequest{Ids: b})
@@ -542,6 +570,9 @@ func (r *Reconciler) Apply(ctx context.Context, plan Plan) error {
 		}
 		for _, res := range resp.Results {
 			if c := codes.Code(res.GetStatus().GetCode()); c == codes.OK || c == codes.NotFound {
+				if c == codes.OK {
+					r.cfg.Metrics.Deleted(1)
+				}
 				delete(r.current, res.Id)
 			} else {
 				errs = append(errs, fmt.Errorf("delete entry %s: %s", res.Id, res.GetStatus().GetMessage()))
@@ -572,6 +603,7 @@ func (r *Reconciler) Apply(ctx context.Context, plan Plan) error {
 			switch c := codes.Code(res.GetStatus().GetCode()); {
 			case c == codes.OK:
 				r.current[b[i].Id] = b[i]
+				r.cfg.Metrics.Registered(plan.born[b[i].Id])
 			case c == codes.AlreadyExists:
 				// A similar entry exists under another ID (made by hand or by another tool):
 				// the workload gets its identity from it, and it is not ours to manage.

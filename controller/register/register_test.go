@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,6 +43,7 @@ type env struct {
 	spire *fakespire.Server
 	kube  *fake.Clientset
 	r     *Reconciler
+	stop  func() // stops the reconciler (also done at cleanup)
 }
 
 func start(t *testing.T, c Config, objs ...any) *env {
@@ -71,12 +73,16 @@ func start(t *testing.T, c Config, objs ...any) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	var once sync.Once
+	e.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(e.stop)
 	e.eventually("first resync", func() (bool, string) { return r.Synced(), "" })
 	return e
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"time"
 
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -17,6 +18,7 @@ import (
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/controller/inject"
+	"github.com/nginx-mesh/nginx-mesh/controller/metrics"
 )
 
 // Path is where the webhook configuration sends pod CREATE reviews.
@@ -27,24 +29,37 @@ const Path = "/inject"
 // the API server applies that policy only when the call fails, never to an answer.
 type Handler struct {
 	Injector *inject.Injector
+	// Metrics records each review (nil: none).
+	Metrics *metrics.Metrics
 }
 
 // NewHandler returns a handler for inj.
 func NewHandler(inj *inject.Injector) *Handler { return &Handler{Injector: inj} }
 
-// Register mounts the handler on a controller-runtime webhook server.
-func Register(srv webhook.Server, inj *inject.Injector) {
-	srv.Register(Path, &webhook.Admission{Handler: NewHandler(inj)})
+// Register mounts the handler on a controller-runtime webhook server; m may be nil.
+func Register(srv webhook.Server, inj *inject.Injector, m *metrics.Metrics) {
+	srv.Register(Path, &webhook.Admission{Handler: &Handler{Injector: inj, Metrics: m}})
 }
 
 // Handle implements admission.Handler.
 func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Response {
+	start := time.Now()
+	resp, result, refusal := h.handle(req)
+	if resp.Allowed {
+		refusal = ""
+	}
+	h.Metrics.Admitted(start, result, refusal)
+	return resp
+}
+
+// handle answers req and names the result and, should the answer refuse the pod, the reason.
+func (h *Handler) handle(req admission.Request) (admission.Response, string, string) {
 	if req.Operation != admissionv1.Create || req.Kind.Kind != "Pod" || req.SubResource != "" {
-		return admission.Allowed("nginx-mesh injects pods at CREATE only")
+		return admission.Allowed("nginx-mesh injects pods at CREATE only"), metrics.ResultSkipped, ""
 	}
 	pod := &corev1.Pod{}
 	if err := json.Unmarshal(req.Object.Raw, pod); err != nil {
-		return h.failed(http.StatusBadRequest, fmt.Errorf("nginx-mesh injector: decode pod %s/%s: %w", req.Namespace, req.Name, err))
+		return h.failed(http.StatusBadRequest, fmt.Errorf("nginx-mesh injector: decode pod %s/%s: %w", req.Namespace, req.Name, err)), metrics.ResultError, metrics.ReasonDecode
 	}
 	appendOnly := h.Injector.AppendOnly()
 	var before snapshot
@@ -55,11 +70,11 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 	res, err := h.Injector.Inject(req.Namespace, pod)
 	switch {
 	case inject.IsDenied(err):
-		return admission.Denied(fmt.Sprintf("nginx-mesh injector refused pod %s: %s", podName(req, pod), err))
+		return admission.Denied(fmt.Sprintf("nginx-mesh injector refused pod %s: %s", podName(req, pod), err)), metrics.ResultDenied, metrics.ReasonDenied
 	case err != nil:
-		return h.failed(http.StatusInternalServerError, fmt.Errorf("nginx-mesh injector: pod %s: %w", podName(req, pod), err))
+		return h.failed(http.StatusInternalServerError, fmt.Errorf("nginx-mesh injector: pod %s: %w", podName(req, pod), err)), metrics.ResultError, metrics.ReasonInternal
 	case res.Skipped != "":
-		return admission.Allowed("nginx-mesh: not injected: " + res.Skipped)
+		return admission.Allowed("nginx-mesh: not injected: " + res.Skipped), metrics.ResultSkipped, ""
 	}
 	var resp admission.Response
 	var ops []jsonpatch.Operation
@@ -73,7 +88,7 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 		// A mutation beyond appends and annotations: the generic diff of the two documents.
 		out, err := json.Marshal(pod)
 		if err != nil {
-			return h.failed(http.StatusInternalServerError, fmt.Errorf("nginx-mesh injector: pod %s: encode: %w", podName(req, pod), err))
+			return h.failed(http.StatusInternalServerError, fmt.Errorf("nginx-mesh injector: pod %s: encode: %w", podName(req, pod), err)), metrics.ResultError, metrics.ReasonInternal
 		}
 		resp = admission.PatchResponseFromRaw(req.Object.Raw, out)
 	}
@@ -82,7 +97,7 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 	if scc := h.Injector.Config().RequiredSCC; scc != "" && !ownPin {
 		resp.Warnings = append(resp.Warnings, "nginx-mesh: pod "+podName(req, pod)+" SCC: "+h.Injector.Config().SCCNote(req.Namespace, pod))
 	}
-	return resp
+	return resp, metrics.ResultInjected, ""
 }
 
 // failed answers an internal error. With failurePolicy Fail (the default) the pod is refused

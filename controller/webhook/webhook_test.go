@@ -126,7 +126,7 @@ func serve(t *testing.T) (*http.Client, string) {
 			c.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }
 		},
 	}})
-	Register(srv, inject.New(cfg))
+	Register(srv, inject.New(cfg), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Start(ctx) }()

@@ -93,7 +93,7 @@ func New(o Options) *Proxy {
 // It returns at once; the listener runs until Drain.
 func (p *Proxy) Inbound(l net.Listener, cfg *tls.Config, appAddr string, m *metrics.Listener) {
 	log := p.o.Log.WithFields(logrus.Fields{"direction": "inbound", "port": portOf(l), "app": appAddr})
-	p.serve(l, log, m, func(raw net.Conn) {
+	p.serve(l, log, m, func(raw net.Conn, accepted time.Time) {
 		tc := tls.Server(raw, cfg)
 		if !p.handshake(tc, raw, log, m) {
 			return
@@ -111,6 +111,7 @@ func (p *Proxy) Inbound(l net.Listener, cfg *tls.Config, appAddr string, m *metr
 			return
 		}
 		defer p.untrack(app)
+		m.Connect.Observe(time.Since(accepted).Seconds())
 		if log.Logger.IsLevelEnabled(logrus.DebugLevel) {
 			log.WithFields(logrus.Fields{"peer_id": peerID(tc), "peer_addr": raw.RemoteAddr().String()}).Debug("accepted")
 		}
@@ -122,7 +123,7 @@ func (p *Proxy) Inbound(l net.Listener, cfg *tls.Config, appAddr string, m *metr
 // whose VerifyConnection checks the server's ID) to upstream.
 func (p *Proxy) Outbound(l net.Listener, cfg *tls.Config, upstream string, m *metrics.Listener) {
 	log := p.o.Log.WithFields(logrus.Fields{"direction": "outbound", "port": portOf(l), "upstream": upstream})
-	p.serve(l, log, m, func(local net.Conn) {
+	p.serve(l, log, m, func(local net.Conn, accepted time.Time) {
 		raw, err := p.dial(upstream)
 		if err != nil {
 			m.DialFailures.Inc()
@@ -141,6 +142,7 @@ func (p *Proxy) Outbound(l net.Listener, cfg *tls.Config, upstream string, m *me
 			_ = local.Close()
 			return
 		}
+		m.Connect.Observe(time.Since(accepted).Seconds())
 		if log.Logger.IsLevelEnabled(logrus.DebugLevel) {
 			// The server's ID passed our check; the server checks ours on its side.
 			log.WithFields(logrus.Fields{"peer_id": peerID(tc), "peer_addr": raw.RemoteAddr().String()}).Debug("connected; upstream ID verified")
@@ -157,7 +159,7 @@ func (p *Proxy) Outbound(l net.Listener, cfg *tls.Config, upstream string, m *me
 }
 
 // serve runs l's accept loop in a goroutine, each connection in its own.
-func (p *Proxy) serve(l net.Listener, log *logrus.Entry, m *metrics.Listener, handle func(net.Conn)) {
+func (p *Proxy) serve(l net.Listener, log *logrus.Entry, m *metrics.Listener, handle func(c net.Conn, accepted time.Time)) {
 	p.mu.Lock()
 	p.listeners = append(p.listeners, l)
 	p.mu.Unlock()
@@ -167,6 +169,7 @@ func (p *Proxy) serve(l net.Listener, log *logrus.Entry, m *metrics.Listener, ha
 		var backoff time.Duration
 		for {
 			c, err := l.Accept()
+			accepted := time.Now()
 			if err != nil {
 				if p.draining.Load() || errors.Is(err, net.ErrClosed) {
 					return
@@ -199,7 +202,7 @@ func (p *Proxy) serve(l net.Listener, log *logrus.Entry, m *metrics.Listener, ha
 				defer p.wg.Done()
 				defer m.Active.Dec()
 				defer p.untrack(c)
-				handle(c)
+				handle(c, accepted)
 			}()
 		}
 	}()
@@ -215,9 +218,11 @@ func (p *Proxy) dial(addr string) (net.Conn, error) {
 
 // handshake runs the TLS handshake under HandshakeTimeout and counts and logs a failure.
 func (p *Proxy) handshake(tc *tls.Conn, raw net.Conn, log *logrus.Entry, m *metrics.Listener) bool {
-	_ = raw.SetDeadline(time.Now().Add(p.o.HandshakeTimeout))
+	start := time.Now()
+	_ = raw.SetDeadline(start.Add(p.o.HandshakeTimeout))
 	err := tc.Handshake()
 	if err == nil {
+		m.Handshake.Observe(time.Since(start).Seconds())
 		_ = raw.SetDeadline(time.Time{})
 		if tc.ConnectionState().DidResume {
 			m.Resumed.Inc()

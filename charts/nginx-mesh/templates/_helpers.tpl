@@ -346,3 +346,13 @@ podAntiAffinity:
 {{- end }}
 {{- define "nginx-mesh.controller.container" -}}controller{{- end }}
 {{- define "nginx-mesh.registrar.container" -}}registrar{{- end }}
+
+{{/*
+Seconds in a threshold of the form <n>s, <n>m, <n>h or <n>d (the schema's thresholdDuration):
+PromQL compares them with time() differences, which are in seconds.
+*/}}
+{{- define "nginx-mesh.seconds" -}}
+{{- $n := regexFind "^[0-9]+" . | int -}}
+{{- $unit := dict "s" 1 "m" 60 "h" 3600 "d" 86400 -}}
+{{- mul $n (get $unit (trimPrefix (toString $n) .)) -}}
+{{- end }}

@@ -57,4 +57,16 @@ plugins {
 health_checks {
   listener_enabled = false
 }
+{{- with .Values.metrics.spire }}{{ if .enabled }}
+
+# Prometheus telemetry on the pod network (metrics.spire). SPIRE logs a warning for any host
+# but loopback; a scraper needs the pod IP, and 0.0.0.0 in the pod's own network namespace is
+# that IP and loopback, nothing of the node.
+telemetry {
+  Prometheus {
+    host = "0.0.0.0"
+    port = {{ .port }}
+  }
+}
+{{- end }}{{ end }}
 {{- end }}
