@@ -21,14 +21,12 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	appsv1 "k8s.io/api/apps/v1"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/yaml"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
@@ -315,25 +313,38 @@ type jobLog struct {
 	seen map[string]bool // name -> succeeded
 }
 
+// watchJobs records every Job of the scenario's namespace and whether it succeeded, by listing
+// every 200 ms: a hook Job lives for seconds and Argo CD deletes it once it succeeded. A watch
+// does not do here: the e2e client's 30 s Timeout ends it mid-scenario, and its first run saw no
+// Job at all.
 func (s argoScenario) watchJobs(t *testing.T) *jobLog {
 	t.Helper()
-	w, err := e.cs.BatchV1().Jobs(s.ns).Watch(context.Background(), metav1.ListOptions{})
-	if err != nil {
-		t.Fatalf("watch Jobs in %s: %v", s.ns, err)
-	}
 	l := &jobLog{seen: map[string]bool{}}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
 	go func() {
-		for ev := range w.ResultChan() {
-			j, ok := ev.Object.(*batchv1.Job)
-			if !ok || ev.Type == watch.Error {
-				continue
+		defer close(stopped)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			list, err := e.cs.BatchV1().Jobs(s.ns).List(c, metav1.ListOptions{})
+			cancel()
+			if err == nil {
+				l.mu.Lock()
+				for _, j := range list.Items {
+					l.seen[j.Name] = l.seen[j.Name] || j.Status.Succeeded > 0
+				}
+				l.mu.Unlock()
 			}
-			l.mu.Lock()
-			l.seen[j.Name] = l.seen[j.Name] || j.Status.Succeeded > 0
-			l.mu.Unlock()
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
 		}
 	}()
-	t.Cleanup(w.Stop)
+	t.Cleanup(func() { close(done); <-stopped })
 	return l
 }
 
