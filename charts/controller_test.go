@@ -1,6 +1,7 @@
 package charts
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -138,6 +139,11 @@ func TestControllerContainer(t *testing.T) {
 		}
 		dep := r.must(t, "Deployment", releaseNS, nginxmesh.Controller)
 		c := container(t, dep, nginxmesh.ControllerContainer)
+		// A deleted replica answers admission a while longer (e2e scenario 16 saw a drain refuse
+		// a pod without it): a preStop sleep, shorter than the grace period.
+		if lc, _ := json.Marshal(c["lifecycle"]); string(lc) != `{"preStop":{"sleep":{"seconds":5}}}` {
+			t.Errorf("%s: controller lifecycle %s, want a preStop sleep of 5 s", r.scenario.name, lc)
+		}
 		args := stringList(c["args"])
 		o, err := app.ParseArgs(args)
 		if err != nil {
