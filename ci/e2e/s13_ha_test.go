@@ -200,6 +200,7 @@ func containerRestarts(p *corev1.Pod, name string) (int32, bool) {
 // injected pod got no SVID for 4 minutes (seen on the cluster). So the scenario also checks that
 // the rolled server keeps its CA and that a restarted agent attests and serves a new pod.
 func TestScenario13RegistrarCrashloop(t *testing.T) {
+	unverified(t, "the fixing upgrade: OrderedReady never replaces the unready pod, and the post-upgrade hook blocks helm before the pod can be deleted (README Troubleshooting)")
 	dumpOnFailure(t)
 	h := ha{release: "ha-crash", ns: "ha-crash", driver: "csi.crash.nsm.nginx.com", apps: "ha-crash-apps", db: "ha_crash"}
 	// One SPIRE server (the case where the registrar's pod is the only way to the server), on
