@@ -229,3 +229,14 @@ func podNetns(t *testing.T, p *corev1.Pod) string {
 	t.Fatalf("no task %s of pod %s on %s:\n%s", id, p.Name, p.Spec.NodeName, out)
 	return ""
 }
+
+// multiNodeNames is nodeNames for a scenario that moves or stops pods between nodes: it fails on
+// a one-node cluster, naming the fix.
+func multiNodeNames(t *testing.T) []string {
+	t.Helper()
+	nodes := nodeNames(t)
+	if len(nodes) < 2 {
+		t.Fatalf("needs 2 nodes or more; the cluster has %v (NODES=3 ci/e2e.sh)", nodes)
+	}
+	return nodes
+}

@@ -33,10 +33,7 @@ import (
 // being drained.
 func TestScenario16RollingDrain(t *testing.T) {
 	dumpOnFailure(t)
-	nodes := nodeNames(t)
-	if len(nodes) < 2 {
-		t.Fatalf("a rolling drain needs 2 nodes or more; the cluster has %v (NODES=3 ci/e2e.sh)", nodes)
-	}
+	nodes := multiNodeNames(t)
 	h := ha{release: "ha-drain", ns: "ha-drain", driver: "csi.drain.nsm.nginx.com", apps: "ha-drain-apps", db: "ha_drain"}
 	h.install(t)
 	sh := filepath.Join(e.root, "ci", "cluster.sh")

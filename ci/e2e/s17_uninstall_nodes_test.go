@@ -21,10 +21,7 @@ import (
 // every node before each deletion.
 func TestScenario17UninstallPodsOnEveryNode(t *testing.T) {
 	dumpOnFailure(t)
-	nodes := nodeNames(t)
-	if len(nodes) < 2 {
-		t.Fatalf("needs 2 nodes or more; the cluster has %v (NODES=3 ci/e2e.sh)", nodes)
-	}
+	nodes := multiNodeNames(t)
 	h := ha{release: "unin-nodes", ns: "unin-nodes", driver: "csi.unin.nsm.nginx.com", apps: "unin-nodes-apps", db: "unin_nodes"}
 	h.install(t)
 	var pods []*corev1.Pod

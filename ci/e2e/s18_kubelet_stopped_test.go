@@ -27,10 +27,7 @@ func TestScenario18KubeletStopped(t *testing.T) {
 	// until someone has seen it pass (and fail where it should).
 	unverified(t, "never run")
 	dumpOnFailure(t)
-	nodes := nodeNames(t)
-	if len(nodes) < 2 {
-		t.Fatalf("needs 2 nodes or more; the cluster has %v (NODES=3 ci/e2e.sh)", nodes)
-	}
+	multiNodeNames(t)
 	h := ha{release: "dead-node", ns: "dead-node", driver: "csi.dead.nsm.nginx.com", apps: "dead-node-apps", db: "dead_node"}
 	h.install(t)
 	sh := filepath.Join(e.root, "ci", "cluster.sh")
