@@ -53,4 +53,23 @@ echo "  cluster up:    ${up_s}s"
 echo "  e2e tests:     ${test_s}s"
 grep '^TIMING:' "$CACHE/logs/e2e.log" | sed 's/^TIMING: /  /' || true
 echo "  total:         $(since "$start")s"
+# Last, because CI reports only the tail of the output: each failed test with the lines it logged
+# just before failing (its t.Fatalf message among them; the namespace dumps that follow a failure
+# start with "diagnostics follow" and are left out), so a red run names its cause.
+if [ "$rc" != 0 ]; then
+  echo "== e2e failures (full log: $CACHE/logs/e2e.log)"
+  awk '
+    /^=== RUN   / && !/\// { n = 0; diag = 0; next }
+    /^=== / { next }
+    /^ *--- FAIL: / {
+      print
+      for (i = (n > 10 ? n - 10 : 0); i < n; i++) print "      " substr(buf[i % 10], 1, 240)
+      n = 0; diag = 0; next
+    }
+    /^ *--- (PASS|SKIP): / { n = 0; diag = 0; next }
+    /diagnostics follow/ { diag = 1 }
+    !diag { buf[n % 10] = $0; n++ }
+    /^(panic:|FAIL\t)/ { print substr($0, 1, 240) }
+  ' "$CACHE/logs/e2e.log" || true
+fi
 exit "$rc"

@@ -445,6 +445,8 @@ func hasVerb(vs []string, v string) bool {
 
 func dumpNamespace(t *testing.T, ns string) {
 	t.Helper()
+	// ci/e2e.sh's failure summary stops at this marker: what follows is context, not the cause.
+	t.Logf("diagnostics follow (the test failed above): namespace %s", ns)
 	c := ctx(t)
 	pods, err := e.cs.CoreV1().Pods(ns).List(c, metav1.ListOptions{})
 	if err != nil {

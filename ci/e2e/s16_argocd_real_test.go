@@ -387,7 +387,7 @@ func (s argoScenario) cleanup(t *testing.T) {
 		dumpNamespace(t, s.ns)
 		dumpNamespace(t, s.apps)
 		if out, err := exec.Command("tail", "-n", "40", filepath.Join(stateDir(), "argocd", "logs", "application-controller.log")).CombinedOutput(); err == nil {
-			t.Logf("argo cd application controller, last lines:\n%s", indent(string(out)))
+			t.Logf("diagnostics follow: argo cd application controller, last lines:\n%s", indent(string(out)))
 		}
 	}
 	if _, err := s.get(t); err == nil {

@@ -95,7 +95,7 @@ func startPrometheus(t *testing.T, ns string, rules []byte) *prometheus {
 		_ = cmd.Wait()
 		if t.Failed() {
 			log, _ := os.ReadFile(filepath.Join(dir, "prometheus.log"))
-			t.Logf("prometheus log:\n%s", indent(string(log)))
+			t.Logf("diagnostics follow: prometheus log:\n%s", indent(string(log)))
 		}
 	})
 	p := &prometheus{url: "http://" + addr}
