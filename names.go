@@ -43,9 +43,15 @@ const (
 	CSIDriver = "nginx-mesh-csi-driver"
 	// CSIDriverContainer is the driver's container in its DaemonSet.
 	CSIDriverContainer = "csi-driver"
-	// Hooks names the hook Jobs' ServiceAccount, ClusterRole, ClusterRoleBinding, Role and
-	// RoleBinding, and prefixes the hook Jobs (nginx-mesh-hooks-<command>).
+	// Hooks names the install and upgrade hook Jobs' ServiceAccount, ClusterRole,
+	// ClusterRoleBinding, Role and RoleBinding, and prefixes the hook Jobs
+	// (nginx-mesh-hooks-<command>).
 	Hooks = "nginx-mesh-hooks"
+	// HooksPreDelete and HooksPostDelete name the same five objects for the delete hooks: each
+	// is a hook of its one event, so Argo CD (which runs a delete phase's hooks by name) never
+	// finds one deleted by the phase before (charts/nginx-mesh/templates/hooks-rbac.yaml).
+	HooksPreDelete  = Hooks + "-pre-delete"
+	HooksPostDelete = Hooks + "-post-delete"
 	// SpireAgentRBAC and SpireServerRBAC name the ClusterRole and ClusterRoleBinding of each.
 	SpireAgentRBAC  = "nginx-mesh-spire-agent"
 	SpireServerRBAC = "nginx-mesh-spire-server"

@@ -18,7 +18,27 @@ import (
 
 const hooksName = "nginx-mesh-hooks"
 
-var allHookEvents = []string{"pre-install", "post-install", "pre-upgrade", "pre-rollback", "post-upgrade", "pre-delete", "post-delete"}
+// The hook RBAC sets and the events each is a hook of: one set for the install and upgrade
+// hooks, and one per delete event, each of that event alone (Argo CD reads single events).
+var hookRBACSets = []struct {
+	name   string
+	events []string
+}{
+	{hooksName, []string{"pre-install", "post-install", "pre-upgrade", "pre-rollback", "post-upgrade"}},
+	{nginxmesh.HooksPreDelete, []string{"pre-delete"}},
+	{nginxmesh.HooksPostDelete, []string{"post-delete"}},
+}
+
+// hookSA is the ServiceAccount a hook Job runs as.
+func hookSA(cmd string) string {
+	switch cmd {
+	case "pre-delete":
+		return nginxmesh.HooksPreDelete
+	case "post-delete":
+		return nginxmesh.HooksPostDelete
+	}
+	return hooksName
+}
 
 var hookCommands = []string{"pre-install", "pre-upgrade", "post-install", "pre-delete", "post-delete"}
 
@@ -31,7 +51,9 @@ type hookSpec struct {
 func expectedHooks(r *release) map[string]hookSpec {
 	want := map[string]hookSpec{}
 	for _, k := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} {
-		want[k+"/"+hooksName] = hookSpec{allHookEvents, "-10"}
+		for _, set := range hookRBACSets {
+			want[k+"/"+set.name] = hookSpec{set.events, "-10"}
+		}
 	}
 	want["Job/"+hooksName+"-pre-install"] = hookSpec{[]string{"pre-install"}, "0"}
 	// Issue 8 item 6: a rollback (after uninstall --keep-history) and an upgrade stop a waiting sentinel.
@@ -108,7 +130,7 @@ func TestHookJobs(t *testing.T) {
 				t.Errorf("%s: Job %s ttlSecondsAfterFinished=%v", r.scenario.name, job.GetName(), spec["ttlSecondsAfterFinished"])
 			}
 			ps := podSpec(job)
-			if ps["restartPolicy"] != "Never" || ps["serviceAccountName"] != hooksName {
+			if ps["restartPolicy"] != "Never" || ps["serviceAccountName"] != hookSA(cmd) {
 				t.Errorf("%s: Job %s restartPolicy=%v serviceAccountName=%v", r.scenario.name, job.GetName(), ps["restartPolicy"], ps["serviceAccountName"])
 			}
 			c := container(t, job, "hooks")
@@ -169,36 +191,39 @@ func rulesOf(t *testing.T, o *unstructured.Unstructured) []rbacv1.PolicyRule {
 	return rules
 }
 
-// The hook ClusterRole and Role grant exactly what package hooks/rbac says, no more, no less.
+// Each hook ClusterRole and Role grants exactly what package hooks/rbac says, no more, no less,
+// and each binding binds its own set's role to its own ServiceAccount.
 func TestHookRBACMatchesHooksPackage(t *testing.T) {
 	for _, r := range renderAll(t) {
 		o := r.keepSetOptions()
-		cases := []struct {
-			obj  *unstructured.Unstructured
-			want []rbacv1.PolicyRule
-		}{
-			{r.must(t, "ClusterRole", "", hooksName), rbac.HookClusterRules(o)},
-			{r.must(t, "Role", releaseNS, hooksName), rbac.HookNamespaceRules(o)},
-		}
-		for _, c := range cases {
-			got := rulesOf(t, c.obj)
-			if missing := rbac.Covers(got, c.want); len(missing) > 0 {
-				t.Errorf("%s: %s %s lacks what hooks/rbac needs:\n  %s", r.scenario.name, c.obj.GetKind(), hooksName, strings.Join(missing, "\n  "))
+		for _, set := range hookRBACSets {
+			cases := []struct {
+				obj  *unstructured.Unstructured
+				want []rbacv1.PolicyRule
+			}{
+				{r.must(t, "ClusterRole", "", set.name), rbac.HookClusterRules(o)},
+				{r.must(t, "Role", releaseNS, set.name), rbac.HookNamespaceRules(o)},
 			}
-			if extra := rbac.Covers(c.want, got); len(extra) > 0 {
-				t.Errorf("%s: %s %s grants more than hooks/rbac:\n  %s", r.scenario.name, c.obj.GetKind(), hooksName, strings.Join(extra, "\n  "))
+			for _, c := range cases {
+				got := rulesOf(t, c.obj)
+				if missing := rbac.Covers(got, c.want); len(missing) > 0 {
+					t.Errorf("%s: %s %s lacks what hooks/rbac needs:\n  %s", r.scenario.name, c.obj.GetKind(), set.name, strings.Join(missing, "\n  "))
+				}
+				if extra := rbac.Covers(c.want, got); len(extra) > 0 {
+					t.Errorf("%s: %s %s grants more than hooks/rbac:\n  %s", r.scenario.name, c.obj.GetKind(), set.name, strings.Join(extra, "\n  "))
+				}
 			}
-		}
-		for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
-			ns := releaseNS
-			if kind == "ClusterRoleBinding" {
-				ns = ""
-			}
-			rb := r.must(t, kind, ns, hooksName)
-			ref, _, _ := unstructured.NestedStringMap(rb.Object, "roleRef")
-			subs, _, _ := unstructured.NestedSlice(rb.Object, "subjects")
-			if ref["name"] != hooksName || len(subs) != 1 || subs[0].(map[string]any)["name"] != hooksName || subs[0].(map[string]any)["namespace"] != releaseNS {
-				t.Errorf("%s: %s %s binds %v to %v", r.scenario.name, kind, hooksName, ref, subs)
+			for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
+				ns := releaseNS
+				if kind == "ClusterRoleBinding" {
+					ns = ""
+				}
+				rb := r.must(t, kind, ns, set.name)
+				ref, _, _ := unstructured.NestedStringMap(rb.Object, "roleRef")
+				subs, _, _ := unstructured.NestedSlice(rb.Object, "subjects")
+				if ref["name"] != set.name || len(subs) != 1 || subs[0].(map[string]any)["name"] != set.name || subs[0].(map[string]any)["namespace"] != releaseNS {
+					t.Errorf("%s: %s %s binds %v to %v", r.scenario.name, kind, set.name, ref, subs)
+				}
 			}
 		}
 	}

@@ -86,12 +86,16 @@ func named(c *kube.Clients, o Options, drivers []string) (refs []nginxmesh.Ref, 
 		nginxmesh.Ref{Kind: nginxmesh.KindServiceAccount, Namespace: ns, Name: nginxmesh.Controller},
 		nginxmesh.Ref{Kind: nginxmesh.KindSecret, Namespace: ns, Name: nginxmesh.ControllerCASecret},
 		nginxmesh.Ref{Kind: nginxmesh.KindLease, Namespace: ns, Name: nginxmesh.Registrar},
-		nginxmesh.Ref{Kind: nginxmesh.KindServiceAccount, Namespace: ns, Name: nginxmesh.Hooks},
-		nginxmesh.Ref{Kind: nginxmesh.KindRole, Namespace: ns, Name: nginxmesh.Hooks},
-		nginxmesh.Ref{Kind: nginxmesh.KindRoleBinding, Namespace: ns, Name: nginxmesh.Hooks},
-		nginxmesh.Ref{Kind: nginxmesh.KindClusterRole, Name: nginxmesh.Hooks},
-		nginxmesh.Ref{Kind: nginxmesh.KindClusterRoleBinding, Name: nginxmesh.Hooks},
 	)
+	for _, name := range []string{nginxmesh.Hooks, nginxmesh.HooksPreDelete, nginxmesh.HooksPostDelete} {
+		refs = append(refs,
+			nginxmesh.Ref{Kind: nginxmesh.KindServiceAccount, Namespace: ns, Name: name},
+			nginxmesh.Ref{Kind: nginxmesh.KindRole, Namespace: ns, Name: name},
+			nginxmesh.Ref{Kind: nginxmesh.KindRoleBinding, Namespace: ns, Name: name},
+			nginxmesh.Ref{Kind: nginxmesh.KindClusterRole, Name: name},
+			nginxmesh.Ref{Kind: nginxmesh.KindClusterRoleBinding, Name: name},
+		)
+	}
 	for _, cmd := range []string{"pre-install", "post-install", "pre-upgrade", "pre-delete", "post-delete"} {
 		refs = append(refs, nginxmesh.Ref{Kind: nginxmesh.KindJob, Namespace: ns, Name: nginxmesh.HookJobName(cmd)})
 	}

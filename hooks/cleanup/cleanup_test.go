@@ -191,9 +191,11 @@ func TestCleanupWaitAfterNoHooks(t *testing.T) {
 	ks := nginxmesh.KeepSetOptions{Namespace: "mesh"}
 	kobjs, _ := fakes.KeepSet(ks, "r1")
 	hookRBAC := &rbacv1.ClusterRole{ObjectMeta: fakes.Owned(nginxmesh.Hooks, "", "mesh", "r1")}
+	// A failed post-delete hook leaves its own RBAC (Helm deletes only successful hooks).
+	postDeleteRBAC := &rbacv1.ClusterRoleBinding{ObjectMeta: fakes.Owned(nginxmesh.HooksPostDelete, "", "mesh", "r1")}
 	bundle := &corev1.ConfigMap{ObjectMeta: fakes.Owned("spire-bundle", "mesh", "mesh", "r1")}
 	pod := fakes.Pod("app", "web", fakes.Annotated)
-	cl, k, _ := fakes.Clients(false, append(kobjs, hookRBAC, bundle, pod))
+	cl, k, _ := fakes.Clients(false, append(kobjs, hookRBAC, postDeleteRBAC, bundle, pod))
 	done := make(chan error, 1)
 	go func() {
 		_, err := Run(context.Background(), cl, Options{Namespace: "mesh", DriverName: nginxmesh.DefaultDriverName, Wait: true, Settle: time.Second}, quiet())
@@ -207,6 +209,10 @@ func TestCleanupWaitAfterNoHooks(t *testing.T) {
 		}) &&
 			gone(func() error {
 				_, err := k.RbacV1().ClusterRoles().Get(context.Background(), nginxmesh.Hooks, metav1.GetOptions{})
+				return err
+			}) &&
+			gone(func() error {
+				_, err := k.RbacV1().ClusterRoleBindings().Get(context.Background(), nginxmesh.HooksPostDelete, metav1.GetOptions{})
 				return err
 			}) {
 			break

@@ -9,9 +9,12 @@ helm.sh/hook-weight: {{ .weight | quote }}
 helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
 {{- end }}
 
-{{/* Every event a hook Job runs on; the hook RBAC exists for all of them. */}}
+{{/*
+The install and upgrade events a hook Job runs on; the hook RBAC `nginx-mesh-hooks` exists for
+them. pre-delete and post-delete have RBAC of their own (hooks-rbac.yaml says why).
+*/}}
 {{- define "nginx-mesh.hookEvents" -}}
-{{- list "pre-install" "post-install" "pre-upgrade" "pre-rollback" "post-upgrade" "pre-delete" "post-delete" | toJson }}
+{{- list "pre-install" "post-install" "pre-upgrade" "pre-rollback" "post-upgrade" | toJson }}
 {{- end }}
 
 {{/*
