@@ -200,7 +200,6 @@ func containerRestarts(p *corev1.Pod, name string) (int32, bool) {
 // injected pod got no SVID for 4 minutes (seen on the cluster). So the scenario also checks that
 // the rolled server keeps its CA and that a restarted agent attests and serves a new pod.
 func TestScenario13RegistrarCrashloop(t *testing.T) {
-	unverified(t, "the fixing upgrade: OrderedReady never replaces the unready pod, and the post-upgrade hook blocks helm before the pod can be deleted (README Troubleshooting)")
 	dumpOnFailure(t)
 	h := ha{release: "ha-crash", ns: "ha-crash", driver: "csi.crash.nsm.nginx.com", apps: "ha-crash-apps", db: "ha_crash"}
 	// One SPIRE server (the case where the registrar's pod is the only way to the server), on
@@ -298,28 +297,54 @@ func TestScenario13RegistrarCrashloop(t *testing.T) {
 	// The fix of the value heals it, with the step Kubernetes documents for a StatefulSet rolled
 	// to a broken template ("forced rollback"): with podManagementPolicy OrderedReady (one
 	// replica) the controller does not replace a pod that is not Running and Ready, so the
-	// crashlooping pod is deleted by hand once the fixed revision is recorded. The full run at
-	// 52fe8a3 waited 5 min for the roll without it (`helm upgrade --wait`: context deadline
-	// exceeded, registrar in CrashLoopBackOff); earlier runs passed only when the StatefulSet
-	// controller caught the registrar's brief running windows. The chart README says so.
+	// crashlooping pod is deleted by hand once the fixed revision is recorded, while the
+	// upgrade's post-upgrade hook waits for the server: the README's Troubleshooting steps. The
+	// full run at 52fe8a3 waited 5 min for the roll without the delete (`helm upgrade --wait`:
+	// context deadline exceeded); the one at 9d3dd12 deleted the pod only after helm returned,
+	// which the post-upgrade hook (waiting for that very server) kept from happening.
 	fixed := append(append([]string{}, single...), "--reuse-values", "--set", "controller.leaderElection.leaseDuration=6s")
-	if out, err := helm(t, append([]string{"upgrade", h.release}, h.chartArgs(fixed...)...)...); err != nil {
-		t.Fatalf("helm upgrade with the value fixed: %v\n%s", err, out)
+	sts0, err := e.cs.AppsV1().StatefulSets(h.ns).Get(ctx(t), nginxmesh.SpireServer, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
+	upgraded := make(chan error, 1)
+	go func() {
+		_, err := helm(t, append([]string{"upgrade", h.release}, h.chartArgs(fixed...)...)...)
+		upgraded <- err
+	}()
+	helmDone := false
+	t.Cleanup(func() { // the goroutine logs through t: it must end before the test does
+		if !helmDone {
+			select {
+			case <-upgraded:
+			case <-time.After(10 * time.Minute):
+			}
+		}
+	})
 	var revision string
-	waitFor(t, "StatefulSet "+nginxmesh.SpireServer+" records the fixed revision", time.Minute, func() (bool, string) {
+	waitFor(t, "StatefulSet "+nginxmesh.SpireServer+" records the fixed revision", 2*time.Minute, func() (bool, string) {
 		sts, err := e.cs.AppsV1().StatefulSets(h.ns).Get(ctx(t), nginxmesh.SpireServer, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
 		revision = sts.Status.UpdateRevision
-		return sts.Status.ObservedGeneration >= sts.Generation && revision != "", fmt.Sprintf("observed %d of %d", sts.Status.ObservedGeneration, sts.Generation)
+		return sts.Generation > sts0.Generation && sts.Status.ObservedGeneration >= sts.Generation && revision != "",
+			fmt.Sprintf("generation %d (%d before the upgrade), observed %d", sts.Generation, sts0.Generation, sts.Status.ObservedGeneration)
 	})
 	if cur, err := e.cs.CoreV1().Pods(h.ns).Get(ctx(t), server.Name, metav1.GetOptions{}); err == nil && cur.Labels["controller-revision-hash"] != revision {
 		// An ordinary delete, as a user would: the spire-keys container saves the keys once more.
 		if err := e.cs.CoreV1().Pods(h.ns).Delete(ctx(t), server.Name, metav1.DeleteOptions{}); err != nil {
 			t.Fatalf("delete the crashlooping pod %s: %v", server.Name, err)
 		}
+	}
+	select {
+	case err := <-upgraded:
+		helmDone = true
+		if err != nil {
+			t.Fatalf("helm upgrade with the value fixed (its post-upgrade hook waits for the server): %v", err)
+		}
+	case <-time.After(6 * time.Minute):
+		t.Fatalf("helm upgrade with the value fixed still running 6 min after the pod was deleted")
 	}
 	waitFor(t, "the server pod on the fixed revision and Ready", 4*time.Minute, func() (bool, string) {
 		cur, err := e.cs.CoreV1().Pods(h.ns).Get(ctx(t), server.Name, metav1.GetOptions{})

@@ -393,6 +393,24 @@ func TestPostInstall(t *testing.T) {
 		}
 		return objs
 	}
+	// Issue 18, scenario 13: a bad value rolled the only server (OrderedReady) to a pod that is
+	// never Ready; the fixed value records revision "b", and the pod of revision "a" stays.
+	stuck := func(policy appsv1.PodManagementPolicyType, podRev string, podReady bool) []runtime.Object {
+		objs := withServerUID(ready("mesh", false))
+		for _, o := range objs {
+			if s, ok := o.(*appsv1.StatefulSet); ok {
+				s.Spec.PodManagementPolicy = policy
+				s.Status.ReadyReplicas, s.Status.UpdatedReplicas, s.Status.UpdateRevision = 0, 0, "b"
+			}
+		}
+		p := serverPod.DeepCopy()
+		p.Labels = map[string]string{appsv1.ControllerRevisionHashLabelKey: podRev}
+		if !podReady {
+			p.Status.Conditions[0].Status = corev1.ConditionFalse
+		}
+		return append(objs, p)
+	}
+	const hint = "kubectl -n mesh delete pod spire-server-0"
 	cases := []struct {
 		name    string
 		objs    []runtime.Object
@@ -415,6 +433,10 @@ func TestPostInstall(t *testing.T) {
 		{"controller Deployment ready", append(ready("mesh", false), controllerDeployment(2, 2)), "", "", false, true},
 		{"controller Deployment not ready", append(ready("mesh", false), controllerDeployment(2, 1)), "not ready: Deployment nginx-mesh-controller (1/2 available, 2 updated)", "", false, true},
 		{"controller Deployment missing", ready("mesh", false), "Deployment nginx-mesh-controller (not found)", "", false, true},
+		{"OrderedReady roll stuck on an unready old pod: the fix named", stuck(appsv1.OrderedReadyPodManagement, "a", false), "pod spire-server-0 is not Ready on the old revision a of StatefulSet spire-server, and an OrderedReady StatefulSet never replaces such a pod with the new revision b: once the values are fixed, run `" + hint, "", false, false},
+		{"the unready pod is on the new revision: no delete named", stuck(appsv1.OrderedReadyPodManagement, "b", false), "StatefulSet spire-server (0/1 ready", hint, false, false},
+		{"the old pod is Ready: the roll goes on by itself", stuck(appsv1.OrderedReadyPodManagement, "a", true), "StatefulSet spire-server (0/1 ready", hint, false, false},
+		{"Parallel replaces unready pods by itself", stuck(appsv1.ParallelPodManagement, "a", false), "StatefulSet spire-server (0/1 ready", hint, false, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

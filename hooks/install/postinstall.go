@@ -368,6 +368,9 @@ func PostInstall(ctx context.Context, c *kube.Clients, o VerifyOptions, log logr
 			if lastErr != nil {
 				msg += "; last API error: " + lastErr.Error()
 			}
+			if hint, err := StuckRollout(ctx, c, o.Namespace); err == nil && hint != "" {
+				msg += "; " + hint
+			}
 			causes, err := Causes(ctx, c, o.Namespace)
 			if err != nil {
 				msg += "; events unreadable: " + err.Error()
@@ -378,4 +381,49 @@ func PostInstall(ctx context.Context, c *kube.Clients, o VerifyOptions, log logr
 		case <-time.After(o.Poll):
 		}
 	}
+}
+
+// StuckRollout names the SPIRE server pod that a roll of its StatefulSet will never replace,
+// and the fix: with podManagementPolicy OrderedReady (one replica, ha.enabled=false) the
+// StatefulSet controller replaces no pod that is not Running and Ready, so a pod of a broken
+// revision stays after the template is fixed. Kubernetes leaves that step to a person (its
+// "forced rollback"); the hook only names it, because with `helm upgrade --wait` or under Argo CD
+// it never runs while the roll is stuck, and deleting the only server is the user's call.
+// It returns "" when no pod is stuck that way.
+func StuckRollout(ctx context.Context, c *kube.Clients, namespace string) (string, error) {
+	sts, err := c.Kube.AppsV1().StatefulSets(namespace).Get(ctx, nginxmesh.SpireServer, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	upd := sts.Status.UpdateRevision
+	if sts.Spec.PodManagementPolicy == appsv1.ParallelPodManagement || upd == "" || upd == sts.Status.CurrentRevision {
+		return "", nil
+	}
+	pods, err := c.Kube.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "", err
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		owned := false
+		for _, r := range p.OwnerReferences {
+			owned = owned || r.UID == sts.UID
+		}
+		if !owned || p.DeletionTimestamp != nil || p.Labels[appsv1.ControllerRevisionHashLabelKey] == upd || podReady(p) {
+			continue
+		}
+		return fmt.Sprintf("pod %s is not Ready on the old revision %s of StatefulSet %s, and an OrderedReady StatefulSet never replaces such a pod with the new revision %s: "+
+			"once the values are fixed, run `kubectl -n %s delete pod %s` (README, Troubleshooting)",
+			p.Name, p.Labels[appsv1.ControllerRevisionHashLabelKey], sts.Name, upd, namespace, p.Name), nil
+	}
+	return "", nil
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
