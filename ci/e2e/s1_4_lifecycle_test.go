@@ -231,6 +231,17 @@ func TestScenario1InstallOpenShift(t *testing.T) {
 			if !ready {
 				t.Errorf("pod %s not Ready: %s", p.Name, podProblems(&p))
 			}
+			// A fresh install restarts nothing: agents started before the server published its
+			// trust bundle crashed once after ~40 s (the wait-bundle init container's reason).
+			for _, cs := range p.Status.ContainerStatuses {
+				if cs.RestartCount > 0 {
+					last := ""
+					if term := cs.LastTerminationState.Terminated; term != nil {
+						last = fmt.Sprintf(" (last exit %d %s: %s)", term.ExitCode, term.Reason, strings.TrimSpace(term.Message))
+					}
+					t.Errorf("pod %s container %s restarted %d times during the install%s", p.Name, cs.Name, cs.RestartCount, last)
+				}
+			}
 		}
 		// spire-server, spire-agent and csi-driver on the one node
 		if running < 3 {

@@ -34,6 +34,7 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/controller/inject"
 	cmetrics "github.com/nginx-mesh/nginx-mesh/controller/metrics"
 	"github.com/nginx-mesh/nginx-mesh/controller/register"
+	"github.com/nginx-mesh/nginx-mesh/controller/spirebundle"
 	"github.com/nginx-mesh/nginx-mesh/controller/spirekeys"
 	mwebhook "github.com/nginx-mesh/nginx-mesh/controller/webhook"
 	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
@@ -209,7 +210,7 @@ func NewCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	}
 	o.flags(root.Flags())
 
-	root.AddCommand(newInjectCommand(stdin, stdout, stderr), newSpireKeysCommand(), &cobra.Command{
+	root.AddCommand(newInjectCommand(stdin, stdout, stderr), newSpireKeysCommand(), newWaitBundleCommand(), &cobra.Command{
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 		Run: func(*cobra.Command, []string) { fmt.Fprintln(stdout, nginxmesh.Version) },
 	})
@@ -290,12 +291,7 @@ func newSpireKeysCommand() *cobra.Command {
 			if namespace == "" || secret == "" || file == "" {
 				return usageError{errors.New("spire-keys needs --namespace, --secret and --file")}
 			}
-			cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-				&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig}, &clientcmd.ConfigOverrides{}).ClientConfig()
-			if err != nil {
-				return fmt.Errorf("kubernetes client configuration: %w", err)
-			}
-			kube, err := kubernetes.NewForConfig(cfg)
+			kube, err := kubeClient(kubeconfig)
 			if err != nil {
 				return err
 			}
@@ -313,6 +309,50 @@ func newSpireKeysCommand() *cobra.Command {
 	fs.StringVar(&secret, "secret", "", "Secret of this server replica (<pod name>"+nginxmesh.SpireKeysSecretSuffix+"), rendered empty by the chart")
 	fs.StringVar(&file, "file", "", "the disk KeyManager's keys_path in the server's data folder")
 	fs.DurationVar(&interval, "interval", 2*time.Second, "keep: how often the file is compared with the Secret")
+	return cmd
+}
+
+// kubeClient is the client of the one-shot commands: the kubeconfig given, or in-cluster.
+func kubeClient(kubeconfig string) (*kubernetes.Clientset, error) {
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig}, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client configuration: %w", err)
+	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+// newWaitBundleCommand is the SPIRE agent pod's init container: it returns once the server has
+// published its trust bundle, so the agent starts with one (package spirebundle says why).
+func newWaitBundleCommand() *cobra.Command {
+	var kubeconfig, namespace string
+	w := spirebundle.Waiter{}
+	cmd := &cobra.Command{
+		Use:   "wait-bundle",
+		Short: "Wait until the SPIRE server has published its trust bundle in its ConfigMap (the SPIRE agent's init container)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			if namespace == "" || w.Name == "" || w.Key == "" {
+				return usageError{errors.New("wait-bundle needs --namespace, --configmap and --key")}
+			}
+			kube, err := kubeClient(kubeconfig)
+			if err != nil {
+				return err
+			}
+			w.ConfigMaps, w.Namespace = kube.CoreV1().ConfigMaps(namespace), namespace
+			w.Log = zap.New(zap.UseDevMode(false)).WithName("wait-bundle")
+			return w.Wait(cmd.Context())
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster configuration")
+	fs.StringVar(&namespace, "namespace", "", "namespace of the ConfigMap (the release's)")
+	fs.StringVar(&w.Name, "configmap", "spire-bundle", "the ConfigMap the SPIRE server's k8sbundle notifier writes (chart value spire.bundleConfigMap)")
+	fs.StringVar(&w.Key, "key", "bundle.crt", "its key holding the PEM bundle")
+	fs.DurationVar(&w.Interval, "interval", time.Second, "how often the ConfigMap is read")
 	return cmd
 }
 

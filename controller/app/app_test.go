@@ -178,6 +178,9 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"spire-keys", "lose"}, 2, "want restore"},
 		{[]string{"spire-keys", "restore", "--namespace", "ns", "--file", "/x"}, 2, "--secret"},
 		{[]string{"spire-keys"}, 2, "restore or keep"},
+		{[]string{"wait-bundle"}, 2, "--namespace"},
+		{[]string{"wait-bundle", "--namespace", "ns", "--key", ""}, 2, "--key"},
+		{[]string{"wait-bundle", "extra"}, 2, "unknown command"},
 	} {
 		var out bytes.Buffer
 		code := Execute(context.Background(), c.args, strings.NewReader(""), &out, &out)

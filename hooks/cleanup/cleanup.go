@@ -102,7 +102,7 @@ func named(c *kube.Clients, o Options, drivers []string) (refs []nginxmesh.Ref, 
 	for _, name := range []string{nginxmesh.SpireAgentRBAC, nginxmesh.SpireServerRBAC, nginxmesh.Controller, nginxmesh.Registrar} {
 		refs = append(refs, nginxmesh.Ref{Kind: nginxmesh.KindClusterRole, Name: name}, nginxmesh.Ref{Kind: nginxmesh.KindClusterRoleBinding, Name: name})
 	}
-	for _, name := range []string{nginxmesh.Controller, nginxmesh.Registrar} {
+	for _, name := range []string{nginxmesh.Controller, nginxmesh.Registrar, nginxmesh.SpireAgent, nginxmesh.SpireServer} {
 		refs = append(refs, nginxmesh.Ref{Kind: nginxmesh.KindRole, Namespace: ns, Name: name}, nginxmesh.Ref{Kind: nginxmesh.KindRoleBinding, Namespace: ns, Name: name})
 	}
 	if c.OpenShift {
