@@ -222,15 +222,20 @@ func TestScenario17Check(t *testing.T) {
 		t.Fatalf("scale the controller to 0: %v", err)
 	}
 	leftoverCSIDriver(t, s17Leftover)
-	waitFor(t, "no ready endpoint behind the webhook's Service", time.Minute, func() (bool, string) {
+	// Not ready is not enough: a terminating replica keeps answering for its preStop sleep
+	// (serving, not ready), and kube-proxy routes to serving endpoints when no ready one is left.
+	// The run at 8b09103 (and likely CI's at 21bffba) checked inside those 5 s and saw the
+	// dry-run pod injected.
+	waitFor(t, "no serving endpoint behind the webhook's Service", time.Minute, func() (bool, string) {
 		l, err := e.cs.DiscoveryV1().EndpointSlices(s17NS).List(ctx(t), metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + nginxmesh.Controller})
 		if err != nil {
 			return false, err.Error()
 		}
 		for _, s := range l.Items {
 			for _, ep := range s.Endpoints {
-				if ep.Conditions.Ready == nil || *ep.Conditions.Ready {
-					return false, "ready: " + strings.Join(ep.Addresses, ",")
+				c := ep.Conditions
+				if c.Ready == nil || *c.Ready || c.Serving == nil || *c.Serving {
+					return false, "serving: " + strings.Join(ep.Addresses, ",")
 				}
 			}
 		}
