@@ -53,22 +53,27 @@ echo "  cluster up:    ${up_s}s"
 echo "  e2e tests:     ${test_s}s"
 grep '^TIMING:' "$CACHE/logs/e2e.log" | sed 's/^TIMING: /  /' || true
 echo "  total:         $(since "$start")s"
-# Last, because CI reports only the tail of the output: each failed test with the lines it logged
-# just before failing (its t.Fatalf message among them; the namespace dumps that follow a failure
-# start with "diagnostics follow" and are left out), so a red run names its cause.
+# Last, because CI reports only the tail of the output: each failed test with what it logged
+# before failing (the namespace dumps that follow a failure start with "diagnostics follow" and
+# are left out): its last log lines that read like a verdict (t.Errorf lets a test go on, so its
+# message may be far from the end), then its last lines (t.Fatalf's message is the last one).
 if [ "$rc" != 0 ]; then
   echo "== e2e failures (full log: $CACHE/logs/e2e.log)"
   awk '
-    /^=== RUN   / && !/\// { n = 0; diag = 0; next }
+    function reset() { n = 0; m = 0; diag = 0 }
+    /^=== RUN   / && !/\// { reset(); next }
     /^=== / { next }
     /^ *--- FAIL: / {
       print
-      for (i = (n > 10 ? n - 10 : 0); i < n; i++) print "      " substr(buf[i % 10], 1, 240)
-      n = 0; diag = 0; next
+      for (i = (m > 6 ? m - 6 : 0); i < m; i++) print "    ! " substr(verdict[i % 6], 1, 240)
+      for (i = (n > 6 ? n - 6 : 0); i < n; i++) print "      " substr(buf[i % 6], 1, 240)
+      reset(); next
     }
-    /^ *--- (PASS|SKIP): / { n = 0; diag = 0; next }
+    /^ *--- (PASS|SKIP): / { reset(); next }
     /diagnostics follow/ { diag = 1 }
-    !diag { buf[n % 10] = $0; n++ }
+    diag { next }
+    { buf[n % 6] = $0; n++ }
+    /^ +[A-Za-z0-9_]+_test\.go:[0-9]+: / && !/_test\.go:[0-9]+: \$ / && /want|got|timed out|refused|unexpected|[Ee]rror|[Ff]ail|missing|not / { verdict[m % 6] = $0; m++ }
     /^(panic:|FAIL\t)/ { print substr($0, 1, 240) }
   ' "$CACHE/logs/e2e.log" || true
 fi
