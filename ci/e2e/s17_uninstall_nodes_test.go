@@ -4,10 +4,12 @@ package e2e
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,7 +20,8 @@ import (
 // Issue 18: uninstall with injected pods on every node. The driver stays on every node (its
 // pods untouched) while any of those pods runs, and the sentinel finishes only after the last
 // pod on the last node is gone: the pods are deleted node by node, and the driver is checked on
-// every node before each deletion.
+// every node before each deletion. Before that, the sentinel's own node is drained: the Job
+// runs it again on another node.
 func TestScenario17UninstallPodsOnEveryNode(t *testing.T) {
 	dumpOnFailure(t)
 	nodes := multiNodeNames(t)
@@ -67,6 +70,24 @@ func TestScenario17UninstallPodsOnEveryNode(t *testing.T) {
 		}
 		return j.Status.Active > 0, fmt.Sprintf("active=%d succeeded=%d failed=%d", j.Status.Active, j.Status.Succeeded, j.Status.Failed)
 	})
+	// The sentinel's own node drained while it waits (an upgrade drains every node in turn):
+	// the Job starts it again on another node, and it keeps the driver as before.
+	first := runningJobPod(t, h.ns, sentinel, "")
+	n := strconv.Itoa(nodeNum(t, first.Spec.NodeName))
+	t.Cleanup(func() { clusterSh(t, "uncordon", n) })
+	drained := time.Now()
+	clusterSh(t, "drain", n, "--pod-selector=job-name="+sentinel, "--timeout=90s")
+	moved := runningJobPod(t, h.ns, sentinel, first.Name)
+	if moved.Spec.NodeName == first.Spec.NodeName {
+		t.Fatalf("sentinel pod %s back on the drained node %s", moved.Name, first.Spec.NodeName)
+	}
+	if j, err := e.cs.BatchV1().Jobs(h.ns).Get(ctx(t), sentinel, metav1.GetOptions{}); err != nil || j.Status.Succeeded > 0 || jobFailed(j) {
+		t.Fatalf("sentinel Job after its node was drained: %v %+v", err, j.Status)
+	}
+	record("%s: the sentinel's node %s drained while it waited: running again on %s after %s",
+		h.release, first.Spec.NodeName, moved.Spec.NodeName, time.Since(drained).Round(100*time.Millisecond))
+	clusterSh(t, "uncordon", n)
+
 	for i, p := range pods {
 		// The driver, unchanged on every node, while this pod and the ones after it run.
 		if d, err := e.cs.AppsV1().DaemonSets(h.ns).Get(ctx(t), ds, metav1.GetOptions{}); err != nil || d.DeletionTimestamp != nil {
@@ -111,3 +132,14 @@ func TestScenario17UninstallPodsOnEveryNode(t *testing.T) {
 
 // driverPod identifies one driver pod.
 type driverPod struct{ uid, name string }
+
+// jobFailed: the Job has its Failed condition (a pod's failure it counts against backoffLimit
+// is not the end; an evicted pod is not even counted, by the sentinel's pod failure policy).
+func jobFailed(j *batchv1.Job) bool {
+	for _, c := range j.Status.Conditions {
+		if c.Type == batchv1.JobFailed && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
+}

@@ -120,22 +120,31 @@ func killDriverContainer(t *testing.T, node string) (podName string, restartsBef
 // sentinelPod returns the running sentinel pod and its restart count.
 func sentinelPod(t *testing.T) (*corev1.Pod, int32) {
 	t.Helper()
+	p := runningJobPod(t, meshNS, nginxmesh.Sentinel, "")
+	return p, p.Status.ContainerStatuses[0].RestartCount
+}
+
+// runningJobPod waits for a pod of Job job, other than pod not, whose container runs.
+func runningJobPod(t *testing.T, ns, job, not string) *corev1.Pod {
+	t.Helper()
 	var found *corev1.Pod
-	waitFor(t, "a running sentinel pod", time.Minute, func() (bool, string) {
-		pods, err := e.cs.CoreV1().Pods(meshNS).List(ctx(t), metav1.ListOptions{LabelSelector: "job-name=" + nginxmesh.Sentinel})
+	waitFor(t, "a running pod of Job "+job+" other than "+not, 2*time.Minute, func() (bool, string) {
+		pods, err := e.cs.CoreV1().Pods(ns).List(ctx(t), metav1.ListOptions{LabelSelector: "job-name=" + job})
 		if err != nil {
 			return false, err.Error()
 		}
+		var seen []string
 		for i := range pods.Items {
 			p := &pods.Items[i]
-			if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].State.Running != nil {
+			seen = append(seen, p.Name+" "+string(p.Status.Phase)+" on "+p.Spec.NodeName)
+			if p.Name != not && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].State.Running != nil {
 				found = p
 				return true, ""
 			}
 		}
-		return false, fmt.Sprintf("%d sentinel pods, none running", len(pods.Items))
+		return false, strings.Join(seen, ", ")
 	})
-	return found, found.Status.ContainerStatuses[0].RestartCount
+	return found
 }
 
 func containerOf(t *testing.T, p *corev1.Pod) string {
