@@ -21,12 +21,14 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/yaml"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
@@ -313,34 +315,65 @@ type jobLog struct {
 	seen map[string]bool // name -> succeeded
 }
 
-// watchJobs records every Job of the scenario's namespace and whether it succeeded, by listing
-// every 200 ms: a hook Job lives for seconds and Argo CD deletes it once it succeeded. A watch
-// does not do here: the e2e client's 30 s Timeout ends it mid-scenario, and its first run saw no
-// Job at all.
+// watchJobs records every Job of the scenario's namespace and whether it succeeded, from a watch
+// (re-opened from the last resourceVersion: the server ends each after 20 s, before the test
+// client's timeout). Polling missed the success of the hook Jobs: Argo CD deletes a
+// hook-succeeded Job as soon as it has succeeded, within one 200 ms poll (the run at c9b2f5b saw
+// the pre-delete Job but never its success); a watch delivers that update before the deletion.
 func (s argoScenario) watchJobs(t *testing.T) *jobLog {
 	t.Helper()
 	l := &jobLog{seen: map[string]bool{}}
+	note := func(j *batchv1.Job) {
+		if j.Name == "" {
+			return // a bookmark
+		}
+		l.mu.Lock()
+		l.seen[j.Name] = l.seen[j.Name] || j.Status.Succeeded > 0
+		l.mu.Unlock()
+	}
+	list, err := e.cs.BatchV1().Jobs(s.ns).List(ctx(t), metav1.ListOptions{})
+	if err != nil {
+		t.Fatalf("list Jobs in %s: %v", s.ns, err)
+	}
+	for i := range list.Items {
+		note(&list.Items[i])
+	}
+	rv := list.ResourceVersion
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		tick := time.NewTicker(200 * time.Millisecond)
-		defer tick.Stop()
 		for {
-			c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			list, err := e.cs.BatchV1().Jobs(s.ns).List(c, metav1.ListOptions{})
-			cancel()
+			c, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+			w, err := e.cs.BatchV1().Jobs(s.ns).Watch(c, metav1.ListOptions{ResourceVersion: rv, TimeoutSeconds: ptr(int64(20)), AllowWatchBookmarks: true})
 			if err == nil {
-				l.mu.Lock()
-				for _, j := range list.Items {
-					l.seen[j.Name] = l.seen[j.Name] || j.Status.Succeeded > 0
+			events:
+				for {
+					select {
+					case <-done:
+						w.Stop()
+						cancel()
+						return
+					case ev, ok := <-w.ResultChan():
+						if !ok {
+							break events
+						}
+						if j, isJob := ev.Object.(*batchv1.Job); isJob {
+							note(j)
+							rv = j.ResourceVersion
+						} else if ev.Type == watch.Error {
+							rv = "" // expired: from now on; a success in the gap is lost and the check says so
+							break events
+						}
+					}
 				}
-				l.mu.Unlock()
+				w.Stop()
 			}
+			cancel()
 			select {
 			case <-done:
 				return
-			case <-tick.C:
+			case <-time.After(100 * time.Millisecond):
 			}
 		}
 	}()
