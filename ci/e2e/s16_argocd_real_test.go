@@ -603,6 +603,32 @@ func (s argoScenario) operationAfter(t *testing.T, since time.Time, want string,
 	return phase, msg
 }
 
+// terminateOperation stops the Application's running operation as `argocd app terminate-op`
+// does: the phase Terminating, which the application controller acts on.
+func (s argoScenario) terminateOperation(t *testing.T) {
+	t.Helper()
+	app, err := s.get(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if phase, _, _ := unstructured.NestedString(app.Object, "status", "operationState", "phase"); phase != "Running" {
+		t.Logf("no operation of %s to terminate (phase %q)", s.name, phase)
+		return
+	}
+	patch := []byte(`{"status":{"operationState":{"phase":"Terminating"}}}`)
+	if _, err := e.dyn.Resource(appGVR).Namespace(argoNS).Patch(ctx(t), s.name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatalf("terminate the operation of Application %s: %v", s.name, err)
+	}
+	waitFor(t, "the operation of "+s.name+" terminated", 2*time.Minute, func() (bool, string) {
+		app, err := s.get(t)
+		if err != nil {
+			return false, err.Error()
+		}
+		phase, _, _ := unstructured.NestedString(app.Object, "status", "operationState", "phase")
+		return phase != "Running" && phase != "Terminating", phase
+	})
+}
+
 func (s argoScenario) podsRunning(t *testing.T, app string) int {
 	pods, err := e.cs.CoreV1().Pods(s.apps).List(ctx(t), metav1.ListOptions{LabelSelector: "app=" + app})
 	if err != nil {
@@ -626,7 +652,7 @@ func TestArgoCDRealDriverRename(t *testing.T) {
 	// Its first run: pre-upgrade (PreSync) refused the rename as it should, but automated sync
 	// retried the operation, whose phase stays Running between attempts, so the wait for the
 	// sync's end never returned; operationAfter now also ends on a failed attempt.
-	unverified(t, "not yet run with the wait that ends on a failed attempt")
+	unverified(t, "not yet run with the terminated retry (a refused sync retries with the values it started with)")
 	src := realArgo(t)
 	s := argoScenario{name: "argo-rename", ns: "e2e-argo-rename", driver: "argo-rename.csi.nsm.nginx.com", apps: "e2e-argo-rename-apps"}
 	const renamed = "argo-renamed.csi.nsm.nginx.com"
@@ -652,7 +678,12 @@ func TestArgoCDRealDriverRename(t *testing.T) {
 	t.Run("allowed: handed over, not pruned", func(t *testing.T) {
 		t0 := time.Now()
 		s.setValues(t, map[string]any{"csi": map[string]any{"driverName": renamed, "allowDriverChange": true}})
-		phase, msg := s.operationAfter(t, t0, "Succeeded", 8*time.Minute)
+		// The refused sync is still retrying, and its retries keep the values it started with
+		// (Argo CD's operation holds its source: the run at c9b2f5b saw all 5 attempts refused
+		// after the change). What a user does: terminate it; automated sync then starts one
+		// with the new values (chart README, Argo CD).
+		s.terminateOperation(t)
+		phase, msg := s.operationAfter(t, t0, "Succeeded", 6*time.Minute)
 		if phase != "Succeeded" {
 			t.Fatalf("the sync with allowDriverChange: %s %q", phase, msg)
 		}
