@@ -652,11 +652,22 @@ func TestArgoCDRealDriverRename(t *testing.T) {
 	// Its first run: pre-upgrade (PreSync) refused the rename as it should, but automated sync
 	// retried the operation, whose phase stays Running between attempts, so the wait for the
 	// sync's end never returned; operationAfter now also ends on a failed attempt.
-	unverified(t, "not yet run with the terminated retry (a refused sync retries with the values it started with)")
+	unverified(t, "not yet run with the terminated retry and the server's CA kept across the rename")
 	src := realArgo(t)
 	s := argoScenario{name: "argo-rename", ns: "e2e-argo-rename", driver: "argo-rename.csi.nsm.nginx.com", apps: "e2e-argo-rename-apps"}
 	const renamed = "argo-renamed.csi.nsm.nginx.com"
-	s.create(t, src, nil)
+	// The rename rolls the SPIRE server (the registrar's --driver-name is in its pod). On
+	// values-local's emptyDir that made a new CA: the run at c9b2f5b then had every agent in
+	// CrashLoopBackOff ("x509: certificate signed by unknown authority", the old CA in their data
+	// folder) and the PostSync check waiting for them. A real install keeps the CA on its PVC;
+	// here the keys go to a Secret (keyManager=secret), which needs PostgreSQL (one server).
+	db := ha{db: "argo_rename"}
+	db.cluster(t, "postgres", "start")
+	db.cluster(t, "postgres", "fresh-database", db.db)
+	s.create(t, src, map[string]any{"spire": map[string]any{"server": map[string]any{
+		"keyManager": "secret",
+		"datastore":  map[string]any{"type": "postgres", "connectionString": db.dsn()},
+	}}})
 	s.waitSyncedHealthy(t, 8*time.Minute)
 	s.injectedDeployment(t, "injected", 1)
 
