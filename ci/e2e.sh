@@ -22,6 +22,15 @@ if [[ "${E2E_UNVERIFIED:-}" == 1 && ( -z "${E2E_RUN:-}" || "${E2E_RUN}" == *Argo
   argo_build=$!
 fi
 
+# The alert scenario (s16 metrics) runs kube-state-metrics on the host, built from
+# ci/tools/kube-state-metrics (cached after): start it now at the lowest priority too; the
+# scenario's `ci/kube-state-metrics.sh build` waits for it (the same lock) or builds it itself.
+ksm_build=""
+if [[ -z "${E2E_RUN:-}" || "${E2E_RUN}" == *Metrics* ]]; then
+  (nice -n 19 "$CI/kube-state-metrics.sh" build >"$CACHE/logs/e2e-kube-state-metrics-build.log" 2>&1) &
+  ksm_build=$!
+fi
+
 up_for_run E2E_KEEP_CLUSTER
 build_helm
 
@@ -42,6 +51,7 @@ set +e
 rc=${PIPESTATUS[0]}
 [ -z "$warm" ] || wait "$warm" || true  # only a cache warmer: make push reports real build errors
 [ -z "$argo_build" ] || wait "$argo_build" || true  # a failed build fails the scenarios that need it
+[ -z "$ksm_build" ] || wait "$ksm_build" || true  # likewise
 # Argo CD's processes (started by the scenarios) run against this cluster: they go with the run
 # unless the cluster is kept.
 [ "${E2E_KEEP_CLUSTER:-0}" = 1 ] || "$CI/argocd.sh" down || true

@@ -207,6 +207,33 @@ build_argocd() {
   ) 8>"$CACHE/argocd-build.lock"
 }
 
+# build_kube_state_metrics: kube-state-metrics (the series the chart's sentinel and replica alerts
+# read) as $BIN/kube-state-metrics (cached), from ci/tools/kube-state-metrics, whose go.mod pins
+# the version. A lock, as for Argo CD: ci/e2e.sh's background build and the scenario's own call
+# (ci/kube-state-metrics.sh build) share it, and the second finds the stamp set.
+build_kube_state_metrics() {
+  local mod="$CI/tools/kube-state-metrics" KSM_VERSION
+  KSM_VERSION=$(awk '$1 == "k8s.io/kube-state-metrics/v2" { print $2 }' "$mod/go.mod")
+  mkdir -p "$CACHE/logs"
+  (
+    flock 8
+    if [ -x "$BIN/kube-state-metrics" ] && stamp_ok kube-state-metrics "$mod/go.mod" "$mod/go.sum" "$(go version)"; then
+      log "kube-state-metrics $KSM_VERSION binary: cached"
+      exit 0
+    fi
+    log "building kube-state-metrics $KSM_VERSION"
+    local start; start=$(date +%s)
+    mkdir -p "$BIN"
+    # Into a temporary name first: a reader never runs a half-written binary.
+    (cd "$mod" && GOWORK=off CGO_ENABLED=0 run_logged "$CACHE/logs/build-kube-state-metrics.log" \
+      go build -trimpath -ldflags "-s -w -X github.com/prometheus/common/version.Version=${KSM_VERSION#v}" \
+      -o "$BIN/kube-state-metrics.tmp" k8s.io/kube-state-metrics/v2)
+    mv -f "$BIN/kube-state-metrics.tmp" "$BIN/kube-state-metrics"
+    stamp_set kube-state-metrics "$mod/go.mod" "$mod/go.sum" "$(go version)"
+    log "  kube-state-metrics built in $(since "$start")s"
+  ) 8>"$CACHE/kube-state-metrics-build.lock"
+}
+
 # product_cmds: the product's main packages (nginx-mesh-*), as the Makefile's CMDS.
 product_cmds() {
   (cd "$ROOT" && go list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./... | grep '/nginx-mesh-[^/]*$')
