@@ -261,32 +261,42 @@ func annotatedTargets(t *testing.T, ns string) ([]sdTarget, error) {
 	return out, nil
 }
 
-// query runs an instant query and returns its samples as "labels=value" lines.
-func (p *prometheus) query(t *testing.T, q string) ([]string, error) {
-	t.Helper()
-	resp, err := http.Get(p.url + "/api/v1/query?query=" + url.QueryEscape(q))
+// api reads one Prometheus HTTP API path into data (the "data" member of its answer), or
+// returns the error Prometheus gave.
+func (p *prometheus) api(path string, data any) error {
+	resp, err := http.Get(p.url + path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
 	var r struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result []struct {
-				Metric map[string]string `json:"metric"`
-				Value  [2]any            `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
+		Status string          `json:"status"`
+		Error  string          `json:"error"`
+		Data   json.RawMessage `json:"data"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return nil, err
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	if r.Status != "success" {
-		return nil, fmt.Errorf("query %s: %s", q, r.Error)
+		return fmt.Errorf("%s: %s %s", path, r.Status, r.Error)
+	}
+	return json.Unmarshal(r.Data, data)
+}
+
+// query runs an instant query and returns its samples as "labels=value" lines.
+func (p *prometheus) query(t *testing.T, q string) ([]string, error) {
+	t.Helper()
+	var data struct {
+		Result []struct {
+			Metric map[string]string `json:"metric"`
+			Value  [2]any            `json:"value"`
+		} `json:"result"`
+	}
+	if err := p.api("/api/v1/query?query="+url.QueryEscape(q), &data); err != nil {
+		return nil, err
 	}
 	var out []string
-	for _, s := range r.Data.Result {
+	for _, s := range data.Result {
 		out = append(out, fmt.Sprintf("%v=%v", s.Metric, s.Value[1]))
 	}
 	return out, nil
@@ -382,26 +392,19 @@ func TestScenario16MetricsScraped(t *testing.T) {
 
 	// The chart's rules load, evaluate without error, and none fires (or is pending) on a healthy install.
 	waitFor(t, "rules evaluated", time.Minute, func() (bool, string) {
-		resp, err := http.Get(p.url + "/api/v1/rules")
-		if err != nil {
-			return false, err.Error()
+		var data struct {
+			Groups []struct {
+				Rules []struct {
+					Name, Health, LastError, State string
+				} `json:"rules"`
+			} `json:"groups"`
 		}
-		defer resp.Body.Close()
-		var r struct {
-			Data struct {
-				Groups []struct {
-					Rules []struct {
-						Name, Health, LastError, State string
-					} `json:"rules"`
-				} `json:"groups"`
-			} `json:"data"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		if err := p.api("/api/v1/rules", &data); err != nil {
 			return false, err.Error()
 		}
 		var bad []string
 		n := 0
-		for _, g := range r.Data.Groups {
+		for _, g := range data.Groups {
 			for _, rl := range g.Rules {
 				n++
 				if rl.Health != "ok" || rl.State == "firing" || rl.State == "pending" {
@@ -423,26 +426,14 @@ type promAlert struct {
 
 // alerts are the active alerts named name whose labels include match.
 func (p *prometheus) alerts(name string, match map[string]string) ([]promAlert, error) {
-	resp, err := http.Get(p.url + "/api/v1/alerts")
-	if err != nil {
+	var data struct {
+		Alerts []promAlert `json:"alerts"`
+	}
+	if err := p.api("/api/v1/alerts", &data); err != nil {
 		return nil, err
-	}
-	defer resp.Body.Close()
-	var r struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Alerts []promAlert `json:"alerts"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return nil, err
-	}
-	if r.Status != "success" {
-		return nil, fmt.Errorf("alerts: %s", r.Error)
 	}
 	var out []promAlert
-	for _, a := range r.Data.Alerts {
+	for _, a := range data.Alerts {
 		ok := a.Labels["alertname"] == name
 		for k, v := range match {
 			ok = ok && a.Labels[k] == v
