@@ -29,15 +29,16 @@ var hookRBACSets = []struct {
 	{nginxmesh.HooksPostDelete, []string{"post-delete"}},
 }
 
-// hookSA is the ServiceAccount a hook Job runs as.
-func hookSA(cmd string) string {
-	switch cmd {
-	case "pre-delete":
-		return nginxmesh.HooksPreDelete
-	case "post-delete":
-		return nginxmesh.HooksPostDelete
+// hookSA is the ServiceAccount a hook Job runs as: its RBAC set's, the one for its command's event.
+func hookSA(t *testing.T, cmd string) string {
+	t.Helper()
+	for _, set := range hookRBACSets {
+		if slices.Contains(set.events, cmd) {
+			return set.name
+		}
 	}
-	return hooksName
+	t.Fatalf("no hook RBAC set for the events of %s", cmd)
+	return ""
 }
 
 var hookCommands = []string{"pre-install", "pre-upgrade", "post-install", "pre-delete", "post-delete"}
@@ -130,7 +131,7 @@ func TestHookJobs(t *testing.T) {
 				t.Errorf("%s: Job %s ttlSecondsAfterFinished=%v", r.scenario.name, job.GetName(), spec["ttlSecondsAfterFinished"])
 			}
 			ps := podSpec(job)
-			if ps["restartPolicy"] != "Never" || ps["serviceAccountName"] != hookSA(cmd) {
+			if ps["restartPolicy"] != "Never" || ps["serviceAccountName"] != hookSA(t, cmd) {
 				t.Errorf("%s: Job %s restartPolicy=%v serviceAccountName=%v", r.scenario.name, job.GetName(), ps["restartPolicy"], ps["serviceAccountName"])
 			}
 			c := container(t, job, "hooks")

@@ -18,6 +18,16 @@ them. pre-delete and post-delete have RBAC of their own (hooks-rbac.yaml says wh
 {{- end }}
 
 {{/*
+The hook RBAC (ServiceAccount, Roles, bindings) a hook command runs with: pre-delete and
+post-delete have sets of their own, every other command shares nginx-mesh-hooks. Call with
+(dict "ctx" $ "command" COMMAND).
+*/}}
+{{- define "nginx-mesh.hooks.rbacName" -}}
+{{- $base := include "nginx-mesh.hooks.name" .ctx -}}
+{{- if has .command (list "pre-delete" "post-delete") }}{{ $base }}-{{ .command }}{{ else }}{{ $base }}{{ end -}}
+{{- end }}
+
+{{/*
 Annotations of the `helm test` objects: RBAC first (lower weight), replaced on a rerun, removed
 once the test passed. Call with (dict "weight" N).
 */}}
