@@ -13,6 +13,7 @@ const (
 	KindSecret             Kind = "Secret"
 	KindLease              Kind = "Lease"
 	KindPDB                Kind = "PodDisruptionBudget"
+	KindResourceQuota      Kind = "ResourceQuota"
 	KindJob                Kind = "Job"
 	KindPod                Kind = "Pod"
 	KindService            Kind = "Service"

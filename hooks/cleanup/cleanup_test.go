@@ -52,6 +52,9 @@ func TestCleanup(t *testing.T) {
 			kobjs, sobjs := fakes.KeepSet(ks, "r1")
 			unlabelled := metav1.ObjectMeta{Name: nginxmesh.SpireAgent, Namespace: "mesh"} // found by its design name
 			kobjs = append(kobjs, &corev1.ConfigMap{ObjectMeta: fakes.Owned("spire-bundle", "mesh", "mesh", "r1")}, &appsv1.DaemonSet{ObjectMeta: unlabelled},
+				// The chart's critical-pods quota: an Argo CD non-cascade delete left it to cleanup
+				// (the e2e's TestArgoCDRealNonCascadeDelete), which did not know the kind.
+				&corev1.ResourceQuota{ObjectMeta: partOf("nginx-mesh-critical-pods", "mesh")},
 				&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Controller, Namespace: "mesh"}}, // the controller's, found by name too
 				&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "users", Namespace: "mesh"}},
 				&corev1.Namespace{ObjectMeta: partOf("mesh", "")})
@@ -64,7 +67,7 @@ func TestCleanup(t *testing.T) {
 				t.Fatalf("err %v, want %v", err, c.wantErr)
 			}
 			plan := res.Plan.Delete
-			want := len(nginxmesh.KeepSet(ks)) + 3 // + labelled ConfigMap + spire-agent DaemonSet + controller Service
+			want := len(nginxmesh.KeepSet(ks)) + 4 // + labelled ConfigMap and ResourceQuota + spire-agent DaemonSet + controller Service
 			if len(plan) != want {
 				t.Fatalf("plan has %d objects, want %d: %v", len(plan), want, plan)
 			}

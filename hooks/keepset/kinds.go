@@ -99,17 +99,18 @@ var Kinds = []Kind{
 	{nginxmesh.KindSecret, true, 7, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.CoreV1().Secrets(ns)) }},
 	{nginxmesh.KindLease, true, 8, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.CoordinationV1().Leases(ns)) }},
 	{nginxmesh.KindPDB, true, 9, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.PolicyV1().PodDisruptionBudgets(ns)) }},
-	{nginxmesh.KindMutatingWebhook, false, 10, func(c *kube.Clients, _ string) ops {
+	{nginxmesh.KindResourceQuota, true, 10, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.CoreV1().ResourceQuotas(ns)) }},
+	{nginxmesh.KindMutatingWebhook, false, 11, func(c *kube.Clients, _ string) ops {
 		return wrap(c.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations())
 	}},
-	{nginxmesh.KindCSIDriver, false, 11, func(c *kube.Clients, _ string) ops { return wrap(c.Kube.StorageV1().CSIDrivers()) }},
-	{nginxmesh.KindRoleBinding, true, 12, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.RbacV1().RoleBindings(ns)) }},
-	{nginxmesh.KindRole, true, 13, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.RbacV1().Roles(ns)) }},
-	{nginxmesh.KindClusterRoleBinding, false, 14, func(c *kube.Clients, _ string) ops { return wrap(c.Kube.RbacV1().ClusterRoleBindings()) }},
-	{nginxmesh.KindClusterRole, false, 15, func(c *kube.Clients, _ string) ops { return wrap(c.Kube.RbacV1().ClusterRoles()) }},
-	{nginxmesh.KindSCC, false, 16, nil}, // through the OpenShift client, see opsFor
-	{nginxmesh.KindServiceAccount, true, 17, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.CoreV1().ServiceAccounts(ns)) }},
-	{nginxmesh.KindNamespace, false, 18, func(c *kube.Clients, _ string) ops { return wrap(c.Kube.CoreV1().Namespaces()) }},
+	{nginxmesh.KindCSIDriver, false, 12, func(c *kube.Clients, _ string) ops { return wrap(c.Kube.StorageV1().CSIDrivers()) }},
+	{nginxmesh.KindRoleBinding, true, 13, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.RbacV1().RoleBindings(ns)) }},
+	{nginxmesh.KindRole, true, 14, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.RbacV1().Roles(ns)) }},
+	{nginxmesh.KindClusterRoleBinding, false, 15, func(c *kube.Clients, _ string) ops { return wrap(c.Kube.RbacV1().ClusterRoleBindings()) }},
+	{nginxmesh.KindClusterRole, false, 16, func(c *kube.Clients, _ string) ops { return wrap(c.Kube.RbacV1().ClusterRoles()) }},
+	{nginxmesh.KindSCC, false, 17, nil}, // through the OpenShift client, see opsFor
+	{nginxmesh.KindServiceAccount, true, 18, func(c *kube.Clients, ns string) ops { return wrap(c.Kube.CoreV1().ServiceAccounts(ns)) }},
+	{nginxmesh.KindNamespace, false, 19, func(c *kube.Clients, _ string) ops { return wrap(c.Kube.CoreV1().Namespaces()) }},
 }
 
 // KindOf returns the table entry of k.
