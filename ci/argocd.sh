@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Real Argo CD (v3.6.2, built from ci/tools/argocd) against the local cluster, for the end-to-end
-# scenarios of ci/e2e/s16_argocd_real_test.go: its application controller and repo server as
+# scenarios of ci/e2e/z16_argocd_real_test.go: its application controller and repo server as
 # host processes (as Argo CD's own Procfile runs them for development), with Debian's Redis.
 # No API server, UI, Dex or CLI: an Application is a resource like any other, created and deleted
 # with kubectl, which is what a GitOps commit amounts to.

@@ -161,13 +161,17 @@ func keepSetOptions() nginxmesh.KeepSetOptions {
 	return nginxmesh.KeepSetOptions{Namespace: meshNS, SidecarNamespaces: []string{workloadNS}, OpenShift: true}
 }
 
-// getRef fetches one keep-set object; it returns the error from the API (NotFound when gone).
+// getRef fetches one keep-set object (or a workload of the mesh); it returns the error from the API (NotFound when gone).
 func getRef(t *testing.T, r nginxmesh.Ref) error {
 	c := ctx(t)
 	var err error
 	switch r.Kind {
 	case nginxmesh.KindDaemonSet:
 		_, err = e.cs.AppsV1().DaemonSets(r.Namespace).Get(c, r.Name, metav1.GetOptions{})
+	case nginxmesh.KindStatefulSet:
+		_, err = e.cs.AppsV1().StatefulSets(r.Namespace).Get(c, r.Name, metav1.GetOptions{})
+	case nginxmesh.KindDeployment:
+		_, err = e.cs.AppsV1().Deployments(r.Namespace).Get(c, r.Name, metav1.GetOptions{})
 	case nginxmesh.KindServiceAccount:
 		_, err = e.cs.CoreV1().ServiceAccounts(r.Namespace).Get(c, r.Name, metav1.GetOptions{})
 	case nginxmesh.KindCSIDriver:
