@@ -262,15 +262,6 @@ func ensureInstalled(t *testing.T) {
 }
 
 // cleanSlate removes every release, test workload and leftover, so each scenario starts alike.
-// unverified keeps a scenario that has not yet been seen passing on the local cluster out of the
-// suite: E2E_UNVERIFIED=1 runs it. Each use says what is missing; the closing note lists them.
-func unverified(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("E2E_UNVERIFIED") != "1" {
-		t.Skipf("not yet seen passing (E2E_UNVERIFIED=1 runs it): %s", why)
-	}
-}
-
 func cleanSlate(t *testing.T) {
 	t.Helper()
 	c := ctx(t)

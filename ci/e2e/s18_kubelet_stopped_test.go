@@ -23,9 +23,6 @@ import (
 // SVIDs; at uninstall the sentinel keeps the driver while the dead node's pods stay, and
 // finishes once the node is back and they are gone.
 func TestScenario18KubeletStopped(t *testing.T) {
-	// First run, at 749b432 (E2E_UNVERIFIED=1): PASS in 158 s. It joins make test with the next
-	// full run, which must also fit the suite's time (it adds about 2.5 min).
-	unverified(t, "passed once, in the E2E_UNVERIFIED run at 749b432; not yet in a full run")
 	dumpOnFailure(t)
 	multiNodeNames(t)
 	h := ha{release: "dead-node", ns: "dead-node", driver: "csi.dead.nsm.nginx.com", apps: "dead-node-apps", db: "dead_node"}
