@@ -515,6 +515,10 @@ imageGCHighThresholdPercent: 99
 imageGCLowThresholdPercent: 98
 serializeImagePulls: false
 maxPods: 60$cgroup_root
+# A node lease renewed every 4 s (a quarter of its duration) lets the node controller call a
+# dead node NotReady after 20 s (--node-monitor-grace-period) with the default's margin of five
+# missed renewals; the defaults (40 s lease, 50 s grace) cost every dead-node scenario 30 s more.
+nodeLeaseDurationSeconds: 16
 YAML
 
   put "$cfg/kube-proxy.yaml" <<YAML
@@ -608,6 +612,7 @@ start_controllers() {
     --use-service-account-credentials=true \
     --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
+    --node-monitor-grace-period=20s \
     --leader-elect=false --profiling=false --v=1
   start kube-scheduler \
     --kubeconfig="$STATE/config/scheduler.kubeconfig" \
@@ -1113,7 +1118,7 @@ cmd_restart() {
 
 # cmd_stop_node N: a dead node: its kubelet and kube-proxy stop, its containers keep running (as
 # when kubelet dies or the node is cut off); the node controller marks it NotReady after its grace
-# period (kube-controller-manager's --node-monitor-grace-period, 50 s by default).
+# period (kube-controller-manager's --node-monitor-grace-period: 20 s here, 50 s by default).
 cmd_stop_node() {
   local n=$1 p
   for p in kubelet kube-proxy; do if [ "$n" = 1 ]; then stop_part "$p"; else stop_part "$p-$n"; fi; done
