@@ -42,9 +42,12 @@ func folderOf(pkg string) string {
 	return ""
 }
 
+func rel(pkg string) string { return strings.TrimPrefix(pkg, module+"/") }
+
 // TestNoBinaryImportsAnother fails when a package (or a test of it) in one binary's folder
-// imports a package in another binary's folder. One `go list` over the module, with the e2e tag so
-// the suite's files count too.
+// imports a package in another binary's folder, or when a contract package (not its tests)
+// imports a binary's folder. One `go list` over the module, with the e2e tag so the suite's files
+// count too.
 func TestNoBinaryImportsAnother(t *testing.T) {
 	out, err := exec.Command("go", "list", "-e", "-tags", "e2e", "-json=ImportPath,Imports,TestImports,XTestImports", "./...").Output()
 	if err != nil {
@@ -69,6 +72,14 @@ func TestNoBinaryImportsAnother(t *testing.T) {
 		seen++
 		from := folderOf(p.ImportPath)
 		if from == "" {
+			// A contract (the root packages, internal/, charts/) that imported a binary would
+			// bring that binary's folder into every other binary. Its tests may: they check
+			// the binaries against the contract (documented command lines, the keep set).
+			for _, imp := range p.Imports {
+				if to := folderOf(imp); to != "" {
+					t.Errorf("%s imports %s: a contract package may not depend on a binary's folder; move what it needs to the root", rel(p.ImportPath), rel(imp))
+				}
+			}
 			continue
 		}
 		imports := slices.Concat(p.Imports, p.TestImports, p.XTestImports)
@@ -78,10 +89,10 @@ func TestNoBinaryImportsAnother(t *testing.T) {
 			if to == "" || to == from {
 				continue
 			}
-			if _, ok := readsOutput[[2]string{strings.TrimPrefix(p.ImportPath, module+"/"), strings.TrimPrefix(imp, module+"/")}]; ok {
+			if _, ok := readsOutput[[2]string{rel(p.ImportPath), rel(imp)}]; ok {
 				continue
 			}
-			t.Errorf("%s imports %s: a binary may import only the root packages, internal/, its own folder %s/ and other modules; move what both need to a package at the root", strings.TrimPrefix(p.ImportPath, module+"/"), strings.TrimPrefix(imp, module+"/"), from)
+			t.Errorf("%s imports %s: a binary may import only the root packages, internal/, its own folder %s/ and other modules; move what both need to a package at the root", rel(p.ImportPath), rel(imp), from)
 		}
 	}
 	// Guards the test itself: a go list that listed nothing would pass it.
