@@ -191,7 +191,7 @@ func TestDocumentedCommandsParse(t *testing.T) {
 		}
 	}
 	// The extraction must find the lines the issue was about, or the test proves nothing.
-	for _, f := range []string{"README.md", "hooks/README.md", "docs/design.md", "docs/controller.md", "charts/nginx-mesh/README.md", "charts/nginx-mesh/templates/NOTES.txt"} {
+	for _, f := range []string{"README.md", "hooks/README.md", "docs/design.md", "controller/README.md", "charts/nginx-mesh/README.md", "charts/nginx-mesh/templates/NOTES.txt"} {
 		if perFile[filepath.FromSlash(f)] == 0 {
 			t.Errorf("no command line of the binaries found in %s", f)
 		}

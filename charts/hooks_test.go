@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
-	"github.com/nginx-mesh/nginx-mesh/hooks/rbac"
+	"github.com/nginx-mesh/nginx-mesh/hookrbac"
 )
 
 const hooksName = "nginx-mesh-hooks"
@@ -192,7 +192,7 @@ func rulesOf(t *testing.T, o *unstructured.Unstructured) []rbacv1.PolicyRule {
 	return rules
 }
 
-// Each hook ClusterRole and Role grants exactly what package hooks/rbac says, no more, no less,
+// Each hook ClusterRole and Role grants exactly what package hookrbac says, no more, no less,
 // and each binding binds its own set's role to its own ServiceAccount.
 func TestHookRBACMatchesHooksPackage(t *testing.T) {
 	for _, r := range renderAll(t) {
@@ -202,16 +202,16 @@ func TestHookRBACMatchesHooksPackage(t *testing.T) {
 				obj  *unstructured.Unstructured
 				want []rbacv1.PolicyRule
 			}{
-				{r.must(t, "ClusterRole", "", set.name), rbac.HookClusterRules(o)},
-				{r.must(t, "Role", releaseNS, set.name), rbac.HookNamespaceRules(o)},
+				{r.must(t, "ClusterRole", "", set.name), hookrbac.HookClusterRules(o)},
+				{r.must(t, "Role", releaseNS, set.name), hookrbac.HookNamespaceRules(o)},
 			}
 			for _, c := range cases {
 				got := rulesOf(t, c.obj)
-				if missing := rbac.Covers(got, c.want); len(missing) > 0 {
-					t.Errorf("%s: %s %s lacks what hooks/rbac needs:\n  %s", r.scenario.name, c.obj.GetKind(), set.name, strings.Join(missing, "\n  "))
+				if missing := hookrbac.Covers(got, c.want); len(missing) > 0 {
+					t.Errorf("%s: %s %s lacks what hookrbac needs:\n  %s", r.scenario.name, c.obj.GetKind(), set.name, strings.Join(missing, "\n  "))
 				}
-				if extra := rbac.Covers(c.want, got); len(extra) > 0 {
-					t.Errorf("%s: %s %s grants more than hooks/rbac:\n  %s", r.scenario.name, c.obj.GetKind(), set.name, strings.Join(extra, "\n  "))
+				if extra := hookrbac.Covers(c.want, got); len(extra) > 0 {
+					t.Errorf("%s: %s %s grants more than hookrbac:\n  %s", r.scenario.name, c.obj.GetKind(), set.name, strings.Join(extra, "\n  "))
 				}
 			}
 			for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
@@ -243,7 +243,7 @@ func envOf(c map[string]any) map[string]string {
 }
 
 // The sentinel's RBAC is rendered by the chart (no hook creates RBAC at run time), kept at
-// uninstall, named after the driver, and grants exactly what hooks/rbac says: the namespace's
+// uninstall, named after the driver, and grants exactly what hookrbac says: the namespace's
 // deletion (and the reads before it) only with uninstall.deleteNamespace.
 func TestSentinelRBACMatchesHooksPackage(t *testing.T) {
 	for _, r := range renderAll(t) {
@@ -263,16 +263,16 @@ func TestSentinelRBACMatchesHooksPackage(t *testing.T) {
 			obj  *unstructured.Unstructured
 			want []rbacv1.PolicyRule
 		}{
-			{r.must(t, "ClusterRole", "", cluster), rbac.SentinelClusterRules(o, deleteNS)},
-			{r.must(t, "Role", releaseNS, name), rbac.SentinelNamespaceRules(o, deleteNS)},
+			{r.must(t, "ClusterRole", "", cluster), hookrbac.SentinelClusterRules(o, deleteNS)},
+			{r.must(t, "Role", releaseNS, name), hookrbac.SentinelNamespaceRules(o, deleteNS)},
 		}
 		for _, c := range cases {
 			got := rulesOf(t, c.obj)
-			if missing := rbac.Covers(got, c.want); len(missing) > 0 {
-				t.Errorf("%s: %s %s lacks what hooks/rbac needs:\n  %s", r.scenario.name, c.obj.GetKind(), c.obj.GetName(), strings.Join(missing, "\n  "))
+			if missing := hookrbac.Covers(got, c.want); len(missing) > 0 {
+				t.Errorf("%s: %s %s lacks what hookrbac needs:\n  %s", r.scenario.name, c.obj.GetKind(), c.obj.GetName(), strings.Join(missing, "\n  "))
 			}
-			if extra := rbac.Covers(c.want, got); len(extra) > 0 {
-				t.Errorf("%s: %s %s grants more than hooks/rbac:\n  %s", r.scenario.name, c.obj.GetKind(), c.obj.GetName(), strings.Join(extra, "\n  "))
+			if extra := hookrbac.Covers(c.want, got); len(extra) > 0 {
+				t.Errorf("%s: %s %s grants more than hookrbac:\n  %s", r.scenario.name, c.obj.GetKind(), c.obj.GetName(), strings.Join(extra, "\n  "))
 			}
 		}
 		for _, b := range []*unstructured.Unstructured{r.must(t, "ClusterRoleBinding", "", cluster), r.must(t, "RoleBinding", releaseNS, name)} {
@@ -286,7 +286,7 @@ func TestSentinelRBACMatchesHooksPackage(t *testing.T) {
 		// Only the sentinel deletes a namespace, and only with uninstall.deleteNamespace.
 		for _, kind := range []string{"ClusterRole", "Role"} {
 			for _, obj := range r.ofKind(kind) {
-				if rbac.Allows(rulesOf(t, obj), rbac.Request{Verb: "delete", Resource: "namespaces", Name: releaseNS}) != (deleteNS && obj.GetName() == cluster) {
+				if hookrbac.Allows(rulesOf(t, obj), hookrbac.Request{Verb: "delete", Resource: "namespaces", Name: releaseNS}) != (deleteNS && obj.GetName() == cluster) {
 					t.Errorf("%s: %s %s: namespace delete rule with deleteNamespace=%v", r.scenario.name, kind, obj.GetName(), deleteNS)
 				}
 			}

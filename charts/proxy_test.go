@@ -15,9 +15,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/annotations"
 	"github.com/nginx-mesh/nginx-mesh/controller/app"
 	"github.com/nginx-mesh/nginx-mesh/controller/inject"
-	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
 )
 
 // controllerOptions parses the rendered controller container's arguments with the controller's
@@ -42,8 +42,8 @@ func meshWorkload() *corev1.Pod {
 	return &corev1.Pod{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 		ObjectMeta: metav1.ObjectMeta{Name: "backend", Namespace: "shop", Annotations: map[string]string{
-			spec.InboundAnnotation:  "8443->8080 allow ns/shop/sa/frontend",
-			spec.OutboundAnnotation: "15001->db.shop.svc:5432 expect ns/shop/sa/db",
+			annotations.InboundAnnotation:  "8443->8080 allow ns/shop/sa/frontend",
+			annotations.OutboundAnnotation: "15001->db.shop.svc:5432 expect ns/shop/sa/db",
 		}},
 		Spec: corev1.PodSpec{
 			ServiceAccountName: "backend",
@@ -93,7 +93,7 @@ func TestInjectedProxyFitsRestrictedV2AndTheSidecarSCC(t *testing.T) {
 		if _, err := inject.New(ic).Inject(pod.Namespace, pod); err != nil {
 			t.Fatalf("%s: inject: %v", r.scenario.name, err)
 		}
-		if len(pod.Spec.InitContainers) != 1 || pod.Spec.InitContainers[0].Name != spec.ContainerName {
+		if len(pod.Spec.InitContainers) != 1 || pod.Spec.InitContainers[0].Name != annotations.ContainerName {
 			t.Fatalf("%s: no proxy sidecar: %+v", r.scenario.name, pod.Spec.InitContainers)
 		}
 		proxy := pod.Spec.InitContainers[0]
@@ -122,9 +122,9 @@ func TestInjectedProxyFitsRestrictedV2AndTheSidecarSCC(t *testing.T) {
 		// per connection that proxy/app TestConnectionCapBoundsMemory measures, plus the proxy).
 		pv := r.values["proxy"].(map[string]any)
 		wantIdle, _ := time.ParseDuration(pv["idleTimeout"].(string))
-		gotIdle, _ := time.ParseDuration(proxyEnv(proxy)[spec.EnvIdleTimeout])
+		gotIdle, _ := time.ParseDuration(proxyEnv(proxy)[annotations.EnvIdleTimeout])
 		wantMax := fmt.Sprint(pv["maxConnections"])
-		if gotIdle != wantIdle || wantIdle == 0 || proxyEnv(proxy)[spec.EnvMaxConnections] != wantMax {
+		if gotIdle != wantIdle || wantIdle == 0 || proxyEnv(proxy)[annotations.EnvMaxConnections] != wantMax {
 			t.Errorf("%s: proxy limits env %v, values idleTimeout %v maxConnections %v", r.scenario.name, proxyEnv(proxy), pv["idleTimeout"], wantMax)
 		}
 		maxConns, _ := strconv.ParseInt(wantMax, 10, 64)
@@ -132,7 +132,7 @@ func TestInjectedProxyFitsRestrictedV2AndTheSidecarSCC(t *testing.T) {
 			t.Errorf("%s: proxy memory limit %v does not hold %d connections (%d MiB needed)", r.scenario.name, a.Limits.Memory(), maxConns, need>>20)
 		}
 		level := r.values["proxy"].(map[string]any)["logLevel"]
-		if env := proxyEnv(proxy); env[spec.EnvLogLevel] != level || env[spec.EnvTrustDomain] != r.str("spire.trustDomain") {
+		if env := proxyEnv(proxy); env[annotations.EnvLogLevel] != level || env[annotations.EnvTrustDomain] != r.str("spire.trustDomain") {
 			t.Errorf("%s: proxy env %v", r.scenario.name, env)
 		}
 

@@ -100,7 +100,7 @@ reply=""
 wait_for "the client's first request answered through both proxies" 180 client_ok || {
   kubectl -n "$APP_NS" get pods -o wide >&2
   kubectl -n "$APP_NS" describe pods | tail -n 40 >&2
-  die "no answer through the mesh (see docs/controller.md, troubleshooting; proxy logs: kubectl -n $APP_NS logs deploy/client -c nginx-mesh-proxy)"
+  die "no answer through the mesh (see controller/README.md, troubleshooting; proxy logs: kubectl -n $APP_NS logs deploy/client -c nginx-mesh-proxy)"
 }
 client=$(pod_of client)
 server=$(pod_of server)

@@ -24,7 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
-	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
+	"github.com/nginx-mesh/nginx-mesh/annotations"
 )
 
 // ---------- 11. the proxy sidecar: mTLS between pods, authorised by SPIFFE ID ----------
@@ -130,7 +130,7 @@ func (p proxyEntry) str(k string) string { s, _ := p.fields[k].(string); return 
 func proxyLogs(t *testing.T, pod, msg string) []proxyEntry {
 	t.Helper()
 	var out []proxyEntry
-	for _, l := range containerLogs(t, pod, spec.ContainerName) {
+	for _, l := range containerLogs(t, pod, annotations.ContainerName) {
 		var f map[string]any
 		if json.Unmarshal([]byte(l.text), &f) == nil && (msg == "" || f["msg"] == msg) {
 			out = append(out, proxyEntry{l.at, f})
@@ -144,7 +144,7 @@ func proxyLogs(t *testing.T, pod, msg string) []proxyEntry {
 func proxyMetric(t *testing.T, podIP, series string) float64 {
 	t.Helper()
 	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(fmt.Sprintf("http://%s/metrics", net.JoinHostPort(podIP, strconv.Itoa(spec.DefaultAdminPort))))
+	resp, err := c.Get(fmt.Sprintf("http://%s/metrics", net.JoinHostPort(podIP, strconv.Itoa(annotations.DefaultAdminPort))))
 	if err != nil {
 		t.Fatalf("proxy metrics of %s: %v", podIP, err)
 	}
@@ -184,7 +184,7 @@ func TestScenario11Proxy(t *testing.T) {
 	}
 	// The server admits the client's identity only; its app listens on loopback.
 	meshDeployment(t, serverApp, serverApp, map[string]string{
-		spec.InboundAnnotation: fmt.Sprintf("%d->%d allow ns/%s/sa/%s", meshPort, appPort, workloadNS, clientApp),
+		annotations.InboundAnnotation: fmt.Sprintf("%d->%d allow ns/%s/sa/%s", meshPort, appPort, workloadNS, clientApp),
 	}, "--serve", fmt.Sprintf("127.0.0.1:%d", appPort))
 	svc, err := e.cs.CoreV1().Services(workloadNS).Create(ctx(t), &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: serverApp, Namespace: workloadNS},
@@ -195,7 +195,7 @@ func TestScenario11Proxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No cluster DNS here: the upstream is the Service's ClusterIP.
-	upstream := map[string]string{spec.OutboundAnnotation: fmt.Sprintf("%d->%s:%d expect ns/%s/sa/%s", localPort, svc.Spec.ClusterIP, meshPort, workloadNS, serverApp)}
+	upstream := map[string]string{annotations.OutboundAnnotation: fmt.Sprintf("%d->%s:%d expect ns/%s/sa/%s", localPort, svc.Spec.ClusterIP, meshPort, workloadNS, serverApp)}
 	callArgs := []string{"--call", fmt.Sprintf("127.0.0.1:%d", localPort), "--every", "1s"}
 	server := podOf(t, serverApp, 3*time.Minute)
 	record("proxy scenario: server Deployment ready (proxy holds its SVID, listeners up): %s after install", time.Since(start).Round(100*time.Millisecond))
@@ -205,7 +205,7 @@ func TestScenario11Proxy(t *testing.T) {
 	// The injected pod: the proxy is the first init container, a native sidecar. The controller
 	// pins no SCC (issue 20 items 4, 5), so the SCC admission emulation, which checks pinned pods
 	// only, checks the pod again created with dryRun and pinned to restricted-v2.
-	if ic := server.Spec.InitContainers; len(ic) == 0 || ic[0].Name != spec.ContainerName || ic[0].RestartPolicy == nil || *ic[0].RestartPolicy != corev1.ContainerRestartPolicyAlways {
+	if ic := server.Spec.InitContainers; len(ic) == 0 || ic[0].Name != annotations.ContainerName || ic[0].RestartPolicy == nil || *ic[0].RestartPolicy != corev1.ContainerRestartPolicyAlways {
 		t.Fatalf("server pod has no native proxy sidecar first: %+v", ic)
 	}
 	if got, ok := server.Annotations[nginxmesh.RequiredSCCAnnotation]; ok {
@@ -345,8 +345,8 @@ func TestScenario11Proxy(t *testing.T) {
 		t.Run("bad annotations are refused at admission with every problem", func(t *testing.T) {
 			t.Parallel()
 			p := plainPod(workloadNS, "bad-ports", map[string]string{
-				spec.InboundAnnotation:  "8443->8443 allow ns/a/sa/b; 9902->8080 allow *",
-				spec.OutboundAnnotation: "15001->" + serverApp + " expect *",
+				annotations.InboundAnnotation:  "8443->8443 allow ns/a/sa/b; 9902->8080 allow *",
+				annotations.OutboundAnnotation: "15001->" + serverApp + " expect *",
 			})
 			_, err := e.cs.CoreV1().Pods(workloadNS).Create(ctx(t), p, metav1.CreateOptions{})
 			if err == nil {

@@ -25,8 +25,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/annotations"
 	"github.com/nginx-mesh/nginx-mesh/images/publish"
-	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
 )
 
 // testRegistry is go-containerregistry's registry served in this process on loopback (the
@@ -193,7 +193,7 @@ func TestDistributionRegistryPull(t *testing.T) {
 	// images.proxy): a pod that declares a mesh port must pull it from the registry too.
 	labelNamespace(t, workloadNS, `"`+nginxmesh.AutoInjectEnabled+`"`)
 	meshDeployment(t, serverApp, "default", map[string]string{
-		spec.InboundAnnotation: fmt.Sprintf("%d->%d allow *", meshPort, appPort),
+		annotations.InboundAnnotation: fmt.Sprintf("%d->%d allow *", meshPort, appPort),
 	}, "--serve", fmt.Sprintf("127.0.0.1:%d", appPort))
 	meshPod := podOf(t, serverApp, 3*time.Minute)
 
@@ -210,7 +210,7 @@ func TestDistributionRegistryPull(t *testing.T) {
 		seen := map[string]bool{}
 		for _, p := range append(pods.Items, meshPod) {
 			for _, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
-				if p.Name == meshPod.Name && c.Name != spec.ContainerName {
+				if p.Name == meshPod.Name && c.Name != annotations.ContainerName {
 					continue // the sample app's own image is local
 				}
 				im := matchImage(res, c.Image)

@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/annotations"
 	"github.com/nginx-mesh/nginx-mesh/controller/certs"
 	"github.com/nginx-mesh/nginx-mesh/controller/inject"
 	cmetrics "github.com/nginx-mesh/nginx-mesh/controller/metrics"
@@ -38,7 +39,6 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/controller/spirekeys"
 	mwebhook "github.com/nginx-mesh/nginx-mesh/controller/webhook"
 	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
-	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
 )
 
 // Options are the controller's flags.
@@ -115,8 +115,8 @@ func (o *Options) injectFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ProxyPullPolicy, "proxy-image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the proxy image: Always, IfNotPresent or Never")
 	fs.StringVar(&o.ProxyResources, "proxy-resources", "", `resources of the proxy container, as JSON (e.g. {"requests":{"cpu":"10m","memory":"32Mi"}}); empty: none`)
 	fs.StringVar(&o.ProxyLogLevel, "proxy-log-level", "", "log level of the proxies: debug (every accepted connection with the peer's ID), info, warn or error; empty: the proxy's default (info)")
-	fs.DurationVar(&o.ProxyIdle, "proxy-idle-timeout", 0, fmt.Sprintf("the proxies' --idle-timeout: a connection on which nothing moved for this long is closed; 0: the proxy's default (%s)", spec.DefaultIdleTimeout))
-	fs.IntVar(&o.ProxyMaxConns, "proxy-max-connections", 0, fmt.Sprintf("the proxies' --max-connections: most connections open at once per proxy, which bounds its memory; 0: the proxy's default (%d)", spec.DefaultMaxConnections))
+	fs.DurationVar(&o.ProxyIdle, "proxy-idle-timeout", 0, fmt.Sprintf("the proxies' --idle-timeout: a connection on which nothing moved for this long is closed; 0: the proxy's default (%s)", annotations.DefaultIdleTimeout))
+	fs.IntVar(&o.ProxyMaxConns, "proxy-max-connections", 0, fmt.Sprintf("the proxies' --max-connections: most connections open at once per proxy, which bounds its memory; 0: the proxy's default (%d)", annotations.DefaultMaxConnections))
 }
 
 // flags are the root command's.

@@ -61,7 +61,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	}
 }
 
-// Issue 20 item 9: docs/controller.md says every flag falls back to NGINX_MESH_CONTROLLER_<FLAG>;
+// Issue 20 item 9: controller/README.md says every flag falls back to NGINX_MESH_CONTROLLER_<FLAG>;
 // five did not (webhook-port, cert-ttl, resync-period, batch-size, leader-elect). Every flag
 // does now, and a flag on the command line wins.
 func TestFlagsFallBackToEnvironment(t *testing.T) {

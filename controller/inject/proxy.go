@@ -12,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
-	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
+	"github.com/nginx-mesh/nginx-mesh/annotations"
 )
 
 // Proxy is how the proxy sidecar is rendered: the controller's --proxy-* flags, which the chart
@@ -26,10 +26,10 @@ type Proxy struct {
 	Resources corev1.ResourceRequirements
 	// LogLevel is the proxy's --log-level (debug, info, warn, error); empty: the proxy's default.
 	LogLevel string
-	// IdleTimeout is the proxy's --idle-timeout; 0: the proxy's default (spec.DefaultIdleTimeout).
+	// IdleTimeout is the proxy's --idle-timeout; 0: the proxy's default (annotations.DefaultIdleTimeout).
 	IdleTimeout time.Duration
 	// MaxConnections is the proxy's --max-connections; 0: the proxy's default
-	// (spec.DefaultMaxConnections).
+	// (annotations.DefaultMaxConnections).
 	MaxConnections int
 }
 
@@ -37,7 +37,7 @@ type Proxy struct {
 func DefaultProxyImage() string { return "ghcr.io/nginx-mesh/proxy:" + nginxmesh.Version }
 
 const (
-	// ProxyAdminPortName names the container port of spec.DefaultAdminPort (/ready, /live, /metrics).
+	// ProxyAdminPortName names the container port of annotations.DefaultAdminPort (/ready, /live, /metrics).
 	ProxyAdminPortName = "proxy-admin"
 	// proxyStartupSeconds bounds how long the proxy may wait for its first SVID before kubelet
 	// restarts it (probed every second, so the app starts within a second of the SVID).
@@ -60,7 +60,7 @@ func (p Proxy) image() string {
 // chart value stops the controller with the cause instead of breaking every injected pod.
 func (c Config) Validate() error {
 	var errs []error
-	if _, err := spec.Parse(nil, c.trustDomain()); err != nil {
+	if _, err := annotations.Parse(nil, c.trustDomain()); err != nil {
 		errs = append(errs, fmt.Errorf("--trust-domain: %w", err))
 	}
 	if strings.ContainsAny(c.Proxy.Image, " \t\n") {
@@ -80,10 +80,10 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--webhook-failure-policy %q: use Fail or Ignore, as the webhook configuration's failurePolicy", c.FailurePolicy))
 	}
 	if c.Proxy.IdleTimeout < 0 {
-		errs = append(errs, fmt.Errorf("--proxy-idle-timeout %s: use a positive duration (0: the proxy's default, %s)", c.Proxy.IdleTimeout, spec.DefaultIdleTimeout))
+		errs = append(errs, fmt.Errorf("--proxy-idle-timeout %s: use a positive duration (0: the proxy's default, %s)", c.Proxy.IdleTimeout, annotations.DefaultIdleTimeout))
 	}
 	if c.Proxy.MaxConnections < 0 {
-		errs = append(errs, fmt.Errorf("--proxy-max-connections %d: use a positive number (0: the proxy's default, %d)", c.Proxy.MaxConnections, spec.DefaultMaxConnections))
+		errs = append(errs, fmt.Errorf("--proxy-max-connections %d: use a positive number (0: the proxy's default, %d)", c.Proxy.MaxConnections, annotations.DefaultMaxConnections))
 	}
 	r := c.Proxy.Resources
 	for _, name := range sortedResourceNames(r.Requests) {
@@ -108,9 +108,9 @@ func sortedResourceNames(l corev1.ResourceList) []corev1.ResourceName {
 // config.nsm.nginx.com/ annotations. Bad annotations refuse the pod with every problem, one per
 // line, so they fail at `kubectl apply` and not at run time.
 func addProxy(c Config, pod *corev1.Pod) error {
-	cfg, err := spec.Parse(pod.Annotations, c.trustDomain())
+	cfg, err := annotations.Parse(pod.Annotations, c.trustDomain())
 	if err != nil {
-		bad := spec.Errors(err)
+		bad := annotations.Errors(err)
 		if len(bad) == 0 {
 			return err
 		}
@@ -119,13 +119,13 @@ func addProxy(c Config, pod *corev1.Pod) error {
 			lines[i] = "  " + e.Error()
 		}
 		return Denied("its %s annotations are invalid (%s); fix them, or remove them to run the pod without the proxy:\n%s",
-			strings.TrimSuffix(spec.AnnotationPrefix, "/"), problems(len(bad)), strings.Join(lines, "\n"))
+			strings.TrimSuffix(annotations.AnnotationPrefix, "/"), problems(len(bad)), strings.Join(lines, "\n"))
 	}
 	if cfg == nil {
 		return nil // no mesh port declared: identity only, no proxy
 	}
 	for _, ctr := range pod.Spec.InitContainers {
-		if ctr.Name == spec.ContainerName {
+		if ctr.Name == annotations.ContainerName {
 			return nil // injected already; a second pass changes nothing
 		}
 	}
@@ -155,10 +155,10 @@ func problems(n int) string {
 }
 
 // proxyFits refuses a pod the proxy would break or that would break the proxy, naming the fix.
-func proxyFits(cfg *spec.Config, pod *corev1.Pod) error {
+func proxyFits(cfg *annotations.Config, pod *corev1.Pod) error {
 	for _, ctr := range pod.Spec.Containers {
-		if ctr.Name == spec.ContainerName {
-			return Denied("container name %q is reserved for the mesh's proxy sidecar; rename the container", spec.ContainerName)
+		if ctr.Name == annotations.ContainerName {
+			return Denied("container name %q is reserved for the mesh's proxy sidecar; rename the container", annotations.ContainerName)
 		}
 	}
 	// The proxy must not run as root (runAsNonRoot), and a pod-level UID 0 would be its UID.
@@ -166,14 +166,14 @@ func proxyFits(cfg *spec.Config, pod *corev1.Pod) error {
 		return Denied("spec.securityContext.runAsUser is 0: the proxy sidecar would run as root, which it refuses; set runAsUser: 0 on the containers that need it instead of the pod")
 	}
 	// The ports the proxy binds in the pod's network namespace.
-	taken := map[int32]string{spec.DefaultAdminPort: "the proxy's admin port (/ready, /live, /metrics)"}
+	taken := map[int32]string{annotations.DefaultAdminPort: "the proxy's admin port (/ready, /live, /metrics)"}
 	names := map[string]bool{ProxyAdminPortName: true}
 	for _, in := range cfg.Inbound {
-		taken[int32(in.MeshPort)] = fmt.Sprintf("mesh port %d of %s", in.MeshPort, spec.InboundAnnotation)
+		taken[int32(in.MeshPort)] = fmt.Sprintf("mesh port %d of %s", in.MeshPort, annotations.InboundAnnotation)
 		names[MeshPortName(in.MeshPort)] = true
 	}
 	for _, out := range cfg.Outbound {
-		taken[int32(out.LocalPort)] = fmt.Sprintf("outbound port %d of %s, where the proxy listens on 127.0.0.1 for the app", out.LocalPort, spec.OutboundAnnotation)
+		taken[int32(out.LocalPort)] = fmt.Sprintf("outbound port %d of %s, where the proxy listens on 127.0.0.1 for the app", out.LocalPort, annotations.OutboundAnnotation)
 	}
 	for _, list := range []struct {
 		kind string
@@ -196,7 +196,7 @@ func proxyFits(cfg *spec.Config, pod *corev1.Pod) error {
 
 // container renders the proxy for cfg: restricted (no UID: the platform assigns it), its
 // configuration in the environment, probes on the admin port.
-func (p Proxy) container(cfg *spec.Config) corev1.Container {
+func (p Proxy) container(cfg *annotations.Config) corev1.Container {
 	always := corev1.ContainerRestartPolicyAlways
 	yes, no := true, false
 	env := make([]corev1.EnvVar, 0, 4)
@@ -204,34 +204,34 @@ func (p Proxy) container(cfg *spec.Config) corev1.Container {
 		env = append(env, corev1.EnvVar{Name: e.Name, Value: e.Value})
 	}
 	if p.LogLevel != "" {
-		env = append(env, corev1.EnvVar{Name: spec.EnvLogLevel, Value: p.LogLevel})
+		env = append(env, corev1.EnvVar{Name: annotations.EnvLogLevel, Value: p.LogLevel})
 	}
 	if p.IdleTimeout > 0 {
-		env = append(env, corev1.EnvVar{Name: spec.EnvIdleTimeout, Value: p.IdleTimeout.String()})
+		env = append(env, corev1.EnvVar{Name: annotations.EnvIdleTimeout, Value: p.IdleTimeout.String()})
 	}
 	if p.MaxConnections > 0 {
-		env = append(env, corev1.EnvVar{Name: spec.EnvMaxConnections, Value: strconv.Itoa(p.MaxConnections)})
+		env = append(env, corev1.EnvVar{Name: annotations.EnvMaxConnections, Value: strconv.Itoa(p.MaxConnections)})
 	}
 	// The admin endpoint binds to the pod's IP only: kubelet's probes (no host set) and
 	// Prometheus' pod discovery both connect to it, and nothing else needs it. Brackets make
 	// one form for IPv4 and IPv6; kubelet expands $(POD_IP) from the variable before it.
 	env = append(env,
-		corev1.EnvVar{Name: spec.EnvPodIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "status.podIP"}}},
-		corev1.EnvVar{Name: spec.EnvAdminAddress, Value: fmt.Sprintf("[$(%s)]:%d", spec.EnvPodIP, spec.DefaultAdminPort)})
+		corev1.EnvVar{Name: annotations.EnvPodIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "status.podIP"}}},
+		corev1.EnvVar{Name: annotations.EnvAdminAddress, Value: fmt.Sprintf("[$(%s)]:%d", annotations.EnvPodIP, annotations.DefaultAdminPort)})
 	ports := make([]corev1.ContainerPort, 0, len(cfg.Inbound)+1)
 	for _, mp := range cfg.MeshPorts() {
 		ports = append(ports, corev1.ContainerPort{Name: MeshPortName(mp), ContainerPort: int32(mp), Protocol: corev1.ProtocolTCP})
 	}
-	ports = append(ports, corev1.ContainerPort{Name: ProxyAdminPortName, ContainerPort: spec.DefaultAdminPort, Protocol: corev1.ProtocolTCP})
+	ports = append(ports, corev1.ContainerPort{Name: ProxyAdminPortName, ContainerPort: annotations.DefaultAdminPort, Protocol: corev1.ProtocolTCP})
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-				Path: path, Port: intstr.FromInt32(spec.DefaultAdminPort), Scheme: corev1.URISchemeHTTP}},
+				Path: path, Port: intstr.FromInt32(annotations.DefaultAdminPort), Scheme: corev1.URISchemeHTTP}},
 			PeriodSeconds: period, FailureThreshold: failures, TimeoutSeconds: 1, SuccessThreshold: 1,
 		}
 	}
 	return corev1.Container{
-		Name:            spec.ContainerName,
+		Name:            annotations.ContainerName,
 		Image:           p.image(),
 		ImagePullPolicy: p.PullPolicy,
 		Env:             env,

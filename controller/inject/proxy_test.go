@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
-	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
+	"github.com/nginx-mesh/nginx-mesh/annotations"
 )
 
 const (
@@ -38,14 +38,14 @@ var proxyCfg = Config{
 // meshPod is restrictedPod declaring a mesh port and an upstream.
 func meshPod() *corev1.Pod {
 	p := restrictedPod()
-	p.Annotations = map[string]string{spec.InboundAnnotation: inbound, spec.OutboundAnnotation: outbound}
+	p.Annotations = map[string]string{annotations.InboundAnnotation: inbound, annotations.OutboundAnnotation: outbound}
 	p.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}} // the app port: fine
 	return p
 }
 
 func proxyOf(p *corev1.Pod) *corev1.Container {
 	for i := range p.Spec.InitContainers {
-		if p.Spec.InitContainers[i].Name == spec.ContainerName {
+		if p.Spec.InitContainers[i].Name == annotations.ContainerName {
 			return &p.Spec.InitContainers[i]
 		}
 	}
@@ -68,7 +68,7 @@ func TestProxySidecar(t *testing.T) {
 	if _, err := New(proxyCfg).Inject(ns, p); err != nil {
 		t.Fatal(err)
 	}
-	if len(p.Spec.InitContainers) != 2 || p.Spec.InitContainers[0].Name != spec.ContainerName || p.Spec.InitContainers[1].Name != "migrate" {
+	if len(p.Spec.InitContainers) != 2 || p.Spec.InitContainers[0].Name != annotations.ContainerName || p.Spec.InitContainers[1].Name != "migrate" {
 		t.Fatalf("the proxy must be the first init container, before the pod's own: %+v", p.Spec.InitContainers)
 	}
 	c := &p.Spec.InitContainers[0]
@@ -79,13 +79,13 @@ func TestProxySidecar(t *testing.T) {
 		t.Errorf("image %s %s", c.Image, c.ImagePullPolicy)
 	}
 	want := map[string]string{
-		spec.EnvTrustDomain:  "cluster.local",
-		spec.EnvInbound:      "8443->8080 allow spiffe://cluster.local/ns/shop/sa/frontend",
-		spec.EnvOutbound:     "15001->10.96.0.20:8443 expect spiffe://cluster.local/ns/shop/sa/backend",
-		spec.EnvLogLevel:     "debug",
-		nginxmesh.SocketEnv:  nginxmesh.SocketEnvValue(),
-		spec.EnvPodIP:        "", // from the downward API
-		spec.EnvAdminAddress: "[$(POD_IP)]:9902",
+		annotations.EnvTrustDomain:  "cluster.local",
+		annotations.EnvInbound:      "8443->8080 allow spiffe://cluster.local/ns/shop/sa/frontend",
+		annotations.EnvOutbound:     "15001->10.96.0.20:8443 expect spiffe://cluster.local/ns/shop/sa/backend",
+		annotations.EnvLogLevel:     "debug",
+		nginxmesh.SocketEnv:         nginxmesh.SocketEnvValue(),
+		annotations.EnvPodIP:        "", // from the downward API
+		annotations.EnvAdminAddress: "[$(POD_IP)]:9902",
 	}
 	if got := envOf(c); !equality.Semantic.DeepEqual(got, want) {
 		t.Errorf("env\n got %v\nwant %v", got, want)
@@ -93,11 +93,11 @@ func TestProxySidecar(t *testing.T) {
 	// The proxy parses its environment with the same package: what the webhook rendered is
 	// exactly what the annotations said.
 	env := envOf(c)
-	back, err := spec.FromValues(env[spec.EnvTrustDomain], env[spec.EnvInbound], env[spec.EnvOutbound])
+	back, err := annotations.FromValues(env[annotations.EnvTrustDomain], env[annotations.EnvInbound], env[annotations.EnvOutbound])
 	if err != nil {
 		t.Fatalf("the proxy would refuse its environment: %v", err)
 	}
-	parsed, _ := spec.Parse(p.Annotations, "cluster.local")
+	parsed, _ := annotations.Parse(p.Annotations, "cluster.local")
 	if back.InboundString() != parsed.InboundString() || back.OutboundString() != parsed.OutboundString() {
 		t.Errorf("round trip: %+v != %+v", back, parsed)
 	}
@@ -106,7 +106,7 @@ func TestProxySidecar(t *testing.T) {
 	}
 	wantPorts := []corev1.ContainerPort{
 		{Name: "mesh-8443", ContainerPort: 8443, Protocol: corev1.ProtocolTCP},
-		{Name: ProxyAdminPortName, ContainerPort: spec.DefaultAdminPort, Protocol: corev1.ProtocolTCP},
+		{Name: ProxyAdminPortName, ContainerPort: annotations.DefaultAdminPort, Protocol: corev1.ProtocolTCP},
 	}
 	if !equality.Semantic.DeepEqual(c.Ports, wantPorts) {
 		t.Errorf("ports %+v", c.Ports)
@@ -116,7 +116,7 @@ func TestProxySidecar(t *testing.T) {
 		if name == "liveness" {
 			wantPath = "/live"
 		}
-		if pr == nil || pr.HTTPGet == nil || pr.HTTPGet.Path != wantPath || pr.HTTPGet.Port.IntValue() != spec.DefaultAdminPort {
+		if pr == nil || pr.HTTPGet == nil || pr.HTTPGet.Path != wantPath || pr.HTTPGet.Port.IntValue() != annotations.DefaultAdminPort {
 			t.Errorf("%s probe %+v", name, pr)
 		}
 	}
@@ -136,7 +136,7 @@ func TestProxySidecar(t *testing.T) {
 	}
 	// The app containers got the Workload API too, and nothing of the proxy.
 	for _, a := range p.Spec.Containers {
-		if env := envOf(&a); env[spec.EnvInbound] != "" || env[nginxmesh.SocketEnv] == "" {
+		if env := envOf(&a); env[annotations.EnvInbound] != "" || env[nginxmesh.SocketEnv] == "" {
 			t.Errorf("container %s env %v", a.Name, env)
 		}
 	}
@@ -156,13 +156,13 @@ func TestProxyTable(t *testing.T) {
 					t.Errorf("proxy injected into a pod that declares nothing: %+v", p.Spec.InitContainers)
 				}
 			}},
-		{name: "inbound only", mutate: func(p *corev1.Pod) { delete(p.Annotations, spec.OutboundAnnotation) },
+		{name: "inbound only", mutate: func(p *corev1.Pod) { delete(p.Annotations, annotations.OutboundAnnotation) },
 			check: func(t *testing.T, p *corev1.Pod) {
-				if env := envOf(proxyOf(p)); env[spec.EnvOutbound] != "" || env[spec.EnvInbound] == "" {
+				if env := envOf(proxyOf(p)); env[annotations.EnvOutbound] != "" || env[annotations.EnvInbound] == "" {
 					t.Errorf("env %v", env)
 				}
 			}},
-		{name: "outbound only: no mesh port, the admin port alone", mutate: func(p *corev1.Pod) { delete(p.Annotations, spec.InboundAnnotation) },
+		{name: "outbound only: no mesh port, the admin port alone", mutate: func(p *corev1.Pod) { delete(p.Annotations, annotations.InboundAnnotation) },
 			check: func(t *testing.T, p *corev1.Pod) {
 				if c := proxyOf(p); len(c.Ports) != 1 || c.Ports[0].Name != ProxyAdminPortName {
 					t.Errorf("ports %+v", c.Ports)
@@ -178,17 +178,17 @@ func TestProxyTable(t *testing.T) {
 			always := corev1.ContainerRestartPolicyAlways
 			p.Spec.InitContainers[0].RestartPolicy = &always
 		}, check: func(t *testing.T, p *corev1.Pod) {
-			if p.Spec.InitContainers[0].Name != spec.ContainerName {
+			if p.Spec.InitContainers[0].Name != annotations.ContainerName {
 				t.Errorf("order %s, %s", p.Spec.InitContainers[0].Name, p.Spec.InitContainers[1].Name)
 			}
 		}},
 		{name: "short IDs expand into the configured trust domain", cfg: &Config{TrustDomain: "prod.example"},
 			check: func(t *testing.T, p *corev1.Pod) {
 				env := envOf(proxyOf(p))
-				if env[spec.EnvTrustDomain] != "prod.example" || !strings.Contains(env[spec.EnvInbound], "spiffe://prod.example/ns/shop/sa/frontend") {
+				if env[annotations.EnvTrustDomain] != "prod.example" || !strings.Contains(env[annotations.EnvInbound], "spiffe://prod.example/ns/shop/sa/frontend") {
 					t.Errorf("env %v", env)
 				}
-				if c := proxyOf(p); c.Image != DefaultProxyImage() || c.ImagePullPolicy != "" || len(c.Resources.Requests) != 0 || env[spec.EnvLogLevel] != "" {
+				if c := proxyOf(p); c.Image != DefaultProxyImage() || c.ImagePullPolicy != "" || len(c.Resources.Requests) != 0 || env[annotations.EnvLogLevel] != "" {
 					t.Errorf("defaults: image %s policy %q resources %+v", c.Image, c.ImagePullPolicy, c.Resources)
 				}
 			}},
@@ -198,9 +198,9 @@ func TestProxyTable(t *testing.T) {
 		{name: "bad annotations: every problem, one per line",
 			mutate: func(p *corev1.Pod) {
 				p.Annotations = map[string]string{
-					"config.nsm.nginx.com/inbund": "x",
-					spec.InboundAnnotation:        "8443->8443 allow ns/shop/sa/frontend; 9443->9090 allow spiffe://prod.example/ns/shop/sa/admin",
-					spec.OutboundAnnotation:       "15001->backend.shop.svc expect *",
+					"config.nsm.nginx.com/inbund":  "x",
+					annotations.InboundAnnotation:  "8443->8443 allow ns/shop/sa/frontend; 9443->9090 allow spiffe://prod.example/ns/shop/sa/admin",
+					annotations.OutboundAnnotation: "15001->backend.shop.svc expect *",
 				}
 			},
 			denied: []string{
@@ -214,9 +214,9 @@ func TestProxyTable(t *testing.T) {
 		{name: "a typo alone, with no inbound or outbound, is refused too", mutate: func(p *corev1.Pod) {
 			p.Annotations = map[string]string{"config.nsm.nginx.com/outbond": "15001->a:1 expect ns/a/sa/b"}
 		}, denied: []string{"(1 problem)", "did you mean config.nsm.nginx.com/outbound?"}},
-		{name: "an empty annotation", mutate: func(p *corev1.Pod) { p.Annotations[spec.InboundAnnotation] = "" },
+		{name: "an empty annotation", mutate: func(p *corev1.Pod) { p.Annotations[annotations.InboundAnnotation] = "" },
 			denied: []string{"config.nsm.nginx.com/inbound", "declares no entry"}},
-		{name: "a container named like the proxy", mutate: func(p *corev1.Pod) { p.Spec.Containers[1].Name = spec.ContainerName },
+		{name: "a container named like the proxy", mutate: func(p *corev1.Pod) { p.Spec.Containers[1].Name = annotations.ContainerName },
 			denied: []string{`container name "nginx-mesh-proxy" is reserved`}},
 		{name: "a pod-level root UID", mutate: func(p *corev1.Pod) { root := int64(0); p.Spec.SecurityContext.RunAsUser = &root },
 			denied: []string{"spec.securityContext.runAsUser is 0", "set runAsUser: 0 on the containers"}},
@@ -228,13 +228,13 @@ func TestProxyTable(t *testing.T) {
 			p.Spec.Containers[1].Ports = []corev1.ContainerPort{{ContainerPort: 15001, Protocol: corev1.ProtocolTCP}}
 		}, denied: []string{`containers "metrics" declares containerPort 15001, which is outbound port 15001`}},
 		{name: "an init container declares the admin port", mutate: func(p *corev1.Pod) {
-			p.Spec.InitContainers[0].Ports = []corev1.ContainerPort{{ContainerPort: spec.DefaultAdminPort}}
+			p.Spec.InitContainers[0].Ports = []corev1.ContainerPort{{ContainerPort: annotations.DefaultAdminPort}}
 		}, denied: []string{`initContainers "migrate" declares containerPort 9902, which is the proxy's admin port`}},
 		{name: "a port named like the proxy's", mutate: func(p *corev1.Pod) {
 			p.Spec.Containers[1].Ports = []corev1.ContainerPort{{Name: "mesh-8443", ContainerPort: 9000}}
 		}, denied: []string{`declares a port named "mesh-8443"`}},
 		{name: "opted out: no proxy even with bad annotations", mutate: func(p *corev1.Pod) {
-			p.Annotations = map[string]string{nginxmesh.AutoInjectLabel: nginxmesh.AutoInjectDisabled, spec.InboundAnnotation: "nonsense"}
+			p.Annotations = map[string]string{nginxmesh.AutoInjectLabel: nginxmesh.AutoInjectDisabled, annotations.InboundAnnotation: "nonsense"}
 		}, check: func(t *testing.T, p *corev1.Pod) {
 			if proxyOf(p) != nil || p.Annotations[nginxmesh.InjectedAnnotation] != "" {
 				t.Errorf("opted-out pod changed")
@@ -399,26 +399,26 @@ func TestProxyLimitsAndAdminAddress(t *testing.T) {
 	}
 	c := proxyOf(p)
 	env := envOf(c)
-	if env[spec.EnvIdleTimeout] != "1m30s" || env[spec.EnvMaxConnections] != "300" {
-		t.Errorf("limits env: %s=%q %s=%q", spec.EnvIdleTimeout, env[spec.EnvIdleTimeout], spec.EnvMaxConnections, env[spec.EnvMaxConnections])
+	if env[annotations.EnvIdleTimeout] != "1m30s" || env[annotations.EnvMaxConnections] != "300" {
+		t.Errorf("limits env: %s=%q %s=%q", annotations.EnvIdleTimeout, env[annotations.EnvIdleTimeout], annotations.EnvMaxConnections, env[annotations.EnvMaxConnections])
 	}
 	podIP := -1
 	for i, e := range c.Env {
-		if e.Name == spec.EnvPodIP {
+		if e.Name == annotations.EnvPodIP {
 			podIP = i
 			if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "status.podIP" {
-				t.Errorf("%s is not the downward API's status.podIP: %+v", spec.EnvPodIP, e)
+				t.Errorf("%s is not the downward API's status.podIP: %+v", annotations.EnvPodIP, e)
 			}
 		}
-		if e.Name == spec.EnvAdminAddress && (podIP < 0 || podIP > i) {
-			t.Errorf("%s comes before %s: kubelet would not expand it", spec.EnvAdminAddress, spec.EnvPodIP)
+		if e.Name == annotations.EnvAdminAddress && (podIP < 0 || podIP > i) {
+			t.Errorf("%s comes before %s: kubelet would not expand it", annotations.EnvAdminAddress, annotations.EnvPodIP)
 		}
 	}
 	for _, ip := range []string{"10.128.3.7", "fd00:10:244::7"} {
-		addr := strings.ReplaceAll(env[spec.EnvAdminAddress], "$("+spec.EnvPodIP+")", ip)
+		addr := strings.ReplaceAll(env[annotations.EnvAdminAddress], "$("+annotations.EnvPodIP+")", ip)
 		host, port, err := net.SplitHostPort(addr)
-		if err != nil || host != ip || port != strconv.Itoa(spec.DefaultAdminPort) {
-			t.Errorf("admin address %q with pod IP %s: host %q port %q err %v", env[spec.EnvAdminAddress], ip, host, port, err)
+		if err != nil || host != ip || port != strconv.Itoa(annotations.DefaultAdminPort) {
+			t.Errorf("admin address %q with pod IP %s: host %q port %q err %v", env[annotations.EnvAdminAddress], ip, host, port, err)
 		}
 	}
 	for _, pr := range []*corev1.Probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
@@ -431,7 +431,7 @@ func TestProxyLimitsAndAdminAddress(t *testing.T) {
 	if _, err := New(proxyCfg).Inject(ns, p); err != nil {
 		t.Fatal(err)
 	}
-	if env := envOf(proxyOf(p)); env[spec.EnvIdleTimeout] != "" || env[spec.EnvMaxConnections] != "" {
+	if env := envOf(proxyOf(p)); env[annotations.EnvIdleTimeout] != "" || env[annotations.EnvMaxConnections] != "" {
 		t.Errorf("zero limits rendered: %v", env)
 	}
 	bad := proxyCfg

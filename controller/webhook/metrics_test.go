@@ -13,9 +13,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/nginx-mesh/nginx-mesh/annotations"
 	"github.com/nginx-mesh/nginx-mesh/controller/inject"
 	"github.com/nginx-mesh/nginx-mesh/controller/metrics"
-	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
 )
 
 // Issue 22 item 1: every review is timed by result, and every refusal counted by its reason;
@@ -23,7 +23,7 @@ import (
 func TestAdmissionMetrics(t *testing.T) {
 	broken := inject.Step{Name: "broken", Apply: func(inject.Config, *corev1.Pod) error { return fmt.Errorf("the disk is on fire") }}
 	reserved := meshPod()
-	reserved.Spec.Containers[0].Name = spec.ContainerName
+	reserved.Spec.Containers[0].Name = annotations.ContainerName
 	for _, tc := range []struct {
 		name    string
 		inj     func() *inject.Injector

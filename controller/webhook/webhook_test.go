@@ -26,9 +26,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/annotations"
 	"github.com/nginx-mesh/nginx-mesh/controller/inject"
 	"github.com/nginx-mesh/nginx-mesh/controller/internal/testpki"
-	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
 )
 
 var cfg = inject.Config{MeshNamespace: "nginx-mesh", RequiredSCC: nginxmesh.SidecarSCC,
@@ -37,8 +37,8 @@ var cfg = inject.Config{MeshNamespace: "nginx-mesh", RequiredSCC: nginxmesh.Side
 // meshPod is realisticPod declaring a mesh port in front of its web container and an upstream.
 func meshPod() *corev1.Pod {
 	p := realisticPod()
-	p.Annotations[spec.InboundAnnotation] = "8443->8080 allow ns/shop/sa/frontend"
-	p.Annotations[spec.OutboundAnnotation] = "15001->10.96.0.20:8443 expect ns/shop/sa/backend"
+	p.Annotations[annotations.InboundAnnotation] = "8443->8080 allow ns/shop/sa/frontend"
+	p.Annotations[annotations.OutboundAnnotation] = "15001->10.96.0.20:8443 expect ns/shop/sa/backend"
 	return p
 }
 
@@ -201,7 +201,7 @@ func TestWebhookOverHTTPS(t *testing.T) {
 			if got.Annotations[nginxmesh.InjectedAnnotation] != nginxmesh.InjectedValue {
 				t.Errorf("no marker")
 			}
-			if hasProxy := len(got.Spec.InitContainers) > 0 && got.Spec.InitContainers[0].Name == spec.ContainerName; hasProxy != (name != "") {
+			if hasProxy := len(got.Spec.InitContainers) > 0 && got.Spec.InitContainers[0].Name == annotations.ContainerName; hasProxy != (name != "") {
 				t.Errorf("proxy sidecar present=%v: %+v", hasProxy, got.Spec.InitContainers)
 			}
 		})
@@ -231,8 +231,8 @@ func TestWebhookOverHTTPS(t *testing.T) {
 				"  config.nsm.nginx.com/inbound: \"8443->8443 allow ns/shop/sa/frontend\": mesh port and app port are both 8443; fix: the app must listen on 127.0.0.1:<app port> and the proxy on <mesh port>, so they must differ (e.g. 8443->8080)\n" +
 				"  config.nsm.nginx.com/outbound: \"15001->backend expect ns/shop/sa/backend\": upstream \"backend\" is not <host>:<port>",
 			mutate: func(p *corev1.Pod) {
-				p.Annotations[spec.InboundAnnotation] = "8443->8443 allow ns/shop/sa/frontend"
-				p.Annotations[spec.OutboundAnnotation] = "15001->backend expect ns/shop/sa/backend"
+				p.Annotations[annotations.InboundAnnotation] = "8443->8443 allow ns/shop/sa/frontend"
+				p.Annotations[annotations.OutboundAnnotation] = "15001->backend expect ns/shop/sa/backend"
 			}},
 	}
 	for _, tc := range cases {
@@ -384,7 +384,7 @@ func TestReinvocationCompletesAContainerAddedLater(t *testing.T) {
 		t.Fatal("reinvocation patched nothing: the late containers got no Workload API")
 	}
 	for _, c := range slices.Concat(second.Spec.InitContainers, second.Spec.Containers) {
-		if c.Name == spec.ContainerName {
+		if c.Name == annotations.ContainerName {
 			continue
 		}
 		mounted, env := false, false

@@ -22,6 +22,7 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/hooks/status"
 	"github.com/nginx-mesh/nginx-mesh/hooks/uninstall"
 	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
+	"github.com/nginx-mesh/nginx-mesh/svidfetch"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 )
@@ -433,7 +434,7 @@ deleted again whatever the outcome. Exit 0 only when this pod got its own identi
 					return err
 				}
 			}
-			return helmtest.Run(cmd.Context(), exec, helmtest.FetchX509, o, g.log.WithField("command", "helm-test"))
+			return helmtest.Run(cmd.Context(), exec, svidfetch.X509, o, g.log.WithField("command", "helm-test"))
 		},
 	}
 	f := cmd.Flags()

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/hookrbac"
 	"github.com/nginx-mesh/nginx-mesh/hooks/internal/fakes"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
-	"github.com/nginx-mesh/nginx-mesh/hooks/rbac"
 	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -116,31 +116,31 @@ func scenarios() []scenario {
 		return append(unit, fakes.Pod("app", "old-user", fakes.CSIVolume("old.example.com")))
 	}
 	return []scenario{
-		{name: "pre-install with a sentinel and a driver in another namespace", path: rbac.PreInstall, args: []string{"pre-install"}, extra: elsewhere},
-		{name: "pre-upgrade retiring a renamed driver", path: rbac.PreUpgrade, args: []string{"pre-upgrade", "--image=h:1", "--allow-driver-change"}, extra: retired},
-		{name: "pre-upgrade of a rollback, sentinel waiting", path: rbac.PreUpgrade, args: []string{"pre-upgrade", "--image=h:1"},
+		{name: "pre-install with a sentinel and a driver in another namespace", path: hookrbac.PreInstall, args: []string{"pre-install"}, extra: elsewhere},
+		{name: "pre-upgrade retiring a renamed driver", path: hookrbac.PreUpgrade, args: []string{"pre-upgrade", "--image=h:1", "--allow-driver-change"}, extra: retired},
+		{name: "pre-upgrade of a rollback, sentinel waiting", path: hookrbac.PreUpgrade, args: []string{"pre-upgrade", "--image=h:1"},
 			extra: objs(&batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: ns}})},
-		{name: "post-install", path: rbac.PostInstall, args: []string{"post-install", "--timeout=1s", "--controller-enabled"},
+		{name: "post-install", path: hookrbac.PostInstall, args: []string{"post-install", "--timeout=1s", "--controller-enabled"},
 			extra: objs(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Controller, Namespace: ns},
 				Spec: appsv1.DeploymentSpec{Replicas: ptr(int32(1))}, Status: appsv1.DeploymentStatus{UpdatedReplicas: 1, AvailableReplicas: 1}})},
-		{name: "post-install, not ready", path: rbac.PostInstall, args: []string{"post-install", "--timeout=10ms"}, exit: ExitTimeout,
+		{name: "post-install, not ready", path: hookrbac.PostInstall, args: []string{"post-install", "--timeout=10ms"}, exit: ExitTimeout,
 			setup: func(k *fake.Clientset) {
 				_ = k.Tracker().Delete(storagev1.SchemeGroupVersion.WithResource("csinodes"), "", "n1")
 			}},
-		{name: "pre-delete none", path: rbac.PreDelete, args: []string{"pre-delete", "--image=h:1"}, extra: objs(webhook, failedHook)},
-		{name: "pre-delete, a pod injected after the count", path: rbac.PreDelete, args: []string{"pre-delete", "--image=h:1"}, setup: lateAfterCSIDriverDeletion},
-		{name: "pre-delete some", path: rbac.PreDelete, args: []string{"pre-delete", "--image=h:1", "--delete-namespace"}, extra: objs(injected)},
-		{name: "post-delete none delete-namespace", path: rbac.PreDelete, args: []string{"post-delete", "--image=h:1", "--delete-namespace", "--sentinel-timeout=1m"}},
-		{name: "post-delete some", path: rbac.PreDelete, args: []string{"post-delete", "--image=h:1", "--image-pull-secrets=a,b"}, extra: objs(injected)},
-		{name: "sentinel", path: rbac.Sentinel, args: []string{"sentinel"}, extra: sentinelJob},
-		{name: "sentinel, a pod injected before the deletions", path: rbac.Sentinel, args: []string{"sentinel", "--timeout=2s"}, setup: lateAfterCSIDriverDeletion,
+		{name: "pre-delete none", path: hookrbac.PreDelete, args: []string{"pre-delete", "--image=h:1"}, extra: objs(webhook, failedHook)},
+		{name: "pre-delete, a pod injected after the count", path: hookrbac.PreDelete, args: []string{"pre-delete", "--image=h:1"}, setup: lateAfterCSIDriverDeletion},
+		{name: "pre-delete some", path: hookrbac.PreDelete, args: []string{"pre-delete", "--image=h:1", "--delete-namespace"}, extra: objs(injected)},
+		{name: "post-delete none delete-namespace", path: hookrbac.PreDelete, args: []string{"post-delete", "--image=h:1", "--delete-namespace", "--sentinel-timeout=1m"}},
+		{name: "post-delete some", path: hookrbac.PreDelete, args: []string{"post-delete", "--image=h:1", "--image-pull-secrets=a,b"}, extra: objs(injected)},
+		{name: "sentinel", path: hookrbac.Sentinel, args: []string{"sentinel"}, extra: sentinelJob},
+		{name: "sentinel, a pod injected before the deletions", path: hookrbac.Sentinel, args: []string{"sentinel", "--timeout=2s"}, setup: lateAfterCSIDriverDeletion,
 			extra: sentinelJob, exit: ExitTimeout},
-		{name: "sentinel delete-namespace", path: rbac.Sentinel, args: []string{"sentinel", "--delete-namespace"}, deleteNS: true, extra: sentinelJob},
+		{name: "sentinel delete-namespace", path: hookrbac.Sentinel, args: []string{"sentinel", "--delete-namespace"}, deleteNS: true, extra: sentinelJob},
 	}
 }
 
 // TestCommandsStayWithinRBAC runs each hook command, and the sentinel, against fake clientsets
-// whose every call is checked against hooks/rbac: a call the rules do not allow fails it, and so
+// whose every call is checked against hookrbac: a call the rules do not allow fails it, and so
 // does a deletion without a propagation policy or RBAC created at run time. Then minimality:
 // every permission is used by a run of each code path it names, and every verb and name it
 // grants is needed by one of them (a permission only an admission check needs is exempt).
@@ -156,9 +156,9 @@ func TestCommandsStayWithinRBAC(t *testing.T) {
 				}
 				kobjs, sobjs := cluster(openshift, extra...)
 				cl, k, s := fakes.Clients(openshift, kobjs, sobjs...)
-				g := &fakes.Guard{Cluster: rbac.HookClusterRules(ks), Namespace: rbac.HookNamespaceRules(ks), MeshNS: ns}
-				if c.path == rbac.Sentinel {
-					g.Cluster, g.Namespace = rbac.SentinelClusterRules(ks, c.deleteNS), rbac.SentinelNamespaceRules(ks, c.deleteNS)
+				g := &fakes.Guard{Cluster: hookrbac.HookClusterRules(ks), Namespace: hookrbac.HookNamespaceRules(ks), MeshNS: ns}
+				if c.path == hookrbac.Sentinel {
+					g.Cluster, g.Namespace = hookrbac.SentinelClusterRules(ks, c.deleteNS), hookrbac.SentinelNamespaceRules(ks, c.deleteNS)
 				}
 				if c.setup != nil {
 					c.setup(k)
@@ -190,15 +190,15 @@ func TestCommandsStayWithinRBAC(t *testing.T) {
 			})
 		}
 		t.Run(fmt.Sprintf("minimality openshift=%v", openshift), func(t *testing.T) {
-			check := func(identity string, needs []rbac.Need, namespaced bool) {
+			check := func(identity string, needs []hookrbac.Need, namespaced bool) {
 				for _, n := range needs {
 					if n.ForAdmission {
 						continue
 					}
 					rule := []rbacv1.PolicyRule{n.Rule}
-					matches := func(p string, want *rbac.Request) bool {
+					matches := func(p string, want *hookrbac.Request) bool {
 						for _, call := range calls[p] {
-							if namespaced && call.Namespace != ns || !rbac.Allows(rule, call.Request) {
+							if namespaced && call.Namespace != ns || !hookrbac.Allows(rule, call.Request) {
 								continue
 							}
 							if want == nil || call.Request.Verb == want.Verb && (want.Name == "" || call.Request.Name == want.Name) && call.Request.Resource == want.Resource {
@@ -209,20 +209,20 @@ func TestCommandsStayWithinRBAC(t *testing.T) {
 					}
 					for _, p := range n.Paths {
 						if !matches(p, nil) {
-							t.Errorf("%s: %v is not used by %s", identity, rbac.Expand(rule), p)
+							t.Errorf("%s: %v is not used by %s", identity, hookrbac.Expand(rule), p)
 						}
 					}
-					for _, req := range rbac.Expand(rule) {
+					for _, req := range hookrbac.Expand(rule) {
 						if !slices.ContainsFunc(n.Paths, func(p string) bool { return matches(p, &req) }) {
 							t.Errorf("%s: %s is granted but no call of %v needs it", identity, req, n.Paths)
 						}
 					}
 				}
 			}
-			check("hook ClusterRole", rbac.HookClusterNeeds(ks), false)
-			check("hook Role", rbac.HookNamespaceNeeds(ks), true)
-			check("sentinel ClusterRole", rbac.SentinelClusterNeeds(ks, true), false)
-			check("sentinel Role", rbac.SentinelNamespaceNeeds(ks, true), true)
+			check("hook ClusterRole", hookrbac.HookClusterNeeds(ks), false)
+			check("hook Role", hookrbac.HookNamespaceNeeds(ks), true)
+			check("sentinel ClusterRole", hookrbac.SentinelClusterNeeds(ks, true), false)
+			check("sentinel Role", hookrbac.SentinelNamespaceNeeds(ks, true), true)
 		})
 	}
 }

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
 // Options of the test.
@@ -144,27 +143,8 @@ func Register(ctx context.Context, exec Exec, o Options) error {
 }
 
 // Fetch asks the Workload API at socket for an X.509 SVID until one arrives or ctx ends.
-// Before the agent has synced the entry it answers "no identity issued"; that is retried.
+// svidfetch.X509 is the real one; Run takes it as a value so that its tests fake the answer.
 type Fetch func(ctx context.Context, socket string) (string, error)
-
-// FetchX509 is Fetch with go-spiffe, one attempt per second.
-func FetchX509(ctx context.Context, socket string) (string, error) {
-	var last error
-	for {
-		attempt, cancel := context.WithTimeout(ctx, 10*time.Second)
-		svid, err := workloadapi.FetchX509SVID(attempt, workloadapi.WithAddr("unix://"+socket))
-		cancel()
-		if err == nil {
-			return svid.ID.String(), nil
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return "", errors.Join(ctx.Err(), last)
-		case <-time.After(time.Second):
-		}
-	}
-}
 
 // ErrWrongIdentity: the Workload API answered with another identity than the test pod's.
 var ErrWrongIdentity = errors.New("wrong identity")

@@ -9,10 +9,10 @@ import (
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/hookrbac"
 	"github.com/nginx-mesh/nginx-mesh/hooks/internal/fakes"
 	"github.com/nginx-mesh/nginx-mesh/hooks/keepset"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
-	"github.com/nginx-mesh/nginx-mesh/hooks/rbac"
 	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
@@ -44,7 +44,7 @@ func kept(ns, driver string, openshift bool) (kobjs, sobjs []runtime.Object) {
 }
 
 func hookGuard(ks nginxmesh.KeepSetOptions) *fakes.Guard {
-	return &fakes.Guard{Cluster: rbac.HookClusterRules(ks), Namespace: rbac.HookNamespaceRules(ks), MeshNS: ks.Namespace}
+	return &fakes.Guard{Cluster: hookrbac.HookClusterRules(ks), Namespace: hookrbac.HookNamespaceRules(ks), MeshNS: ks.Namespace}
 }
 
 func TestPreInstallSameDriver(t *testing.T) {
@@ -442,7 +442,7 @@ func TestPostInstall(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			cl, k, _ := fakes.Clients(false, c.objs)
 			ks := nginxmesh.KeepSetOptions{Namespace: "mesh"}
-			g := &fakes.Guard{Cluster: rbac.HookClusterRules(ks), Namespace: rbac.HookNamespaceRules(ks), MeshNS: "mesh"}
+			g := &fakes.Guard{Cluster: hookrbac.HookClusterRules(ks), Namespace: hookrbac.HookNamespaceRules(ks), MeshNS: "mesh"}
 			g.Install(k, nil)
 			err := PostInstall(context.Background(), cl, VerifyOptions{Namespace: "mesh", NoCSI: c.noCSI, Controller: c.controller, Timeout: 50 * time.Millisecond, Poll: 5 * time.Millisecond}, quiet())
 			if c.wantErr == "" {

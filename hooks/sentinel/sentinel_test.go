@@ -10,10 +10,10 @@ import (
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/hookrbac"
 	"github.com/nginx-mesh/nginx-mesh/hooks/internal/fakes"
 	"github.com/nginx-mesh/nginx-mesh/hooks/keepset"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
-	"github.com/nginx-mesh/nginx-mesh/hooks/rbac"
 	securityv1 "github.com/openshift/api/security/v1"
 	secfake "github.com/openshift/client-go/security/clientset/versioned/fake"
 	"github.com/sirupsen/logrus/hooks/test"
@@ -90,7 +90,7 @@ func newEnv(t *testing.T, openshift bool, deleteNS bool, extra ...runtime.Object
 			{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(time.Now().Add(-time.Hour))}}}},
 	)
 	cl, k, s := fakes.Clients(openshift, append(kobjs, extra...), sobjs...)
-	g := &fakes.Guard{Cluster: rbac.SentinelClusterRules(ks, deleteNS), Namespace: rbac.SentinelNamespaceRules(ks, deleteNS), MeshNS: ns}
+	g := &fakes.Guard{Cluster: hookrbac.SentinelClusterRules(ks, deleteNS), Namespace: hookrbac.SentinelNamespaceRules(ks, deleteNS), MeshNS: ns}
 	g.Install(k, s)
 	return &env{cl: cl, k: k, scc: s, guard: g, ks: ks}
 }

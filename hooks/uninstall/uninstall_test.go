@@ -11,10 +11,10 @@ import (
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/hookrbac"
 	"github.com/nginx-mesh/nginx-mesh/hooks/internal/fakes"
 	"github.com/nginx-mesh/nginx-mesh/hooks/keepset"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
-	"github.com/nginx-mesh/nginx-mesh/hooks/rbac"
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
@@ -61,7 +61,7 @@ func TestDecision(t *testing.T) {
 			kobjs, sobjs := fakes.KeepSet(ks, "r1")
 			kobjs = append(kobjs, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, UID: "ns-uid"}})
 			cl, k, s := fakes.Clients(c.openshift, append(kobjs, c.pods...), sobjs...)
-			g := &fakes.Guard{Cluster: rbac.HookClusterRules(ks), Namespace: rbac.HookNamespaceRules(ks), MeshNS: ns}
+			g := &fakes.Guard{Cluster: hookrbac.HookClusterRules(ks), Namespace: hookrbac.HookNamespaceRules(ks), MeshNS: ns}
 			if c.listFails {
 				k.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
 					return true, nil, apierrors.NewInternalError(errors.New("etcd unavailable"))
@@ -217,7 +217,7 @@ func TestInjectorWebhookFirst(t *testing.T) {
 				kobjs = append(kobjs, &admissionv1.MutatingWebhookConfiguration{ObjectMeta: m})
 			}
 			cl, k, _ := fakes.Clients(false, append(kobjs, fakes.Pod("app", "web", fakes.Annotated)))
-			g := &fakes.Guard{Cluster: rbac.HookClusterRules(ks), Namespace: rbac.HookNamespaceRules(ks), MeshNS: "mesh"}
+			g := &fakes.Guard{Cluster: hookrbac.HookClusterRules(ks), Namespace: hookrbac.HookNamespaceRules(ks), MeshNS: "mesh"}
 			g.Install(k, nil)
 			Run(context.Background(), cl, Options{Namespace: "mesh", Release: "r1", CSIEnabled: true, Image: "i"}, quiet())
 			var calls []string
@@ -244,7 +244,7 @@ func TestFinishedHookJobsRemoved(t *testing.T) {
 	ks := nginxmesh.KeepSetOptions{Namespace: "mesh"}
 	kobjs, _ := fakes.KeepSet(ks, "r1")
 	cl, k, _ := fakes.Clients(false, append(kobjs, failed, running))
-	g := &fakes.Guard{Cluster: rbac.HookClusterRules(ks), Namespace: rbac.HookNamespaceRules(ks), MeshNS: "mesh"}
+	g := &fakes.Guard{Cluster: hookrbac.HookClusterRules(ks), Namespace: hookrbac.HookNamespaceRules(ks), MeshNS: "mesh"}
 	g.Install(k, nil)
 	Run(context.Background(), cl, Options{Namespace: "mesh", Release: "r1", CSIEnabled: true, RefusalWait: -1}, quiet())
 	if d := g.Denied(); len(d) > 0 {
@@ -312,7 +312,7 @@ func TestLatePodAfterTheUnitWasRemoved(t *testing.T) {
 			ks := nginxmesh.KeepSetOptions{Namespace: "mesh", SidecarNamespaces: []string{"app"}, OpenShift: openshift}
 			kobjs, sobjs := fakes.KeepSet(ks, "r1")
 			cl, k, s := fakes.Clients(openshift, kobjs, sobjs...)
-			g := &fakes.Guard{Cluster: rbac.HookClusterRules(ks), Namespace: rbac.HookNamespaceRules(ks), MeshNS: "mesh"}
+			g := &fakes.Guard{Cluster: hookrbac.HookClusterRules(ks), Namespace: hookrbac.HookNamespaceRules(ks), MeshNS: "mesh"}
 			g.Install(k, s)
 			o := Options{Namespace: "mesh", Release: "r1", SidecarNamespaces: ks.SidecarNamespaces, CSIEnabled: true, Image: "hooks:1", RefusalWait: -1}
 			if out := Run(context.Background(), cl, o, quiet()); out.Decision != None {
@@ -357,7 +357,7 @@ func TestNoSentinelWithoutItsServiceAccount(t *testing.T) {
 	if err := k.CoreV1().ServiceAccounts("mesh").Delete(context.Background(), nginxmesh.Sentinel, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	g := &fakes.Guard{Cluster: rbac.HookClusterRules(ks), Namespace: rbac.HookNamespaceRules(ks), MeshNS: "mesh"}
+	g := &fakes.Guard{Cluster: hookrbac.HookClusterRules(ks), Namespace: hookrbac.HookNamespaceRules(ks), MeshNS: "mesh"}
 	g.Install(k, nil)
 	out := Run(context.Background(), cl, Options{Namespace: "mesh", Release: "r1", CSIEnabled: true, Image: "hooks:1", RefusalWait: -1}, quiet())
 	if out.Decision != Some || out.SentinelStarted || out.Err == nil ||

@@ -21,12 +21,12 @@ import (
 	"github.com/spf13/pflag"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/annotations"
 	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
 	"github.com/nginx-mesh/nginx-mesh/proxy/forward"
 	"github.com/nginx-mesh/nginx-mesh/proxy/identity"
 	"github.com/nginx-mesh/nginx-mesh/proxy/metrics"
 	"github.com/nginx-mesh/nginx-mesh/proxy/mtls"
-	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
 )
 
 // DefaultWorkloadAPIAddr is where the injected CSI volume puts the SPIRE agent's socket.
@@ -125,14 +125,14 @@ limit.`,
 	f.StringVar(&o.Inbound, "inbound", "", `mesh ports: "<mesh port>-><app port> allow <id>[,<id>...]", entries separated by ";"`)
 	f.StringVar(&o.Outbound, "outbound", "", `upstreams: "<local port>-><host>:<port> expect <id>[,<id>...]", entries separated by ";"`)
 	f.StringVar(&o.WorkloadAPIAddr, "workload-api-addr", DefaultWorkloadAPIAddr, "the SPIRE agent's Workload API socket, unix:///path")
-	f.StringVar(&o.AdminAddress, "admin-address", ":"+strconv.Itoa(spec.DefaultAdminPort), "address serving /ready, /live and /metrics: [host]:port, where a bracketed host may be an IPv4 or IPv6 address (an injected pod gets [$(POD_IP)]:9902, its IP from the downward API); an empty host means every interface")
+	f.StringVar(&o.AdminAddress, "admin-address", ":"+strconv.Itoa(annotations.DefaultAdminPort), "address serving /ready, /live and /metrics: [host]:port, where a bracketed host may be an IPv4 or IPv6 address (an injected pod gets [$(POD_IP)]:9902, its IP from the downward API); an empty host means every interface")
 	f.StringVar(&o.InboundAddress, "inbound-address", "", `host the mesh ports bind to; "" means every interface`)
 	f.DurationVar(&o.HandshakeTimeout, "handshake-timeout", 10*time.Second, "bound on an mTLS handshake; a client that sends nothing is dropped after it")
 	f.DurationVar(&o.ConnectTimeout, "connect-timeout", 5*time.Second, "bound on connecting to the app (inbound) or to an upstream (outbound)")
 	f.DurationVar(&o.DrainTimeout, "drain-timeout", 20*time.Second, "on SIGTERM, how long open connections may finish before they are closed; keep it below the pod's terminationGracePeriodSeconds")
 	f.IntVar(&o.BufferSize, "buffer-size", forward.DefaultBufferSize, "relay buffer per direction of a connection, in bytes")
-	f.DurationVar(&o.IdleTimeout, "idle-timeout", spec.DefaultIdleTimeout, "close a connection on which no byte moved either way for this long (0: never)")
-	f.IntVar(&o.MaxConnections, "max-connections", spec.DefaultMaxConnections, "most connections accepted and open at once over every listener; one more is closed as soon as it is accepted, logged and counted (0: no cap). Each holds two --buffer-size relay buffers, so this bounds the proxy's memory")
+	f.DurationVar(&o.IdleTimeout, "idle-timeout", annotations.DefaultIdleTimeout, "close a connection on which no byte moved either way for this long (0: never)")
+	f.IntVar(&o.MaxConnections, "max-connections", annotations.DefaultMaxConnections, "most connections accepted and open at once over every listener; one more is closed as soon as it is accepted, logged and counted (0: no cap). Each holds two --buffer-size relay buffers, so this bounds the proxy's memory")
 	f.BoolVar(&o.RawIO, "raw-io", true, "issue socket reads and writes as raw system calls on the non-blocking sockets (less Go scheduler work per message; see proxy/README.md); false uses net.Conn's own")
 	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&o.LogFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, JSON otherwise)")
@@ -151,7 +151,7 @@ func setupLog(log *logrus.Logger, level, format string) error {
 
 // Run runs the proxy until ctx ends, then drains.
 func Run(ctx context.Context, o Options, log *logrus.Logger) error {
-	cfg, err := spec.FromValues(o.TrustDomain, o.Inbound, o.Outbound)
+	cfg, err := annotations.FromValues(o.TrustDomain, o.Inbound, o.Outbound)
 	if err != nil {
 		return err
 	}
@@ -229,7 +229,7 @@ func Run(ctx context.Context, o Options, log *logrus.Logger) error {
 }
 
 // listen binds every listener; any failure (a port taken) is fatal, naming the entry.
-func listen(cfg *spec.Config, o Options, ident *identity.Identity, fwd *forward.Proxy, m *metrics.Metrics) error {
+func listen(cfg *annotations.Config, o Options, ident *identity.Identity, fwd *forward.Proxy, m *metrics.Metrics) error {
 	for _, in := range cfg.Inbound {
 		addr := net.JoinHostPort(o.InboundAddress, strconv.Itoa(int(in.MeshPort)))
 		l, err := net.Listen("tcp", addr)
@@ -244,7 +244,7 @@ func listen(cfg *spec.Config, o Options, ident *identity.Identity, fwd *forward.
 		if err != nil {
 			return fmt.Errorf("outbound %d->%s: %w", out.LocalPort, out.Address(), err)
 		}
-		tlsCfg := mtls.ClientConfig(ident, ident, mtls.Authorizer(cfg.TrustDomain, spec.Peers{IDs: out.Expect}), out.Host)
+		tlsCfg := mtls.ClientConfig(ident, ident, mtls.Authorizer(cfg.TrustDomain, annotations.Peers{IDs: out.Expect}), out.Host)
 		fwd.Outbound(l, tlsCfg, out.Address(), m.For("outbound", out.LocalPort))
 	}
 	return nil

@@ -16,9 +16,9 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/nginx-mesh/nginx-mesh/annotations"
 	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
 	"github.com/nginx-mesh/nginx-mesh/proxy/internal/workloadapitest"
-	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
 )
 
 const (
@@ -476,9 +476,9 @@ func TestSIGTERMDrainIsBounded(t *testing.T) {
 }
 
 func TestEnvNames(t *testing.T) {
-	// The webhook renders spec.Env*; the proxy reads them through its flags' env fallbacks.
-	for flag, env := range map[string]string{"trust-domain": spec.EnvTrustDomain, "inbound": spec.EnvInbound, "outbound": spec.EnvOutbound,
-		"log-level": spec.EnvLogLevel, "workload-api-addr": "SPIFFE_ENDPOINT_SOCKET", "drain-timeout": "PROXY_DRAIN_TIMEOUT"} {
+	// The webhook renders annotations.Env*; the proxy reads them through its flags' env fallbacks.
+	for flag, env := range map[string]string{"trust-domain": annotations.EnvTrustDomain, "inbound": annotations.EnvInbound, "outbound": annotations.EnvOutbound,
+		"log-level": annotations.EnvLogLevel, "workload-api-addr": "SPIFFE_ENDPOINT_SOCKET", "drain-timeout": "PROXY_DRAIN_TIMEOUT"} {
 		if got := EnvName(flag); got != env {
 			t.Errorf("EnvName(%q) = %q, want %q", flag, got, env)
 		}
@@ -517,7 +517,7 @@ func TestHelpExplains(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"<mesh port>-><app port> allow", "<local port>-><host>:<port> expect", "SPIFFE_ENDPOINT_SOCKET",
-		spec.InboundAnnotation, "/ready", "--drain-timeout", "Plaintext is refused"} {
+		annotations.InboundAnnotation, "/ready", "--drain-timeout", "Plaintext is refused"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
 		}

@@ -24,8 +24,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/nginx-mesh/nginx-mesh/annotations"
 	"github.com/nginx-mesh/nginx-mesh/proxy/metrics"
-	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
 )
 
 // Refusal is a handshake this proxy refused: the peer's SVID did not verify or its ID is not
@@ -47,7 +47,7 @@ func (r *Refusal) Unwrap() error { return r.Err }
 
 // Authorizer turns an allow list into a go-spiffe authorizer: the whole trust domain
 // (AuthorizeMemberOf), one ID (AuthorizeID) or a set (AuthorizeOneOf).
-func Authorizer(td spiffeid.TrustDomain, p spec.Peers) tlsconfig.Authorizer {
+func Authorizer(td spiffeid.TrustDomain, p annotations.Peers) tlsconfig.Authorizer {
 	switch {
 	case p.Any:
 		return tlsconfig.AuthorizeMemberOf(td)

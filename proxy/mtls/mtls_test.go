@@ -17,9 +17,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/nginx-mesh/nginx-mesh/annotations"
 	"github.com/nginx-mesh/nginx-mesh/proxy/internal/workloadapitest"
 	"github.com/nginx-mesh/nginx-mesh/proxy/metrics"
-	"github.com/nginx-mesh/nginx-mesh/proxy/spec"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -102,9 +102,9 @@ func TestAllowListAndResumption(t *testing.T) {
 	sb.set(ca.Cert)
 	cb.set(ca.Cert)
 	serverSVID := svid(t, ca, "/ns/shop/sa/server")
-	allow := spec.Peers{IDs: []spiffeid.ID{spiffeid.RequireFromPath(td, "/ns/shop/sa/client")}}
+	allow := annotations.Peers{IDs: []spiffeid.ID{spiffeid.RequireFromPath(td, "/ns/shop/sa/client")}}
 	addr, results := server(t, ServerConfig(serverSVID, &sb, Authorizer(td, allow)))
-	expect := Authorizer(td, spec.Peers{IDs: []spiffeid.ID{serverSVID.ID}})
+	expect := Authorizer(td, annotations.Peers{IDs: []spiffeid.ID{serverSVID.ID}})
 
 	client := ClientConfig(svid(t, ca, "/ns/shop/sa/client"), &cb, expect, "server.shop")
 	if resumed, err := call(addr, client); err != nil || resumed {
@@ -152,9 +152,9 @@ func TestClientChecksServerID(t *testing.T) {
 	}
 	var b bundle
 	b.set(ca.Cert)
-	addr, _ := server(t, ServerConfig(svid(t, ca, "/ns/shop/sa/impostor"), &b, Authorizer(td, spec.Peers{Any: true})))
+	addr, _ := server(t, ServerConfig(svid(t, ca, "/ns/shop/sa/impostor"), &b, Authorizer(td, annotations.Peers{Any: true})))
 	want := spiffeid.RequireFromPath(td, "/ns/shop/sa/server")
-	_, err = call(addr, ClientConfig(svid(t, ca, "/ns/shop/sa/client"), &b, Authorizer(td, spec.Peers{IDs: []spiffeid.ID{want}}), "server"))
+	_, err = call(addr, ClientConfig(svid(t, ca, "/ns/shop/sa/client"), &b, Authorizer(td, annotations.Peers{IDs: []spiffeid.ID{want}}), "server"))
 	if Reason(err) != metrics.ReasonUnauthorized || PeerID(err) != "spiffe://example.org/ns/shop/sa/impostor" {
 		t.Fatalf("err = %v (reason %s, peer %q)", err, Reason(err), PeerID(err))
 	}
@@ -166,13 +166,13 @@ func TestAuthorizer(t *testing.T) {
 	c := spiffeid.RequireFromPath(td, "/ns/x/sa/c")
 	foreign := spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString("other.org"), "/ns/x/sa/a")
 	tests := []struct {
-		peers spec.Peers
+		peers annotations.Peers
 		ok    []spiffeid.ID
 		no    []spiffeid.ID
 	}{
-		{spec.Peers{Any: true}, []spiffeid.ID{a, b, c}, []spiffeid.ID{foreign}},
-		{spec.Peers{IDs: []spiffeid.ID{a}}, []spiffeid.ID{a}, []spiffeid.ID{b, foreign}},
-		{spec.Peers{IDs: []spiffeid.ID{a, b}}, []spiffeid.ID{a, b}, []spiffeid.ID{c, foreign}},
+		{annotations.Peers{Any: true}, []spiffeid.ID{a, b, c}, []spiffeid.ID{foreign}},
+		{annotations.Peers{IDs: []spiffeid.ID{a}}, []spiffeid.ID{a}, []spiffeid.ID{b, foreign}},
+		{annotations.Peers{IDs: []spiffeid.ID{a, b}}, []spiffeid.ID{a, b}, []spiffeid.ID{c, foreign}},
 	}
 	for i, tt := range tests {
 		authz := Authorizer(td, tt.peers)

@@ -300,9 +300,6 @@ Call with (dict "extra" MAP "keep" STRING) where keep is the output of nginx-mes
 {{- end }}
 {{- end }}
 
-{{/* nginx-mesh-controller's MutatingWebhookConfiguration (nginxmesh.InjectorWebhook). */}}
-{{- define "nginx-mesh.injectorWebhook" -}}nginx-mesh-injector{{- end }}
-
 {{/* ha.enabled: at least 2 of each; otherwise the value as given. Call with (dict "ha" BOOL "n" INT). */}}
 {{/*
 keyManager=secret: the Secrets of the server replicas' CA keys, one per StatefulSet pod

@@ -22,7 +22,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
-	"github.com/nginx-mesh/nginx-mesh/hooks/helmtest"
+	"github.com/nginx-mesh/nginx-mesh/svidfetch"
 )
 
 func main() {
@@ -94,7 +94,7 @@ and with --count N exits 0 after N fresh requests succeeded (a Job).`,
 // fetch retries until the agent has an identity for this pod (its entry may be registered after
 // start): the same fetch as the chart's helm test.
 func fetch(ctx context.Context, socket string) (string, error) {
-	id, err := helmtest.FetchX509(ctx, socket)
+	id, err := svidfetch.X509(ctx, socket)
 	if err != nil {
 		return "", fmt.Errorf("no X.509 SVID from %s: %w", socket, err)
 	}

@@ -1,5 +1,5 @@
 // Package fakes builds hooks clients on the client-go and OpenShift fake clientsets, and an
-// RBAC guard that checks every API call against hooks/rbac rules.
+// RBAC guard that checks every API call against hookrbac rules.
 package fakes
 
 import (
@@ -7,8 +7,8 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/nginx-mesh/nginx-mesh/hookrbac"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
-	"github.com/nginx-mesh/nginx-mesh/hooks/rbac"
 	securityv1 "github.com/openshift/api/security/v1"
 	secfake "github.com/openshift/client-go/security/clientset/versioned/fake"
 	corev1 "k8s.io/api/core/v1"
@@ -122,14 +122,14 @@ type Guard struct {
 
 // Call is one API call as the guard saw it.
 type Call struct {
-	Request   rbac.Request
+	Request   hookrbac.Request
 	Namespace string
 }
 
 // Request turns a fake-clientset action into what the RBAC authorizer sees.
-func Request(a k8stesting.Action) (rbac.Request, string) {
+func Request(a k8stesting.Action) (hookrbac.Request, string) {
 	gvr := a.GetResource()
-	r := rbac.Request{Verb: a.GetVerb(), Group: gvr.Group, Resource: gvr.Resource, Subresource: a.GetSubresource()}
+	r := hookrbac.Request{Verb: a.GetVerb(), Group: gvr.Group, Resource: gvr.Resource, Subresource: a.GetSubresource()}
 	switch act := a.(type) {
 	case k8stesting.GetAction:
 		r.Name = act.GetName()
@@ -164,7 +164,7 @@ func Request(a k8stesting.Action) (rbac.Request, string) {
 // Allowed tells whether the guard's rules allow the action.
 func (g *Guard) Allowed(a k8stesting.Action) bool {
 	req, ns := Request(a)
-	return rbac.Allows(g.Cluster, req) || (ns != "" && ns == g.MeshNS && rbac.Allows(g.Namespace, req))
+	return hookrbac.Allows(g.Cluster, req) || (ns != "" && ns == g.MeshNS && hookrbac.Allows(g.Namespace, req))
 }
 
 func (g *Guard) reactor(a k8stesting.Action) (bool, runtime.Object, error) {

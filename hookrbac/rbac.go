@@ -1,4 +1,4 @@
-// Package rbac is the single source of truth for the permissions of the hook Jobs and of the
+// Package hookrbac is the single source of truth for the permissions of the hook Jobs and of the
 // csi-driver-sentinel. The chart renders exactly these rules (charts/hooks_test.go checks both
 // directions with Covers); the hooks' own tests check that every API call a command makes is
 // allowed by them (Allows), and that every rule is used by the command it names (minimality).
@@ -7,7 +7,7 @@
 // create or deletecollection by name, nor list/watch unless the request selects one name with
 // the field selector metadata.name=NAME (the API server then authorizes it with that name).
 // No rule lets a hook or the sentinel create RBAC: the chart renders the sentinel's.
-package rbac
+package hookrbac
 
 import (
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"

@@ -1,10 +1,10 @@
-// Package spec is the contract between a pod's annotations, the controller's injection webhook
+// Package annotations is the contract between a pod's annotations, the controller's injection webhook
 // and nginx-mesh-proxy. A pod declares what it serves (inbound) and what it calls (outbound) in
 // annotations under config.nsm.nginx.com/; Parse validates them and returns the proxy's
 // configuration, or an error naming the annotation, the bad value and the fix. Env renders a
 // configuration into the proxy's environment, and FromValues (in the proxy) parses it back with the
-// same code, so the webhook and the proxy can never disagree. The grammar is in README.md.
-package spec
+// same code, so the webhook and the proxy can never disagree. The grammar is in proxy/README.md.
+package annotations
 
 import (
 	"errors"
