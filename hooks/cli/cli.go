@@ -75,11 +75,18 @@ type globals struct {
 // the chart's hook pod settings.
 const HookJobEnv = "HOOK_JOB_NAME"
 
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
+// The variables flags fall back to (the chart sets them in the hook Jobs); an empty one counts
+// as unset.
+const (
+	envNamespace = "POD_NAMESPACE"
+	envRelease   = "RELEASE_NAME"
+	envImage     = "HOOKS_IMAGE"
+)
+
+// given tells whether a flag came from the command line or from its variable rather than from
+// its default.
+func given(cmd *cobra.Command, flag string) bool {
+	return cliutil.Given(cmd.Flags(), flag, nil, cliutil.LookupNonEmpty)
 }
 
 func (g *globals) clients(ctx context.Context) (*kube.Clients, error) {
@@ -114,7 +121,7 @@ func noArgs(cmd *cobra.Command, args []string) error {
 // namespaceGiven tells whether the mesh namespace came from --namespace/-n or POD_NAMESPACE
 // rather than from the default.
 func (g *globals) namespaceGiven(cmd *cobra.Command) bool {
-	return cmd.Flags().Changed("namespace") || os.Getenv("POD_NAMESPACE") != ""
+	return given(cmd, "namespace")
 }
 
 // needNamespace is the PreRunE of the hook commands: a hook acts only on a namespace it was
@@ -155,9 +162,14 @@ their log, keep the CSI driver under the csi-driver-sentinel and exit 0. The hoo
 only on a namespace they were given (--namespace/-n or env POD_NAMESPACE), never on the default.
 
 ` + exitCodesHelp,
-		SilenceUsage:      true,
-		SilenceErrors:     true,
-		PersistentPreRunE: func(*cobra.Command, []string) error { return g.setupLog() },
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cliutil.ApplyEnv(cmd.Flags(), nil, cliutil.LookupNonEmpty); err != nil {
+				return usageError{err}
+			}
+			return g.setupLog()
+		},
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetOut(deps.Stdout)
@@ -166,11 +178,13 @@ only on a namespace they were given (--namespace/-n or env POD_NAMESPACE), never
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config in a pod, else KUBECONFIG or ~/.kube/config)")
 	pf.StringVar(&g.kubeContext, "context", "", "kubeconfig context (default: the current context)")
-	pf.StringVarP(&g.namespace, "namespace", "n", envOr("POD_NAMESPACE", nginxmesh.DefaultNamespace), "mesh namespace, the release's namespace (env POD_NAMESPACE; the hook commands need one of the two)")
-	pf.StringVar(&g.release, "release", envOr("RELEASE_NAME", "nginx-mesh"), "Helm release name (env RELEASE_NAME)")
+	pf.StringVarP(&g.namespace, "namespace", "n", nginxmesh.DefaultNamespace, "mesh namespace, the release's namespace (env POD_NAMESPACE; the hook commands need one of the two)")
+	pf.StringVar(&g.release, "release", "nginx-mesh", "Helm release name (env RELEASE_NAME)")
 	pf.StringVar(&g.driver, "driver-name", nginxmesh.DefaultDriverName, "CSI driver name")
 	pf.StringVar(&g.sidecars, "sidecar-namespaces", "", "comma list of namespaces whose sidecar SCC RoleBinding the chart made")
 	pf.StringVar(&g.logFormat, "log-format", "auto", "auto, json or text (auto: json when stderr is not a terminal)")
+	cliutil.BindEnv(pf, "namespace", envNamespace)
+	cliutil.BindEnv(pf, "release", envRelease)
 
 	root.AddCommand(g.preDelete(false), g.preDelete(true), g.sentinelCmd(), g.preInstall(), g.preUpgrade(), g.postInstall(),
 		g.adopt(), g.cleanupCmd(), g.statusCmd(), g.checkCmd(), g.helmTest(), versionCmd(deps))
@@ -239,7 +253,8 @@ driver once it sees none). Without --namespace/-n and POD_NAMESPACE it does noth
 	}
 	f := cmd.Flags()
 	f.BoolVar(&o.CSIEnabled, "csi-enabled", true, "whether the release has a CSI driver (csi.enabled)")
-	f.StringVar(&o.Image, "image", os.Getenv("HOOKS_IMAGE"), "image of the sentinel Job (env HOOKS_IMAGE)")
+	f.StringVar(&o.Image, "image", "", "image of the sentinel Job (env HOOKS_IMAGE)")
+	cliutil.BindEnv(f, "image", envImage)
 	f.StringVar(&o.ImagePullPolicy, "image-pull-policy", "IfNotPresent", "imagePullPolicy of the sentinel Job")
 	f.StringVar(&pullSecrets, "image-pull-secrets", "", "comma list of imagePullSecrets for the sentinel Job")
 	f.DurationVar(&o.Settle, "settle", nginxmesh.DefaultSettle, "how long a finished injected pod still counts")
@@ -362,7 +377,8 @@ it.`,
 	f.BoolVar(&o.CSIEnabled, "csi-enabled", true, "whether the new revision has a CSI driver (csi.enabled)")
 	f.BoolVar(&o.AllowDriverChange, "allow-driver-change", false, "retire a driver that pods still use, keeping it under its own sentinel (csi.allowDriverChange)")
 	f.DurationVar(&o.Settle, "settle", nginxmesh.DefaultSettle, "how long a finished pod still counts")
-	f.StringVar(&o.Image, "image", os.Getenv("HOOKS_IMAGE"), "image of a retired driver's sentinel Job (env HOOKS_IMAGE)")
+	f.StringVar(&o.Image, "image", "", "image of a retired driver's sentinel Job (env HOOKS_IMAGE)")
+	cliutil.BindEnv(f, "image", envImage)
 	f.StringVar(&o.ImagePullPolicy, "image-pull-policy", "IfNotPresent", "imagePullPolicy of that Job")
 	f.StringVar(&pullSecrets, "image-pull-secrets", "", "comma list of imagePullSecrets for that Job")
 	return cmd
@@ -441,8 +457,10 @@ deleted again whatever the outcome. Exit 0 only when this pod got its own identi
 	f.StringVar(&o.AdminSocket, "admin-socket", "/tmp/spire-server/private/api.sock", "the server's admin socket in its container")
 	f.StringVar(&o.TrustDomain, "trust-domain", "", "SPIFFE trust domain of the install")
 	f.StringVar(&o.ClusterName, "cluster-name", "nginx-mesh", "k8s_psat cluster name of the agents")
-	f.StringVar(&o.ServiceAccount, "service-account", os.Getenv("SERVICE_ACCOUNT"), "this pod's ServiceAccount (env SERVICE_ACCOUNT)")
-	f.StringVar(&o.PodName, "pod-name", os.Getenv("POD_NAME"), "this pod's name (env POD_NAME)")
+	f.StringVar(&o.ServiceAccount, "service-account", "", "this pod's ServiceAccount (env SERVICE_ACCOUNT)")
+	f.StringVar(&o.PodName, "pod-name", "", "this pod's name (env POD_NAME)")
+	cliutil.BindEnv(f, "service-account", "SERVICE_ACCOUNT")
+	cliutil.BindEnv(f, "pod-name", "POD_NAME")
 	f.StringVar(&o.Socket, "socket", "/spiffe-workload-api/spire-agent.sock", "Workload API socket (on the CSI volume)")
 	f.DurationVar(&o.Timeout, "timeout", 2*time.Minute, "how long to wait for the SVID")
 	f.BoolVar(&o.Register, "register", true, "register (and afterwards delete) the test pod's SPIRE entries")
@@ -466,7 +484,7 @@ object of that name that the mesh did not make (no part-of label, no Helm owner)
 Kept objects in another namespace are removed by the new release's pre-install hook.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !cmd.Flags().Changed("release") && os.Getenv("RELEASE_NAME") == "" || !cmd.Flags().Changed("namespace") && os.Getenv("POD_NAMESPACE") == "" {
+			if !given(cmd, "release") || !given(cmd, "namespace") {
 				return usageError{errors.New("adopt needs both --release NAME and --namespace NS of the release that takes over")}
 			}
 			c, err := g.clients(cmd.Context())
