@@ -29,9 +29,8 @@ var ErrRefused = errors.New("refused")
 
 // Options of cleanup.
 type Options struct {
-	Namespace, Release, DriverName string
-	SidecarNamespaces              []string
-	Settle                         time.Duration
+	kube.Release
+	Settle time.Duration
 	// Force deletes the drivers even while injected pods use them (those pods can then never
 	// unmount their volumes). Wait deletes what no pod needs now, then waits (as the sentinel
 	// does, in this process) until no pod uses the drivers, then deletes them.
@@ -67,7 +66,7 @@ func named(c *kube.Clients, o Options, drivers []string) (refs []nginxmesh.Ref, 
 	ns := o.Namespace
 	keep = map[nginxmesh.Ref]bool{}
 	for _, d := range drivers {
-		for _, r := range nginxmesh.KeepSet(nginxmesh.KeepSetOptions{Namespace: ns, DriverName: d, SidecarNamespaces: o.SidecarNamespaces, OpenShift: c.OpenShift}) {
+		for _, r := range nginxmesh.KeepSet(o.WithDriver(d).KeepSet(c)) {
 			refs = append(refs, r)
 			keep[r] = true
 		}
@@ -275,7 +274,7 @@ func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger
 		return res, fmt.Errorf("%w: %d injected pods still use the CSI driver (%v); re-roll them (see `nginx-mesh-hooks status`), or pass --wait to remove everything else now and the driver once they are gone, or --force, which leaves them unable to unmount", ErrRefused, res.Injected.Total, res.Injected.Pods)
 	}
 	if o.DeleteNamespace {
-		foreign, err := keepset.NamespaceContents(ctx, c, o.Namespace, o.Release)
+		foreign, err := keepset.NamespaceContents(ctx, c, o.Namespace, o.ReleaseName)
 		if err != nil {
 			return res, err
 		}
@@ -327,7 +326,7 @@ func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger
 	} else if !o.Force {
 		for _, d := range res.Plan.Drivers {
 			_, err := keepset.Remove(ctx, c, keepset.RemoveOptions{
-				Keep:  nginxmesh.KeepSetOptions{Namespace: o.Namespace, DriverName: d, SidecarNamespaces: o.SidecarNamespaces, OpenShift: c.OpenShift},
+				Keep:  o.WithDriver(d).KeepSet(c),
 				Claim: o.claim(), Rule: nginxmesh.Injected{DriverName: d, Settle: o.Settle, VolumeOnly: d != o.DriverName},
 				SentinelRBAC: true, RefusalWait: sentinel.DefaultRefusalWait,
 			}, log)
@@ -366,8 +365,7 @@ func (o Options) claimFor(r nginxmesh.Ref) keepset.Claim {
 // waitAndRemove runs the sentinel of one driver unit in this process: it waits until no pod
 // uses the driver, then removes the unit and its sentinel RBAC.
 func (o Options) waitAndRemove(ctx context.Context, c *kube.Clients, driver string, log logrus.FieldLogger) error {
-	so := sentinel.Options{Namespace: o.Namespace, DriverName: driver, SidecarNamespaces: o.SidecarNamespaces,
-		Settle: o.Settle, Retired: driver != o.DriverName, ProgressEvery: o.ProgressEvery}
+	so := sentinel.Options{Release: kube.Release{Namespace: o.Namespace, DriverName: driver, SidecarNamespaces: o.SidecarNamespaces}, Settle: o.Settle, Retired: driver != o.DriverName, ProgressEvery: o.ProgressEvery}
 	t := sentinel.NewTracker(so.Rule())
 	s := &sentinel.Sentinel{Clients: c, Options: so, Log: log.WithField("driver", driver), Tracker: t}
 	log.WithField("driver", driver).Info("waiting until no pod uses the driver (Ctrl-C stops; run cleanup --wait again to resume)")

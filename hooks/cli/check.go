@@ -74,9 +74,7 @@ Examples:
 			if err != nil {
 				return err
 			}
-			e := &check.Env{Clients: c, Namespace: g.namespace, Release: g.release, Driver: g.driver,
-				SidecarNamespaces: g.sidecarList(), ExcludeNamespaces: kube.SplitList(exclude),
-				RegistrationLagWarn: lagWarn, EntryGrace: grace}
+			e := &check.Env{Release: g.release(), Clients: c, ExcludeNamespaces: kube.SplitList(exclude), RegistrationLagWarn: lagWarn, EntryGrace: grace}
 			groups := []check.Group{check.ControlPlane, check.DataPlane}
 			switch {
 			case pre:
@@ -98,7 +96,7 @@ Examples:
 						return err
 					}
 					e.Spire = check.ServerCLI{Exec: exec, Binary: "/opt/spire/bin/spire-server", Socket: "/tmp/spire-server/private/api.sock"}
-					e.Probe = check.PodProbe{Clients: c, Namespace: g.namespace, Release: g.release, Spire: e.Spire, Timeout: probeTimeout}.Run
+					e.Probe = check.PodProbe{Clients: c, Namespace: g.namespace, Release: g.releaseName, Spire: e.Spire, Timeout: probeTimeout}.Run
 				}
 			}
 			if !svid {

@@ -65,10 +65,10 @@ type Deps struct {
 }
 
 type globals struct {
-	kubeconfig, kubeContext, namespace, release, driver, sidecars, logFormat string
-	deps                                                                     Deps
-	log                                                                      *logrus.Logger
-	args                                                                     []string // the command line, for unknownFlags
+	kubeconfig, kubeContext, namespace, releaseName, driver, sidecars, logFormat string
+	deps                                                                         Deps
+	log                                                                          *logrus.Logger
+	args                                                                         []string // the command line, for unknownFlags
 }
 
 // HookJobEnv names the hook's own Job (set by the chart): its pod template gives the sentinel
@@ -100,7 +100,10 @@ func (g *globals) clients(ctx context.Context) (*kube.Clients, error) {
 	return kube.New(ctx, cfg)
 }
 
-func (g *globals) sidecarList() []string { return kube.SplitList(g.sidecars) }
+// release is what every command acts on; the global flags become one value here only.
+func (g *globals) release() kube.Release {
+	return kube.Release{Namespace: g.namespace, ReleaseName: g.releaseName, DriverName: g.driver, SidecarNamespaces: kube.SplitList(g.sidecars)}
+}
 
 func (g *globals) setupLog() error {
 	g.log = logrus.New()
@@ -179,7 +182,7 @@ only on a namespace they were given (--namespace/-n or env POD_NAMESPACE), never
 	pf.StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config in a pod, else KUBECONFIG or ~/.kube/config)")
 	pf.StringVar(&g.kubeContext, "context", "", "kubeconfig context (default: the current context)")
 	pf.StringVarP(&g.namespace, "namespace", "n", nginxmesh.DefaultNamespace, "mesh namespace, the release's namespace (env POD_NAMESPACE; the hook commands need one of the two)")
-	pf.StringVar(&g.release, "release", "nginx-mesh", "Helm release name (env RELEASE_NAME)")
+	pf.StringVar(&g.releaseName, "release", "nginx-mesh", "Helm release name (env RELEASE_NAME)")
 	pf.StringVar(&g.driver, "driver-name", nginxmesh.DefaultDriverName, "CSI driver name")
 	pf.StringVar(&g.sidecars, "sidecar-namespaces", "", "comma list of namespaces whose sidecar SCC RoleBinding the chart made")
 	pf.StringVar(&g.logFormat, "log-format", "auto", "auto, json or text (auto: json when stderr is not a terminal)")
@@ -244,7 +247,7 @@ driver once it sees none). Without --namespace/-n and POD_NAMESPACE it does noth
 				g.log.WithError(err).Error("no API access; the CSI driver stays. Run `nginx-mesh-hooks cleanup --wait` later")
 				return nil
 			}
-			o.Namespace, o.Release, o.DriverName, o.SidecarNamespaces, o.PostDelete = g.namespace, g.release, g.driver, g.sidecarList(), post
+			o.Release, o.PostDelete = g.release(), post
 			o.ImagePullSecrets, o.LogFormat, o.HookJob = kube.SplitList(pullSecrets), g.logFormat, os.Getenv(HookJobEnv)
 			out := uninstall.Run(cmd.Context(), c, o, log)
 			g.log.WithFields(logrus.Fields{"decision": out.Decision, "injected": out.Injected.Total, "sentinel": out.SentinelStarted}).Info(name + " done")
@@ -289,7 +292,7 @@ counts as deleted. Every few minutes it logs the pods it waits for with their ow
 			if err != nil {
 				return err
 			}
-			o.Namespace, o.Release, o.DriverName, o.SidecarNamespaces = g.namespace, g.release, g.driver, g.sidecarList()
+			o.Release = g.release()
 			o.ProgressEvery, o.JobUID = g.deps.ProgressEvery, os.Getenv(sentinel.JobUIDEnv)
 			t := sentinel.NewTracker(o.Rule())
 			s := &sentinel.Sentinel{Clients: c, Options: o, Log: g.log.WithField("component", "sentinel"), Tracker: t}
@@ -309,7 +312,7 @@ counts as deleted. Every few minutes it logs the pods it waits for with their ow
 }
 
 func (g *globals) installOptions() install.Options {
-	return install.Options{Namespace: g.namespace, Release: g.release, DriverName: g.driver, SidecarNamespaces: g.sidecarList(), LogFormat: g.logFormat}
+	return install.Options{Release: g.release(), LogFormat: g.logFormat}
 }
 
 func (g *globals) preInstall() *cobra.Command {
@@ -407,7 +410,7 @@ event of a DaemonSet).`,
 			if err != nil {
 				return err
 			}
-			return install.PostInstall(cmd.Context(), c, install.VerifyOptions{Namespace: g.namespace, DriverName: g.driver, NoCSI: !csiEnabled, Controller: controllerEnabled, Timeout: timeout}, g.log.WithField("hook", "post-install"))
+			return install.PostInstall(cmd.Context(), c, install.VerifyOptions{Release: g.release(), NoCSI: !csiEnabled, Controller: controllerEnabled, Timeout: timeout}, g.log.WithField("hook", "post-install"))
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait")
@@ -495,7 +498,7 @@ Kept objects in another namespace are removed by the new release's pre-install h
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.deps.Stdout, "%d kept objects now belong to release %s/%s; run: helm install %s <chart> -n %s\n", len(done), g.namespace, g.release, g.release, g.namespace)
+			fmt.Fprintf(g.deps.Stdout, "%d kept objects now belong to release %s/%s; run: helm install %s <chart> -n %s\n", len(done), g.namespace, g.releaseName, g.releaseName, g.namespace)
 			return nil
 		},
 	}
@@ -532,7 +535,7 @@ it removes that install too.`,
 			if err != nil {
 				return err
 			}
-			o.Namespace, o.Release, o.DriverName, o.SidecarNamespaces = g.namespace, g.release, g.driver, g.sidecarList()
+			o.Release = g.release()
 			o.ProgressEvery = g.deps.ProgressEvery
 			res, err := cleanup.Run(cmd.Context(), c, o, g.log)
 			if o.DryRun || errors.Is(err, cleanup.ErrRefused) {
@@ -585,7 +588,7 @@ that nothing owns. -o json or -o yaml prints the same for scripts.`,
 			if err != nil {
 				return err
 			}
-			r := status.Gather(cmd.Context(), c, status.Options{Namespace: g.namespace, Release: g.release, DriverName: g.driver, SidecarNamespaces: g.sidecarList(), Settle: nginxmesh.DefaultSettle})
+			r := status.Gather(cmd.Context(), c, status.Options{Release: g.release(), Settle: nginxmesh.DefaultSettle})
 			if output == "text" {
 				r.Print(g.deps.Stdout)
 				return nil

@@ -229,8 +229,8 @@ func TestUnknownFlagPostDeleteAfterTheUnitWent(t *testing.T) {
 func TestSentinelJobArgsParse(t *testing.T) {
 	t.Setenv("POD_NAMESPACE", "")
 	for _, o := range []sentinel.JobOptions{
-		{Namespace: ns, Release: "r1", DriverName: nginxmesh.DefaultDriverName, Settle: nginxmesh.DefaultSettle},
-		{Namespace: ns, Release: "r1", DriverName: "old.example.com", Retired: true, DeleteNamespace: true, SidecarNamespaces: []string{"a", "b"}, LogFormat: "text"},
+		{Release: kube.Release{Namespace: ns, ReleaseName: "r1", DriverName: nginxmesh.DefaultDriverName}, Settle: nginxmesh.DefaultSettle},
+		{Release: kube.Release{Namespace: ns, ReleaseName: "r1", DriverName: "old.example.com", SidecarNamespaces: []string{"a", "b"}}, Retired: true, DeleteNamespace: true, LogFormat: "text"},
 	} {
 		args := sentinel.Args(o)
 		if err := cliutil.Check(New(Deps{Stdout: io.Discard, Stderr: io.Discard}), args); err != nil {

@@ -20,11 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
-// Options returns the keep set options of this cluster: SCCs only where they are served.
-func Options(c *kube.Clients, namespace, driver string, sidecarNamespaces []string) nginxmesh.KeepSetOptions {
-	return nginxmesh.KeepSetOptions{Namespace: namespace, DriverName: driver, SidecarNamespaces: sidecarNamespaces, OpenShift: c.OpenShift}
-}
-
 // ErrNotOurs: the object belongs to someone else; it was left alone.
 var ErrNotOurs = errors.New("not ours")
 

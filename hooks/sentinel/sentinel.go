@@ -68,10 +68,9 @@ const DefaultRefusalWait = 200 * time.Millisecond
 
 // Options of the sentinel.
 type Options struct {
-	Namespace, Release, DriverName string
-	SidecarNamespaces              []string
-	Settle, Timeout                time.Duration
-	DeleteNamespace                bool
+	kube.Release
+	Settle, Timeout time.Duration
+	DeleteNamespace bool
 	// Retired: the driver was retired by an upgrade that changed csi.driverName or disabled the
 	// driver; only pods with its CSI volume hold it (nginxmesh.Injected.VolumeOnly).
 	Retired bool
@@ -88,12 +87,8 @@ func (o Options) Rule() nginxmesh.Injected {
 	return nginxmesh.Injected{DriverName: o.DriverName, Settle: o.Settle, VolumeOnly: o.Retired}
 }
 
-func (o Options) keepSet(openShift bool) nginxmesh.KeepSetOptions {
-	return nginxmesh.KeepSetOptions{Namespace: o.Namespace, DriverName: o.DriverName, SidecarNamespaces: o.SidecarNamespaces, OpenShift: openShift}
-}
-
 func (o Options) claim() keepset.Claim {
-	return keepset.Claim{Release: o.Release, Namespace: o.Namespace, Kept: true}
+	return keepset.Claim{Release: o.ReleaseName, Namespace: o.Namespace, Kept: true}
 }
 
 // daemonSetState is what the sentinel remembers of the driver DaemonSet to notice a new
@@ -344,7 +339,7 @@ func (s *Sentinel) finish(ctx context.Context) error {
 	rule := s.Options.Rule()
 	rule.Nodes = nil // the re-list reads the nodes fresh too
 	_, err := keepset.Remove(ctx, s.Clients, keepset.RemoveOptions{
-		Keep: s.Options.keepSet(s.Clients.OpenShift), Claim: s.Options.claim(), Rule: rule, Now: s.Options.Now,
+		Keep: s.Options.KeepSet(s.Clients), Claim: s.Options.claim(), Rule: rule, Now: s.Options.Now,
 		Before: before, RefusalWait: max(s.Options.RefusalWait, 0),
 	}, s.Log)
 	if err != nil {
@@ -365,12 +360,12 @@ func (s *Sentinel) finish(ctx context.Context) error {
 // its own Job.
 func (s *Sentinel) removeSelf(ctx context.Context) error {
 	o := s.Options
-	ks := o.keepSet(s.Clients.OpenShift)
+	ks := o.KeepSet(s.Clients)
 	self := nginxmesh.SentinelObjects(ks)
 	crb, cr := self[0], self[1]
 	nsDeleted := false
 	if o.DeleteNamespace {
-		foreign, err := keepset.NamespaceContents(ctx, s.Clients, o.Namespace, o.Release)
+		foreign, err := keepset.NamespaceContents(ctx, s.Clients, o.Namespace, o.ReleaseName)
 		var others []string
 		if err == nil {
 			// Another driver unit's objects are the mesh's too, but deleting them would
