@@ -29,6 +29,11 @@ const (
 
 	// DefaultDriverName is the CSIDriver object's name and the kubelet plugin name.
 	DefaultDriverName = "csi.nsm.nginx.com"
+	// DriverNameFlag is the CSI driver's flag for the driver name it serves, and DriverNameEnv
+	// the variable the flag falls back to: the hooks read the name back from a driver
+	// DaemonSet's container (keepset.ServedDriver).
+	DriverNameFlag = "driver-name"
+	DriverNameEnv  = "CSI_DRIVER_NAME"
 	// AgentSocketDir is the hostPath folder the SPIRE agent and the CSI driver share.
 	AgentSocketDir = "/run/spire/agent-sockets"
 	// DefaultKubeletDir is the kubelet's root folder; some platforms move it.
