@@ -3,11 +3,13 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/hooks/cleanup"
+	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"github.com/spf13/cobra"
 )
 
@@ -37,14 +39,10 @@ since their volumes could then never be unmounted, unless:
 --dry-run lists what it would delete and deletes nothing. Do not run it against a live install:
 it removes that install too.`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.clients(cmd.Context())
-			if err != nil {
-				return err
-			}
+		RunE: g.withClients(func(ctx context.Context, c *kube.Clients) error {
 			o.Release = g.release()
 			o.ProgressEvery = g.deps.ProgressEvery
-			res, err := cleanup.Run(cmd.Context(), c, o, g.log)
+			res, err := cleanup.Run(ctx, c, o, g.log)
 			if o.DryRun || errors.Is(err, cleanup.ErrRefused) {
 				for _, r := range res.Plan.Delete {
 					fmt.Fprintf(g.deps.Stdout, "would delete %s\n", r)
@@ -61,7 +59,7 @@ it removes that install too.`,
 				fmt.Fprintf(g.deps.Stdout, "%d injected pods use the drivers\n", res.Injected.Total)
 			}
 			return err
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.BoolVar(&o.Force, "force", false, "delete the drivers even while injected pods use them")

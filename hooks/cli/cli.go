@@ -101,6 +101,17 @@ func (g *globals) clients(ctx context.Context) (*kube.Clients, error) {
 	return kube.New(ctx, cfg)
 }
 
+// withClients is the RunE of a command that needs the API clients.
+func (g *globals) withClients(run func(ctx context.Context, c *kube.Clients) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		c, err := g.clients(cmd.Context())
+		if err != nil {
+			return err
+		}
+		return run(cmd.Context(), c)
+	}
+}
+
 // release is what every command acts on; the global flags become one value here only.
 func (g *globals) release() kube.Release {
 	return kube.Release{Namespace: g.namespace, ReleaseName: g.releaseName, DriverName: g.driver, SidecarNamespaces: kube.SplitList(g.sidecars)}

@@ -3,6 +3,7 @@
 package cli
 
 import (
+	"context"
 	"os"
 	"time"
 
@@ -32,15 +33,11 @@ ServiceAccount and SCC RoleBinding kept in another namespace: one driver per nod
 one serves the old pods. A kept driver of another name (or any, when this release serves none)
 stays with its sentinel, which removes it once no pod uses it; the log names it.`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.clients(cmd.Context())
-			if err != nil {
-				return err
-			}
+		RunE: g.withClients(func(ctx context.Context, c *kube.Clients) error {
 			o := g.installOptions()
 			o.CSIEnabled = csiEnabled
-			return install.PreInstall(cmd.Context(), c, o, g.log.WithField("hook", "pre-install"))
-		},
+			return install.PreInstall(ctx, c, o, g.log.WithField("hook", "pre-install"))
+		}),
 	}
 	cmd.Flags().BoolVar(&csiEnabled, "csi-enabled", true, "whether the release has a CSI driver (csi.enabled)")
 	return cmd
@@ -66,17 +63,13 @@ and sentinel RBAC (their names depend on the driver name, and they carry resourc
 so it keeps serving those pods; this hook starts its sentinel, which removes it once no pod uses
 it.`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.clients(cmd.Context())
-			if err != nil {
-				return err
-			}
+		RunE: g.withClients(func(ctx context.Context, c *kube.Clients) error {
 			base := g.installOptions()
 			base.CSIEnabled, base.AllowDriverChange, base.Settle = o.CSIEnabled, o.AllowDriverChange, o.Settle
 			base.Image, base.ImagePullPolicy, base.ImagePullSecrets = o.Image, o.ImagePullPolicy, kube.SplitList(pullSecrets)
 			base.HookJob = os.Getenv(HookJobEnv)
-			return install.PreUpgrade(cmd.Context(), c, base, g.log.WithField("hook", "pre-upgrade"))
-		},
+			return install.PreUpgrade(ctx, c, base, g.log.WithField("hook", "pre-upgrade"))
+		}),
 	}
 	f := cmd.Flags()
 	f.BoolVar(&o.CSIEnabled, "csi-enabled", true, "whether the new revision has a CSI driver (csi.enabled)")
@@ -107,13 +100,9 @@ CSINode lists the driver. On timeout it exits 4 naming what is not ready and the
 the namespace's events (for example an SCC or pod-security admission denial in a FailedCreate
 event of a DaemonSet).`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.clients(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return install.PostInstall(cmd.Context(), c, install.VerifyOptions{Release: g.release(), NoCSI: !csiEnabled, Controller: controllerEnabled, Timeout: timeout}, g.log.WithField("hook", "post-install"))
-		},
+		RunE: g.withClients(func(ctx context.Context, c *kube.Clients) error {
+			return install.PostInstall(ctx, c, install.VerifyOptions{Release: g.release(), NoCSI: !csiEnabled, Controller: controllerEnabled, Timeout: timeout}, g.log.WithField("hook", "post-install"))
+		}),
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait")
 	cmd.Flags().BoolVar(&csiEnabled, "csi-enabled", true, "the chart's csi.enabled: false checks SPIRE only (no driver DaemonSet or CSINode registration to wait for)")

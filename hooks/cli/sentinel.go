@@ -3,10 +3,12 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"os"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
 	"github.com/spf13/cobra"
 )
@@ -32,21 +34,17 @@ its release that carry helm.sh/resource-policy: keep. Killed half-way, it resume
 counts as deleted. Every few minutes it logs the pods it waits for with their owners. With
 --timeout it exits 4 after that long, deleting nothing.`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.clients(cmd.Context())
-			if err != nil {
-				return err
-			}
+		RunE: g.withClients(func(ctx context.Context, c *kube.Clients) error {
 			o.Release = g.release()
 			o.ProgressEvery, o.JobUID = g.deps.ProgressEvery, os.Getenv(sentinel.JobUIDEnv)
 			t := sentinel.NewTracker(o.Rule())
 			s := &sentinel.Sentinel{Clients: c, Options: o, Log: g.log.WithField("component", "sentinel"), Tracker: t}
-			err = s.Run(cmd.Context(), sentinel.NewInformer(c, t))
+			err := s.Run(ctx, sentinel.NewInformer(c, t))
 			if errors.Is(err, sentinel.ErrTakenOver) {
 				return nil
 			}
 			return err
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.DurationVar(&o.Settle, "settle", nginxmesh.DefaultSettle, "how long a finished injected pod still counts")

@@ -3,10 +3,12 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"slices"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"github.com/nginx-mesh/nginx-mesh/hooks/status"
 	"github.com/spf13/cobra"
 )
@@ -30,18 +32,14 @@ that nothing owns. -o json or -o yaml prints the same for scripts.`,
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.clients(cmd.Context())
-			if err != nil {
-				return err
-			}
-			r := status.Gather(cmd.Context(), c, status.Options{Release: g.release(), Settle: nginxmesh.DefaultSettle})
+		RunE: g.withClients(func(ctx context.Context, c *kube.Clients) error {
+			r := status.Gather(ctx, c, status.Options{Release: g.release(), Settle: nginxmesh.DefaultSettle})
 			if output == "text" {
 				r.Print(g.deps.Stdout)
 				return nil
 			}
 			return r.Document().Write(g.deps.Stdout, output)
-		},
+		}),
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text, json or yaml")
 	return cmd
