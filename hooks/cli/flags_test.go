@@ -230,7 +230,7 @@ func TestSentinelJobArgsParse(t *testing.T) {
 	t.Setenv("POD_NAMESPACE", "")
 	for _, o := range []sentinel.JobOptions{
 		{Release: kube.Release{Namespace: ns, ReleaseName: "r1", DriverName: nginxmesh.DefaultDriverName}, Settle: nginxmesh.DefaultSettle},
-		{Release: kube.Release{Namespace: ns, ReleaseName: "r1", DriverName: "old.example.com", SidecarNamespaces: []string{"a", "b"}}, Retired: true, DeleteNamespace: true, LogFormat: "text"},
+		{Release: kube.Release{Namespace: ns, ReleaseName: "r1", DriverName: "old.example.com", SidecarNamespaces: []string{"a", "b"}}, Retired: true, DeleteNamespace: true, JobSettings: sentinel.JobSettings{LogFormat: "text"}},
 	} {
 		args := sentinel.Args(o)
 		if err := cliutil.Check(New(Deps{Stdout: io.Discard, Stderr: io.Discard}), args); err != nil {

@@ -4,18 +4,17 @@ package cli
 
 import (
 	"context"
-	"os"
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/hooks/install"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
-	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
+	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
 	"github.com/spf13/cobra"
 )
 
 func (g *globals) installOptions() install.Options {
-	return install.Options{Release: g.release(), LogFormat: g.logFormat}
+	return install.Options{JobSettings: sentinel.JobSettings{LogFormat: g.logFormat}, Release: g.release()}
 }
 
 func (g *globals) preInstall() *cobra.Command {
@@ -45,7 +44,7 @@ stays with its sentinel, which removes it once no pod uses it; the log names it.
 
 func (g *globals) preUpgrade() *cobra.Command {
 	o := install.Options{CSIEnabled: true}
-	var pullSecrets string
+	var job *sentinelJobFlags
 	cmd := &cobra.Command{
 		Use:   "pre-upgrade",
 		Short: "Upgrade/rollback hook: take over a kept driver; retire a driver the new revision drops",
@@ -66,8 +65,7 @@ it.`,
 		RunE: g.withClients(func(ctx context.Context, c *kube.Clients) error {
 			base := g.installOptions()
 			base.CSIEnabled, base.AllowDriverChange, base.Settle = o.CSIEnabled, o.AllowDriverChange, o.Settle
-			base.Image, base.ImagePullPolicy, base.ImagePullSecrets = o.Image, o.ImagePullPolicy, kube.SplitList(pullSecrets)
-			base.HookJob = os.Getenv(HookJobEnv)
+			base.JobSettings, base.HookJob = g.sentinelJob(job)
 			return install.PreUpgrade(ctx, c, base, g.log.WithField("hook", "pre-upgrade"))
 		}),
 	}
@@ -75,10 +73,7 @@ it.`,
 	f.BoolVar(&o.CSIEnabled, "csi-enabled", true, "whether the new revision has a CSI driver (csi.enabled)")
 	f.BoolVar(&o.AllowDriverChange, "allow-driver-change", false, "retire a driver that pods still use, keeping it under its own sentinel (csi.allowDriverChange)")
 	f.DurationVar(&o.Settle, "settle", nginxmesh.DefaultSettle, "how long a finished pod still counts")
-	f.StringVar(&o.Image, "image", "", "image of a retired driver's sentinel Job (env HOOKS_IMAGE)")
-	cliutil.BindEnv(f, "image", envImage)
-	f.StringVar(&o.ImagePullPolicy, "image-pull-policy", "IfNotPresent", "imagePullPolicy of that Job")
-	f.StringVar(&pullSecrets, "image-pull-secrets", "", "comma list of imagePullSecrets for that Job")
+	job = addSentinelJobFlags(f, "a retired driver's sentinel Job")
 	return cmd
 }
 

@@ -10,7 +10,9 @@ import (
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
+	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func (g *globals) sentinelCmd() *cobra.Command {
@@ -52,4 +54,29 @@ counts as deleted. Every few minutes it logs the pods it waits for with their ow
 	f.BoolVar(&o.DeleteNamespace, "delete-namespace", false, "delete the mesh namespace last, if it holds nothing but the mesh's objects")
 	f.BoolVar(&o.Retired, "retired", false, "the driver was retired by an upgrade: only pods with its CSI volume hold it")
 	return cmd
+}
+
+// sentinelJobFlags are the flags of a hook that may start a sentinel Job: its image and pull
+// settings.
+type sentinelJobFlags struct {
+	settings    sentinel.JobSettings
+	pullSecrets string
+}
+
+// addSentinelJobFlags defines them on f; which names the Job in their help.
+func addSentinelJobFlags(f *pflag.FlagSet, which string) *sentinelJobFlags {
+	j := &sentinelJobFlags{}
+	f.StringVar(&j.settings.Image, "image", "", "image of "+which+" (env HOOKS_IMAGE)")
+	cliutil.BindEnv(f, "image", envImage)
+	f.StringVar(&j.settings.ImagePullPolicy, "image-pull-policy", "IfNotPresent", "imagePullPolicy of "+which)
+	f.StringVar(&j.pullSecrets, "image-pull-secrets", "", "comma list of imagePullSecrets for "+which)
+	return j
+}
+
+// sentinelJob is the sentinel Job's settings from those flags and the hook's own, and the
+// hook's own Job (HookJobEnv), whose pod template the sentinel's copies.
+func (g *globals) sentinelJob(j *sentinelJobFlags) (sentinel.JobSettings, string) {
+	s := j.settings
+	s.ImagePullSecrets, s.LogFormat = kube.SplitList(j.pullSecrets), g.logFormat
+	return s, os.Getenv(HookJobEnv)
 }

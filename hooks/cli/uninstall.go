@@ -3,13 +3,10 @@
 package cli
 
 import (
-	"os"
 	"strings"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
-	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"github.com/nginx-mesh/nginx-mesh/hooks/uninstall"
-	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 )
@@ -20,7 +17,7 @@ func (g *globals) preDelete(post bool) *cobra.Command {
 	if post {
 		name, when = "post-delete", "after Helm deleted the release's objects (a safety net: Argo CD before 3.3 skips pre-delete hooks, and a pod may have been injected since)"
 	}
-	var pullSecrets string
+	var job *sentinelJobFlags
 	cmd := &cobra.Command{
 		Use:   name,
 		Short: "Uninstall hook: remove the CSI driver now, or start the csi-driver-sentinel",
@@ -60,7 +57,7 @@ driver once it sees none). Without --namespace/-n and POD_NAMESPACE it does noth
 				return nil
 			}
 			o.Release, o.PostDelete = g.release(), post
-			o.ImagePullSecrets, o.LogFormat, o.HookJob = kube.SplitList(pullSecrets), g.logFormat, os.Getenv(HookJobEnv)
+			o.JobSettings, o.HookJob = g.sentinelJob(job)
 			out := uninstall.Run(cmd.Context(), c, o, log)
 			g.log.WithFields(logrus.Fields{"decision": out.Decision, "injected": out.Injected.Total, "sentinel": out.SentinelStarted}).Info(name + " done")
 			return nil
@@ -68,10 +65,7 @@ driver once it sees none). Without --namespace/-n and POD_NAMESPACE it does noth
 	}
 	f := cmd.Flags()
 	f.BoolVar(&o.CSIEnabled, "csi-enabled", true, "whether the release has a CSI driver (csi.enabled)")
-	f.StringVar(&o.Image, "image", "", "image of the sentinel Job (env HOOKS_IMAGE)")
-	cliutil.BindEnv(f, "image", envImage)
-	f.StringVar(&o.ImagePullPolicy, "image-pull-policy", "IfNotPresent", "imagePullPolicy of the sentinel Job")
-	f.StringVar(&pullSecrets, "image-pull-secrets", "", "comma list of imagePullSecrets for the sentinel Job")
+	job = addSentinelJobFlags(f, "the sentinel Job")
 	f.DurationVar(&o.Settle, "settle", nginxmesh.DefaultSettle, "how long a finished injected pod still counts")
 	f.DurationVar(&o.SentinelTimeout, "sentinel-timeout", 0, "the sentinel gives up (deleting nothing) after this; 0 = never")
 	f.BoolVar(&o.DeleteNamespace, "delete-namespace", false, "the sentinel deletes the mesh namespace last, if it holds nothing but the mesh's objects")

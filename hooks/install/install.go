@@ -33,11 +33,10 @@ type Options struct {
 	// (csi.allowDriverChange); without it pre-upgrade refuses and names the pods.
 	AllowDriverChange bool
 	// The retired driver's sentinel Job (pre-upgrade): see sentinel.JobOptions.
-	Settle                 time.Duration
-	Image, ImagePullPolicy string
-	ImagePullSecrets       []string
-	LogFormat, HookJob     string
-	Now                    func() time.Time
+	Settle time.Duration
+	sentinel.JobSettings
+	HookJob string
+	Now     func() time.Time
 }
 
 func (o Options) handedTo() string { return o.Namespace + "/" + o.ReleaseName }
@@ -201,7 +200,7 @@ func PreUpgrade(ctx context.Context, c *kube.Clients, o Options, log logrus.Fiel
 	template := sentinel.HookTemplate(ctx, c, o.Namespace, o.HookJob, log)
 	for _, d := range units {
 		log.WithField("driver", d).Info("this revision no longer serves the driver; it stays for its pods under its own sentinel")
-		err := sentinel.Create(ctx, c, sentinel.JobOptions{Release: o.Release.WithDriver(d), Settle: o.Settle, Retired: true, OpenShift: c.OpenShift, Image: o.Image, ImagePullPolicy: o.ImagePullPolicy, ImagePullSecrets: o.ImagePullSecrets, LogFormat: o.LogFormat, Template: template}, log)
+		err := sentinel.Create(ctx, c, sentinel.JobOptions{Release: o.Release.WithDriver(d), Settle: o.Settle, Retired: true, OpenShift: c.OpenShift, JobSettings: o.JobSettings, Template: template}, log)
 		if err != nil {
 			return fmt.Errorf("start the sentinel of the retired driver %s: %w", d, err)
 		}

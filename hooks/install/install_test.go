@@ -191,7 +191,7 @@ func TestPreUpgrade(t *testing.T) {
 		{"renamed, no pod uses it: retired", renamed, true, false, []runtime.Object{annotatedOnly}, "", true},
 		// An earlier upgrade (allowed) retired the old driver: a later upgrade that keeps the new
 		// name has nothing to refuse; the retired sentinel already waits for those pods.
-		{"retired earlier, its sentinel runs: not refused", renamed, true, false, []runtime.Object{using, sentinel.Job(sentinel.JobOptions{Release: kube.Release{Namespace: "mesh", ReleaseName: "r1", DriverName: old}, Retired: true, Image: "hooks:1"})}, "", true},
+		{"retired earlier, its sentinel runs: not refused", renamed, true, false, []runtime.Object{using, sentinel.Job(sentinel.JobOptions{JobSettings: sentinel.JobSettings{Image: "hooks:1"}, Release: kube.Release{Namespace: "mesh", ReleaseName: "r1", DriverName: old}, Retired: true})}, "", true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ks := nginxmesh.KeepSetOptions{Namespace: "mesh", DriverName: old}
@@ -199,7 +199,7 @@ func TestPreUpgrade(t *testing.T) {
 			cl, k, _ := fakes.Clients(false, append(kobjs, c.pods...))
 			g := hookGuard(nginxmesh.KeepSetOptions{Namespace: "mesh", DriverName: c.driver})
 			g.Install(k, nil)
-			o := Options{Release: kube.Release{Namespace: "mesh", ReleaseName: "r1", DriverName: c.driver}, CSIEnabled: c.csiEnabled, AllowDriverChange: c.allow, Image: "hooks:1"}
+			o := Options{JobSettings: sentinel.JobSettings{Image: "hooks:1"}, Release: kube.Release{Namespace: "mesh", ReleaseName: "r1", DriverName: c.driver}, CSIEnabled: c.csiEnabled, AllowDriverChange: c.allow}
 			err := PreUpgrade(context.Background(), cl, o, quiet())
 			if d := g.Denied(); len(d) > 0 {
 				t.Errorf("calls the hook RBAC does not allow: %v", d)
@@ -229,7 +229,7 @@ func TestPreUpgrade(t *testing.T) {
 func TestPreUpgradeStopsTheSentinelOfARollback(t *testing.T) {
 	kobjs, _ := kept("mesh", "", false)
 	cl, k, _ := fakes.Clients(false, kobjs)
-	if err := PreUpgrade(context.Background(), cl, Options{Release: kube.Release{Namespace: "mesh", ReleaseName: "r1"}, CSIEnabled: true, Image: "hooks:1"}, quiet()); err != nil {
+	if err := PreUpgrade(context.Background(), cl, Options{JobSettings: sentinel.JobSettings{Image: "hooks:1"}, Release: kube.Release{Namespace: "mesh", ReleaseName: "r1"}, CSIEnabled: true}, quiet()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := k.BatchV1().Jobs("mesh").Get(context.Background(), nginxmesh.Sentinel, metav1.GetOptions{}); !apierrors.IsNotFound(err) {

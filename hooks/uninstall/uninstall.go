@@ -51,11 +51,10 @@ type Options struct {
 	KeepDriver bool
 	// The sentinel Job's image and settings; HookJob names this hook's own Job, whose pod
 	// template gives the sentinel the chart's hook pod settings.
-	Image, ImagePullPolicy string
-	ImagePullSecrets       []string
-	LogFormat, HookJob     string
-	RefusalWait            time.Duration // see sentinel.DefaultRefusalWait; negative: none
-	Now                    func() time.Time
+	sentinel.JobSettings
+	HookJob     string
+	RefusalWait time.Duration // see sentinel.DefaultRefusalWait; negative: none
+	Now         func() time.Time
 }
 
 // Outcome tells what a run did.
@@ -149,7 +148,7 @@ func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger
 			}
 		}
 	}
-	jo := sentinel.JobOptions{Release: o.Release, Settle: o.Settle, Timeout: o.SentinelTimeout, DeleteNamespace: o.DeleteNamespace, OpenShift: c.OpenShift, Image: o.Image, ImagePullPolicy: o.ImagePullPolicy, ImagePullSecrets: o.ImagePullSecrets, LogFormat: o.LogFormat, Template: sentinel.HookTemplate(ctx, c, o.Namespace, o.HookJob, log)}
+	jo := sentinel.JobOptions{Release: o.Release, Settle: o.Settle, Timeout: o.SentinelTimeout, DeleteNamespace: o.DeleteNamespace, OpenShift: c.OpenShift, JobSettings: o.JobSettings, Template: sentinel.HookTemplate(ctx, c, o.Namespace, o.HookJob, log)}
 	if err := sentinel.Create(ctx, c, jo, log); err != nil {
 		out.Err = errors.Join(out.Err, err)
 		log.WithError(err).Error("cannot start the sentinel; the CSI driver stays. Run `nginx-mesh-hooks cleanup --wait` (or pre-delete by hand) once you can")
