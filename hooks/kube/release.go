@@ -13,7 +13,7 @@ type Release struct {
 }
 
 // Driver is the CSI driver name, the default when unset.
-func (r Release) Driver() string { return r.KeepSet(nil).Driver() }
+func (r Release) Driver() string { return nginxmesh.DriverOrDefault(r.DriverName) }
 
 // WithDriver is the same release serving another driver: a driver unit an upgrade renamed.
 func (r Release) WithDriver(driver string) Release {
