@@ -28,12 +28,7 @@ type Injected struct {
 	Nodes NodeReadiness
 }
 
-func (r Injected) driver() string {
-	if r.DriverName == "" {
-		return DefaultDriverName
-	}
-	return r.DriverName
-}
+func (r Injected) driver() string { return DriverOrDefault(r.DriverName) }
 
 func (r Injected) settle() time.Duration {
 	if r.Settle <= 0 {

@@ -60,12 +60,7 @@ func (o KeepSetOptions) NS() string {
 }
 
 // Driver is the CSI driver name, DefaultDriverName when unset.
-func (o KeepSetOptions) Driver() string {
-	if o.DriverName == "" {
-		return DefaultDriverName
-	}
-	return o.DriverName
-}
+func (o KeepSetOptions) Driver() string { return DriverOrDefault(o.DriverName) }
 
 // DriverUnit is what belongs to one driver name: the CSIDriver first (without it kubelet
 // refuses every new inline volume of the driver, while it still unmounts the old ones), then

@@ -29,6 +29,11 @@ const (
 
 	// DefaultDriverName is the CSIDriver object's name and the kubelet plugin name.
 	DefaultDriverName = "csi.nsm.nginx.com"
+	// DriverNameFlag is the CSI driver's flag for the driver name it serves, and DriverNameEnv
+	// the variable the flag falls back to: the hooks read the name back from a driver
+	// DaemonSet's container (keepset.ServedDriver).
+	DriverNameFlag = "driver-name"
+	DriverNameEnv  = "CSI_DRIVER_NAME"
 	// AgentSocketDir is the hostPath folder the SPIRE agent and the CSI driver share.
 	AgentSocketDir = "/run/spire/agent-sockets"
 	// DefaultKubeletDir is the kubelet's root folder; some platforms move it.
@@ -144,13 +149,22 @@ func SocketEnvValue() string { return "unix://" + WorkloadAPIMountPath + "/" + A
 // PartOfSelector selects everything the product created.
 func PartOfSelector() string { return PartOfLabel + "=" + PartOf }
 
+// DriverOrDefault is the CSI driver name, DefaultDriverName when name is empty: the one place
+// that says so for every binary.
+func DriverOrDefault(name string) string {
+	if name == "" {
+		return DefaultDriverName
+	}
+	return name
+}
+
 // DriverSuffix tells driver units apart: "" for DefaultDriverName (the names of the design),
 // else "-" and the first 8 hex digits of the SHA-256 of the driver name. A release that
 // changes csi.driverName therefore renders a new DaemonSet (and sentinel RBAC) instead of
 // updating the old one in place, and Helm keeps the old one (resource-policy keep) serving the
 // pods that still use the old driver. The chart computes the same suffix (_helpers.tpl).
 func DriverSuffix(driver string) string {
-	if driver == "" || driver == DefaultDriverName {
+	if DriverOrDefault(driver) == DefaultDriverName {
 		return ""
 	}
 	sum := sha256.Sum256([]byte(driver))

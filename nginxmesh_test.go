@@ -176,3 +176,14 @@ func TestOptIn(t *testing.T) {
 		}
 	}
 }
+
+func TestDriverOrDefault(t *testing.T) {
+	for in, want := range map[string]string{"": DefaultDriverName, DefaultDriverName: DefaultDriverName, "x.example": "x.example"} {
+		if got := DriverOrDefault(in); got != want {
+			t.Errorf("DriverOrDefault(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if DriverSuffix("") != "" || DriverSuffix(DefaultDriverName) != "" || DriverSuffix("x.example") == "" {
+		t.Error("DriverSuffix: the default driver, named or not, has no suffix; another has one")
+	}
+}

@@ -105,6 +105,13 @@ func EnvName(flag string) string {
 // of inject falls back to one.
 func applyEnv(fs *pflag.FlagSet) error { return cliutil.ApplyEnv(fs, EnvName, os.LookupEnv) }
 
+// kubeconfigFlag is --kubeconfig: after its own variable it falls back to KUBECONFIG, as
+// kubectl does.
+func kubeconfigFlag(fs *pflag.FlagSet, p *string) {
+	fs.StringVar(p, "kubeconfig", "", "kubeconfig (env KUBECONFIG too); empty: in-cluster configuration")
+	cliutil.BindEnv(fs, "kubeconfig", "KUBECONFIG")
+}
+
 func (o *Options) injectFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MeshNamespace, "mesh-namespace", nginxmesh.DefaultNamespace, "namespace of the mesh; its pods are never injected")
 	fs.StringSliceVar(&o.ExcludeNamespaces, "exclude-namespaces", nil, "namespaces never injected or registered even when labelled (the webhook's namespaceSelector excludes them too)")
@@ -121,7 +128,7 @@ func (o *Options) injectFlags(fs *pflag.FlagSet) {
 
 // flags are the root command's.
 func (o *Options) flags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster configuration")
+	kubeconfigFlag(fs, &o.Kubeconfig)
 	fs.StringVar(&o.TrustDomain, "trust-domain", "", "SPIFFE trust domain of the SPIRE server (required)")
 	fs.StringVar(&o.ClusterName, "cluster-name", "", "k8s_psat cluster name of the agents: parent IDs are spiffe://<td>/spire/agent/k8s_psat/<cluster>/<node UID> (required)")
 	o.injectFlags(fs)
@@ -304,7 +311,7 @@ func newSpireKeysCommand() *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster configuration")
+	kubeconfigFlag(fs, &kubeconfig)
 	fs.StringVar(&namespace, "namespace", "", "namespace of the Secret (the release's)")
 	fs.StringVar(&secret, "secret", "", "Secret of this server replica (<pod name>"+nginxmesh.SpireKeysSecretSuffix+"), rendered empty by the chart")
 	fs.StringVar(&file, "file", "", "the disk KeyManager's keys_path in the server's data folder")
@@ -348,7 +355,7 @@ func newWaitBundleCommand() *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster configuration")
+	kubeconfigFlag(fs, &kubeconfig)
 	fs.StringVar(&namespace, "namespace", "", "namespace of the ConfigMap (the release's)")
 	fs.StringVar(&w.Name, "configmap", "spire-bundle", "the ConfigMap the SPIRE server's k8sbundle notifier writes (chart value spire.bundleConfigMap)")
 	fs.StringVar(&w.Key, "key", "bundle.crt", "its key holding the PEM bundle")

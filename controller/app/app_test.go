@@ -209,3 +209,36 @@ func TestValidateByRole(t *testing.T) {
 		t.Errorf("unknown role: %v", err)
 	}
 }
+
+// --kubeconfig: the flag, then its own variable, then KUBECONFIG as kubectl reads it, then
+// in-cluster ("").
+func TestKubeconfigFallsBackToKUBECONFIG(t *testing.T) {
+	for _, c := range []struct {
+		name, own, kubeconfig string
+		args                  []string
+		want                  string
+	}{
+		{"none", "", "", nil, ""},
+		{"KUBECONFIG", "", "/k", nil, "/k"},
+		{"own variable first", "/own", "/k", nil, "/own"},
+		{"flag first", "/own", "/k", []string{"--kubeconfig=/flag"}, "/flag"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("KUBECONFIG", c.kubeconfig)
+			if c.kubeconfig == "" {
+				os.Unsetenv("KUBECONFIG")
+			}
+			t.Setenv(EnvName("kubeconfig"), c.own)
+			if c.own == "" {
+				os.Unsetenv(EnvName("kubeconfig"))
+			}
+			o, err := ParseArgs(c.args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.Kubeconfig != c.want {
+				t.Errorf("Kubeconfig = %q, want %q", o.Kubeconfig, c.want)
+			}
+		})
+	}
+}

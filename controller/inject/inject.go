@@ -49,12 +49,7 @@ func (c Config) trustDomain() string {
 	return c.TrustDomain
 }
 
-func (c Config) driver() string {
-	if c.DriverName == "" {
-		return nginxmesh.DefaultDriverName
-	}
-	return c.DriverName
-}
+func (c Config) driver() string { return nginxmesh.DriverOrDefault(c.DriverName) }
 
 // Step is one mutation. It changes pod in place and must leave an already mutated pod unchanged.
 type Step struct {

@@ -83,13 +83,13 @@ falls back to NODE_NAME (set it from the downward API, spec.nodeName).`,
 	f.StringVar(&o.Endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint kubelet dials: a unix socket, unix:///path/csi.sock (the chart passes unix://<kubelet-dir>/plugins/<driver-name>/csi.sock)")
 	f.StringVar(&o.NodeID, "node-id", "", "this node's name, returned by NodeGetInfo (required)")
 	f.StringVar(&o.WorkloadSocketDir, "workload-socket-dir", nginxmesh.AgentSocketDir, "host folder holding the SPIRE agent's Workload API socket; bind-mounted read-only into each pod")
-	f.StringVar(&o.DriverName, "driver-name", nginxmesh.DefaultDriverName, "CSI driver name: the CSIDriver object's name and the kubelet plugin name")
+	f.StringVar(&o.DriverName, nginxmesh.DriverNameFlag, nginxmesh.DefaultDriverName, "CSI driver name: the CSIDriver object's name and the kubelet plugin name")
 	f.StringVar(&o.KubeletRegistrationDir, "kubelet-registration-dir", nginxmesh.DefaultKubeletDir+"/plugins_registry", `kubelet's plugin registration folder; the driver serves <dir>/<driver-name>-reg.sock there. "" disables built-in registration (use the node-driver-registrar sidecar)`)
 	f.StringVar(&o.KubeletDir, "kubelet-dir", nginxmesh.DefaultKubeletDir, "kubelet's root folder; publishing outside <kubelet-dir>/pods/ is refused")
 	f.BoolVar(&o.SELinuxRelabel, "selinux-relabel", false, "on SELinux hosts, give the socket folder the container_file_t type (keeping user, role and level) so confined pods can use the socket; a no-op with a log line when SELinux is disabled")
 	f.StringVar(&o.MetricsAddress, "metrics-address", ":9809", `address serving Prometheus /metrics and /healthz; "" disables it`)
 	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
-	for _, name := range []string{"endpoint", "node-id", "workload-socket-dir", "driver-name", "kubelet-registration-dir", "kubelet-dir", "selinux-relabel", "metrics-address", "log-level"} {
+	for _, name := range []string{"endpoint", "node-id", "workload-socket-dir", nginxmesh.DriverNameFlag, "kubelet-registration-dir", "kubelet-dir", "selinux-relabel", "metrics-address", "log-level"} {
 		fl := f.Lookup(name)
 		fl.Usage += fmt.Sprintf(" [env %s]", EnvName(name))
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
 )
 
@@ -22,6 +23,7 @@ func TestEnvName(t *testing.T) {
 		"kubelet-registration-dir": "CSI_KUBELET_REGISTRATION_DIR",
 		"selinux-relabel":          "CSI_SELINUX_RELABEL",
 		"metrics-address":          "CSI_METRICS_ADDRESS",
+		nginxmesh.DriverNameFlag:   nginxmesh.DriverNameEnv, // the hooks read both back from a driver DaemonSet
 	}
 	for flag, want := range tests {
 		if got := EnvName(flag); got != want {

@@ -69,11 +69,8 @@ type Result struct {
 
 // Env is what the checks read.
 type Env struct {
-	Clients           *kube.Clients
-	Namespace         string // the mesh namespace, the release's namespace
-	Release           string
-	Driver            string
-	SidecarNamespaces []string
+	Clients *kube.Clients
+	kube.Release
 	ExcludeNamespaces []string // controller.webhook.excludeNamespaces
 	// Spire reads the SPIRE server (agents, entries); nil when it cannot be reached.
 	Spire Spire
@@ -103,13 +100,6 @@ func (e *Env) now() time.Time {
 		return e.Now()
 	}
 	return time.Now()
-}
-
-func (e *Env) driver() string {
-	if e.Driver == "" {
-		return nginxmesh.DefaultDriverName
-	}
-	return e.Driver
 }
 
 func (e *Env) optIn() nginxmesh.OptIn {
@@ -173,7 +163,7 @@ func (r *Report) OK() bool { return r.Failed == 0 }
 // Run runs the checks of the groups in order; each result goes to progress as it arrives
 // (nil: none), grouped under a header per group.
 func Run(ctx context.Context, e *Env, groups []Group, progress io.Writer) *Report {
-	r := &Report{Namespace: e.Namespace, Release: e.Release, Groups: groups}
+	r := &Report{Namespace: e.Namespace, Release: e.ReleaseName, Groups: groups}
 	for _, g := range groups {
 		e.Running = g
 		if progress != nil {

@@ -201,8 +201,7 @@ func (w *world) env(t *testing.T) *Env {
 			t.Fatal(err)
 		}
 	}
-	e := &Env{Clients: c, Namespace: ns, Release: rel, Now: func() time.Time { return now },
-		RegistrationLagWarn: 5 * time.Second, EntryGrace: 30 * time.Second, Probe: w.probe}
+	e := &Env{Release: kube.Release{Namespace: ns, ReleaseName: rel}, Clients: c, Now: func() time.Time { return now }, RegistrationLagWarn: 5 * time.Second, EntryGrace: 30 * time.Second, Probe: w.probe}
 	if w.spire != nil {
 		e.Spire = w.spire
 	}

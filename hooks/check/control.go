@@ -9,6 +9,7 @@ import (
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/hooks/install"
+	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"github.com/nginx-mesh/nginx-mesh/hooks/status"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -50,16 +51,16 @@ func controlPlaneChecks() []Check {
 }
 
 func releaseDeployed(_ context.Context, e *Env) []Result {
-	rel, err := status.LastRelease(e.Clients, e.Namespace, e.Release)
+	rel, err := status.LastRelease(e.Clients, e.Namespace, e.ReleaseName)
 	switch {
 	case err != nil:
-		return one(fail("cannot read release %s/%s: %v", e.Namespace, e.Release, err))
+		return one(fail("cannot read release %s/%s: %v", e.Namespace, e.ReleaseName, err))
 	case rel == nil:
-		return one(fail("release %s is not installed in namespace %s", e.Release, e.Namespace))
+		return one(fail("release %s is not installed in namespace %s", e.ReleaseName, e.Namespace))
 	case rel.Info.Status != "deployed":
-		return one(fail("release %s/%s is %s (revision %d)", e.Namespace, e.Release, rel.Info.Status, rel.Version))
+		return one(fail("release %s/%s is %s (revision %d)", e.Namespace, e.ReleaseName, rel.Info.Status, rel.Version))
 	}
-	return one(ok("release %s/%s deployed (revision %d, chart %s-%s)", e.Namespace, e.Release, rel.Version, rel.Chart.Metadata.Name, rel.Chart.Metadata.Version))
+	return one(ok("release %s/%s deployed (revision %d, chart %s-%s)", e.Namespace, e.ReleaseName, rel.Version, rel.Chart.Metadata.Name, rel.Chart.Metadata.Version))
 }
 
 // sccGrants asks the API server's authorizer, as OpenShift's SCC admission does, whether each
@@ -104,7 +105,7 @@ func (e *Env) readiness(ctx context.Context) (map[string]install.Check, error) {
 	if e.ready != nil || e.readyErr != nil {
 		return e.ready, e.readyErr
 	}
-	checks, err := install.Status(ctx, e.Clients, install.VerifyOptions{Namespace: e.Namespace, DriverName: e.driver()})
+	checks, err := install.Status(ctx, e.Clients, install.VerifyOptions{Release: kube.Release{Namespace: e.Namespace, DriverName: e.Driver()}})
 	if err != nil {
 		e.readyErr = err
 		return nil, err
@@ -124,7 +125,7 @@ func component(name func(driver string) string) func(context.Context, *Env) []Re
 		if err != nil {
 			return one(fail("cannot read the install's status: %v", err))
 		}
-		n := name(e.driver())
+		n := name(e.Driver())
 		c, found := ready[n]
 		switch {
 		case !found:
@@ -175,7 +176,7 @@ func webhookReachable(ctx context.Context, e *Env) []Result {
 	if err != nil {
 		return one(fail("cannot read MutatingWebhookConfiguration %s: %v", nginxmesh.InjectorWebhook, err))
 	}
-	if o, self := owner(w), e.Namespace+"/"+e.Release; o != self {
+	if o, self := owner(w), e.Namespace+"/"+e.ReleaseName; o != self {
 		return one(fail("MutatingWebhookConfiguration %s belongs to release %q, not %s", w.Name, o, self))
 	}
 	var details []string
@@ -219,7 +220,7 @@ func webhookReachable(ctx context.Context, e *Env) []Result {
 	case err != nil:
 		return one(warn("a dry-run pod in %s was refused by something else than the webhook, so the injection is not proven", target).with(err.Error()).
 			hint("the message names the admission plugin that refused the probe pod"))
-	case !(nginxmesh.Injected{DriverName: e.driver()}).HasMarker(got):
+	case !(nginxmesh.Injected{DriverName: e.Driver()}).HasMarker(got):
 		return one(fail("a dry-run pod in opted-in namespace %s came back without the injector's marker", target).with(details...))
 	}
 	return one(ok("a dry-run pod in %s was injected (%d ready endpoints)", target, ready))

@@ -102,7 +102,7 @@ func podsInjected(ctx context.Context, e *Env) []Result {
 	if len(nss) == 0 {
 		return one(skip("no opted-in namespace"))
 	}
-	rule := nginxmesh.Injected{DriverName: e.driver()}
+	rule := nginxmesh.Injected{DriverName: e.Driver()}
 	var out []Result
 	for _, ns := range nss {
 		pods, err := e.livePods(ctx, ns.Name)
@@ -155,7 +155,7 @@ func podsRegistered(ctx context.Context, e *Env) []Result {
 	if err != nil {
 		return one(fail("cannot list the SPIRE server's entries: %v", err))
 	}
-	rule := nginxmesh.Injected{DriverName: e.driver()}
+	rule := nginxmesh.Injected{DriverName: e.Driver()}
 	now := e.now()
 	var out []Result
 	for _, ns := range nss {

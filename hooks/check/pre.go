@@ -185,7 +185,7 @@ func openShiftVersion(ctx context.Context, e *Env) []Result {
 }
 
 func (e *Env) csiDriver(ctx context.Context) (*storagev1.CSIDriver, error) {
-	d, err := e.Clients.Kube.StorageV1().CSIDrivers().Get(ctx, e.driver(), metav1.GetOptions{})
+	d, err := e.Clients.Kube.StorageV1().CSIDrivers().Get(ctx, e.Driver(), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -203,13 +203,13 @@ func inlineVolumes(ctx context.Context, e *Env) []Result {
 	d, err := e.csiDriver(ctx)
 	switch {
 	case err != nil:
-		return one(fail("cannot read CSIDriver %s: %v", e.driver(), err))
+		return one(fail("cannot read CSIDriver %s: %v", e.Driver(), err))
 	case d == nil:
-		return one(ok("Kubernetes %s supports them; CSIDriver %s does not exist yet (the chart creates it)", v, e.driver()))
+		return one(ok("Kubernetes %s supports them; CSIDriver %s does not exist yet (the chart creates it)", v, e.Driver()))
 	case !slices.Contains(d.Spec.VolumeLifecycleModes, storagev1.VolumeLifecycleEphemeral):
-		return one(fail("CSIDriver %s exists and does not list the Ephemeral lifecycle mode (%v): kubelet refuses the injected inline volumes", e.driver(), d.Spec.VolumeLifecycleModes))
+		return one(fail("CSIDriver %s exists and does not list the Ephemeral lifecycle mode (%v): kubelet refuses the injected inline volumes", e.Driver(), d.Spec.VolumeLifecycleModes))
 	}
-	return one(ok("Kubernetes %s supports them; CSIDriver %s allows Ephemeral", v, e.driver()))
+	return one(ok("Kubernetes %s supports them; CSIDriver %s allows Ephemeral", v, e.Driver()))
 }
 
 func namespaceLabels(ctx context.Context, e *Env) []Result {
@@ -251,21 +251,21 @@ func profileLabel(ctx context.Context, e *Env) []Result {
 	d, err := e.csiDriver(ctx)
 	switch {
 	case err != nil:
-		return one(fail("cannot read CSIDriver %s: %v", e.driver(), err))
+		return one(fail("cannot read CSIDriver %s: %v", e.Driver(), err))
 	case d == nil && e.Running == PreInstall:
-		return one(ok("CSIDriver %s does not exist yet; the chart creates it labelled %s=restricted", e.driver(), ProfileLabel))
+		return one(ok("CSIDriver %s does not exist yet; the chart creates it labelled %s=restricted", e.Driver(), ProfileLabel))
 	case d == nil:
-		return one(fail("CSIDriver %s does not exist: kubelet refuses every injected pod's volume", e.driver()))
+		return one(fail("CSIDriver %s does not exist: kubelet refuses every injected pod's volume", e.Driver()))
 	}
 	switch p := d.Labels[ProfileLabel]; {
 	case p != "restricted" && e.Running == PreInstall && d.Labels[nginxmesh.PartOfLabel] == nginxmesh.PartOf:
-		return one(ok("CSIDriver %s of an earlier install lacks %s=restricted; the install adopts it and sets the label", e.driver(), ProfileLabel))
+		return one(ok("CSIDriver %s of an earlier install lacks %s=restricted; the install adopts it and sets the label", e.Driver(), ProfileLabel))
 	case p == "restricted":
-		return one(ok("CSIDriver %s: %s=restricted", e.driver(), ProfileLabel))
+		return one(ok("CSIDriver %s: %s=restricted", e.Driver(), ProfileLabel))
 	case p == "":
-		return one(fail("CSIDriver %s has no %s label: OpenShift refuses its inline volume in namespaces that enforce restricted", e.driver(), ProfileLabel))
+		return one(fail("CSIDriver %s has no %s label: OpenShift refuses its inline volume in namespaces that enforce restricted", e.Driver(), ProfileLabel))
 	default:
-		return one(warn("CSIDriver %s: %s=%s: OpenShift refuses its inline volume in namespaces that enforce a stricter profile", e.driver(), ProfileLabel, p))
+		return one(warn("CSIDriver %s: %s=%s: OpenShift refuses its inline volume in namespaces that enforce a stricter profile", e.Driver(), ProfileLabel, p))
 	}
 }
 
@@ -275,25 +275,25 @@ func alive(r *release.Release) bool {
 }
 
 func releaseName(_ context.Context, e *Env) []Result {
-	rel, err := status.LastRelease(e.Clients, e.Namespace, e.Release)
+	rel, err := status.LastRelease(e.Clients, e.Namespace, e.ReleaseName)
 	switch {
 	case err != nil:
-		return one(fail("cannot read release %s/%s: %v", e.Namespace, e.Release, err))
+		return one(fail("cannot read release %s/%s: %v", e.Namespace, e.ReleaseName, err))
 	case rel == nil:
-		return one(ok("release %s is free in namespace %s", e.Release, e.Namespace))
+		return one(ok("release %s is free in namespace %s", e.ReleaseName, e.Namespace))
 	}
 	st := rel.Info.Status
 	switch st {
 	case release.StatusUninstalled, release.StatusFailed:
-		return one(warn("release %s/%s is %s (revision %d): helm install refuses the name without --replace", e.Namespace, e.Release, st, rel.Version))
+		return one(warn("release %s/%s is %s (revision %d): helm install refuses the name without --replace", e.Namespace, e.ReleaseName, st, rel.Version))
 	}
-	return one(fail("release %s/%s is %s (revision %d)", e.Namespace, e.Release, st, rel.Version))
+	return one(fail("release %s/%s is %s (revision %d)", e.Namespace, e.ReleaseName, st, rel.Version))
 }
 
 // installRefs are the objects an install of the chart creates that another install may
 // already have made: the keep set, the fixed cluster-scoped names and the webhook configuration.
 func (e *Env) installRefs() []nginxmesh.Ref {
-	ks := nginxmesh.KeepSetOptions{Namespace: e.Namespace, DriverName: e.Driver, SidecarNamespaces: e.SidecarNamespaces, OpenShift: e.Clients.OpenShift}
+	ks := e.KeepSet(e.Clients)
 	refs := nginxmesh.KeepSet(ks)
 	// Not the hooks' RBAC: Helm hook objects carry no ownership and go after each hook.
 	for _, n := range []string{nginxmesh.SpireAgentRBAC, nginxmesh.SpireServerRBAC, nginxmesh.Controller, nginxmesh.Registrar} {
@@ -325,7 +325,7 @@ func (e *Env) releaseAlive(o string) (bool, error) {
 }
 
 func ownership(ctx context.Context, e *Env) []Result {
-	self := e.Namespace + "/" + e.Release
+	self := e.Namespace + "/" + e.ReleaseName
 	var foreign, live, adoptable, ours []string
 	for _, r := range e.installRefs() {
 		m, err := keepset.Get(ctx, e.Clients, r)
@@ -361,7 +361,7 @@ func ownership(ctx context.Context, e *Env) []Result {
 			hint("names are cluster-wide: one mesh per cluster. Uninstall the other release (or install this one under its name and namespace); remove objects nginx-mesh did not make"))
 	case len(adoptable) > 0:
 		return one(warn("%d objects of another install: helm install fails with \"invalid ownership metadata\" until they are adopted", len(adoptable)).with(adoptable...).
-			hint("helm install --take-ownership (Helm >= 3.17), or first nginx-mesh-hooks adopt --release %s --namespace %s", e.Release, e.Namespace))
+			hint("helm install --take-ownership (Helm >= 3.17), or first nginx-mesh-hooks adopt --release %s --namespace %s", e.ReleaseName, e.Namespace))
 	case len(ours) > 0:
 		return one(ok("%d objects exist already and belong to release %s: Helm adopts them", len(ours), self))
 	}

@@ -29,9 +29,8 @@ var ErrRefused = errors.New("refused")
 
 // Options of cleanup.
 type Options struct {
-	Namespace, Release, DriverName string
-	SidecarNamespaces              []string
-	Settle                         time.Duration
+	kube.Release
+	Settle time.Duration
 	// Force deletes the drivers even while injected pods use them (those pods can then never
 	// unmount their volumes). Wait deletes what no pod needs now, then waits (as the sentinel
 	// does, in this process) until no pod uses the drivers, then deletes them.
@@ -67,7 +66,7 @@ func named(c *kube.Clients, o Options, drivers []string) (refs []nginxmesh.Ref, 
 	ns := o.Namespace
 	keep = map[nginxmesh.Ref]bool{}
 	for _, d := range drivers {
-		for _, r := range nginxmesh.KeepSet(nginxmesh.KeepSetOptions{Namespace: ns, DriverName: d, SidecarNamespaces: o.SidecarNamespaces, OpenShift: c.OpenShift}) {
+		for _, r := range nginxmesh.KeepSet(o.WithDriver(d).KeepSet(c)) {
 			refs = append(refs, r)
 			keep[r] = true
 		}
@@ -256,101 +255,144 @@ func countAll(ctx context.Context, c *kube.Clients, o Options) (count.Result, er
 // DryRun only returns the plan. The namespace goes last, only with DeleteNamespace, and only
 // if it holds nothing but the mesh's objects.
 func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger) (Result, error) {
-	var res Result
+	r := &runner{c: c, o: o, log: log}
+	err := r.run(ctx)
+	return r.res, err
+}
+
+// runner is one cleanup run; res gathers what it found and deleted, also when it fails.
+type runner struct {
+	c   *kube.Clients
+	o   Options
+	log logrus.FieldLogger
+	res Result
+}
+
+func (r *runner) run(ctx context.Context) error {
+	waiting, err := r.prepare(ctx)
+	if err != nil || r.o.DryRun {
+		return err
+	}
+	for _, d := range r.res.Plan.Drivers {
+		if _, err := sentinel.StopAll(ctx, r.c, d, "cleanup", r.log); err != nil {
+			return fmt.Errorf("stop the sentinel: %w", err)
+		}
+	}
+	if err := r.removeDrivers(ctx, waiting); err != nil {
+		return err
+	}
+	if err := r.delete(ctx, r.res.Plan.Delete); err != nil {
+		return err
+	}
+	return r.deleteNamespace(ctx)
+}
+
+// prepare deletes the webhook configuration (unless DryRun), counts the injected pods, makes
+// the plan and refuses what the options do not allow. waiting: injected pods hold the drivers
+// and Force is not given.
+func (r *runner) prepare(ctx context.Context) (waiting bool, err error) {
+	o := r.o
 	if !o.DryRun {
 		webhook := nginxmesh.Ref{Kind: nginxmesh.KindMutatingWebhook, Name: nginxmesh.InjectorWebhook}
-		if err := keepset.DeleteAll(ctx, c, []nginxmesh.Ref{webhook}, o.claim(), nil, log); err != nil {
-			return res, err
+		if err := keepset.DeleteAll(ctx, r.c, []nginxmesh.Ref{webhook}, o.claim(), nil, r.log); err != nil {
+			return false, err
 		}
 	}
-	var err error
-	if res.Injected, err = countAll(ctx, c, o); err != nil {
-		return res, err
+	if r.res.Injected, err = countAll(ctx, r.c, o); err != nil {
+		return false, err
 	}
-	if res.Plan, err = MakePlan(ctx, c, o); err != nil {
-		return res, err
+	if r.res.Plan, err = MakePlan(ctx, r.c, o); err != nil {
+		return false, err
 	}
-	waiting := res.Injected.Total > 0 && !o.Force
+	waiting = r.res.Injected.Total > 0 && !o.Force
 	if waiting && !o.Wait {
-		return res, fmt.Errorf("%w: %d injected pods still use the CSI driver (%v); re-roll them (see `nginx-mesh-hooks status`), or pass --wait to remove everything else now and the driver once they are gone, or --force, which leaves them unable to unmount", ErrRefused, res.Injected.Total, res.Injected.Pods)
+		return waiting, fmt.Errorf("%w: %d injected pods still use the CSI driver (%v); re-roll them (see `nginx-mesh-hooks status`), or pass --wait to remove everything else now and the driver once they are gone, or --force, which leaves them unable to unmount", ErrRefused, r.res.Injected.Total, r.res.Injected.Pods)
 	}
 	if o.DeleteNamespace {
-		foreign, err := keepset.NamespaceContents(ctx, c, o.Namespace, o.Release)
+		foreign, err := keepset.NamespaceContents(ctx, r.c, o.Namespace, o.ReleaseName)
 		if err != nil {
-			return res, err
+			return waiting, err
 		}
 		if len(foreign) > 0 {
-			return res, fmt.Errorf("%w to delete namespace %s: it holds objects that are not the mesh's: %s; move them, or run cleanup without --delete-namespace", ErrRefused, o.Namespace, strings.Join(foreign, ", "))
+			return waiting, fmt.Errorf("%w to delete namespace %s: it holds objects that are not the mesh's: %s; move them, or run cleanup without --delete-namespace", ErrRefused, o.Namespace, strings.Join(foreign, ", "))
 		}
 	}
-	if o.DryRun {
-		return res, nil
-	}
-	for _, d := range res.Plan.Drivers {
-		if _, err := sentinel.StopAll(ctx, c, d, "cleanup", log); err != nil {
-			return res, fmt.Errorf("stop the sentinel: %w", err)
-		}
-	}
-	del := func(refs []nginxmesh.Ref) error {
-		for _, r := range refs {
-			if r.Kind == nginxmesh.KindNamespace {
-				continue // last, below
-			}
-			out, err := keepset.DeleteOwned(ctx, c, r, o.claimFor(r), metav1.DeletePropagationBackground)
-			switch {
-			case errors.Is(err, keepset.ErrNotOurs):
-				log.WithError(err).Info("left alone")
-			case err != nil:
-				return err
-			case out == keepset.Deleted:
-				res.Deleted = append(res.Deleted, r)
-				log.WithField("object", r.String()).Info("deleted")
-			}
-		}
-		return nil
-	}
-	if waiting {
+	return waiting, nil
+}
+
+// removeDrivers removes the driver units before the rest of the plan: while pods wait, the
+// rest of the plan first and each driver once its pods are gone (the sentinel, in this
+// process); with no pod, the safe way (keepset.Remove); with Force, nothing here (the plan
+// deletes them).
+func (r *runner) removeDrivers(ctx context.Context, waiting bool) error {
+	o := r.o
+	switch {
+	case waiting:
 		var now []nginxmesh.Ref
-		for _, r := range res.Plan.Delete {
-			if !res.Plan.KeepSet[r] {
-				now = append(now, r)
+		for _, ref := range r.res.Plan.Delete {
+			if !r.res.Plan.KeepSet[ref] {
+				now = append(now, ref)
 			}
 		}
-		if err := del(now); err != nil {
-			return res, err
+		if err := r.delete(ctx, now); err != nil {
+			return err
 		}
-		for _, d := range res.Plan.Drivers {
-			if err := o.waitAndRemove(ctx, c, d, log); err != nil {
-				return res, err
+		for _, d := range r.res.Plan.Drivers {
+			if err := o.waitAndRemove(ctx, r.c, d, r.log); err != nil {
+				return err
 			}
 		}
-	} else if !o.Force {
-		for _, d := range res.Plan.Drivers {
-			_, err := keepset.Remove(ctx, c, keepset.RemoveOptions{
-				Keep:  nginxmesh.KeepSetOptions{Namespace: o.Namespace, DriverName: d, SidecarNamespaces: o.SidecarNamespaces, OpenShift: c.OpenShift},
+	case !o.Force:
+		for _, d := range r.res.Plan.Drivers {
+			_, err := keepset.Remove(ctx, r.c, keepset.RemoveOptions{
+				Keep:  o.WithDriver(d).KeepSet(r.c),
 				Claim: o.claim(), Rule: nginxmesh.Injected{DriverName: d, Settle: o.Settle, VolumeOnly: d != o.DriverName},
 				SentinelRBAC: true, RefusalWait: sentinel.DefaultRefusalWait,
-			}, log)
+			}, r.log)
 			if errors.Is(err, keepset.ErrPodsAppeared) {
-				return res, fmt.Errorf("%w: %w; run cleanup --wait", ErrRefused, err)
+				return fmt.Errorf("%w: %w; run cleanup --wait", ErrRefused, err)
 			}
 			if err != nil {
-				return res, err
+				return err
 			}
 		}
 	}
-	if err := del(res.Plan.Delete); err != nil {
-		return res, err
-	}
-	if o.DeleteNamespace {
-		ns := nginxmesh.Ref{Kind: nginxmesh.KindNamespace, Name: o.Namespace}
-		if err := keepset.Delete(ctx, c, ns, metav1.DeletePropagationBackground, nil); kube.IgnoreNotFound(err) != nil {
-			return res, err
+	return nil
+}
+
+// delete deletes refs in order, each under its claim, but not the namespace (deleteNamespace
+// does, last).
+func (r *runner) delete(ctx context.Context, refs []nginxmesh.Ref) error {
+	for _, ref := range refs {
+		if ref.Kind == nginxmesh.KindNamespace {
+			continue
 		}
-		res.Deleted = append(res.Deleted, ns)
-		log.WithField("object", ns.String()).Info("deleted")
+		out, err := keepset.DeleteOwned(ctx, r.c, ref, r.o.claimFor(ref), metav1.DeletePropagationBackground)
+		switch {
+		case errors.Is(err, keepset.ErrNotOurs):
+			r.log.WithError(err).Info("left alone")
+		case err != nil:
+			return err
+		case out == keepset.Deleted:
+			r.res.Deleted = append(r.res.Deleted, ref)
+			r.log.WithField("object", ref.String()).Info("deleted")
+		}
 	}
-	return res, nil
+	return nil
+}
+
+// deleteNamespace deletes the mesh namespace with DeleteNamespace (prepare checked it).
+func (r *runner) deleteNamespace(ctx context.Context) error {
+	if !r.o.DeleteNamespace {
+		return nil
+	}
+	ns := nginxmesh.Ref{Kind: nginxmesh.KindNamespace, Name: r.o.Namespace}
+	if err := keepset.Delete(ctx, r.c, ns, metav1.DeletePropagationBackground, nil); kube.IgnoreNotFound(err) != nil {
+		return err
+	}
+	r.res.Deleted = append(r.res.Deleted, ns)
+	r.log.WithField("object", ns.String()).Info("deleted")
+	return nil
 }
 
 // claimFor is the claim of one planned object: anything in the mesh namespace is the
@@ -366,8 +408,7 @@ func (o Options) claimFor(r nginxmesh.Ref) keepset.Claim {
 // waitAndRemove runs the sentinel of one driver unit in this process: it waits until no pod
 // uses the driver, then removes the unit and its sentinel RBAC.
 func (o Options) waitAndRemove(ctx context.Context, c *kube.Clients, driver string, log logrus.FieldLogger) error {
-	so := sentinel.Options{Namespace: o.Namespace, DriverName: driver, SidecarNamespaces: o.SidecarNamespaces,
-		Settle: o.Settle, Retired: driver != o.DriverName, ProgressEvery: o.ProgressEvery}
+	so := sentinel.Options{Release: kube.Release{Namespace: o.Namespace, DriverName: driver, SidecarNamespaces: o.SidecarNamespaces}, Settle: o.Settle, Retired: driver != o.DriverName, ProgressEvery: o.ProgressEvery}
 	t := sentinel.NewTracker(so.Rule())
 	s := &sentinel.Sentinel{Clients: c, Options: so, Log: log.WithField("driver", driver), Tracker: t}
 	log.WithField("driver", driver).Info("waiting until no pod uses the driver (Ctrl-C stops; run cleanup --wait again to resume)")

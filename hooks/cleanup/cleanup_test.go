@@ -62,7 +62,7 @@ func TestCleanup(t *testing.T) {
 				kobjs = append(kobjs, fakes.Pod("app", "web", fakes.Annotated))
 			}
 			cl, k, _ := fakes.Clients(c.openshift, kobjs, sobjs...)
-			res, err := Run(context.Background(), cl, Options{Namespace: "mesh", DriverName: nginxmesh.DefaultDriverName, Force: c.force, DryRun: c.dryRun, Settle: time.Second}, quiet())
+			res, err := Run(context.Background(), cl, Options{Release: kube.Release{Namespace: "mesh", DriverName: nginxmesh.DefaultDriverName}, Force: c.force, DryRun: c.dryRun, Settle: time.Second}, quiet())
 			if !errors.Is(err, c.wantErr) {
 				t.Fatalf("err %v, want %v", err, c.wantErr)
 			}
@@ -87,7 +87,7 @@ func TestCleanup(t *testing.T) {
 				t.Fatalf("deleted %d objects, want deletions: %v", deleted, c.wantDeleted)
 			}
 			if c.wantDeleted {
-				if again, _ := MakePlan(context.Background(), cl, Options{Namespace: "mesh", DriverName: nginxmesh.DefaultDriverName}); len(again.Delete) != 0 {
+				if again, _ := MakePlan(context.Background(), cl, Options{Release: kube.Release{Namespace: "mesh", DriverName: nginxmesh.DefaultDriverName}}); len(again.Delete) != 0 {
 					t.Fatalf("left after cleanup: %v", again.Delete)
 				}
 			}
@@ -109,7 +109,7 @@ func TestCleanupScope(t *testing.T) {
 	lookAlike := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Hooks}} // a user's, same name
 	mesh := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "mesh"}}
 	cl, k, _ := fakes.Clients(true, append(kobjs, userNS, userCM, userJob, otherRelease, lookAlike, mesh), sobjs...)
-	res, err := Run(context.Background(), cl, Options{Namespace: "mesh", DriverName: nginxmesh.DefaultDriverName}, quiet())
+	res, err := Run(context.Background(), cl, Options{Release: kube.Release{Namespace: "mesh", DriverName: nginxmesh.DefaultDriverName}}, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestCleanupScope(t *testing.T) {
 	if len(res.Plan.Skipped) != 2 {
 		t.Errorf("skipped %v: want the other release's ClusterRole and the look-alike reported", res.Plan.Skipped)
 	}
-	if again, _ := MakePlan(context.Background(), cl, Options{Namespace: "mesh", DriverName: nginxmesh.DefaultDriverName}); len(again.Delete) != 0 {
+	if again, _ := MakePlan(context.Background(), cl, Options{Release: kube.Release{Namespace: "mesh", DriverName: nginxmesh.DefaultDriverName}}); len(again.Delete) != 0 {
 		t.Fatalf("left after cleanup: %v", again.Delete)
 	}
 }
@@ -150,7 +150,7 @@ func TestCleanupDeleteNamespace(t *testing.T) {
 			kobjs, _ := fakes.KeepSet(nginxmesh.KeepSetOptions{Namespace: "mesh"}, "r1")
 			kobjs = append(kobjs, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "mesh"}})
 			cl, k, _ := fakes.Clients(false, append(kobjs, c.extra...))
-			_, err := Run(context.Background(), cl, Options{Namespace: "mesh", DriverName: nginxmesh.DefaultDriverName, DeleteNamespace: true}, quiet())
+			_, err := Run(context.Background(), cl, Options{Release: kube.Release{Namespace: "mesh", DriverName: nginxmesh.DefaultDriverName}, DeleteNamespace: true}, quiet())
 			if c.wantErr != errors.Is(err, ErrRefused) || c.wantErr && !strings.Contains(err.Error(), "deployments web") {
 				t.Fatalf("err %v", err)
 			}
@@ -172,7 +172,7 @@ func TestCleanupOrphansNothing(t *testing.T) {
 	cl, k, _ := fakes.Clients(false, []runtime.Object{job, orphan, owned})
 	g := &fakes.Guard{}
 	g.Install(k, nil)
-	res, err := Run(context.Background(), cl, Options{Namespace: "mesh", DriverName: nginxmesh.DefaultDriverName}, quiet())
+	res, err := Run(context.Background(), cl, Options{Release: kube.Release{Namespace: "mesh", DriverName: nginxmesh.DefaultDriverName}}, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestCleanupWaitAfterNoHooks(t *testing.T) {
 	cl, k, _ := fakes.Clients(false, append(kobjs, hookRBAC, postDeleteRBAC, bundle, pod))
 	done := make(chan error, 1)
 	go func() {
-		_, err := Run(context.Background(), cl, Options{Namespace: "mesh", DriverName: nginxmesh.DefaultDriverName, Wait: true, Settle: time.Second}, quiet())
+		_, err := Run(context.Background(), cl, Options{Release: kube.Release{Namespace: "mesh", DriverName: nginxmesh.DefaultDriverName}, Wait: true, Settle: time.Second}, quiet())
 		done <- err
 	}()
 	gone := func(get func() error) bool { return apierrors.IsNotFound(get()) }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -69,14 +70,8 @@ Examples:
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.clients(cmd.Context())
-			if err != nil {
-				return err
-			}
-			e := &check.Env{Clients: c, Namespace: g.namespace, Release: g.release, Driver: g.driver,
-				SidecarNamespaces: g.sidecarList(), ExcludeNamespaces: kube.SplitList(exclude),
-				RegistrationLagWarn: lagWarn, EntryGrace: grace}
+		RunE: g.withClients(func(ctx context.Context, c *kube.Clients) error {
+			e := &check.Env{Release: g.release(), Clients: c, ExcludeNamespaces: kube.SplitList(exclude), RegistrationLagWarn: lagWarn, EntryGrace: grace}
 			groups := []check.Group{check.ControlPlane, check.DataPlane}
 			switch {
 			case pre:
@@ -98,7 +93,7 @@ Examples:
 						return err
 					}
 					e.Spire = check.ServerCLI{Exec: exec, Binary: "/opt/spire/bin/spire-server", Socket: "/tmp/spire-server/private/api.sock"}
-					e.Probe = check.PodProbe{Clients: c, Namespace: g.namespace, Release: g.release, Spire: e.Spire, Timeout: probeTimeout}.Run
+					e.Probe = check.PodProbe{Clients: c, Namespace: g.namespace, Release: g.releaseName, Spire: e.Spire, Timeout: probeTimeout}.Run
 				}
 			}
 			if !svid {
@@ -108,7 +103,7 @@ Examples:
 			if output != "text" {
 				progress = nil
 			}
-			r := check.Run(cmd.Context(), e, groups, progress)
+			r := check.Run(ctx, e, groups, progress)
 			if output == "json" {
 				if err := r.WriteJSON(g.deps.Stdout); err != nil {
 					return err
@@ -124,7 +119,7 @@ Examples:
 				return fmt.Errorf("%w: %s", check.ErrFailed, strings.Join(slices.Compact(names), ", "))
 			}
 			return nil
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVarP(&output, "output", "o", "text", "text (progress as each check completes) or json (one document at the end)")

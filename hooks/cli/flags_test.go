@@ -229,12 +229,63 @@ func TestUnknownFlagPostDeleteAfterTheUnitWent(t *testing.T) {
 func TestSentinelJobArgsParse(t *testing.T) {
 	t.Setenv("POD_NAMESPACE", "")
 	for _, o := range []sentinel.JobOptions{
-		{Namespace: ns, Release: "r1", DriverName: nginxmesh.DefaultDriverName, Settle: nginxmesh.DefaultSettle},
-		{Namespace: ns, Release: "r1", DriverName: "old.example.com", Retired: true, DeleteNamespace: true, SidecarNamespaces: []string{"a", "b"}, LogFormat: "text"},
+		{Release: kube.Release{Namespace: ns, ReleaseName: "r1", DriverName: nginxmesh.DefaultDriverName}, Settle: nginxmesh.DefaultSettle},
+		{Release: kube.Release{Namespace: ns, ReleaseName: "r1", DriverName: "old.example.com", SidecarNamespaces: []string{"a", "b"}}, Retired: true, DeleteNamespace: true, JobSettings: sentinel.JobSettings{LogFormat: "text"}},
 	} {
 		args := sentinel.Args(o)
 		if err := cliutil.Check(New(Deps{Stdout: io.Discard, Stderr: io.Discard}), args); err != nil {
 			t.Errorf("sentinel Job arguments %q: %v", args, err)
+		}
+	}
+}
+
+// Each flag that falls back to a variable takes it when not given, loses to the flag, and
+// keeps its default when the variable is empty (the chart renders an empty value for an unset
+// optional field); other variables reach no flag.
+func TestFlagsFallBackToTheEnvironment(t *testing.T) {
+	fallbacks := []struct{ cmd, flag, env, def string }{
+		{"status", "namespace", "POD_NAMESPACE", nginxmesh.DefaultNamespace},
+		{"pre-delete", "release", "RELEASE_NAME", "nginx-mesh"},
+		{"pre-delete", "image", "HOOKS_IMAGE", ""},
+		{"pre-upgrade", "image", "HOOKS_IMAGE", ""},
+		{"helm-test", "service-account", "SERVICE_ACCOUNT", ""},
+		{"helm-test", "pod-name", "POD_NAME", ""},
+		{"status", "driver-name", nginxmesh.DriverNameEnv, nginxmesh.DefaultDriverName}, // not a fallback
+	}
+	for _, fb := range fallbacks {
+		for _, c := range []struct {
+			name, env string
+			args      []string
+			want      string
+		}{
+			{"default", "", nil, fb.def},
+			{"variable", "from-env", nil, "from-env"},
+			{"flag wins", "from-env", []string{"--" + fb.flag + "=from-flag"}, "from-flag"},
+		} {
+			t.Run(fb.cmd+"/"+fb.flag+"/"+c.name, func(t *testing.T) {
+				for _, f := range fallbacks {
+					t.Setenv(f.env, "")
+				}
+				t.Setenv(fb.env, c.env)
+				root, _ := newRoot(Deps{Stdout: io.Discard, Stderr: io.Discard})
+				cmd, rest, err := root.Find(append([]string{fb.cmd}, c.args...))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := cmd.ParseFlags(rest); err != nil {
+					t.Fatal(err)
+				}
+				if err := root.PersistentPreRunE(cmd, nil); err != nil {
+					t.Fatal(err)
+				}
+				want := c.want
+				if fb.env == nginxmesh.DriverNameEnv && c.name == "variable" {
+					want = fb.def
+				}
+				if got := cmd.Flags().Lookup(fb.flag).Value.String(); got != want {
+					t.Errorf("--%s = %q with %s=%q and args %q, want %q", fb.flag, got, fb.env, c.env, c.args, want)
+				}
+			})
 		}
 	}
 }

@@ -25,8 +25,7 @@ import (
 
 // Options of pre-install, pre-upgrade and adopt.
 type Options struct {
-	Namespace, Release, DriverName string
-	SidecarNamespaces              []string
+	kube.Release
 	// CSIEnabled tells whether the new release serves a driver (csi.enabled). Only a release
 	// that serves the same driver name takes a kept driver over.
 	CSIEnabled bool
@@ -34,18 +33,13 @@ type Options struct {
 	// (csi.allowDriverChange); without it pre-upgrade refuses and names the pods.
 	AllowDriverChange bool
 	// The retired driver's sentinel Job (pre-upgrade): see sentinel.JobOptions.
-	Settle                 time.Duration
-	Image, ImagePullPolicy string
-	ImagePullSecrets       []string
-	LogFormat, HookJob     string
-	Now                    func() time.Time
+	Settle time.Duration
+	sentinel.JobSettings
+	HookJob string
+	Now     func() time.Time
 }
 
-func (o Options) handedTo() string { return o.Namespace + "/" + o.Release }
-
-func (o Options) driver() string {
-	return nginxmesh.KeepSetOptions{DriverName: o.DriverName}.Driver()
-}
+func (o Options) handedTo() string { return o.Namespace + "/" + o.ReleaseName }
 
 // ErrRefused: pre-upgrade refused to rename or disable a driver that pods still use.
 var ErrRefused = errors.New("refused")
@@ -60,7 +54,7 @@ func Handover(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldL
 		logOtherDrivers(ctx, c, "", log)
 		return nil
 	}
-	driver := o.driver()
+	driver := o.Driver()
 	if _, err := sentinel.StopAll(ctx, c, driver, o.handedTo(), log); err != nil {
 		return fmt.Errorf("stop the sentinel: %w", err)
 	}
@@ -87,7 +81,7 @@ func Handover(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldL
 	}
 	for _, ns := range others {
 		log.WithFields(logrus.Fields{"namespace": ns, "driver": driver}).Info("removing the CSI driver kept in another namespace; this release serves its pods")
-		ks := nginxmesh.KeepSetOptions{Namespace: ns, DriverName: driver, OpenShift: c.OpenShift}
+		ks := kube.Release{Namespace: ns, DriverName: driver}.KeepSet(c)
 		refs := nginxmesh.DriverUnit(ks)[1:] // the DaemonSet; the CSIDriver is the new release's
 		for _, r := range nginxmesh.SentinelObjects(ks) {
 			if r.Namespace != "" { // the ClusterRole and its binding are the new release's too
@@ -160,7 +154,7 @@ func PreUpgrade(ctx context.Context, c *kube.Clients, o Options, log logrus.Fiel
 		units = units[:0]
 		for _, ds := range l.Items {
 			d := keepset.ServedDriver(&ds)
-			if ds.Name != nginxmesh.DaemonSetName(d) || o.CSIEnabled && d == o.driver() || slices.Contains(units, d) {
+			if ds.Name != nginxmesh.DaemonSetName(d) || o.CSIEnabled && d == o.Driver() || slices.Contains(units, d) {
 				continue
 			}
 			units = append(units, d)
@@ -206,12 +200,7 @@ func PreUpgrade(ctx context.Context, c *kube.Clients, o Options, log logrus.Fiel
 	template := sentinel.HookTemplate(ctx, c, o.Namespace, o.HookJob, log)
 	for _, d := range units {
 		log.WithField("driver", d).Info("this revision no longer serves the driver; it stays for its pods under its own sentinel")
-		err := sentinel.Create(ctx, c, sentinel.JobOptions{
-			Namespace: o.Namespace, Release: o.Release, DriverName: d, SidecarNamespaces: o.SidecarNamespaces,
-			Settle: o.Settle, Retired: true, OpenShift: c.OpenShift,
-			Image: o.Image, ImagePullPolicy: o.ImagePullPolicy, ImagePullSecrets: o.ImagePullSecrets,
-			LogFormat: o.LogFormat, Template: template,
-		}, log)
+		err := sentinel.Create(ctx, c, sentinel.JobOptions{Release: o.Release.WithDriver(d), Settle: o.Settle, Retired: true, OpenShift: c.OpenShift, JobSettings: o.JobSettings, Template: template}, log)
 		if err != nil {
 			return fmt.Errorf("start the sentinel of the retired driver %s: %w", d, err)
 		}
@@ -225,14 +214,14 @@ func PreUpgrade(ctx context.Context, c *kube.Clients, o Options, log logrus.Fiel
 // and namespaced ones already in the new namespace). Objects kept in another namespace are
 // left to pre-install, which removes them.
 func Adopt(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger) ([]nginxmesh.Ref, error) {
-	if o.Release == "" || o.Namespace == "" {
+	if o.ReleaseName == "" || o.Namespace == "" {
 		return nil, errors.New("adopt needs --release NAME and --namespace NS of the install that takes over")
 	}
-	if _, err := sentinel.StopAll(ctx, c, o.driver(), o.handedTo(), log); err != nil {
+	if _, err := sentinel.StopAll(ctx, c, o.Driver(), o.handedTo(), log); err != nil {
 		return nil, fmt.Errorf("stop the sentinel: %w", err)
 	}
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
-		"annotations": map[string]string{nginxmesh.ReleaseNameAnnotation: o.Release, nginxmesh.ReleaseNamespaceAnnotation: o.Namespace},
+		"annotations": map[string]string{nginxmesh.ReleaseNameAnnotation: o.ReleaseName, nginxmesh.ReleaseNamespaceAnnotation: o.Namespace},
 		"labels":      map[string]string{nginxmesh.ManagedByLabel: "Helm"},
 	}})
 	sidecars := o.SidecarNamespaces
@@ -257,7 +246,9 @@ func Adopt(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogg
 			return nil, err
 		}
 	}
-	ks := nginxmesh.KeepSetOptions{Namespace: o.Namespace, DriverName: o.DriverName, SidecarNamespaces: sidecars, OpenShift: c.OpenShift}
+	rel := o.Release
+	rel.SidecarNamespaces = sidecars
+	ks := rel.KeepSet(c)
 	var done []nginxmesh.Ref
 	for _, r := range nginxmesh.KeepSet(ks) {
 		obj, err := keepset.Get(ctx, c, r)

@@ -65,7 +65,7 @@ func TestPreInstallSameDriver(t *testing.T) {
 			cl, k, s := fakes.Clients(c.openshift, kobjs, sobjs...)
 			g := hookGuard(ks)
 			g.Install(k, s)
-			if err := PreInstall(context.Background(), cl, Options{Namespace: "mesh", Release: "r2", CSIEnabled: true}, quiet()); err != nil {
+			if err := PreInstall(context.Background(), cl, Options{Release: kube.Release{Namespace: "mesh", ReleaseName: "r2"}, CSIEnabled: true}, quiet()); err != nil {
 				t.Fatal(err)
 			}
 			if d := g.Denied(); len(d) > 0 {
@@ -117,7 +117,7 @@ func TestPreInstallOtherDriverLeavesItRunning(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			kobjs, _ := kept("old", nginxmesh.DefaultDriverName, false)
 			cl, k, _ := fakes.Clients(false, kobjs)
-			o := Options{Namespace: "mesh", Release: "r2", DriverName: c.driver, CSIEnabled: c.csiEnabled}
+			o := Options{Release: kube.Release{Namespace: "mesh", ReleaseName: "r2", DriverName: c.driver}, CSIEnabled: c.csiEnabled}
 			if err := PreInstall(context.Background(), cl, o, quiet()); err != nil {
 				t.Fatal(err)
 			}
@@ -143,7 +143,7 @@ func TestPreInstallDoesNotWaitForTheSentinelPod(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := PreInstall(ctx, cl, Options{Namespace: "mesh", Release: "r2", CSIEnabled: true}, quiet()); err != nil {
+	if err := PreInstall(ctx, cl, Options{Release: kube.Release{Namespace: "mesh", ReleaseName: "r2"}, CSIEnabled: true}, quiet()); err != nil {
 		t.Fatalf("pre-install waited for the sentinel pod: %v", err)
 	}
 }
@@ -159,7 +159,7 @@ func TestStopMarksBeforeDeleting(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	if err := PreInstall(context.Background(), cl, Options{Namespace: "mesh", Release: "r2", CSIEnabled: true}, quiet()); err != nil {
+	if err := PreInstall(context.Background(), cl, Options{Release: kube.Release{Namespace: "mesh", ReleaseName: "r2"}, CSIEnabled: true}, quiet()); err != nil {
 		t.Fatal(err)
 	}
 	if !marked {
@@ -191,7 +191,7 @@ func TestPreUpgrade(t *testing.T) {
 		{"renamed, no pod uses it: retired", renamed, true, false, []runtime.Object{annotatedOnly}, "", true},
 		// An earlier upgrade (allowed) retired the old driver: a later upgrade that keeps the new
 		// name has nothing to refuse; the retired sentinel already waits for those pods.
-		{"retired earlier, its sentinel runs: not refused", renamed, true, false, []runtime.Object{using, sentinel.Job(sentinel.JobOptions{Namespace: "mesh", Release: "r1", DriverName: old, Retired: true, Image: "hooks:1"})}, "", true},
+		{"retired earlier, its sentinel runs: not refused", renamed, true, false, []runtime.Object{using, sentinel.Job(sentinel.JobOptions{JobSettings: sentinel.JobSettings{Image: "hooks:1"}, Release: kube.Release{Namespace: "mesh", ReleaseName: "r1", DriverName: old}, Retired: true})}, "", true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ks := nginxmesh.KeepSetOptions{Namespace: "mesh", DriverName: old}
@@ -199,7 +199,7 @@ func TestPreUpgrade(t *testing.T) {
 			cl, k, _ := fakes.Clients(false, append(kobjs, c.pods...))
 			g := hookGuard(nginxmesh.KeepSetOptions{Namespace: "mesh", DriverName: c.driver})
 			g.Install(k, nil)
-			o := Options{Namespace: "mesh", Release: "r1", DriverName: c.driver, CSIEnabled: c.csiEnabled, AllowDriverChange: c.allow, Image: "hooks:1"}
+			o := Options{JobSettings: sentinel.JobSettings{Image: "hooks:1"}, Release: kube.Release{Namespace: "mesh", ReleaseName: "r1", DriverName: c.driver}, CSIEnabled: c.csiEnabled, AllowDriverChange: c.allow}
 			err := PreUpgrade(context.Background(), cl, o, quiet())
 			if d := g.Denied(); len(d) > 0 {
 				t.Errorf("calls the hook RBAC does not allow: %v", d)
@@ -229,7 +229,7 @@ func TestPreUpgrade(t *testing.T) {
 func TestPreUpgradeStopsTheSentinelOfARollback(t *testing.T) {
 	kobjs, _ := kept("mesh", "", false)
 	cl, k, _ := fakes.Clients(false, kobjs)
-	if err := PreUpgrade(context.Background(), cl, Options{Namespace: "mesh", Release: "r1", CSIEnabled: true, Image: "hooks:1"}, quiet()); err != nil {
+	if err := PreUpgrade(context.Background(), cl, Options{JobSettings: sentinel.JobSettings{Image: "hooks:1"}, Release: kube.Release{Namespace: "mesh", ReleaseName: "r1"}, CSIEnabled: true}, quiet()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := k.BatchV1().Jobs("mesh").Get(context.Background(), nginxmesh.Sentinel, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
@@ -250,7 +250,7 @@ func TestAdopt(t *testing.T) {
 		}
 	}
 	cl, _, _ := fakes.Clients(true, append(kobjs, sentinelJob("old", "")), sobjs...)
-	done, err := Adopt(context.Background(), cl, Options{Namespace: "new", Release: "r2", DriverName: nginxmesh.DefaultDriverName}, quiet())
+	done, err := Adopt(context.Background(), cl, Options{Release: kube.Release{Namespace: "new", ReleaseName: "r2", DriverName: nginxmesh.DefaultDriverName}}, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestAdopt(t *testing.T) {
 	if _, err := cl.Kube.BatchV1().Jobs("old").Get(context.Background(), nginxmesh.Sentinel, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatal("adopt must stop the sentinel")
 	}
-	if _, err := Adopt(context.Background(), cl, Options{Namespace: "new"}, quiet()); err == nil {
+	if _, err := Adopt(context.Background(), cl, Options{Release: kube.Release{Namespace: "new"}}, quiet()); err == nil {
 		t.Fatal("adopt without a release must fail")
 	}
 }
@@ -444,7 +444,7 @@ func TestPostInstall(t *testing.T) {
 			ks := nginxmesh.KeepSetOptions{Namespace: "mesh"}
 			g := &fakes.Guard{Cluster: hookrbac.HookClusterRules(ks), Namespace: hookrbac.HookNamespaceRules(ks), MeshNS: "mesh"}
 			g.Install(k, nil)
-			err := PostInstall(context.Background(), cl, VerifyOptions{Namespace: "mesh", NoCSI: c.noCSI, Controller: c.controller, Timeout: 50 * time.Millisecond, Poll: 5 * time.Millisecond}, quiet())
+			err := PostInstall(context.Background(), cl, VerifyOptions{Release: kube.Release{Namespace: "mesh"}, NoCSI: c.noCSI, Controller: c.controller, Timeout: 50 * time.Millisecond, Poll: 5 * time.Millisecond}, quiet())
 			if c.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)

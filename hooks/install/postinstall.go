@@ -23,7 +23,7 @@ var ErrTimeout = errors.New("install not ready")
 
 // VerifyOptions of post-install.
 type VerifyOptions struct {
-	Namespace, DriverName string
+	kube.Release // the namespace and the driver
 	// NoCSI: csi.enabled=false, the chart renders no driver (the cluster runs its own of
 	// DriverName, or none); only SPIRE is checked.
 	NoCSI bool
@@ -44,10 +44,7 @@ type Check struct {
 // out, the driver registered in the CSINode of every schedulable node the driver tolerates.
 func Status(ctx context.Context, c *kube.Clients, o VerifyOptions) ([]Check, error) {
 	k := c.Kube
-	driver := o.DriverName
-	if driver == "" {
-		driver = nginxmesh.DefaultDriverName
-	}
+	driver := o.Driver()
 	var checks []Check
 	sts, err := k.AppsV1().StatefulSets(o.Namespace).Get(ctx, nginxmesh.SpireServer, metav1.GetOptions{})
 	switch {

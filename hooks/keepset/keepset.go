@@ -20,11 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
-// Options returns the keep set options of this cluster: SCCs only where they are served.
-func Options(c *kube.Clients, namespace, driver string, sidecarNamespaces []string) nginxmesh.KeepSetOptions {
-	return nginxmesh.KeepSetOptions{Namespace: namespace, DriverName: driver, SidecarNamespaces: sidecarNamespaces, OpenShift: c.OpenShift}
-}
-
 // ErrNotOurs: the object belongs to someone else; it was left alone.
 var ErrNotOurs = errors.New("not ours")
 
@@ -368,16 +363,17 @@ func ServedDriver(ds *appsv1.DaemonSet) string {
 		if ctr.Name != nginxmesh.CSIDriverContainer {
 			continue
 		}
+		flag := "--" + nginxmesh.DriverNameFlag
 		for i, a := range ctr.Args {
-			if v, ok := strings.CutPrefix(a, "--driver-name="); ok {
+			if v, ok := strings.CutPrefix(a, flag+"="); ok {
 				return v
 			}
-			if a == "--driver-name" && i+1 < len(ctr.Args) {
+			if a == flag && i+1 < len(ctr.Args) {
 				return ctr.Args[i+1]
 			}
 		}
 		for _, e := range ctr.Env {
-			if e.Name == "CSI_DRIVER_NAME" && e.Value != "" {
+			if e.Name == nginxmesh.DriverNameEnv && e.Value != "" {
 				return e.Value
 			}
 		}

@@ -8,6 +8,7 @@ import (
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/hooks/internal/fakes"
+	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"github.com/sirupsen/logrus/hooks/test"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -48,7 +49,7 @@ func benchReaction(b *testing.B, unrelated int) {
 		l, _ := test.NewNullLogger()
 		tr := NewTracker(nginxmesh.Injected{})
 		synced := make(chan struct{})
-		s := &Sentinel{Clients: cl, Options: Options{Namespace: ns, RefusalWait: -1}, Log: l, Tracker: tr, OnSynced: func() { close(synced) }}
+		s := &Sentinel{Clients: cl, Options: Options{Release: kube.Release{Namespace: ns}, RefusalWait: -1}, Log: l, Tracker: tr, OnSynced: func() { close(synced) }}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		inf := NewInformer(cl, tr)

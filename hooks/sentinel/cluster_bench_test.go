@@ -8,6 +8,7 @@ import (
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/hooks/internal/clusterbench"
+	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"github.com/sirupsen/logrus"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -133,7 +134,7 @@ func reactOnce(b *testing.B, env *clusterbench.Env) (reaction, done, synced time
 	log.SetLevel(logrus.WarnLevel)
 	tr := NewTracker(nginxmesh.Injected{DriverName: clusterbench.DriverName})
 	syncedC := make(chan struct{})
-	s := &Sentinel{Clients: env.C, Options: Options{Namespace: ns, Release: benchRelease, DriverName: clusterbench.DriverName}, Log: log, Tracker: tr,
+	s := &Sentinel{Clients: env.C, Options: Options{Release: kube.Release{Namespace: ns, ReleaseName: benchRelease, DriverName: clusterbench.DriverName}}, Log: log, Tracker: tr,
 		OnSynced: func() { close(syncedC) }}
 	runErr := make(chan error, 1)
 	start := time.Now()

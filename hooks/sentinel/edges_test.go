@@ -11,6 +11,7 @@ import (
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/hooks/internal/fakes"
+	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	securityv1 "github.com/openshift/api/security/v1"
 	"github.com/sirupsen/logrus/hooks/test"
 	batchv1 "k8s.io/api/batch/v1"
@@ -269,7 +270,7 @@ func TestCreateReplacesFinishedJob(t *testing.T) {
 			sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: ns}}
 			cl, k, _ := fakes.Clients(false, []runtime.Object{old, sa})
 			l, _ := test.NewNullLogger()
-			if err := Create(context.Background(), cl, JobOptions{Namespace: ns, Release: "r1", Image: "hooks:1"}, l); err != nil {
+			if err := Create(context.Background(), cl, JobOptions{JobSettings: JobSettings{Image: "hooks:1"}, Release: kube.Release{Namespace: ns, ReleaseName: "r1"}}, l); err != nil {
 				t.Fatal(err)
 			}
 			j, err := k.BatchV1().Jobs(ns).Get(context.Background(), nginxmesh.Sentinel, metav1.GetOptions{})
@@ -303,7 +304,7 @@ func TestJobTakesHookPodSettings(t *testing.T) {
 				Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")}}}},
 		},
 	}
-	j := Job(JobOptions{Namespace: ns, Release: "r1", Template: tmpl, LogFormat: "text"})
+	j := Job(JobOptions{JobSettings: JobSettings{LogFormat: "text"}, Release: kube.Release{Namespace: ns, ReleaseName: "r1"}, Template: tmpl})
 	spec := j.Spec.Template.Spec
 	c := spec.Containers[0]
 	if spec.NodeSelector["pool"] != "infra" || len(spec.Tolerations) != 1 || spec.PriorityClassName != "system-cluster-critical" ||
@@ -321,7 +322,7 @@ func TestJobTakesHookPodSettings(t *testing.T) {
 		t.Errorf("the sentinel carries Argo CD's tracking label")
 	}
 	// Without a template (run by hand), on OpenShift it is still pinned to restricted-v2.
-	bare := Job(JobOptions{Namespace: ns, OpenShift: true, Image: "i"})
+	bare := Job(JobOptions{JobSettings: JobSettings{Image: "i"}, Release: kube.Release{Namespace: ns}, OpenShift: true})
 	if bare.Spec.Template.Annotations[nginxmesh.RequiredSCCAnnotation] != nginxmesh.RestrictedSCC {
 		t.Errorf("no required-scc on OpenShift: %v", bare.Spec.Template.Annotations)
 	}

@@ -20,18 +20,23 @@ import (
 	"k8s.io/utils/ptr"
 )
 
+// JobSettings are how a hook runs the sentinel Job: its image, and the hook's own log format
+// (default json), passed on.
+type JobSettings struct {
+	Image, ImagePullPolicy string
+	ImagePullSecrets       []string
+	LogFormat              string
+}
+
 // JobOptions describe the sentinel Job a hook starts. The sentinel's RBAC is not created here:
 // the chart renders it (kept at uninstall), so that no hook can grant permissions at run time.
 type JobOptions struct {
-	Namespace, Release, DriverName string
-	SidecarNamespaces              []string
-	Settle, Timeout                time.Duration
-	DeleteNamespace                bool
-	Retired                        bool // see Options.Retired
-	OpenShift                      bool // pin the pod to restricted-v2 when no template does
-	Image, ImagePullPolicy         string
-	ImagePullSecrets               []string
-	LogFormat                      string // the hooks' --log-format; default json
+	kube.Release
+	Settle, Timeout time.Duration
+	DeleteNamespace bool
+	Retired         bool // see Options.Retired
+	OpenShift       bool // pin the pod to restricted-v2 when no template does
+	JobSettings
 	// Template is the pod template of the hook Job that starts the sentinel: the chart's hook
 	// pod settings (nodeSelector, tolerations, affinity, priorityClassName, resources, pod
 	// annotations, imagePullSecrets, image) apply to the sentinel too.
@@ -57,7 +62,7 @@ func Args(o JobOptions) []string {
 	}
 	args := []string{"sentinel",
 		"--namespace=" + o.Namespace,
-		"--release=" + o.Release,
+		"--release=" + o.ReleaseName,
 		"--driver-name=" + o.DriverName,
 		"--settle=" + o.Settle.String(),
 		"--timeout=" + o.Timeout.String(),

@@ -68,10 +68,9 @@ const DefaultRefusalWait = 200 * time.Millisecond
 
 // Options of the sentinel.
 type Options struct {
-	Namespace, Release, DriverName string
-	SidecarNamespaces              []string
-	Settle, Timeout                time.Duration
-	DeleteNamespace                bool
+	kube.Release
+	Settle, Timeout time.Duration
+	DeleteNamespace bool
 	// Retired: the driver was retired by an upgrade that changed csi.driverName or disabled the
 	// driver; only pods with its CSI volume hold it (nginxmesh.Injected.VolumeOnly).
 	Retired bool
@@ -88,12 +87,8 @@ func (o Options) Rule() nginxmesh.Injected {
 	return nginxmesh.Injected{DriverName: o.DriverName, Settle: o.Settle, VolumeOnly: o.Retired}
 }
 
-func (o Options) keepSet(openShift bool) nginxmesh.KeepSetOptions {
-	return nginxmesh.KeepSetOptions{Namespace: o.Namespace, DriverName: o.DriverName, SidecarNamespaces: o.SidecarNamespaces, OpenShift: openShift}
-}
-
 func (o Options) claim() keepset.Claim {
-	return keepset.Claim{Release: o.Release, Namespace: o.Namespace, Kept: true}
+	return keepset.Claim{Release: o.ReleaseName, Namespace: o.Namespace, Kept: true}
 }
 
 // daemonSetState is what the sentinel remembers of the driver DaemonSet to notice a new
@@ -201,6 +196,19 @@ func (s *Sentinel) takenOver(ctx context.Context) (string, error) {
 // (what is already deleted stays deleted; a restart resumes), ErrTakenOver, or ErrTimeout with
 // the pods still waited for.
 func (s *Sentinel) Run(ctx context.Context, pods cache.SharedIndexInformer) error {
+	s.setDefaults()
+	if err := s.begin(ctx); err != nil {
+		return err
+	}
+	stop, err := s.watch(ctx, pods)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	return s.wait(ctx)
+}
+
+func (s *Sentinel) setDefaults() {
 	o := &s.Options
 	if o.Now == nil {
 		o.Now = time.Now
@@ -214,18 +222,36 @@ func (s *Sentinel) Run(ctx context.Context, pods cache.SharedIndexInformer) erro
 	if o.RefusalWait == 0 {
 		o.RefusalWait = DefaultRefusalWait
 	}
+}
+
+// begin records the driver DaemonSet as it is now (takenOver compares with it) and stops at
+// once if a new install already took over.
+func (s *Sentinel) begin(ctx context.Context) error {
 	var err error
 	if s.baseline, err = s.daemonSet(ctx); err != nil {
 		return fmt.Errorf("read the driver DaemonSet: %w", err)
 	}
-	s.Log.WithFields(logrus.Fields{"daemonset": s.baseline.String(), "driver": o.Rule().DriverName, "retired": o.Retired}).Info("sentinel started")
-	if reason, err := s.takenOver(ctx); err != nil {
+	s.Log.WithFields(logrus.Fields{"daemonset": s.baseline.String(), "driver": s.Options.Rule().DriverName, "retired": s.Options.Retired}).Info("sentinel started")
+	return s.checkTakenOver(ctx)
+}
+
+// checkTakenOver returns ErrTakenOver, logged, when a new install took over; a failed read is
+// returned as it is.
+func (s *Sentinel) checkTakenOver(ctx context.Context) error {
+	reason, err := s.takenOver(ctx)
+	if err != nil {
 		return err
-	} else if reason != "" {
+	}
+	if reason != "" {
 		s.Log.WithField("reason", reason).Info("a new install took over; exiting without deleting anything")
 		return ErrTakenOver
 	}
+	return nil
+}
 
+// watch feeds the tracker from the pod and node informers and returns once it has seen every
+// listed pod and node; stop ends the informers.
+func (s *Sentinel) watch(ctx context.Context, pods cache.SharedIndexInformer) (stop func(), err error) {
 	handlers := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { s.Tracker.Observe(obj) },
 		UpdateFunc: func(_, n any) { s.Tracker.Observe(n) },
@@ -233,92 +259,129 @@ func (s *Sentinel) Run(ctx context.Context, pods cache.SharedIndexInformer) erro
 	}
 	podsReg, err := pods.AddEventHandler(handlers)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	nodes := NewNodeInformer(s.Clients, s.Tracker)
 	nodesReg, err := nodes.AddEventHandler(handlers)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ictx, stopInformers := context.WithCancel(ctx)
-	defer stopInformers()
 	go pods.RunWithContext(ictx)
 	go nodes.RunWithContext(ictx)
 	// Wait until the tracker itself has seen every listed pod and node (not only the
 	// informers' stores): deciding on a half-filled tracker could delete the driver under a pod.
 	if !cache.WaitFor(ctx, "", podsReg.HasSyncedChecker(), nodesReg.HasSyncedChecker()) {
+		stopInformers()
 		s.Log.Info("stopped before the pod list completed; nothing deleted")
-		return ErrStopped
+		return nil, ErrStopped
 	}
 	s.Log.WithField("injected_seen", s.Tracker.Len()).Info("pod list complete; watching")
 	if s.OnSynced != nil {
 		s.OnSynced()
 	}
+	return stopInformers, nil
+}
 
-	var deadline <-chan time.Time
-	if o.Timeout > 0 {
-		t := time.NewTimer(o.Timeout)
-		defer t.Stop()
-		deadline = t.C
+// timers of the wait: deadline (nil without a timeout), progress logs, settle (the next time a
+// finished pod stops counting) and retry (after a failed deletion round).
+type timers struct {
+	deadline      <-chan time.Time
+	progress      *time.Ticker
+	settle, retry *time.Timer
+	stopTimeout   func() bool
+}
+
+func newTimers(timeout, progressEvery time.Duration) *timers {
+	t := &timers{progress: time.NewTicker(progressEvery), settle: time.NewTimer(time.Hour), retry: time.NewTimer(time.Hour),
+		stopTimeout: func() bool { return false }}
+	t.settle.Stop()
+	t.retry.Stop()
+	if timeout > 0 {
+		d := time.NewTimer(timeout)
+		t.deadline, t.stopTimeout = d.C, d.Stop
 	}
-	progress := time.NewTicker(o.ProgressEvery)
-	defer progress.Stop()
-	settle := time.NewTimer(time.Hour)
-	settle.Stop()
-	defer settle.Stop()
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	defer retry.Stop()
+	return t
+}
 
+func (t *timers) stop() {
+	t.stopTimeout()
+	t.progress.Stop()
+	t.settle.Stop()
+	t.retry.Stop()
+}
+
+// wait waits until no injected pod is left, then deletes (finish); it waits again when a
+// deletion round fails or a pod turned up during it.
+func (s *Sentinel) wait(ctx context.Context) error {
+	o := &s.Options
+	t := newTimers(o.Timeout, o.ProgressEvery)
+	defer t.stop()
 	backoff := false // after a failed round, wait for the retry timer, not the next pod event
 	for {
 		pods, wake := s.Tracker.Waiting(o.Now())
 		if len(pods) == 0 && !backoff {
-			err := s.finish(ctx)
-			switch {
-			case err == nil, errors.Is(err, ErrTakenOver):
+			retryIn, err := s.round(ctx)
+			if retryIn == 0 {
 				return err
-			case errors.Is(err, keepset.ErrPodsAppeared), errors.Is(err, errPodsAgain):
-				// The re-list saw a pod the watch has not delivered yet: wait for it.
-				s.Log.WithError(err).Info("an injected pod appeared during the deletions; waiting again")
-				backoff = true
-				retry.Reset(time.Second)
-			case ctx.Err() != nil:
-				s.Log.Info("stopped during the deletions; a restart resumes them")
-				return ErrStopped
-			default:
-				s.Log.WithError(err).WithField("retry_in", o.RetryEvery.String()).Warn("deletion failed; retrying")
-				backoff = true
-				retry.Reset(o.RetryEvery)
 			}
+			backoff = true
+			t.retry.Reset(retryIn)
 		}
 		if !wake.IsZero() {
-			settle.Reset(max(wake.Sub(o.Now()), 0) + 10*time.Millisecond)
+			t.settle.Reset(max(wake.Sub(o.Now()), 0) + 10*time.Millisecond)
 		}
 		select {
 		case <-ctx.Done():
 			s.Log.Info("stopped; nothing deleted")
 			return ErrStopped
 		case <-s.Tracker.kick:
-		case <-settle.C:
-		case <-retry.C:
+		case <-t.settle.C:
+		case <-t.retry.C:
 			backoff = false
-		case <-progress.C:
+		case <-t.progress.C:
 			s.Log.WithFields(logrus.Fields{"injected": len(pods), "pods": Describe(pods, 50)}).Info("waiting for injected pods to go")
-			if reason, err := s.takenOver(ctx); err == nil && reason != "" {
-				s.Log.WithField("reason", reason).Info("a new install took over; exiting without deleting anything")
-				return ErrTakenOver
+			// A failed read here is no reason to stop: the next deletion round checks again.
+			if err := s.checkTakenOver(ctx); errors.Is(err, ErrTakenOver) {
+				return err
 			}
-		case <-deadline:
-			pods, _ := s.Tracker.Waiting(o.Now())
-			if len(pods) == 0 {
-				continue
+		case <-t.deadline:
+			if err := s.timedOut(); err != nil {
+				return err
 			}
-			list := Describe(pods, 200)
-			s.Log.WithFields(logrus.Fields{"injected": len(pods), "pods": list}).Error("timeout: injected pods remain; nothing deleted")
-			return fmt.Errorf("%w after %s: %d injected pods remain: %s", ErrTimeout, o.Timeout, len(pods), strings.Join(list, ", "))
 		}
 	}
+}
+
+// round runs one deletion round (finish). retryIn is how long to wait before the next one;
+// 0 means the run ends with err (nil when done).
+func (s *Sentinel) round(ctx context.Context) (retryIn time.Duration, err error) {
+	err = s.finish(ctx)
+	switch {
+	case err == nil, errors.Is(err, ErrTakenOver):
+		return 0, err
+	case errors.Is(err, keepset.ErrPodsAppeared), errors.Is(err, errPodsAgain):
+		// The re-list saw a pod the watch has not delivered yet: wait for it.
+		s.Log.WithError(err).Info("an injected pod appeared during the deletions; waiting again")
+		return time.Second, nil
+	case ctx.Err() != nil:
+		s.Log.Info("stopped during the deletions; a restart resumes them")
+		return 0, ErrStopped
+	default:
+		s.Log.WithError(err).WithField("retry_in", s.Options.RetryEvery.String()).Warn("deletion failed; retrying")
+		return s.Options.RetryEvery, nil
+	}
+}
+
+// timedOut is ErrTimeout naming the pods still waited for, or nil when none is left.
+func (s *Sentinel) timedOut() error {
+	pods, _ := s.Tracker.Waiting(s.Options.Now())
+	if len(pods) == 0 {
+		return nil
+	}
+	list := Describe(pods, 200)
+	s.Log.WithFields(logrus.Fields{"injected": len(pods), "pods": list}).Error("timeout: injected pods remain; nothing deleted")
+	return fmt.Errorf("%w after %s: %d injected pods remain: %s", ErrTimeout, s.Options.Timeout, len(pods), strings.Join(list, ", "))
 }
 
 var errPodsAgain = errors.New("injected pods again")
@@ -344,7 +407,7 @@ func (s *Sentinel) finish(ctx context.Context) error {
 	rule := s.Options.Rule()
 	rule.Nodes = nil // the re-list reads the nodes fresh too
 	_, err := keepset.Remove(ctx, s.Clients, keepset.RemoveOptions{
-		Keep: s.Options.keepSet(s.Clients.OpenShift), Claim: s.Options.claim(), Rule: rule, Now: s.Options.Now,
+		Keep: s.Options.KeepSet(s.Clients), Claim: s.Options.claim(), Rule: rule, Now: s.Options.Now,
 		Before: before, RefusalWait: max(s.Options.RefusalWait, 0),
 	}, s.Log)
 	if err != nil {
@@ -365,31 +428,8 @@ func (s *Sentinel) finish(ctx context.Context) error {
 // its own Job.
 func (s *Sentinel) removeSelf(ctx context.Context) error {
 	o := s.Options
-	ks := o.keepSet(s.Clients.OpenShift)
-	self := nginxmesh.SentinelObjects(ks)
-	crb, cr := self[0], self[1]
-	nsDeleted := false
-	if o.DeleteNamespace {
-		foreign, err := keepset.NamespaceContents(ctx, s.Clients, o.Namespace, o.Release)
-		var others []string
-		if err == nil {
-			// Another driver unit's objects are the mesh's too, but deleting them would
-			// strand the pods that still use that driver.
-			others, err = keepset.OtherUnits(ctx, s.Clients, o.Namespace, o.DriverName)
-		}
-		switch {
-		case err != nil:
-			s.Log.WithError(err).Warn("cannot tell what the namespace holds; leaving it")
-		case len(others) > 0:
-			s.Log.WithFields(logrus.Fields{"namespace": o.Namespace, "daemonsets": others}).
-				Warn("not deleting the namespace: other driver units run in it for their pods; their own sentinels finish them")
-		case len(foreign) > 0:
-			s.Log.WithFields(logrus.Fields{"namespace": o.Namespace, "objects": foreign}).
-				Warn("not deleting the namespace: it holds objects that are not the mesh's; delete it yourself once they are moved")
-		default:
-			nsDeleted = true
-		}
-	}
+	self := nginxmesh.SentinelObjects(o.KeepSet(s.Clients))
+	nsDeleted := o.DeleteNamespace && s.namespaceDeletable(ctx)
 	if o.JobUID == "" {
 		// Run by hand (cleanup --wait): the caller's own rights; delete in order.
 		if nsDeleted {
@@ -403,39 +443,14 @@ func (s *Sentinel) removeSelf(ctx context.Context) error {
 		s.Log.Info("done: driver unit and sentinel RBAC deleted")
 		return nil
 	}
-	job := s.jobRef()
-	owned := func(kind, apiVersion, name string, uid types.UID) []byte {
-		b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"ownerReferences": []metav1.OwnerReference{{
-			APIVersion: apiVersion, Kind: kind, Name: name, UID: uid}}}})
-		return b
-	}
-	patch := func(r nginxmesh.Ref, p []byte) error {
-		err := kube.Retry(ctx, "set the owner of "+r.String(), func(ctx context.Context) error { return keepset.Patch(ctx, s.Clients, r, p) })
-		return kube.IgnoreNotFound(err)
-	}
+	crb, cr := self[0], self[1]
 	if !nsDeleted {
-		toJob := owned("Job", "batch/v1", job.Name, types.UID(o.JobUID))
-		for _, r := range self[2:] { // RoleBinding, Role, ServiceAccount
-			if err := patch(r, toJob); err != nil {
-				return err
-			}
-		}
-	}
-	var crUID types.UID
-	err := kube.Retry(ctx, "get "+cr.String(), func(ctx context.Context) error {
-		m, err := keepset.Get(ctx, s.Clients, cr)
-		if err == nil {
-			crUID = m.GetUID()
-		}
-		return err
-	})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return err
-	}
-	if crUID != "" {
-		if err := patch(crb, owned("ClusterRole", "rbac.authorization.k8s.io/v1", cr.Name, crUID)); err != nil {
+		if err := s.handToJob(ctx, self[2:]); err != nil { // RoleBinding, Role, ServiceAccount
 			return err
 		}
+	}
+	if err := s.handToClusterRole(ctx, crb, cr); err != nil {
+		return err
 	}
 	if nsDeleted {
 		if err := s.deleteNamespace(ctx); err != nil {
@@ -450,14 +465,92 @@ func (s *Sentinel) removeSelf(ctx context.Context) error {
 	if nsDeleted {
 		return nil
 	}
-	uid := types.UID(o.JobUID)
-	err = kube.Retry(ctx, "delete "+job.String(), func(ctx context.Context) error {
+	s.deleteOwnJob(ctx)
+	return nil
+}
+
+// namespaceDeletable tells whether the mesh namespace holds nothing but this unit's and the
+// mesh's objects; it logs why not.
+func (s *Sentinel) namespaceDeletable(ctx context.Context) bool {
+	o := s.Options
+	foreign, err := keepset.NamespaceContents(ctx, s.Clients, o.Namespace, o.ReleaseName)
+	var others []string
+	if err == nil {
+		// Another driver unit's objects are the mesh's too, but deleting them would
+		// strand the pods that still use that driver.
+		others, err = keepset.OtherUnits(ctx, s.Clients, o.Namespace, o.DriverName)
+	}
+	switch {
+	case err != nil:
+		s.Log.WithError(err).Warn("cannot tell what the namespace holds; leaving it")
+	case len(others) > 0:
+		s.Log.WithFields(logrus.Fields{"namespace": o.Namespace, "daemonsets": others}).
+			Warn("not deleting the namespace: other driver units run in it for their pods; their own sentinels finish them")
+	case len(foreign) > 0:
+		s.Log.WithFields(logrus.Fields{"namespace": o.Namespace, "objects": foreign}).
+			Warn("not deleting the namespace: it holds objects that are not the mesh's; delete it yourself once they are moved")
+	default:
+		return true
+	}
+	return false
+}
+
+// ownedBy is a merge patch that makes an object owned by kind/name (uid): the garbage
+// collector deletes it once the owner is gone.
+func ownedBy(kind, apiVersion, name string, uid types.UID) []byte {
+	b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"ownerReferences": []metav1.OwnerReference{{
+		APIVersion: apiVersion, Kind: kind, Name: name, UID: uid}}}})
+	return b
+}
+
+func (s *Sentinel) setOwner(ctx context.Context, r nginxmesh.Ref, patch []byte) error {
+	err := kube.Retry(ctx, "set the owner of "+r.String(), func(ctx context.Context) error { return keepset.Patch(ctx, s.Clients, r, patch) })
+	return kube.IgnoreNotFound(err)
+}
+
+// handToJob makes the sentinel's namespaced RBAC owned by its Job.
+func (s *Sentinel) handToJob(ctx context.Context, refs []nginxmesh.Ref) error {
+	toJob := ownedBy("Job", "batch/v1", s.jobRef().Name, types.UID(s.Options.JobUID))
+	for _, r := range refs {
+		if err := s.setOwner(ctx, r, toJob); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// handToClusterRole makes the sentinel's ClusterRoleBinding owned by its ClusterRole, if that
+// still exists.
+func (s *Sentinel) handToClusterRole(ctx context.Context, crb, cr nginxmesh.Ref) error {
+	var crUID types.UID
+	err := kube.Retry(ctx, "get "+cr.String(), func(ctx context.Context) error {
+		m, err := keepset.Get(ctx, s.Clients, cr)
+		if err == nil {
+			crUID = m.GetUID()
+		}
+		return err
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	if crUID == "" {
+		return nil
+	}
+	return s.setOwner(ctx, crb, ownedBy("ClusterRole", "rbac.authorization.k8s.io/v1", cr.Name, crUID))
+}
+
+// deleteOwnJob deletes the sentinel's Job, this very run's (the UID precondition), and with it
+// its pod and the RBAC handed to it. A failure only delays that: the Job's
+// ttlSecondsAfterFinished removes it.
+func (s *Sentinel) deleteOwnJob(ctx context.Context) {
+	job := s.jobRef()
+	uid := types.UID(s.Options.JobUID)
+	err := kube.Retry(ctx, "delete "+job.String(), func(ctx context.Context) error {
 		return keepset.Delete(ctx, s.Clients, job, metav1.DeletePropagationBackground, &metav1.Preconditions{UID: &uid})
 	})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		s.Log.WithError(err).Warn("cannot delete its own Job; its ttlSecondsAfterFinished removes it")
 	}
-	return nil
 }
 
 // deleteNamespace deletes the mesh namespace (its contents were checked): everything in it

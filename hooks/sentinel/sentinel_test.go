@@ -96,7 +96,7 @@ func newEnv(t *testing.T, openshift bool, deleteNS bool, extra ...runtime.Object
 }
 
 func (e *env) start(t *testing.T, o Options) (chan error, context.CancelFunc) {
-	o.Namespace, o.Release, o.SidecarNamespaces = ns, "r1", e.ks.SidecarNamespaces
+	o.Namespace, o.ReleaseName, o.SidecarNamespaces = ns, "r1", e.ks.SidecarNamespaces
 	if o.Settle == 0 {
 		o.Settle = 30 * time.Second
 	}
@@ -442,7 +442,7 @@ func TestApiserverRestart(t *testing.T) {
 	synced := make(chan struct{})
 	l, _ := test.NewNullLogger()
 	tr := NewTracker(nginxmesh.Injected{Settle: time.Second})
-	s := &Sentinel{Clients: e.cl, Options: Options{Namespace: ns, Release: "r1", JobUID: jobUID, RefusalWait: -1}, Log: l, Tracker: tr, OnSynced: func() { close(synced) }}
+	s := &Sentinel{Clients: e.cl, Options: Options{Release: kube.Release{Namespace: ns, ReleaseName: "r1"}, JobUID: jobUID, RefusalWait: -1}, Log: l, Tracker: tr, OnSynced: func() { close(synced) }}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)

@@ -27,9 +27,8 @@ import (
 
 // Options of status.
 type Options struct {
-	Namespace, Release, DriverName string
-	SidecarNamespaces              []string
-	Settle                         time.Duration
+	kube.Release
+	Settle time.Duration
 }
 
 // Report is what status shows. Each part carries its own error so one unreadable part does
@@ -94,15 +93,15 @@ func ReleaseState(c *kube.Clients, namespace, release string) (string, error) {
 
 // Gather reads everything.
 func Gather(ctx context.Context, c *kube.Clients, o Options) Report {
-	r := Report{Release: o.Namespace + "/" + o.Release, OpenShift: c.OpenShift}
-	r.ReleaseState, r.ReleaseErr = ReleaseState(c, o.Namespace, o.Release)
+	r := Report{Release: o.Namespace + "/" + o.ReleaseName, OpenShift: c.OpenShift}
+	r.ReleaseState, r.ReleaseErr = ReleaseState(c, o.Namespace, o.ReleaseName)
 	drivers, err := keepset.Drivers(ctx, c, o.Namespace, o.DriverName)
 	if err != nil {
 		r.UnitsErr = err
 		drivers = []string{o.DriverName}
 	}
 	for _, d := range drivers {
-		ks := nginxmesh.KeepSetOptions{Namespace: o.Namespace, DriverName: d, SidecarNamespaces: o.SidecarNamespaces, OpenShift: c.OpenShift}
+		ks := o.WithDriver(d).KeepSet(c)
 		u := Unit{Driver: d, KeepSet: keepset.Inspect(ctx, c, nginxmesh.KeepSet(ks))}
 		rule := nginxmesh.Injected{DriverName: d, Settle: o.Settle, VolumeOnly: d != o.DriverName}
 		u.Injected, u.InjectedErr = count.Injected(ctx, c.Kube, rule, time.Now)

@@ -8,6 +8,7 @@ import (
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/hooks/internal/fakes"
+	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/storage"
@@ -74,7 +75,7 @@ func TestStatus(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			r := Gather(context.Background(), cl, Options{Namespace: "mesh", Release: "r1"})
+			r := Gather(context.Background(), cl, Options{Release: kube.Release{Namespace: "mesh", ReleaseName: "r1"}})
 			var b bytes.Buffer
 			r.Print(&b)
 			flat := strings.Join(strings.Fields(b.String()), " ")

@@ -40,23 +40,21 @@ const (
 
 // Options of pre-delete / post-delete.
 type Options struct {
-	Namespace, Release, DriverName string
-	SidecarNamespaces              []string
-	CSIEnabled                     bool
-	Settle, SentinelTimeout        time.Duration
-	DeleteNamespace                bool
-	PostDelete                     bool // post-delete: with --delete-namespace the sentinel also runs when no pod is left, to delete the namespace after Helm is done
+	kube.Release
+	CSIEnabled              bool
+	Settle, SentinelTimeout time.Duration
+	DeleteNamespace         bool
+	PostDelete              bool // post-delete: with --delete-namespace the sentinel also runs when no pod is left, to delete the namespace after Helm is done
 	// KeepDriver: with no injected pod, start the sentinel rather than remove the driver here
 	// (the hook was given a flag it does not know, so it may not know all it should; the
 	// sentinel removes the driver once it sees no pod using it).
 	KeepDriver bool
 	// The sentinel Job's image and settings; HookJob names this hook's own Job, whose pod
 	// template gives the sentinel the chart's hook pod settings.
-	Image, ImagePullPolicy string
-	ImagePullSecrets       []string
-	LogFormat, HookJob     string
-	RefusalWait            time.Duration // see sentinel.DefaultRefusalWait; negative: none
-	Now                    func() time.Time
+	sentinel.JobSettings
+	HookJob     string
+	RefusalWait time.Duration // see sentinel.DefaultRefusalWait; negative: none
+	Now         func() time.Time
 }
 
 // Outcome tells what a run did.
@@ -65,10 +63,6 @@ type Outcome struct {
 	Injected        count.Result
 	SentinelStarted bool
 	Err             error // what went wrong, logged; never a reason to fail the hook
-}
-
-func (o Options) keepSet(c *kube.Clients) nginxmesh.KeepSetOptions {
-	return nginxmesh.KeepSetOptions{Namespace: o.Namespace, DriverName: o.DriverName, SidecarNamespaces: o.SidecarNamespaces, OpenShift: c.OpenShift}
 }
 
 // FinishedHookJobs are the hook Jobs of other events that an uninstall removes once they
@@ -85,7 +79,7 @@ func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger
 		o.RefusalWait = sentinel.DefaultRefusalWait
 	}
 	var out Outcome
-	claim := keepset.Claim{Release: o.Release, Namespace: o.Namespace}
+	claim := keepset.Claim{Release: o.ReleaseName, Namespace: o.Namespace}
 	// First: no pod may be injected after the count.
 	if err := deleteInjector(ctx, c, claim, log); err != nil {
 		out.Err = err
@@ -120,7 +114,7 @@ func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger
 		// With --delete-namespace the sentinel deletes the namespace after Helm is done, so
 		// its RBAC stays for post-delete to start it.
 		removal, err := keepset.Remove(ctx, c, keepset.RemoveOptions{
-			Keep: o.keepSet(c), Claim: keepset.Claim{Release: o.Release, Namespace: o.Namespace, Kept: true},
+			Keep: o.KeepSet(c), Claim: keepset.Claim{Release: o.ReleaseName, Namespace: o.Namespace, Kept: true},
 			Rule: rule, Now: o.Now, SentinelRBAC: !o.DeleteNamespace, RefusalWait: max(o.RefusalWait, 0),
 		}, log)
 		switch {
@@ -135,7 +129,7 @@ func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger
 		}
 	}
 	if out.Decision == Some || out.Decision == Unknown || out.Decision == Kept {
-		switch gone, err := unitGone(ctx, c, o.keepSet(c)); {
+		switch gone, err := unitGone(ctx, c, o.KeepSet(c)); {
 		case err != nil:
 			log.WithError(err).Warn("cannot tell whether the driver unit still exists; keeping the CSI driver")
 		case gone && out.Decision == Kept:
@@ -154,12 +148,7 @@ func Run(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldLogger
 			}
 		}
 	}
-	jo := sentinel.JobOptions{
-		Namespace: o.Namespace, Release: o.Release, DriverName: o.DriverName, SidecarNamespaces: o.SidecarNamespaces,
-		Settle: o.Settle, Timeout: o.SentinelTimeout, DeleteNamespace: o.DeleteNamespace, OpenShift: c.OpenShift,
-		Image: o.Image, ImagePullPolicy: o.ImagePullPolicy, ImagePullSecrets: o.ImagePullSecrets, LogFormat: o.LogFormat,
-		Template: sentinel.HookTemplate(ctx, c, o.Namespace, o.HookJob, log),
-	}
+	jo := sentinel.JobOptions{Release: o.Release, Settle: o.Settle, Timeout: o.SentinelTimeout, DeleteNamespace: o.DeleteNamespace, OpenShift: c.OpenShift, JobSettings: o.JobSettings, Template: sentinel.HookTemplate(ctx, c, o.Namespace, o.HookJob, log)}
 	if err := sentinel.Create(ctx, c, jo, log); err != nil {
 		out.Err = errors.Join(out.Err, err)
 		log.WithError(err).Error("cannot start the sentinel; the CSI driver stays. Run `nginx-mesh-hooks cleanup --wait` (or pre-delete by hand) once you can")

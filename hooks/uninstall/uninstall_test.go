@@ -15,6 +15,7 @@ import (
 	"github.com/nginx-mesh/nginx-mesh/hooks/internal/fakes"
 	"github.com/nginx-mesh/nginx-mesh/hooks/keepset"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
+	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
@@ -68,8 +69,7 @@ func TestDecision(t *testing.T) {
 				})
 			}
 			g.Install(k, s)
-			o := Options{Namespace: ns, Release: "r1", SidecarNamespaces: ks.SidecarNamespaces, CSIEnabled: true, Image: "hooks:1", ImagePullPolicy: "Never",
-				ImagePullSecrets: []string{"pull"}, Settle: 30 * time.Second, DeleteNamespace: c.delNS, PostDelete: c.post, RefusalWait: -1}
+			o := Options{JobSettings: sentinel.JobSettings{Image: "hooks:1", ImagePullPolicy: "Never", ImagePullSecrets: []string{"pull"}}, Release: kube.Release{Namespace: ns, ReleaseName: "r1", SidecarNamespaces: ks.SidecarNamespaces}, CSIEnabled: true, Settle: 30 * time.Second, DeleteNamespace: c.delNS, PostDelete: c.post, RefusalWait: -1}
 			out := Run(context.Background(), cl, o, quiet())
 			if out.Decision != c.want || out.SentinelStarted != c.wantSentinel {
 				t.Fatalf("decision %s sentinel %v (err %v), want %s %v", out.Decision, out.SentinelStarted, out.Err, c.want, c.wantSentinel)
@@ -150,7 +150,7 @@ func withKeepSet(objs ...runtime.Object) []runtime.Object {
 
 func TestSentinelNeedsImage(t *testing.T) {
 	cl, _, _ := fakes.Clients(false, withKeepSet(fakes.Pod("a", "p", fakes.Annotated)))
-	out := Run(context.Background(), cl, Options{Namespace: "m", Release: "r", CSIEnabled: true}, quiet())
+	out := Run(context.Background(), cl, Options{Release: kube.Release{Namespace: "m", ReleaseName: "r"}, CSIEnabled: true}, quiet())
 	if out.Decision != Some || out.SentinelStarted || out.Err == nil || !strings.Contains(out.Err.Error(), "--image") {
 		t.Fatalf("want an error naming --image, got %+v", out)
 	}
@@ -161,7 +161,7 @@ func TestCreateFailureStillExitsCleanly(t *testing.T) {
 	k.PrependReactor("create", "jobs", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "jobs"}, "x", errors.New("no"))
 	})
-	out := Run(context.Background(), cl, Options{Namespace: "m", Release: "r", Image: "i", CSIEnabled: true}, quiet())
+	out := Run(context.Background(), cl, Options{JobSettings: sentinel.JobSettings{Image: "i"}, Release: kube.Release{Namespace: "m", ReleaseName: "r"}, CSIEnabled: true}, quiet())
 	if out.Decision != Some || out.SentinelStarted || out.Err == nil {
 		t.Fatalf("%+v", out)
 	}
@@ -189,7 +189,7 @@ func TestPodInjectedAfterTheCount(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	out := Run(context.Background(), cl, Options{Namespace: "mesh", Release: "r1", CSIEnabled: true, Image: "hooks:1", RefusalWait: -1}, quiet())
+	out := Run(context.Background(), cl, Options{JobSettings: sentinel.JobSettings{Image: "hooks:1"}, Release: kube.Release{Namespace: "mesh", ReleaseName: "r1"}, CSIEnabled: true, RefusalWait: -1}, quiet())
 	if out.Decision != Some || !out.SentinelStarted {
 		t.Fatalf("%+v: want the sentinel for the late pod", out)
 	}
@@ -219,7 +219,7 @@ func TestInjectorWebhookFirst(t *testing.T) {
 			cl, k, _ := fakes.Clients(false, append(kobjs, fakes.Pod("app", "web", fakes.Annotated)))
 			g := &fakes.Guard{Cluster: hookrbac.HookClusterRules(ks), Namespace: hookrbac.HookNamespaceRules(ks), MeshNS: "mesh"}
 			g.Install(k, nil)
-			Run(context.Background(), cl, Options{Namespace: "mesh", Release: "r1", CSIEnabled: true, Image: "i"}, quiet())
+			Run(context.Background(), cl, Options{JobSettings: sentinel.JobSettings{Image: "i"}, Release: kube.Release{Namespace: "mesh", ReleaseName: "r1"}, CSIEnabled: true}, quiet())
 			var calls []string
 			for _, a := range k.Actions() {
 				calls = append(calls, a.GetVerb()+" "+a.GetResource().Resource)
@@ -246,7 +246,7 @@ func TestFinishedHookJobsRemoved(t *testing.T) {
 	cl, k, _ := fakes.Clients(false, append(kobjs, failed, running))
 	g := &fakes.Guard{Cluster: hookrbac.HookClusterRules(ks), Namespace: hookrbac.HookNamespaceRules(ks), MeshNS: "mesh"}
 	g.Install(k, nil)
-	Run(context.Background(), cl, Options{Namespace: "mesh", Release: "r1", CSIEnabled: true, RefusalWait: -1}, quiet())
+	Run(context.Background(), cl, Options{Release: kube.Release{Namespace: "mesh", ReleaseName: "r1"}, CSIEnabled: true, RefusalWait: -1}, quiet())
 	if d := g.Denied(); len(d) > 0 {
 		t.Errorf("calls the hook RBAC does not allow: %v", d)
 	}
@@ -276,7 +276,7 @@ func TestSentinelTakesTheHookPodSettings(t *testing.T) {
 	ks := nginxmesh.KeepSetOptions{Namespace: "mesh"}
 	kobjs, _ := fakes.KeepSet(ks, "r1")
 	cl, k, _ := fakes.Clients(false, append(kobjs, hook, fakes.Pod("app", "web", fakes.Annotated)))
-	out := Run(context.Background(), cl, Options{Namespace: "mesh", Release: "r1", CSIEnabled: true, HookJob: hook.Name, LogFormat: "text"}, quiet())
+	out := Run(context.Background(), cl, Options{JobSettings: sentinel.JobSettings{LogFormat: "text"}, Release: kube.Release{Namespace: "mesh", ReleaseName: "r1"}, CSIEnabled: true, HookJob: hook.Name}, quiet())
 	if !out.SentinelStarted {
 		t.Fatalf("%+v", out)
 	}
@@ -291,7 +291,7 @@ func TestSentinelTakesTheHookPodSettings(t *testing.T) {
 
 func TestCSIDisabled(t *testing.T) {
 	cl, k, _ := fakes.Clients(false, []runtime.Object{fakes.Pod("a", "p", fakes.Annotated)})
-	out := Run(context.Background(), cl, Options{Namespace: "m", Release: "r", Image: "i"}, quiet())
+	out := Run(context.Background(), cl, Options{JobSettings: sentinel.JobSettings{Image: "i"}, Release: kube.Release{Namespace: "m", ReleaseName: "r"}}, quiet())
 	if out.Decision != Disabled || out.SentinelStarted {
 		t.Fatalf("%+v", out)
 	}
@@ -314,7 +314,7 @@ func TestLatePodAfterTheUnitWasRemoved(t *testing.T) {
 			cl, k, s := fakes.Clients(openshift, kobjs, sobjs...)
 			g := &fakes.Guard{Cluster: hookrbac.HookClusterRules(ks), Namespace: hookrbac.HookNamespaceRules(ks), MeshNS: "mesh"}
 			g.Install(k, s)
-			o := Options{Namespace: "mesh", Release: "r1", SidecarNamespaces: ks.SidecarNamespaces, CSIEnabled: true, Image: "hooks:1", RefusalWait: -1}
+			o := Options{JobSettings: sentinel.JobSettings{Image: "hooks:1"}, Release: kube.Release{Namespace: "mesh", ReleaseName: "r1", SidecarNamespaces: ks.SidecarNamespaces}, CSIEnabled: true, RefusalWait: -1}
 			if out := Run(context.Background(), cl, o, quiet()); out.Decision != None {
 				t.Fatalf("pre-delete: %+v", out)
 			}
@@ -359,7 +359,7 @@ func TestNoSentinelWithoutItsServiceAccount(t *testing.T) {
 	}
 	g := &fakes.Guard{Cluster: hookrbac.HookClusterRules(ks), Namespace: hookrbac.HookNamespaceRules(ks), MeshNS: "mesh"}
 	g.Install(k, nil)
-	out := Run(context.Background(), cl, Options{Namespace: "mesh", Release: "r1", CSIEnabled: true, Image: "hooks:1", RefusalWait: -1}, quiet())
+	out := Run(context.Background(), cl, Options{JobSettings: sentinel.JobSettings{Image: "hooks:1"}, Release: kube.Release{Namespace: "mesh", ReleaseName: "r1"}, CSIEnabled: true, RefusalWait: -1}, quiet())
 	if out.Decision != Some || out.SentinelStarted || out.Err == nil ||
 		!strings.Contains(out.Err.Error(), "ServiceAccount mesh/"+nginxmesh.Sentinel) || !strings.Contains(out.Err.Error(), "cleanup --wait") {
 		t.Fatalf("%+v: want no sentinel and an error naming the ServiceAccount and the way out", out)

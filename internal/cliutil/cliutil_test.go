@@ -47,6 +47,86 @@ func TestApplyEnv(t *testing.T) {
 	}
 }
 
+// The one way flags read the environment, as each binary uses it: a prefix name for every flag
+// (csi, proxy, controller), a bound variable after it (the controller's --kubeconfig falls back
+// to KUBECONFIG), bound variables only (hooks), and empty variables as unset (hooks).
+func TestApplyEnvWays(t *testing.T) {
+	prefix := func(f string) string { return "P_" + strings.ToUpper(f) }
+	nonEmpty := func(env map[string]string) func(string) (string, bool) {
+		return func(k string) (string, bool) { v := env[k]; return v, v != "" }
+	}
+	anySet := func(env map[string]string) func(string) (string, bool) {
+		return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	}
+	cases := []struct {
+		name      string
+		envName   func(string) string
+		bind      []string
+		nonEmpty  bool
+		args      []string
+		env       map[string]string
+		want      string
+		wantGiven bool
+	}{
+		{"default", prefix, nil, false, nil, nil, "def", false},
+		{"prefix variable", prefix, nil, false, nil, map[string]string{"P_KUBECONFIG": "a"}, "a", true},
+		{"flag beats prefix variable", prefix, nil, false, []string{"--kubeconfig=f"}, map[string]string{"P_KUBECONFIG": "a"}, "f", true},
+		{"bound variable after prefix", prefix, []string{"KUBECONFIG"}, false, nil, map[string]string{"KUBECONFIG": "k"}, "k", true},
+		{"prefix variable beats bound one", prefix, []string{"KUBECONFIG"}, false, nil, map[string]string{"P_KUBECONFIG": "a", "KUBECONFIG": "k"}, "a", true},
+		{"empty set variable counts", prefix, []string{"KUBECONFIG"}, false, nil, map[string]string{"P_KUBECONFIG": "", "KUBECONFIG": "k"}, "", true},
+		{"first bound variable wins", nil, []string{"A", "B"}, false, nil, map[string]string{"A": "1", "B": "2"}, "1", true},
+		{"bound only", nil, []string{"POD_NAMESPACE"}, true, nil, map[string]string{"POD_NAMESPACE": "mesh"}, "mesh", true},
+		{"unbound flag ignores the environment", nil, nil, true, nil, map[string]string{"P_KUBECONFIG": "a", "KUBECONFIG": "k"}, "def", false},
+		{"empty variable unset when non-empty lookup", nil, []string{"POD_NAMESPACE"}, true, nil, map[string]string{"POD_NAMESPACE": ""}, "def", false},
+		{"flag beats bound variable", nil, []string{"POD_NAMESPACE"}, true, []string{"--kubeconfig", "f"}, map[string]string{"POD_NAMESPACE": "mesh"}, "f", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+			v := fs.String("kubeconfig", "def", "")
+			if c.bind != nil {
+				BindEnv(fs, "kubeconfig", c.bind...)
+			}
+			if err := fs.Parse(c.args); err != nil {
+				t.Fatal(err)
+			}
+			lookup := anySet(c.env)
+			if c.nonEmpty {
+				lookup = nonEmpty(c.env)
+			}
+			if got := Given(fs, "kubeconfig", c.envName, lookup); got != c.wantGiven {
+				t.Errorf("Given = %v, want %v", got, c.wantGiven)
+			}
+			if err := ApplyEnv(fs, c.envName, lookup); err != nil {
+				t.Fatal(err)
+			}
+			if *v != c.want {
+				t.Errorf("--kubeconfig = %q, want %q", *v, c.want)
+			}
+		})
+	}
+}
+
+func TestApplyEnvUnknownFlagStaysAnError(t *testing.T) {
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	fs.String("kubeconfig", "", "")
+	BindEnv(fs, "kubeconfig", "KUBECONFIG")
+	if err := fs.Parse([]string{"--kubeconfg=x"}); err == nil || !strings.Contains(err.Error(), "kubeconfg") {
+		t.Fatalf("parse of an unknown flag: %v, want an error naming it", err)
+	}
+}
+
+func TestLookupNonEmpty(t *testing.T) {
+	t.Setenv("CLIUTIL_TEST_EMPTY", "")
+	t.Setenv("CLIUTIL_TEST_SET", "v")
+	if _, ok := LookupNonEmpty("CLIUTIL_TEST_EMPTY"); ok {
+		t.Error("an empty variable counts as set")
+	}
+	if v, ok := LookupNonEmpty("CLIUTIL_TEST_SET"); !ok || v != "v" {
+		t.Errorf("got %q, %v; want v, true", v, ok)
+	}
+}
+
 func TestSetFormat(t *testing.T) {
 	for format, want := range map[string]string{"json": `"msg":"hi"`, "text": `msg=hi`, "auto": `"msg":"hi"`, "": `"msg":"hi"`} {
 		var buf bytes.Buffer
