@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nginx-mesh/nginx-mesh/checkreport"
 	"github.com/nginx-mesh/nginx-mesh/hooks/check"
 	"github.com/nginx-mesh/nginx-mesh/internal/cliutil"
 )
@@ -14,7 +15,7 @@ import (
 // failure and in -o json) reaches a section of that page, and every check section there is a
 // check that exists (a renamed check leaves no stale section).
 func TestCheckDocAnchorsResolve(t *testing.T) {
-	data, err := os.ReadFile(filepath.FromSlash(check.DocPage))
+	data, err := os.ReadFile(filepath.FromSlash(checkreport.DocPage))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,8 +24,8 @@ func TestCheckDocAnchorsResolve(t *testing.T) {
 	for _, c := range check.All() {
 		names[c.Name] = true
 		file, frag, _ := strings.Cut(c.Doc(), "#")
-		if file != check.DocPage || !have[frag] {
-			t.Errorf("check %s: its doc link %s has no section (### %s in %s)", c.Name, c.Doc(), c.Name, check.DocPage)
+		if file != checkreport.DocPage || !have[frag] {
+			t.Errorf("check %s: its doc link %s has no section (### %s in %s)", c.Name, c.Doc(), c.Name, checkreport.DocPage)
 		}
 	}
 	inChecks := false
@@ -33,7 +34,7 @@ func TestCheckDocAnchorsResolve(t *testing.T) {
 			inChecks = l == "## Pre-install" || l == "## Control plane" || l == "## Data plane"
 		}
 		if h, isSection := strings.CutPrefix(l, "### "); isSection && inChecks && !names[h] {
-			t.Errorf("%s: section %q names no check", check.DocPage, h)
+			t.Errorf("%s: section %q names no check", checkreport.DocPage, h)
 		}
 	}
 	if len(names) < 20 {

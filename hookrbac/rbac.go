@@ -12,6 +12,7 @@ package hookrbac
 import (
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 const (
@@ -176,22 +177,37 @@ func SentinelNamespaceNeeds(o nginxmesh.KeepSetOptions, deleteNamespace bool) []
 		needs = append(needs, need(p, rule(rbacG, "rolebindings", []string{"get", "delete"}, nginxmesh.SCCRoleName(nginxmesh.CSIDriverSCC))))
 	}
 	if deleteNamespace {
-		// What the namespace holds, before it is deleted (keepset.NamespaceResources; pods
-		// the ClusterRole lists everywhere already).
-		for _, r := range namespaceResources {
-			if r != [2]string{core, "pods"} {
-				needs = append(needs, need(p, rule(r[0], r[1], []string{"list"})))
+		// What the namespace holds, before it is deleted (NamespaceResources; pods the
+		// ClusterRole lists everywhere already).
+		for _, r := range NamespaceResources {
+			if r.Group != core || r.Resource != "pods" {
+				needs = append(needs, need(p, rule(r.Group, r.Resource, []string{"list"})))
 			}
 		}
 	}
 	return needs
 }
 
-// namespaceResources mirrors keepset.NamespaceResources (group, resource); a test checks it.
-var namespaceResources = [][2]string{
-	{core, "pods"}, {core, "services"}, {core, "configmaps"}, {core, "secrets"}, {core, "serviceaccounts"},
-	{core, "persistentvolumeclaims"}, {apps, "deployments"}, {apps, "statefulsets"}, {apps, "daemonsets"},
-	{apps, "replicasets"}, {batch, "jobs"}, {batch, "cronjobs"}, {rbacG, "roles"}, {rbacG, "rolebindings"},
+// NamespaceResources are the kinds checked before the mesh namespace is deleted: what a user
+// or a tool puts in a namespace, Helm's release records (Secrets) included. Objects owned by
+// another object are judged through their owner (a ReplicaSet through its Deployment). The hooks
+// list exactly these (hooks/keepset) and the sentinel's rules grant list on each, so the list is
+// kept once, here.
+var NamespaceResources = []schema.GroupVersionResource{
+	{Version: "v1", Resource: "pods"},
+	{Version: "v1", Resource: "services"},
+	{Version: "v1", Resource: "configmaps"},
+	{Version: "v1", Resource: "secrets"},
+	{Version: "v1", Resource: "serviceaccounts"},
+	{Version: "v1", Resource: "persistentvolumeclaims"},
+	{Group: apps, Version: "v1", Resource: "deployments"},
+	{Group: apps, Version: "v1", Resource: "statefulsets"},
+	{Group: apps, Version: "v1", Resource: "daemonsets"},
+	{Group: apps, Version: "v1", Resource: "replicasets"},
+	{Group: batch, Version: "v1", Resource: "jobs"},
+	{Group: batch, Version: "v1", Resource: "cronjobs"},
+	{Group: rbacG, Version: "v1", Resource: "roles"},
+	{Group: rbacG, Version: "v1", Resource: "rolebindings"},
 }
 
 // Rules turns needs into normalized rules.

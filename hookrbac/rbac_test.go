@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
-	"github.com/nginx-mesh/nginx-mesh/hooks/keepset"
 	rbacv1 "k8s.io/api/rbac/v1"
 )
 
@@ -104,17 +103,6 @@ func TestRuleSets(t *testing.T) {
 				t.Errorf("namespace deletion granted without uninstall.deleteNamespace")
 			}
 		}
-	}
-}
-
-// namespaceResources is the RBAC side of keepset.NamespaceResources.
-func TestNamespaceResourcesMirrorKeepset(t *testing.T) {
-	var want [][2]string
-	for _, g := range keepset.NamespaceResources {
-		want = append(want, [2]string{g.Group, g.Resource})
-	}
-	if !slices.Equal(want, namespaceResources) {
-		t.Fatalf("rbac %v\nkeepset %v", namespaceResources, want)
 	}
 }
 

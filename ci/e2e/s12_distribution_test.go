@@ -26,7 +26,7 @@ import (
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
 	"github.com/nginx-mesh/nginx-mesh/annotations"
-	"github.com/nginx-mesh/nginx-mesh/images/publish"
+	"github.com/nginx-mesh/nginx-mesh/pushreport"
 )
 
 // testRegistry is go-containerregistry's registry served in this process on loopback (the
@@ -110,8 +110,8 @@ func TestDistributionRegistryPull(t *testing.T) {
 		t.Fatalf("make push: %v", err)
 	}
 	pushTime := time.Since(start)
-	var res publish.Result
-	raw, err := os.ReadFile(filepath.Join(out, "push.json"))
+	var res pushreport.Result
+	raw, err := os.ReadFile(filepath.Join(out, pushreport.File))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,12 +121,12 @@ func TestDistributionRegistryPull(t *testing.T) {
 	record("make push to the in-process registry (%d images, chart; binaries built for every platform): %s, of which the push itself %.1fs",
 		len(res.Images), pushTime.Round(time.Second), res.Seconds)
 
-	byImage := map[string]publish.PushedImage{}
+	byImage := map[string]pushreport.PushedImage{}
 	for _, im := range res.Images {
 		byImage[im.Image] = im
 		var sizes []string
 		for _, p := range im.Platforms {
-			sizes = append(sizes, p.Platform+" "+publish.MiB(p.Size))
+			sizes = append(sizes, p.Platform+" "+pushreport.MiB(p.Size))
 		}
 		t.Logf("pushed %s@%s: %s", im.Ref, im.Digest, strings.Join(sizes, ", "))
 	}
@@ -299,7 +299,7 @@ func keys[V any](m map[string]V) []string {
 }
 
 // matchImage finds the pushed image a container image reference names (repository@digest).
-func matchImage(res publish.Result, ref string) *publish.PushedImage {
+func matchImage(res pushreport.Result, ref string) *pushreport.PushedImage {
 	for i, im := range res.Images {
 		repo := im.Ref[:strings.LastIndex(im.Ref, ":")]
 		if ref == repo+"@"+im.Digest {

@@ -18,7 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
-	"github.com/nginx-mesh/nginx-mesh/hooks/check"
+	"github.com/nginx-mesh/nginx-mesh/checkreport"
 )
 
 // ---------- 17. nginx-mesh-hooks check (issue 22 item 5) ----------
@@ -34,7 +34,7 @@ const (
 
 // runCheck runs `nginx-mesh-hooks check` with args and -o json; it returns the report and the
 // exit code.
-func runCheck(t *testing.T, args ...string) (*check.Report, int) {
+func runCheck(t *testing.T, args ...string) (*checkreport.Report, int) {
 	t.Helper()
 	all := append([]string{"check", "-n", s17NS, "--release", s17Release, "--driver-name", s17Driver, "-o", "json"}, args...)
 	out, err := hooksCmd(t, all...)
@@ -49,7 +49,7 @@ func runCheck(t *testing.T, args ...string) (*check.Report, int) {
 	if start < 0 || end < 0 {
 		t.Fatalf("check printed no JSON (exit %d):\n%s", code, out)
 	}
-	var r check.Report
+	var r checkreport.Report
 	if err := json.Unmarshal([]byte(out[start:end+2]), &r); err != nil {
 		t.Fatalf("check's JSON: %v\n%s", err, out)
 	}
@@ -63,7 +63,7 @@ func showCheck(t *testing.T, args ...string) {
 }
 
 // result finds the result of a check (and subject); fails the test if it is not there.
-func result(t *testing.T, r *check.Report, name, subject string) check.Result {
+func result(t *testing.T, r *checkreport.Report, name, subject string) checkreport.Result {
 	t.Helper()
 	for _, res := range r.Results {
 		if res.Check == name && res.Subject == subject {
@@ -71,17 +71,17 @@ func result(t *testing.T, r *check.Report, name, subject string) check.Result {
 		}
 	}
 	t.Fatalf("no result of check %s [%s]", name, subject)
-	return check.Result{}
+	return checkreport.Result{}
 }
 
-func expect(t *testing.T, r *check.Report, name, subject string, want check.Status, text string) {
+func expect(t *testing.T, r *checkreport.Report, name, subject string, want checkreport.Status, text string) {
 	t.Helper()
 	res := result(t, r, name, subject)
 	all := res.Message + " " + strings.Join(res.Details, " ")
 	if res.Status != want || !strings.Contains(all, text) {
 		t.Errorf("check %s [%s]: %s %q (details %q), want %s containing %q", name, subject, res.Status, res.Message, res.Details, want, text)
 	}
-	if (want == check.Fail || want == check.Warn) && (res.Hint == "" || res.Doc != check.DocPage+"#"+name) {
+	if (want == checkreport.Fail || want == checkreport.Warn) && (res.Hint == "" || res.Doc != checkreport.DocPage+"#"+name) {
 		t.Errorf("check %s: %s without hint or doc: %+v", name, want, res)
 	}
 }
@@ -109,10 +109,10 @@ func leftoverCSIDriver(t *testing.T, name string) {
 	})
 }
 
-func failedChecks(r *check.Report) []string {
+func failedChecks(r *checkreport.Report) []string {
 	var out []string
 	for _, res := range r.Results {
-		if res.Status == check.Fail {
+		if res.Status == checkreport.Fail {
 			out = append(out, res.Check)
 		}
 	}
@@ -146,8 +146,8 @@ func TestScenario17Check(t *testing.T) {
 	if code != 6 {
 		t.Errorf("check --pre with a leftover: exit %d, want 6", code)
 	}
-	expect(t, r, "leftovers", "", check.Fail, "CSIDriver "+s17Driver+" (release e2e-gone/gone, gone); no sentinel will remove it")
-	expect(t, r, "ownership", "", check.Warn, "left by release e2e-gone/gone")
+	expect(t, r, "leftovers", "", checkreport.Fail, "CSIDriver "+s17Driver+" (release e2e-gone/gone, gone); no sentinel will remove it")
+	expect(t, r, "ownership", "", checkreport.Warn, "left by release e2e-gone/gone")
 	showCheck(t, "--pre")
 	if err := e.cs.StorageV1().CSIDrivers().Delete(ctx(t), s17Driver, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -156,9 +156,9 @@ func TestScenario17Check(t *testing.T) {
 	if code != 0 {
 		t.Errorf("check --pre on a clean cluster: exit %d, failed %v", code, failedChecks(r))
 	}
-	expect(t, r, "scc-api", "", check.OK, "restricted-v2 exists")
-	expect(t, r, "openshift-version", "", check.OK, "derived from Kubernetes")
-	expect(t, r, "release-name", "", check.OK, "free")
+	expect(t, r, "scc-api", "", checkreport.OK, "restricted-v2 exists")
+	expect(t, r, "openshift-version", "", checkreport.OK, "derived from Kubernetes")
+	expect(t, r, "release-name", "", checkreport.OK, "free")
 	showCheck(t, "--pre")
 
 	// A healthy install with an opted-in namespace and an injected pod.
@@ -206,9 +206,9 @@ func TestScenario17Check(t *testing.T) {
 		{"pods-injected", s17Apps, "1 of 1 pods injected"},
 		{"pods-registered", s17Apps, "1 injected pods registered"},
 	} {
-		expect(t, r, c.name, c.subject, check.OK, c.text)
+		expect(t, r, c.name, c.subject, checkreport.OK, c.text)
 	}
-	if lag := result(t, r, "registration-lag", ""); lag.Status != check.OK && lag.Status != check.Warn {
+	if lag := result(t, r, "registration-lag", ""); lag.Status != checkreport.OK && lag.Status != checkreport.Warn {
 		t.Errorf("registration-lag: %+v", lag)
 	}
 	showCheck(t)
@@ -245,10 +245,10 @@ func TestScenario17Check(t *testing.T) {
 	if code != 6 {
 		t.Errorf("check with planted faults: exit %d, want 6", code)
 	}
-	expect(t, r, "scc-grants", "", check.Fail, "ServiceAccount "+s17NS+"/"+nginxmesh.CSIDriver+" may not use SCC "+nginxmesh.CSIDriverSCC)
-	expect(t, r, "controller", "", check.Fail, "scaled to 0")
-	expect(t, r, "webhook", "", check.Fail, "could not call the webhook")
-	expect(t, r, "leftovers", "", check.Fail, "CSIDriver "+s17Leftover+" (release e2e-gone/gone, gone)")
+	expect(t, r, "scc-grants", "", checkreport.Fail, "ServiceAccount "+s17NS+"/"+nginxmesh.CSIDriver+" may not use SCC "+nginxmesh.CSIDriverSCC)
+	expect(t, r, "controller", "", checkreport.Fail, "scaled to 0")
+	expect(t, r, "webhook", "", checkreport.Fail, "could not call the webhook")
+	expect(t, r, "leftovers", "", checkreport.Fail, "CSIDriver "+s17Leftover+" (release e2e-gone/gone, gone)")
 	failed := failedChecks(r)
 	for _, f := range failed {
 		if f != "scc-grants" && f != "controller" && f != "webhook" && f != "leftovers" {

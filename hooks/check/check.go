@@ -7,7 +7,6 @@ package check
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,56 +15,22 @@ import (
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/checkreport"
 	"github.com/nginx-mesh/nginx-mesh/hooks/install"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 )
 
-// Group is a set of checks run together.
-type Group string
-
-const (
-	PreInstall   Group = "pre-install"
-	ControlPlane Group = "control-plane"
-	DataPlane    Group = "data-plane"
-)
-
-// Status of one result. The order is the severity.
-type Status string
-
-const (
-	OK   Status = "ok"
-	Skip Status = "skip" // does not apply here (e.g. an OpenShift check on plain Kubernetes)
-	Warn Status = "warn" // works, but look at it
-	Fail Status = "fail"
-)
-
-// DocPage holds one section per check; a section's anchor is the check's name.
-const DocPage = "docs/check.md"
-
 // Check is one named check.
 type Check struct {
-	Name   string  // stable: scripts and docs/check.md#<name> use it
-	Groups []Group // where it runs
-	Title  string  // what it verifies, one line
-	Hint   string  // what to do when it does not pass
-	Run    func(ctx context.Context, e *Env) []Result
+	Name   string              // stable: scripts and docs/check.md#<name> use it
+	Groups []checkreport.Group // where it runs
+	Title  string              // what it verifies, one line
+	Hint   string              // what to do when it does not pass
+	Run    func(ctx context.Context, e *Env) []checkreport.Result
 }
 
 // Doc is the check's section in the docs.
-func (c Check) Doc() string { return DocPage + "#" + c.Name }
-
-// Result is one outcome of a check; a check yields one per subject (a namespace, for the
-// data-plane checks) or one alone.
-type Result struct {
-	Check   string   `json:"check"`
-	Group   Group    `json:"group"`
-	Subject string   `json:"subject,omitempty"`
-	Status  Status   `json:"status"`
-	Message string   `json:"message"`
-	Details []string `json:"details,omitempty"`
-	Hint    string   `json:"hint,omitempty"` // only when the status is warn or fail
-	Doc     string   `json:"doc"`
-}
+func (c Check) Doc() string { return checkreport.DocPage + "#" + c.Name }
 
 // Env is what the checks read.
 type Env struct {
@@ -86,7 +51,7 @@ type Env struct {
 	Now        func() time.Time
 	// Running is the group being run; pre-install reads some objects differently (an absent
 	// CSIDriver is fine before an install, a failure after it).
-	Running Group
+	Running checkreport.Group
 
 	probed    *ProbeResult // the probe's outcome, shared by svid and registration-lag
 	probeErr  error
@@ -129,7 +94,7 @@ func All() []Check {
 }
 
 // Select returns the checks of the groups, in the order each group lists them, each once.
-func Select(groups ...Group) []Check {
+func Select(groups ...checkreport.Group) []Check {
 	var out []Check
 	seen := map[string]bool{}
 	for _, c := range slices.Concat(preInstallChecks(), controlPlaneChecks(), dataPlaneChecks()) {
@@ -147,23 +112,10 @@ func Select(groups ...Group) []Check {
 	return out
 }
 
-// Report is the outcome of a run.
-type Report struct {
-	Namespace string   `json:"namespace"`
-	Release   string   `json:"release"`
-	Groups    []Group  `json:"groups"`
-	Results   []Result `json:"results"`
-	Failed    int      `json:"failed"`
-	Warnings  int      `json:"warnings"`
-}
-
-// OK tells whether no check failed (warnings allowed).
-func (r *Report) OK() bool { return r.Failed == 0 }
-
 // Run runs the checks of the groups in order; each result goes to progress as it arrives
 // (nil: none), grouped under a header per group.
-func Run(ctx context.Context, e *Env, groups []Group, progress io.Writer) *Report {
-	r := &Report{Namespace: e.Namespace, Release: e.ReleaseName, Groups: groups}
+func Run(ctx context.Context, e *Env, groups []checkreport.Group, progress io.Writer) *checkreport.Report {
+	r := &checkreport.Report{Namespace: e.Namespace, Release: e.ReleaseName, Groups: groups}
 	for _, g := range groups {
 		e.Running = g
 		if progress != nil {
@@ -173,9 +125,9 @@ func Run(ctx context.Context, e *Env, groups []Group, progress io.Writer) *Repor
 			for _, res := range runOne(ctx, e, c, g) {
 				r.Results = append(r.Results, res)
 				switch res.Status {
-				case Fail:
+				case checkreport.Fail:
 					r.Failed++
-				case Warn:
+				case checkreport.Warn:
 					r.Warnings++
 				}
 				if progress != nil {
@@ -202,14 +154,14 @@ func Run(ctx context.Context, e *Env, groups []Group, progress io.Writer) *Repor
 
 // runOne runs one check, filling in what every result carries; a panic-free check that
 // returns nothing counts as ok.
-func runOne(ctx context.Context, e *Env, c Check, g Group) []Result {
+func runOne(ctx context.Context, e *Env, c Check, g checkreport.Group) []checkreport.Result {
 	res := c.Run(ctx, e)
 	if len(res) == 0 {
-		res = []Result{{Status: OK}}
+		res = []checkreport.Result{{Status: checkreport.OK}}
 	}
 	for i := range res {
 		res[i].Check, res[i].Group, res[i].Doc = c.Name, g, c.Doc()
-		if res[i].Status == Warn || res[i].Status == Fail {
+		if res[i].Status == checkreport.Warn || res[i].Status == checkreport.Fail {
 			if res[i].Hint == "" {
 				res[i].Hint = c.Hint
 			}
@@ -220,9 +172,9 @@ func runOne(ctx context.Context, e *Env, c Check, g Group) []Result {
 	return res
 }
 
-var marks = map[Status]string{OK: "√", Skip: "-", Warn: "‼", Fail: "×"}
+var marks = map[checkreport.Status]string{checkreport.OK: "√", checkreport.Skip: "-", checkreport.Warn: "‼", checkreport.Fail: "×"}
 
-func printResult(w io.Writer, r Result) {
+func printResult(w io.Writer, r checkreport.Result) {
 	name := r.Check
 	if r.Subject != "" {
 		name += " [" + r.Subject + "]"
@@ -231,36 +183,27 @@ func printResult(w io.Writer, r Result) {
 	for _, d := range r.Details {
 		fmt.Fprintf(w, "    %s\n", d)
 	}
-	if r.Status == Warn || r.Status == Fail {
+	if r.Status == checkreport.Warn || r.Status == checkreport.Fail {
 		fmt.Fprintf(w, "    hint: %s\n    see %s\n", r.Hint, r.Doc)
 	}
 }
 
-// WriteJSON writes the report as one JSON document.
-func (r *Report) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
-}
-
 // helpers for the checks
 
-func ok(msg string, a ...any) Result   { return Result{Status: OK, Message: fmt.Sprintf(msg, a...)} }
-func warn(msg string, a ...any) Result { return Result{Status: Warn, Message: fmt.Sprintf(msg, a...)} }
-func fail(msg string, a ...any) Result { return Result{Status: Fail, Message: fmt.Sprintf(msg, a...)} }
-func skip(msg string, a ...any) Result { return Result{Status: Skip, Message: fmt.Sprintf(msg, a...)} }
-
-func one(r Result) []Result { return []Result{r} }
-
-func (r Result) with(details ...string) Result {
-	r.Details = append(r.Details, details...)
-	return r
+func ok(msg string, a ...any) checkreport.Result {
+	return checkreport.Result{Status: checkreport.OK, Message: fmt.Sprintf(msg, a...)}
+}
+func warn(msg string, a ...any) checkreport.Result {
+	return checkreport.Result{Status: checkreport.Warn, Message: fmt.Sprintf(msg, a...)}
+}
+func fail(msg string, a ...any) checkreport.Result {
+	return checkreport.Result{Status: checkreport.Fail, Message: fmt.Sprintf(msg, a...)}
+}
+func skip(msg string, a ...any) checkreport.Result {
+	return checkreport.Result{Status: checkreport.Skip, Message: fmt.Sprintf(msg, a...)}
 }
 
-func (r Result) hint(h string, a ...any) Result {
-	r.Hint = fmt.Sprintf(h, a...)
-	return r
-}
+func one(r checkreport.Result) []checkreport.Result { return []checkreport.Result{r} }
 
 // ErrFailed: at least one check failed (exit code 6).
 var ErrFailed = errors.New("checks failed")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/checkreport"
 	"github.com/nginx-mesh/nginx-mesh/hooks/internal/fakes"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	securityv1 "github.com/openshift/api/security/v1"
@@ -262,141 +263,141 @@ func TestChecks(t *testing.T) {
 	webhookDown := apierrors.NewInternalError(errors.New(`failed calling webhook "` + nginxmesh.InjectorWebhookName + `": no endpoints available for service "nginx-mesh-controller"`))
 	cases := []struct {
 		check, name string
-		group       Group
+		group       checkreport.Group
 		w           *world
-		want        Status
+		want        checkreport.Status
 		msg         string // in the message or details
 	}{
 		// pre-install
-		{"kubernetes-version", "supported", PreInstall, empty(false), OK, "v1.34.4"},
-		{"kubernetes-version", "too old", PreInstall, func() *world { w := empty(false); w.kubeMinor = "26"; return w }(), Fail, "older than 1.27"},
-		{"kubernetes-version", "no native sidecars", PreInstall, func() *world { w := empty(false); w.kubeMinor = "28"; return w }(), Warn, "native sidecars"},
-		{"api-versions", "all served", PreInstall, empty(false), OK, "served"},
-		{"api-versions", "no csidrivers", PreInstall, func() *world { w := empty(false); w.resources = w.resources[:0]; return w }(), Fail, "storage.k8s.io/v1"},
-		{"scc-api", "kubernetes", PreInstall, empty(false), Skip, "not served"},
-		{"scc-api", "openshift", PreInstall, empty(true), OK, "restricted-v2 exists"},
-		{"scc-api", "no restricted-v2", PreInstall, func() *world { w := empty(true); w.sccs = nil; return w }(), Fail, "restricted-v2 does not exist"},
-		{"openshift-version", "derived", PreInstall, empty(true), OK, "4.21 (derived from Kubernetes v1.34.4"},
-		{"openshift-version", "ClusterVersion", PreInstall, func() *world { w := empty(true); w.clusterVer = "4.18.3"; return w }(), OK, "4.18.3 (ClusterVersion)"},
-		{"openshift-version", "too old", PreInstall, func() *world { w := empty(true); w.clusterVer = "4.12.1"; return w }(), Fail, "not supported"},
-		{"openshift-version", "4.13", PreInstall, func() *world { w := empty(true); w.clusterVer = "4.13.0"; return w }(), Warn, "required-scc is ignored"},
-		{"csi-inline-volumes", "no driver yet", PreInstall, empty(false), OK, "does not exist yet"},
-		{"csi-inline-volumes", "foreign driver without Ephemeral", PreInstall, func() *world { w := empty(false); w.objs = append(w.objs, foreignDriver); return w }(), Fail, "Ephemeral"},
-		{"namespace-labels", "absent, kubernetes", PreInstall, empty(false), OK, "--create-namespace"},
-		{"namespace-labels", "absent, openshift", PreInstall, empty(true), Warn, "label syncer"},
-		{"namespace-labels", "privileged", ControlPlane, installed(true), OK, "privileged"},
-		{"namespace-labels", "restricted", PreInstall, func() *world {
+		{"kubernetes-version", "supported", checkreport.PreInstall, empty(false), checkreport.OK, "v1.34.4"},
+		{"kubernetes-version", "too old", checkreport.PreInstall, func() *world { w := empty(false); w.kubeMinor = "26"; return w }(), checkreport.Fail, "older than 1.27"},
+		{"kubernetes-version", "no native sidecars", checkreport.PreInstall, func() *world { w := empty(false); w.kubeMinor = "28"; return w }(), checkreport.Warn, "native sidecars"},
+		{"api-versions", "all served", checkreport.PreInstall, empty(false), checkreport.OK, "served"},
+		{"api-versions", "no csidrivers", checkreport.PreInstall, func() *world { w := empty(false); w.resources = w.resources[:0]; return w }(), checkreport.Fail, "storage.k8s.io/v1"},
+		{"scc-api", "kubernetes", checkreport.PreInstall, empty(false), checkreport.Skip, "not served"},
+		{"scc-api", "openshift", checkreport.PreInstall, empty(true), checkreport.OK, "restricted-v2 exists"},
+		{"scc-api", "no restricted-v2", checkreport.PreInstall, func() *world { w := empty(true); w.sccs = nil; return w }(), checkreport.Fail, "restricted-v2 does not exist"},
+		{"openshift-version", "derived", checkreport.PreInstall, empty(true), checkreport.OK, "4.21 (derived from Kubernetes v1.34.4"},
+		{"openshift-version", "ClusterVersion", checkreport.PreInstall, func() *world { w := empty(true); w.clusterVer = "4.18.3"; return w }(), checkreport.OK, "4.18.3 (ClusterVersion)"},
+		{"openshift-version", "too old", checkreport.PreInstall, func() *world { w := empty(true); w.clusterVer = "4.12.1"; return w }(), checkreport.Fail, "not supported"},
+		{"openshift-version", "4.13", checkreport.PreInstall, func() *world { w := empty(true); w.clusterVer = "4.13.0"; return w }(), checkreport.Warn, "required-scc is ignored"},
+		{"csi-inline-volumes", "no driver yet", checkreport.PreInstall, empty(false), checkreport.OK, "does not exist yet"},
+		{"csi-inline-volumes", "foreign driver without Ephemeral", checkreport.PreInstall, func() *world { w := empty(false); w.objs = append(w.objs, foreignDriver); return w }(), checkreport.Fail, "Ephemeral"},
+		{"namespace-labels", "absent, kubernetes", checkreport.PreInstall, empty(false), checkreport.OK, "--create-namespace"},
+		{"namespace-labels", "absent, openshift", checkreport.PreInstall, empty(true), checkreport.Warn, "label syncer"},
+		{"namespace-labels", "privileged", checkreport.ControlPlane, installed(true), checkreport.OK, "privileged"},
+		{"namespace-labels", "restricted", checkreport.PreInstall, func() *world {
 			w := empty(false)
 			w.objs = append(w.objs, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{podSecurityEnforce: "restricted"}}})
 			return w
-		}(), Fail, `enforces Pod Security "restricted"`},
-		{"csidriver-profile-label", "kubernetes", ControlPlane, installed(false), Skip, "not OpenShift"},
-		{"csidriver-profile-label", "labelled", ControlPlane, installed(true), OK, "=restricted"},
-		{"csidriver-profile-label", "unlabelled", ControlPlane, edit(installed(true), nginxmesh.DefaultDriverName, func(d *storagev1.CSIDriver) { delete(d.Labels, ProfileLabel) }), Fail, "no " + ProfileLabel},
-		{"csidriver-profile-label", "an earlier install's, unlabelled, before an install", PreInstall,
-			edit(installed(true), nginxmesh.DefaultDriverName, func(d *storagev1.CSIDriver) { delete(d.Labels, ProfileLabel) }), OK, "the install adopts it"},
-		{"csidriver-profile-label", "absent after install", ControlPlane, func() *world {
+		}(), checkreport.Fail, `enforces Pod Security "restricted"`},
+		{"csidriver-profile-label", "kubernetes", checkreport.ControlPlane, installed(false), checkreport.Skip, "not OpenShift"},
+		{"csidriver-profile-label", "labelled", checkreport.ControlPlane, installed(true), checkreport.OK, "=restricted"},
+		{"csidriver-profile-label", "unlabelled", checkreport.ControlPlane, edit(installed(true), nginxmesh.DefaultDriverName, func(d *storagev1.CSIDriver) { delete(d.Labels, ProfileLabel) }), checkreport.Fail, "no " + ProfileLabel},
+		{"csidriver-profile-label", "an earlier install's, unlabelled, before an install", checkreport.PreInstall,
+			edit(installed(true), nginxmesh.DefaultDriverName, func(d *storagev1.CSIDriver) { delete(d.Labels, ProfileLabel) }), checkreport.OK, "the install adopts it"},
+		{"csidriver-profile-label", "absent after install", checkreport.ControlPlane, func() *world {
 			w := installed(true)
 			w.objs = without(w.objs, named(&storagev1.CSIDriver{}, nginxmesh.DefaultDriverName))
 			return w
-		}(), Fail, "does not exist"},
-		{"release-name", "free", PreInstall, empty(false), OK, "free"},
-		{"release-name", "installed", PreInstall, installed(false), Fail, "deployed"},
-		{"release-name", "uninstalled, history kept", PreInstall, func() *world { w := empty(false); w.release = release.StatusUninstalled; return w }(), Warn, "--replace"},
-		{"ownership", "nothing there", PreInstall, empty(true), OK, "none of the objects"},
-		{"ownership", "kept set of the same release", PreInstall, func() *world { w := installed(true); w.release = release.StatusUninstalled; return w }(), OK, "Helm adopts them"},
-		{"ownership", "left by a gone release", PreInstall, func() *world { w := empty(false); w.objs = append(w.objs, leftoverDriver); return w }(), Warn, "nginx-mesh-hooks adopt --release r1 --namespace mesh"},
-		{"ownership", "owned by a live release", PreInstall, func() *world {
+		}(), checkreport.Fail, "does not exist"},
+		{"release-name", "free", checkreport.PreInstall, empty(false), checkreport.OK, "free"},
+		{"release-name", "installed", checkreport.PreInstall, installed(false), checkreport.Fail, "deployed"},
+		{"release-name", "uninstalled, history kept", checkreport.PreInstall, func() *world { w := empty(false); w.release = release.StatusUninstalled; return w }(), checkreport.Warn, "--replace"},
+		{"ownership", "nothing there", checkreport.PreInstall, empty(true), checkreport.OK, "none of the objects"},
+		{"ownership", "kept set of the same release", checkreport.PreInstall, func() *world { w := installed(true); w.release = release.StatusUninstalled; return w }(), checkreport.OK, "Helm adopts them"},
+		{"ownership", "left by a gone release", checkreport.PreInstall, func() *world { w := empty(false); w.objs = append(w.objs, leftoverDriver); return w }(), checkreport.Warn, "nginx-mesh-hooks adopt --release r1 --namespace mesh"},
+		{"ownership", "owned by a live release", checkreport.PreInstall, func() *world {
 			w := empty(false)
 			w.objs = append(w.objs, leftoverDriver)
 			w.releases = map[string]release.Status{"old/gone": release.StatusDeployed}
 			return w
-		}(), Fail, "which is installed"},
-		{"ownership", "a look-alike", PreInstall, func() *world { w := empty(false); w.objs = append(w.objs, foreignDriver); return w }(), Fail, "not made by nginx-mesh"},
-		{"leftovers", "none", PreInstall, empty(false), OK, "no object"},
-		{"leftovers", "installed release is no leftover", ControlPlane, installed(true), OK, "no object"},
-		{"leftovers", "a CSIDriver nothing removes", PreInstall, func() *world { w := empty(false); w.objs = append(w.objs, leftoverDriver); return w }(), Fail, "CSIDriver csi.nsm.nginx.com (release old/gone, gone); no sentinel"},
-		{"leftovers", "a driver kept under its sentinel", PreInstall, func() *world {
+		}(), checkreport.Fail, "which is installed"},
+		{"ownership", "a look-alike", checkreport.PreInstall, func() *world { w := empty(false); w.objs = append(w.objs, foreignDriver); return w }(), checkreport.Fail, "not made by nginx-mesh"},
+		{"leftovers", "none", checkreport.PreInstall, empty(false), checkreport.OK, "no object"},
+		{"leftovers", "installed release is no leftover", checkreport.ControlPlane, installed(true), checkreport.OK, "no object"},
+		{"leftovers", "a CSIDriver nothing removes", checkreport.PreInstall, func() *world { w := empty(false); w.objs = append(w.objs, leftoverDriver); return w }(), checkreport.Fail, "CSIDriver csi.nsm.nginx.com (release old/gone, gone); no sentinel"},
+		{"leftovers", "a driver kept under its sentinel", checkreport.PreInstall, func() *world {
 			w := empty(false)
 			w.objs = append(w.objs, leftoverDriver, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: "old"}, Status: batchv1.JobStatus{Active: 1}})
 			return w
-		}(), Warn, "sentinel old/csi-driver-sentinel"},
+		}(), checkreport.Warn, "sentinel old/csi-driver-sentinel"},
 		// control plane
-		{"release-deployed", "deployed", ControlPlane, installed(false), OK, "deployed (revision 1"},
-		{"release-deployed", "absent", ControlPlane, empty(false), Fail, "not installed"},
-		{"scc-grants", "granted", ControlPlane, installed(true), OK, "may use their SCCs"},
-		{"scc-grants", "driver grant missing", ControlPlane, func() *world { w := installed(true); w.denySA = nginxmesh.CSIDriver; return w }(), Fail,
+		{"release-deployed", "deployed", checkreport.ControlPlane, installed(false), checkreport.OK, "deployed (revision 1"},
+		{"release-deployed", "absent", checkreport.ControlPlane, empty(false), checkreport.Fail, "not installed"},
+		{"scc-grants", "granted", checkreport.ControlPlane, installed(true), checkreport.OK, "may use their SCCs"},
+		{"scc-grants", "driver grant missing", checkreport.ControlPlane, func() *world { w := installed(true); w.denySA = nginxmesh.CSIDriver; return w }(), checkreport.Fail,
 			"ServiceAccount mesh/nginx-mesh-csi-driver may not use SCC nginx-mesh-csi-driver-permissions"},
-		{"scc-grants", "kubernetes", ControlPlane, installed(false), Skip, "no SCCs"},
-		{"spire-server", "ready", ControlPlane, installed(false), OK, "1/1 ready"},
-		{"spire-server", "not ready", ControlPlane, edit(installed(false), nginxmesh.SpireServer, func(s *appsv1.StatefulSet) { s.Status.ReadyReplicas = 0 }), Fail, "0/1 ready"},
-		{"spire-agent", "rolled out", ControlPlane, installed(false), OK, "1 available"},
-		{"spire-agent", "not available", ControlPlane, edit(installed(false), nginxmesh.SpireAgent, func(d *appsv1.DaemonSet) { d.Status.NumberAvailable = 0 }), Fail, "0 available"},
-		{"csi-driver", "rolled out", ControlPlane, installed(false), OK, "1 available"},
-		{"csi-driver", "not available", ControlPlane, edit(installed(false), nginxmesh.CSIDriver, func(d *appsv1.DaemonSet) { d.Status.NumberAvailable = 0 }), Fail, "0 available"},
-		{"csi-driver-registered", "registered", ControlPlane, installed(false), OK, "registered on all 1"},
-		{"csi-driver-registered", "missing on a node", ControlPlane, edit(installed(false), "n1", func(n *storagev1.CSINode) { n.Spec.Drivers = nil }), Fail, "not registered on 1 of 1"},
-		{"controller", "available", ControlPlane, installed(false), OK, "1/1 available"},
-		{"controller", "scaled to 0", ControlPlane, edit(installed(false), nginxmesh.Controller, func(d *appsv1.Deployment) {
+		{"scc-grants", "kubernetes", checkreport.ControlPlane, installed(false), checkreport.Skip, "no SCCs"},
+		{"spire-server", "ready", checkreport.ControlPlane, installed(false), checkreport.OK, "1/1 ready"},
+		{"spire-server", "not ready", checkreport.ControlPlane, edit(installed(false), nginxmesh.SpireServer, func(s *appsv1.StatefulSet) { s.Status.ReadyReplicas = 0 }), checkreport.Fail, "0/1 ready"},
+		{"spire-agent", "rolled out", checkreport.ControlPlane, installed(false), checkreport.OK, "1 available"},
+		{"spire-agent", "not available", checkreport.ControlPlane, edit(installed(false), nginxmesh.SpireAgent, func(d *appsv1.DaemonSet) { d.Status.NumberAvailable = 0 }), checkreport.Fail, "0 available"},
+		{"csi-driver", "rolled out", checkreport.ControlPlane, installed(false), checkreport.OK, "1 available"},
+		{"csi-driver", "not available", checkreport.ControlPlane, edit(installed(false), nginxmesh.CSIDriver, func(d *appsv1.DaemonSet) { d.Status.NumberAvailable = 0 }), checkreport.Fail, "0 available"},
+		{"csi-driver-registered", "registered", checkreport.ControlPlane, installed(false), checkreport.OK, "registered on all 1"},
+		{"csi-driver-registered", "missing on a node", checkreport.ControlPlane, edit(installed(false), "n1", func(n *storagev1.CSINode) { n.Spec.Drivers = nil }), checkreport.Fail, "not registered on 1 of 1"},
+		{"controller", "available", checkreport.ControlPlane, installed(false), checkreport.OK, "1/1 available"},
+		{"controller", "scaled to 0", checkreport.ControlPlane, edit(installed(false), nginxmesh.Controller, func(d *appsv1.Deployment) {
 			zero := int32(0)
 			d.Spec.Replicas, d.Status = &zero, appsv1.DeploymentStatus{}
-		}), Fail, "scaled to 0"},
-		{"controller", "disabled", ControlPlane, func() *world {
+		}), checkreport.Fail, "scaled to 0"},
+		{"controller", "disabled", checkreport.ControlPlane, func() *world {
 			w := installed(false)
 			w.objs = without(w.objs, func(m metav1.Object) bool {
 				_, isWebhook := m.(*admissionv1.MutatingWebhookConfiguration)
 				return isWebhook || named(&appsv1.Deployment{}, nginxmesh.Controller)(m)
 			})
 			return w
-		}(), Skip, "controller.enabled=false"},
-		{"webhook", "injects", ControlPlane, installed(false), OK, "was injected"},
-		{"webhook", "unreachable", ControlPlane, func() *world { w := installed(false); w.webhookErr = webhookDown; return w }(), Fail, "could not call the webhook"},
-		{"webhook", "no marker", ControlPlane, func() *world { w := installed(false); w.noInject = true; return w }(), Fail, "without the injector's marker"},
-		{"webhook", "no endpoints, no namespace to try", ControlPlane, edit(edit(installed(false), "ctl-abc", func(s *discoveryv1.EndpointSlice) { s.Endpoints = nil }),
-			app, func(n *corev1.Namespace) { n.Labels = nil }), Fail, "no ready endpoint"},
-		{"webhook", "configured, no namespace to try", ControlPlane, edit(installed(false), app, func(n *corev1.Namespace) { n.Labels = nil }), OK, "no opted-in namespace"},
-		{"webhook", "no caBundle", ControlPlane, edit(installed(false), nginxmesh.InjectorWebhook, func(w *admissionv1.MutatingWebhookConfiguration) { w.Webhooks[0].ClientConfig.CABundle = nil }), Fail, "no caBundle"},
-		{"svid", "fetched", ControlPlane, installed(false), OK, "got spiffe://td/ns/mesh/sa/nginx-mesh-test 1.2s"},
-		{"svid", "test pod failed", ControlPlane, func() *world {
+		}(), checkreport.Skip, "controller.enabled=false"},
+		{"webhook", "injects", checkreport.ControlPlane, installed(false), checkreport.OK, "was injected"},
+		{"webhook", "unreachable", checkreport.ControlPlane, func() *world { w := installed(false); w.webhookErr = webhookDown; return w }(), checkreport.Fail, "could not call the webhook"},
+		{"webhook", "no marker", checkreport.ControlPlane, func() *world { w := installed(false); w.noInject = true; return w }(), checkreport.Fail, "without the injector's marker"},
+		{"webhook", "no endpoints, no namespace to try", checkreport.ControlPlane, edit(edit(installed(false), "ctl-abc", func(s *discoveryv1.EndpointSlice) { s.Endpoints = nil }),
+			app, func(n *corev1.Namespace) { n.Labels = nil }), checkreport.Fail, "no ready endpoint"},
+		{"webhook", "configured, no namespace to try", checkreport.ControlPlane, edit(installed(false), app, func(n *corev1.Namespace) { n.Labels = nil }), checkreport.OK, "no opted-in namespace"},
+		{"webhook", "no caBundle", checkreport.ControlPlane, edit(installed(false), nginxmesh.InjectorWebhook, func(w *admissionv1.MutatingWebhookConfiguration) { w.Webhooks[0].ClientConfig.CABundle = nil }), checkreport.Fail, "no caBundle"},
+		{"svid", "fetched", checkreport.ControlPlane, installed(false), checkreport.OK, "got spiffe://td/ns/mesh/sa/nginx-mesh-test 1.2s"},
+		{"svid", "test pod failed", checkreport.ControlPlane, func() *world {
 			w := installed(false)
 			w.probe = func(context.Context) (*ProbeResult, error) {
 				return &ProbeResult{Log: []string{"no X.509 SVID from the Workload API"}}, errors.New("the test pod mesh/t failed: exit 1")
 			}
 			return w
-		}(), Fail, "no X.509 SVID"},
-		{"svid", "no test pod in the chart", ControlPlane, func() *world {
+		}(), checkreport.Fail, "no X.509 SVID"},
+		{"svid", "no test pod in the chart", checkreport.ControlPlane, func() *world {
 			w := installed(false)
 			w.probe = func(context.Context) (*ProbeResult, error) { return nil, ErrNoTestPod }
 			return w
-		}(), Skip, "test.enabled=false"},
-		{"agents-synced", "synced", ControlPlane, installed(false), OK, "1 of 1 agents"},
-		{"agents-synced", "expired", ControlPlane, func() *world { w := installed(false); w.spire.agents[0].ExpiresAt = now.Add(-time.Minute); return w }(), Fail, "expired"},
-		{"agents-synced", "not attested", ControlPlane, func() *world { w := installed(false); w.spire.agents = nil; return w }(), Fail, "not attested"},
-		{"registration-lag", "fast", ControlPlane, installed(false), OK, "entry written ≤ 2s after scheduling"},
-		{"registration-lag", "slow", ControlPlane, func() *world {
+		}(), checkreport.Skip, "test.enabled=false"},
+		{"agents-synced", "synced", checkreport.ControlPlane, installed(false), checkreport.OK, "1 of 1 agents"},
+		{"agents-synced", "expired", checkreport.ControlPlane, func() *world { w := installed(false); w.spire.agents[0].ExpiresAt = now.Add(-time.Minute); return w }(), checkreport.Fail, "expired"},
+		{"agents-synced", "not attested", checkreport.ControlPlane, func() *world { w := installed(false); w.spire.agents = nil; return w }(), checkreport.Fail, "not attested"},
+		{"registration-lag", "fast", checkreport.ControlPlane, installed(false), checkreport.OK, "entry written ≤ 2s after scheduling"},
+		{"registration-lag", "slow", checkreport.ControlPlane, func() *world {
 			w := installed(false)
 			w.probe = func(context.Context) (*ProbeResult, error) {
 				return &ProbeResult{Pod: "mesh/t", UID: "u", SPIFFEID: "x", Scheduled: now, EntryCreated: now.Add(20 * time.Second)}, nil
 			}
 			return w
-		}(), Warn, "above 5s"},
+		}(), checkreport.Warn, "above 5s"},
 		// data plane
-		{"opted-in-namespaces", "one", DataPlane, installed(false), OK, "1 opted in: app"},
-		{"opted-in-namespaces", "none", DataPlane, empty(false), Warn, "no namespace opted in"},
-		{"opted-in-namespaces", "the mesh namespace labelled", DataPlane, edit(installed(false), ns, func(n *corev1.Namespace) {
+		{"opted-in-namespaces", "one", checkreport.DataPlane, installed(false), checkreport.OK, "1 opted in: app"},
+		{"opted-in-namespaces", "none", checkreport.DataPlane, empty(false), checkreport.Warn, "no namespace opted in"},
+		{"opted-in-namespaces", "the mesh namespace labelled", checkreport.DataPlane, edit(installed(false), ns, func(n *corev1.Namespace) {
 			n.Labels[nginxmesh.AutoInjectLabel] = nginxmesh.AutoInjectEnabled
-		}), Warn, "the mesh namespace mesh is never injected"},
-		{"pods-injected", "injected", DataPlane, installed(false), OK, "1 of 1 pods injected"},
-		{"pods-injected", "one missed, one opted out", DataPlane, func() *world {
+		}), checkreport.Warn, "the mesh namespace mesh is never injected"},
+		{"pods-injected", "injected", checkreport.DataPlane, installed(false), checkreport.OK, "1 of 1 pods injected"},
+		{"pods-injected", "one missed, one opted out", checkreport.DataPlane, func() *world {
 			w := installed(false)
 			w.objs = append(w.objs, fakes.Pod(app, "old-1", fakes.OwnedBy("Deployment", "old")),
 				&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "batch", Namespace: app, Annotations: map[string]string{nginxmesh.AutoInjectLabel: nginxmesh.AutoInjectDisabled}}})
 			return w
-		}(), Fail, "pod old-1 (Deployment old): not injected, created"},
-		{"pods-registered", "registered", DataPlane, installed(false), OK, "1 injected pods registered"},
-		{"pods-registered", "no entry", DataPlane, func() *world { w := installed(false); w.spire.entries = map[string]Entry{}; return w }(), Fail, "no entry nginx-mesh.uid-web-1"},
+		}(), checkreport.Fail, "pod old-1 (Deployment old): not injected, created"},
+		{"pods-registered", "registered", checkreport.DataPlane, installed(false), checkreport.OK, "1 injected pods registered"},
+		{"pods-registered", "no entry", checkreport.DataPlane, func() *world { w := installed(false); w.spire.entries = map[string]Entry{}; return w }(), checkreport.Fail, "no entry nginx-mesh.uid-web-1"},
 	}
-	seen := map[string]map[Status]bool{}
+	seen := map[string]map[checkreport.Status]bool{}
 	for _, c := range cases {
 		t.Run(c.check+"/"+c.name, func(t *testing.T) {
 			e := c.w.env(t)
@@ -405,11 +406,11 @@ func TestChecks(t *testing.T) {
 			for _, r := range res {
 				text := r.Message + " | " + strings.Join(r.Details, " | ") + " | " + r.Hint
 				if r.Status == c.want && strings.Contains(text, c.msg) {
-					if (r.Status == Fail || r.Status == Warn) && (r.Hint == "" || r.Doc != DocPage+"#"+c.check) {
+					if (r.Status == checkreport.Fail || r.Status == checkreport.Warn) && (r.Hint == "" || r.Doc != checkreport.DocPage+"#"+c.check) {
 						t.Errorf("%s result without hint or doc: %+v", r.Status, r)
 					}
 					if seen[c.check] == nil {
-						seen[c.check] = map[Status]bool{}
+						seen[c.check] = map[checkreport.Status]bool{}
 					}
 					seen[c.check][r.Status] = true
 					return
@@ -420,7 +421,7 @@ func TestChecks(t *testing.T) {
 	}
 	// Every check has a case that passes and one that does not.
 	for _, c := range All() {
-		if !seen[c.Name][OK] || !(seen[c.Name][Fail] || seen[c.Name][Warn]) {
+		if !seen[c.Name][checkreport.OK] || !(seen[c.Name][checkreport.Fail] || seen[c.Name][checkreport.Warn]) {
 			t.Errorf("check %s lacks a passing or a failing case: %v", c.Name, seen[c.Name])
 		}
 	}
@@ -444,7 +445,7 @@ func TestRunReportAndJSON(t *testing.T) {
 	w.objs = edit(w, nginxmesh.Controller, func(d *appsv1.Deployment) { zero := int32(0); d.Spec.Replicas = &zero }).objs
 	w.webhookErr = errors.New(`failed calling webhook "` + nginxmesh.InjectorWebhookName + `": no endpoints`)
 	var progress bytes.Buffer
-	r := Run(context.Background(), w.env(t), []Group{ControlPlane, DataPlane}, &progress)
+	r := Run(context.Background(), w.env(t), []checkreport.Group{checkreport.ControlPlane, checkreport.DataPlane}, &progress)
 	if r.OK() || r.Failed != 2 {
 		t.Fatalf("want 2 failures (controller, webhook), got %d:\n%s", r.Failed, progress.String())
 	}
@@ -457,7 +458,7 @@ func TestRunReportAndJSON(t *testing.T) {
 	if err := r.WriteJSON(&b); err != nil {
 		t.Fatal(err)
 	}
-	var back Report
+	var back checkreport.Report
 	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/checkreport"
 	"github.com/nginx-mesh/nginx-mesh/hooks/install"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	"github.com/nginx-mesh/nginx-mesh/hooks/status"
@@ -19,7 +20,7 @@ import (
 )
 
 func controlPlaneChecks() []Check {
-	cp := []Group{ControlPlane}
+	cp := []checkreport.Group{checkreport.ControlPlane}
 	shared := sharedChecks()
 	return []Check{
 		{Name: "release-deployed", Groups: cp, Title: "the Helm release is deployed",
@@ -50,7 +51,7 @@ func controlPlaneChecks() []Check {
 	}
 }
 
-func releaseDeployed(_ context.Context, e *Env) []Result {
+func releaseDeployed(_ context.Context, e *Env) []checkreport.Result {
 	rel, err := status.LastRelease(e.Clients, e.Namespace, e.ReleaseName)
 	switch {
 	case err != nil:
@@ -65,7 +66,7 @@ func releaseDeployed(_ context.Context, e *Env) []Result {
 
 // sccGrants asks the API server's authorizer, as OpenShift's SCC admission does, whether each
 // component's ServiceAccount may use its SCC.
-func sccGrants(ctx context.Context, e *Env) []Result {
+func sccGrants(ctx context.Context, e *Env) []checkreport.Result {
 	if !e.Clients.OpenShift {
 		return one(skip("not OpenShift: no SCCs"))
 	}
@@ -95,7 +96,7 @@ func sccGrants(ctx context.Context, e *Env) []Result {
 		}
 	}
 	if len(denied) > 0 {
-		return one(fail("%d of %d components may not use their SCC: their pods are refused at admission", len(denied), len(grants)).with(denied...))
+		return one(fail("%d of %d components may not use their SCC: their pods are refused at admission", len(denied), len(grants)).With(denied...))
 	}
 	return one(ok("spire-server, spire-agent and the CSI driver may use their SCCs"))
 }
@@ -119,8 +120,8 @@ func (e *Env) readiness(ctx context.Context) (map[string]install.Check, error) {
 
 // component reports one of post-install's readiness conditions, with the causes the
 // namespace's events name when it is not met.
-func component(name func(driver string) string) func(context.Context, *Env) []Result {
-	return func(ctx context.Context, e *Env) []Result {
+func component(name func(driver string) string) func(context.Context, *Env) []checkreport.Result {
+	return func(ctx context.Context, e *Env) []checkreport.Result {
 		ready, err := e.readiness(ctx)
 		if err != nil {
 			return one(fail("cannot read the install's status: %v", err))
@@ -135,13 +136,13 @@ func component(name func(driver string) string) func(context.Context, *Env) []Re
 		}
 		r := fail("%s: %s", n, c.Detail)
 		if causes, err := install.Causes(ctx, e.Clients, e.Namespace); err == nil {
-			r = r.with(causes...)
+			r = r.With(causes...)
 		}
 		return one(r)
 	}
 }
 
-func controllerReady(ctx context.Context, e *Env) []Result {
+func controllerReady(ctx context.Context, e *Env) []checkreport.Result {
 	d, err := e.Clients.Kube.AppsV1().Deployments(e.Namespace).Get(ctx, nginxmesh.Controller, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		if _, werr := e.Clients.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, nginxmesh.InjectorWebhook, metav1.GetOptions{}); werr == nil {
@@ -165,7 +166,7 @@ func controllerReady(ctx context.Context, e *Env) []Result {
 // webhookReachable checks the configuration, then, in an opted-in namespace, sends a pod through
 // admission with dryRun (nothing is stored) and looks for the injector's marker: that is the
 // API server calling the webhook over TLS with the configuration's caBundle, through its Service.
-func webhookReachable(ctx context.Context, e *Env) []Result {
+func webhookReachable(ctx context.Context, e *Env) []checkreport.Result {
 	w, err := e.Clients.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, nginxmesh.InjectorWebhook, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		if _, derr := e.Clients.Kube.AppsV1().Deployments(e.Namespace).Get(ctx, nginxmesh.Controller, metav1.GetOptions{}); apierrors.IsNotFound(derr) {
@@ -216,12 +217,12 @@ func webhookReachable(ctx context.Context, e *Env) []Result {
 	got, err := e.Clients.Kube.CoreV1().Pods(target).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 	switch {
 	case err != nil && strings.Contains(err.Error(), nginxmesh.InjectorWebhookName):
-		return one(fail("the API server could not call the webhook for a dry-run pod in %s", target).with(err.Error()).with(details...))
+		return one(fail("the API server could not call the webhook for a dry-run pod in %s", target).With(err.Error()).With(details...))
 	case err != nil:
-		return one(warn("a dry-run pod in %s was refused by something else than the webhook, so the injection is not proven", target).with(err.Error()).
-			hint("the message names the admission plugin that refused the probe pod"))
+		return one(warn("a dry-run pod in %s was refused by something else than the webhook, so the injection is not proven", target).With(err.Error()).
+			WithHint("the message names the admission plugin that refused the probe pod"))
 	case !(nginxmesh.Injected{DriverName: e.Driver()}).HasMarker(got):
-		return one(fail("a dry-run pod in opted-in namespace %s came back without the injector's marker", target).with(details...))
+		return one(fail("a dry-run pod in opted-in namespace %s came back without the injector's marker", target).With(details...))
 	}
 	return one(ok("a dry-run pod in %s was injected (%d ready endpoints)", target, ready))
 }
@@ -242,7 +243,7 @@ func dryRunPod(ns string) *corev1.Pod {
 	}
 }
 
-func svid(ctx context.Context, e *Env) []Result {
+func svid(ctx context.Context, e *Env) []checkreport.Result {
 	if e.Probe == nil {
 		return one(skip("not run (--svid=false)"))
 	}
@@ -253,14 +254,14 @@ func svid(ctx context.Context, e *Env) []Result {
 	if err != nil {
 		r := fail("%v", err)
 		if p != nil {
-			r = r.with(p.Log...)
+			r = r.With(p.Log...)
 		}
 		return one(r)
 	}
 	return one(ok("pod %s got %s %s after its container started", p.Pod, p.SPIFFEID, p.SVIDAfter.Round(time.Millisecond)))
 }
 
-func agentsSynced(ctx context.Context, e *Env) []Result {
+func agentsSynced(ctx context.Context, e *Env) []checkreport.Result {
 	if e.Spire == nil {
 		return one(skip("the SPIRE server cannot be reached (no pods/exec)"))
 	}
@@ -300,14 +301,14 @@ func agentsSynced(ctx context.Context, e *Env) []Result {
 	case nodes == 0:
 		return one(fail("no SPIRE agent pod is scheduled in %s", e.Namespace))
 	case len(bad) > 0:
-		return one(fail("%d of %d agents are not in sync", len(bad), nodes).with(bad...))
+		return one(fail("%d of %d agents are not in sync", len(bad), nodes).With(bad...))
 	}
 	return one(ok("%d of %d agents attested, SVIDs valid", nodes, nodes))
 }
 
 // registrationLag is the probe pod's: its entry's creation after the pod was scheduled (the
 // registrar registers scheduled pods), and its SVID after the container started.
-func registrationLag(ctx context.Context, e *Env) []Result {
+func registrationLag(ctx context.Context, e *Env) []checkreport.Result {
 	if e.Probe == nil {
 		return one(skip("needs the svid probe"))
 	}

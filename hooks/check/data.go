@@ -8,12 +8,13 @@ import (
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/checkreport"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func dataPlaneChecks() []Check {
-	dp := []Group{DataPlane}
+	dp := []checkreport.Group{checkreport.DataPlane}
 	return []Check{
 		{Name: "opted-in-namespaces", Groups: dp, Title: "which namespaces opted in, and which labels have no effect",
 			Hint: "kubectl label namespace NS " + nginxmesh.AutoInjectLabel + "=" + nginxmesh.AutoInjectEnabled + " opts a namespace in; the mesh namespace, kube-*, openshift-* and controller.webhook.excludeNamespaces never join", Run: optedInNamespaces},
@@ -48,7 +49,7 @@ func (e *Env) labelled(ctx context.Context) ([]corev1.Namespace, error) {
 	return l.Items, nil
 }
 
-func optedInNamespaces(ctx context.Context, e *Env) []Result {
+func optedInNamespaces(ctx context.Context, e *Env) []checkreport.Result {
 	all, err := e.labelled(ctx)
 	if err != nil {
 		return one(fail("cannot list namespaces: %v", err))
@@ -63,7 +64,7 @@ func optedInNamespaces(ctx context.Context, e *Env) []Result {
 	}
 	switch {
 	case len(ignored) > 0:
-		return one(warn("%d opted in (%s); %d labelled namespaces are never injected", len(in), strings.Join(in, ", "), len(ignored)).with(ignored...))
+		return one(warn("%d opted in (%s); %d labelled namespaces are never injected", len(in), strings.Join(in, ", "), len(ignored)).With(ignored...))
 	case len(in) == 0:
 		return one(warn("no namespace opted in: no pod joins the mesh"))
 	}
@@ -94,7 +95,7 @@ func ownerOf(p *corev1.Pod) string {
 	return "pod " + p.Name + " (" + kind + " " + name + ")"
 }
 
-func podsInjected(ctx context.Context, e *Env) []Result {
+func podsInjected(ctx context.Context, e *Env) []checkreport.Result {
 	nss, err := e.optedIn(ctx)
 	if err != nil {
 		return one(fail("cannot list namespaces: %v", err))
@@ -103,7 +104,7 @@ func podsInjected(ctx context.Context, e *Env) []Result {
 		return one(skip("no opted-in namespace"))
 	}
 	rule := nginxmesh.Injected{DriverName: e.Driver()}
-	var out []Result
+	var out []checkreport.Result
 	for _, ns := range nss {
 		pods, err := e.livePods(ctx, ns.Name)
 		if err != nil {
@@ -128,11 +129,11 @@ func podsInjected(ctx context.Context, e *Env) []Result {
 					ownerOf(p), p.CreationTimestamp.UTC().Format(time.RFC3339)))
 			}
 		}
-		var r Result
+		var r checkreport.Result
 		if len(missed) > 0 {
-			r = fail("%d of %d pods should be injected and are not", len(missed), len(pods)).with(missed...).with(excluded...)
+			r = fail("%d of %d pods should be injected and are not", len(missed), len(pods)).With(missed...).With(excluded...)
 		} else {
-			r = ok("%d of %d pods injected, %d not by rule", injected, len(pods), len(excluded)).with(excluded...)
+			r = ok("%d of %d pods injected, %d not by rule", injected, len(pods), len(excluded)).With(excluded...)
 		}
 		r.Subject = ns.Name
 		out = append(out, r)
@@ -140,7 +141,7 @@ func podsInjected(ctx context.Context, e *Env) []Result {
 	return out
 }
 
-func podsRegistered(ctx context.Context, e *Env) []Result {
+func podsRegistered(ctx context.Context, e *Env) []checkreport.Result {
 	if e.Spire == nil {
 		return one(skip("the SPIRE server cannot be reached (no pods/exec)"))
 	}
@@ -157,7 +158,7 @@ func podsRegistered(ctx context.Context, e *Env) []Result {
 	}
 	rule := nginxmesh.Injected{DriverName: e.Driver()}
 	now := e.now()
-	var out []Result
+	var out []checkreport.Result
 	for _, ns := range nss {
 		pods, err := e.livePods(ctx, ns.Name)
 		if err != nil {
@@ -182,9 +183,9 @@ func podsRegistered(ctx context.Context, e *Env) []Result {
 			}
 			missing = append(missing, fmt.Sprintf("%s: no entry %s%s, scheduled %s ago", ownerOf(p), nginxmesh.EntryIDPrefix, p.UID, now.Sub(since).Round(time.Second)))
 		}
-		var r Result
+		var r checkreport.Result
 		if len(missing) > 0 {
-			r = fail("%d injected pods have no SPIRE entry, so no SVID", len(missing)).with(missing...)
+			r = fail("%d injected pods have no SPIRE entry, so no SVID", len(missing)).With(missing...)
 		} else {
 			r = ok("%d injected pods registered (%d scheduled less than %s ago not counted)", registered, young, e.EntryGrace)
 		}

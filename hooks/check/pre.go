@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/checkreport"
 	"github.com/nginx-mesh/nginx-mesh/hooks/keepset"
 	"github.com/nginx-mesh/nginx-mesh/hooks/sentinel"
 	"github.com/nginx-mesh/nginx-mesh/hooks/status"
@@ -33,7 +34,7 @@ const (
 )
 
 func preInstallChecks() []Check {
-	pre := []Group{PreInstall}
+	pre := []checkreport.Group{checkreport.PreInstall}
 	return []Check{
 		{Name: "kubernetes-version", Groups: pre, Title: "the API server runs a supported Kubernetes version",
 			Hint: "nginx-mesh needs Kubernetes 1.27 or later (OpenShift 4.14), and 1.29 (OpenShift 4.16) for the proxy sidecar", Run: kubernetesVersion},
@@ -54,7 +55,7 @@ func preInstallChecks() []Check {
 
 // sharedChecks run before an install and on an install; the control-plane list places them.
 func sharedChecks() map[string]Check {
-	both := []Group{PreInstall, ControlPlane}
+	both := []checkreport.Group{checkreport.PreInstall, checkreport.ControlPlane}
 	out := map[string]Check{}
 	for _, c := range []Check{
 		{Name: "namespace-labels", Groups: both, Title: "the mesh namespace's labels admit the mesh's pods",
@@ -82,7 +83,7 @@ func kubeMinor(e *Env) (string, int, error) {
 	return v.GitVersion, minor, nil
 }
 
-func kubernetesVersion(_ context.Context, e *Env) []Result {
+func kubernetesVersion(_ context.Context, e *Env) []checkreport.Result {
 	v, minor, err := kubeMinor(e)
 	switch {
 	case err != nil:
@@ -107,7 +108,7 @@ var requiredResources = map[string][]string{
 	"policy/v1":                       {"poddisruptionbudgets"},
 }
 
-func apiVersions(_ context.Context, e *Env) []Result {
+func apiVersions(_ context.Context, e *Env) []checkreport.Result {
 	var missing []string
 	gvs := make([]string, 0, len(requiredResources))
 	for gv := range requiredResources {
@@ -127,12 +128,12 @@ func apiVersions(_ context.Context, e *Env) []Result {
 		}
 	}
 	if len(missing) > 0 {
-		return one(fail("%d API resources the chart needs are not served", len(missing)).with(missing...))
+		return one(fail("%d API resources the chart needs are not served", len(missing)).With(missing...))
 	}
 	return one(ok("%d API group versions served", len(gvs)))
 }
 
-func sccAPI(ctx context.Context, e *Env) []Result {
+func sccAPI(ctx context.Context, e *Env) []checkreport.Result {
 	if !e.Clients.OpenShift {
 		return one(skip("%s is not served: plain Kubernetes, install with environment: kubernetes", nginxmesh.SCCGroup))
 	}
@@ -140,14 +141,14 @@ func sccAPI(ctx context.Context, e *Env) []Result {
 	switch {
 	case apierrors.IsNotFound(err):
 		return one(fail("SCC %s does not exist: the hook Jobs and the test pod pin it", nginxmesh.RestrictedSCC).
-			hint("OpenShift 4.11+ ships restricted-v2; on an older cluster nginx-mesh is not supported"))
+			WithHint("OpenShift 4.11+ ships restricted-v2; on an older cluster nginx-mesh is not supported"))
 	case err != nil:
 		return one(fail("cannot read SCC %s: %v", nginxmesh.RestrictedSCC, err))
 	}
 	return one(ok("%s is served; SCC %s exists", nginxmesh.SCCGroup, nginxmesh.RestrictedSCC))
 }
 
-func openShiftVersion(ctx context.Context, e *Env) []Result {
+func openShiftVersion(ctx context.Context, e *Env) []checkreport.Result {
 	if !e.Clients.OpenShift {
 		return one(skip("not OpenShift"))
 	}
@@ -192,7 +193,7 @@ func (e *Env) csiDriver(ctx context.Context) (*storagev1.CSIDriver, error) {
 	return d, err
 }
 
-func inlineVolumes(ctx context.Context, e *Env) []Result {
+func inlineVolumes(ctx context.Context, e *Env) []checkreport.Result {
 	v, minor, err := kubeMinor(e)
 	if err != nil {
 		return one(fail("cannot read the server version: %v", err))
@@ -212,15 +213,15 @@ func inlineVolumes(ctx context.Context, e *Env) []Result {
 	return one(ok("Kubernetes %s supports them; CSIDriver %s allows Ephemeral", v, e.Driver()))
 }
 
-func namespaceLabels(ctx context.Context, e *Env) []Result {
+func namespaceLabels(ctx context.Context, e *Env) []checkreport.Result {
 	ns, err := e.Clients.Kube.CoreV1().Namespaces().Get(ctx, e.Namespace, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		if e.Running == ControlPlane {
+		if e.Running == checkreport.ControlPlane {
 			return one(fail("namespace %s does not exist", e.Namespace))
 		}
 		if e.Clients.OpenShift {
 			return one(warn("namespace %s does not exist: --create-namespace makes it, and OpenShift's label syncer may label it restricted for a moment", e.Namespace).
-				hint("create it first with pod-security.kubernetes.io/enforce=privileged and %s=\"false\" (README \"Pod Security labels of the mesh namespace\"), then install without --create-namespace", podSecuritySync))
+				WithHint("create it first with pod-security.kubernetes.io/enforce=privileged and %s=\"false\" (README \"Pod Security labels of the mesh namespace\"), then install without --create-namespace", podSecuritySync))
 		}
 		return one(ok("namespace %s does not exist yet (helm install --create-namespace makes it)", e.Namespace))
 	}
@@ -230,21 +231,21 @@ func namespaceLabels(ctx context.Context, e *Env) []Result {
 	l := ns.Labels
 	if nginxmesh.NamespaceOptedIn(l) {
 		return one(warn("namespace %s is labelled %s=%s: the mesh namespace is never injected", e.Namespace, nginxmesh.AutoInjectLabel, nginxmesh.AutoInjectEnabled).
-			hint("remove the label: kubectl label namespace %s %s-", e.Namespace, nginxmesh.AutoInjectLabel))
+			WithHint("remove the label: kubectl label namespace %s %s-", e.Namespace, nginxmesh.AutoInjectLabel))
 	}
 	switch enforce := l[podSecurityEnforce]; {
 	case enforce != "" && enforce != "privileged":
 		return one(fail("namespace %s enforces Pod Security %q: the CSI driver (privileged) and the SPIRE agent (host PID) are refused", e.Namespace, enforce))
 	case enforce == "" && e.Clients.OpenShift && l[podSecuritySync] != "false":
 		return one(warn("namespace %s sets no %s and OpenShift's label syncer manages it", e.Namespace, podSecurityEnforce).
-			hint("set pod-security.kubernetes.io/enforce=privileged and %s=\"false\" (README \"Pod Security labels of the mesh namespace\")", podSecuritySync))
+			WithHint("set pod-security.kubernetes.io/enforce=privileged and %s=\"false\" (README \"Pod Security labels of the mesh namespace\")", podSecuritySync))
 	case enforce == "":
 		return one(ok("namespace %s enforces no Pod Security level (the cluster's default applies)", e.Namespace))
 	}
 	return one(ok("namespace %s enforces Pod Security privileged", e.Namespace))
 }
 
-func profileLabel(ctx context.Context, e *Env) []Result {
+func profileLabel(ctx context.Context, e *Env) []checkreport.Result {
 	if !e.Clients.OpenShift {
 		return one(skip("not OpenShift: no CSI inline volume admission"))
 	}
@@ -252,13 +253,13 @@ func profileLabel(ctx context.Context, e *Env) []Result {
 	switch {
 	case err != nil:
 		return one(fail("cannot read CSIDriver %s: %v", e.Driver(), err))
-	case d == nil && e.Running == PreInstall:
+	case d == nil && e.Running == checkreport.PreInstall:
 		return one(ok("CSIDriver %s does not exist yet; the chart creates it labelled %s=restricted", e.Driver(), ProfileLabel))
 	case d == nil:
 		return one(fail("CSIDriver %s does not exist: kubelet refuses every injected pod's volume", e.Driver()))
 	}
 	switch p := d.Labels[ProfileLabel]; {
-	case p != "restricted" && e.Running == PreInstall && d.Labels[nginxmesh.PartOfLabel] == nginxmesh.PartOf:
+	case p != "restricted" && e.Running == checkreport.PreInstall && d.Labels[nginxmesh.PartOfLabel] == nginxmesh.PartOf:
 		return one(ok("CSIDriver %s of an earlier install lacks %s=restricted; the install adopts it and sets the label", e.Driver(), ProfileLabel))
 	case p == "restricted":
 		return one(ok("CSIDriver %s: %s=restricted", e.Driver(), ProfileLabel))
@@ -274,7 +275,7 @@ func alive(r *release.Release) bool {
 	return r != nil && r.Info != nil && r.Info.Status != release.StatusUninstalled
 }
 
-func releaseName(_ context.Context, e *Env) []Result {
+func releaseName(_ context.Context, e *Env) []checkreport.Result {
 	rel, err := status.LastRelease(e.Clients, e.Namespace, e.ReleaseName)
 	switch {
 	case err != nil:
@@ -324,7 +325,7 @@ func (e *Env) releaseAlive(o string) (bool, error) {
 	return alive(rel), err
 }
 
-func ownership(ctx context.Context, e *Env) []Result {
+func ownership(ctx context.Context, e *Env) []checkreport.Result {
 	self := e.Namespace + "/" + e.ReleaseName
 	var foreign, live, adoptable, ours []string
 	for _, r := range e.installRefs() {
@@ -357,11 +358,11 @@ func ownership(ctx context.Context, e *Env) []Result {
 	}
 	switch {
 	case len(foreign) > 0 || len(live) > 0:
-		return one(fail("%d objects the install needs belong to someone else", len(foreign)+len(live)).with(append(foreign, live...)...).
-			hint("names are cluster-wide: one mesh per cluster. Uninstall the other release (or install this one under its name and namespace); remove objects nginx-mesh did not make"))
+		return one(fail("%d objects the install needs belong to someone else", len(foreign)+len(live)).With(append(foreign, live...)...).
+			WithHint("names are cluster-wide: one mesh per cluster. Uninstall the other release (or install this one under its name and namespace); remove objects nginx-mesh did not make"))
 	case len(adoptable) > 0:
-		return one(warn("%d objects of another install: helm install fails with \"invalid ownership metadata\" until they are adopted", len(adoptable)).with(adoptable...).
-			hint("helm install --take-ownership (Helm >= 3.17), or first nginx-mesh-hooks adopt --release %s --namespace %s", e.ReleaseName, e.Namespace))
+		return one(warn("%d objects of another install: helm install fails with \"invalid ownership metadata\" until they are adopted", len(adoptable)).With(adoptable...).
+			WithHint("helm install --take-ownership (Helm >= 3.17), or first nginx-mesh-hooks adopt --release %s --namespace %s", e.ReleaseName, e.Namespace))
 	case len(ours) > 0:
 		return one(ok("%d objects exist already and belong to release %s: Helm adopts them", len(ours), self))
 	}
@@ -370,7 +371,7 @@ func ownership(ctx context.Context, e *Env) []Result {
 
 // leftovers are mesh objects whose release is gone: the mesh's CSIDrivers (a kept driver
 // unit) and the cluster-scoped names, with the sentinel that will remove them, if any.
-func leftovers(ctx context.Context, e *Env) []Result {
+func leftovers(ctx context.Context, e *Env) []checkreport.Result {
 	type left struct{ what, owner string }
 	var found []left
 	seen := map[string]bool{}
@@ -443,8 +444,8 @@ func leftovers(ctx context.Context, e *Env) []Result {
 		orphaned = append(orphaned, desc+"; no sentinel will remove it")
 	}
 	if len(orphaned) > 0 {
-		return one(fail("%d objects of a gone install that nothing will remove", len(orphaned)).with(append(orphaned, waiting...)...))
+		return one(fail("%d objects of a gone install that nothing will remove", len(orphaned)).With(append(orphaned, waiting...)...))
 	}
-	return one(warn("%d objects kept for pods that still use an earlier install's driver; its sentinel removes them once they are gone", len(waiting)).with(waiting...).
-		hint("an install of the same driver name takes them over; the pods a sentinel waits for: nginx-mesh-hooks status -n NS"))
+	return one(warn("%d objects kept for pods that still use an earlier install's driver; its sentinel removes them once they are gone", len(waiting)).With(waiting...).
+		WithHint("an install of the same driver name takes them over; the pods a sentinel waits for: nginx-mesh-hooks status -n NS"))
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/checkreport"
 	"github.com/nginx-mesh/nginx-mesh/hooks/check"
 	"github.com/nginx-mesh/nginx-mesh/hooks/helmtest"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
@@ -72,12 +73,12 @@ Examples:
 		},
 		RunE: g.withClients(func(ctx context.Context, c *kube.Clients) error {
 			e := &check.Env{Release: g.release(), Clients: c, ExcludeNamespaces: kube.SplitList(exclude), RegistrationLagWarn: lagWarn, EntryGrace: grace}
-			groups := []check.Group{check.ControlPlane, check.DataPlane}
+			groups := []checkreport.Group{checkreport.ControlPlane, checkreport.DataPlane}
 			switch {
 			case pre:
-				groups = []check.Group{check.PreInstall}
+				groups = []checkreport.Group{checkreport.PreInstall}
 			case dataPlane:
-				groups = []check.Group{check.DataPlane}
+				groups = []checkreport.Group{checkreport.DataPlane}
 			}
 			if g.deps.Clients != nil {
 				e.Spire, e.Probe = g.deps.CheckSpire, g.deps.CheckProbe
@@ -112,7 +113,7 @@ Examples:
 			if !r.OK() {
 				var names []string
 				for _, res := range r.Results {
-					if res.Status == check.Fail {
+					if res.Status == checkreport.Fail {
 						names = append(names, res.Check)
 					}
 				}

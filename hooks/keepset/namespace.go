@@ -8,31 +8,11 @@ import (
 	"time"
 
 	nginxmesh "github.com/nginx-mesh/nginx-mesh"
+	"github.com/nginx-mesh/nginx-mesh/hookrbac"
 	"github.com/nginx-mesh/nginx-mesh/hooks/kube"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 )
-
-// NamespaceResources are the kinds checked before the mesh namespace is deleted: what a user
-// or a tool puts in a namespace, Helm's release records (Secrets) included. Objects owned by
-// another object are judged through their owner (a ReplicaSet through its Deployment).
-var NamespaceResources = []schema.GroupVersionResource{
-	{Version: "v1", Resource: "pods"},
-	{Version: "v1", Resource: "services"},
-	{Version: "v1", Resource: "configmaps"},
-	{Version: "v1", Resource: "secrets"},
-	{Version: "v1", Resource: "serviceaccounts"},
-	{Version: "v1", Resource: "persistentvolumeclaims"},
-	{Group: "apps", Version: "v1", Resource: "deployments"},
-	{Group: "apps", Version: "v1", Resource: "statefulsets"},
-	{Group: "apps", Version: "v1", Resource: "daemonsets"},
-	{Group: "apps", Version: "v1", Resource: "replicasets"},
-	{Group: "batch", Version: "v1", Resource: "jobs"},
-	{Group: "batch", Version: "v1", Resource: "cronjobs"},
-	{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
-	{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
-}
 
 // systemObject tells objects that Kubernetes or OpenShift put in every namespace.
 func systemObject(res string, m metav1.Object) bool {
@@ -90,7 +70,7 @@ func namespaceContents(ctx context.Context, c *kube.Clients, namespace, release 
 	if c.Meta == nil {
 		return nil, false, false, fmt.Errorf("no metadata client")
 	}
-	for _, gvr := range NamespaceResources {
+	for _, gvr := range hookrbac.NamespaceResources {
 		var items []metav1.Object
 		err := kube.Retry(ctx, "list "+gvr.Resource+" in "+namespace, func(ctx context.Context) error {
 			l, err := c.Meta.Resource(gvr).Namespace(namespace).List(ctx, metav1.ListOptions{})

@@ -12,11 +12,13 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/registry"
+
+	"github.com/nginx-mesh/nginx-mesh/pushreport"
 )
 
 // pushChart is `helm package` (appVersion = the product tag, so the chart's default image tags
 // are the pushed ones) and `helm push` to oci://<registry>/charts, through Helm's SDK.
-func pushChart(o Options, reg string) (*PushedChart, error) {
+func pushChart(o Options, reg string) (*pushreport.PushedChart, error) {
 	ch, err := loader.Load(o.ChartDir)
 	if err != nil {
 		return nil, err
@@ -59,7 +61,7 @@ func pushChart(o Options, reg string) (*PushedChart, error) {
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", ref, err)
 	}
-	return &PushedChart{
+	return &pushreport.PushedChart{
 		Ref:        "oci://" + reg + "/charts/" + ch.Name(),
 		Version:    ch.Metadata.Version,
 		AppVersion: ch.Metadata.AppVersion,

@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nginx-mesh/nginx-mesh/images/imagebuild"
+	"github.com/nginx-mesh/nginx-mesh/pushreport"
 )
 
 // Options is one `make push`.
@@ -51,45 +52,6 @@ type Options struct {
 	MaxSize int64
 	// Compression of the layers: gzip (default) or zstd (smaller; see imagebuild.Context).
 	Compression compression.Compression
-}
-
-// Result is what was pushed; Run also writes it to <Out>/push.json.
-type Result struct {
-	Registry string        `json:"registry"`
-	Tag      string        `json:"tag"`
-	Images   []PushedImage `json:"images"`
-	Chart    *PushedChart  `json:"chart,omitempty"`
-	Seconds  float64       `json:"seconds"`
-}
-
-// PushedImage is one image index.
-type PushedImage struct {
-	Image      string          `json:"image"`     // images/<Image>/Dockerfile
-	ValuesKey  string          `json:"valuesKey"` // images.<ValuesKey> in the chart's values
-	Ref        string          `json:"ref"`       // registry/repository:tag
-	Repository string          `json:"repository"`
-	Product    bool            `json:"product"` // tagged with the product tag (not a fixed upstream one)
-	Digest     string          `json:"digest"`  // of the index
-	Platforms  []PlatformImage `json:"platforms"`
-}
-
-// PlatformImage is one platform's image of an index.
-type PlatformImage struct {
-	Platform     string `json:"platform"`
-	Digest       string `json:"digest"`
-	Size         int64  `json:"size"`              // what a node pulls: manifest, config, compressed layers
-	Uncompressed int64  `json:"uncompressed"`      // the files in the image
-	Modules      string `json:"modules,omitempty"` // go version -m of its binaries, under Out
-	SBOM         string `json:"sbom,omitempty"`    // CycloneDX JSON, under Out
-}
-
-// PushedChart is the chart's OCI artifact.
-type PushedChart struct {
-	Ref        string `json:"ref"` // oci://registry/charts/name
-	Version    string `json:"version"`
-	AppVersion string `json:"appVersion"`
-	Digest     string `json:"digest"`
-	Package    string `json:"package"`
 }
 
 // HostPlatform is the build machine's platform: the only one of an image built for it alone.
@@ -159,8 +121,9 @@ func Loopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// Run pushes the images, then the chart, and writes the outputs.
-func Run(ctx context.Context, o Options) (*Result, error) {
+// Run pushes the images, then the chart, and writes the outputs, the report among them
+// (<Out>/push.json).
+func Run(ctx context.Context, o Options) (*pushreport.Result, error) {
 	start := time.Now()
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
@@ -190,7 +153,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := os.MkdirAll(filepath.Join(o.Out, "sbom"), 0o755); err != nil {
 		return nil, err
 	}
-	res := &Result{Registry: strings.TrimSuffix(host+"/"+path, "/"), Tag: o.Tag}
+	res := &pushreport.Result{Registry: strings.TrimSuffix(host+"/"+path, "/"), Tag: o.Tag}
 	for _, im := range o.Images {
 		t0 := time.Now()
 		p, err := pushImage(ctx, o, host, path, im, nameOpts, remoteOpts)
@@ -216,7 +179,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	return res, nil
 }
 
-func platformList(p *PushedImage) string {
+func platformList(p *pushreport.PushedImage) string {
 	var s []string
 	for _, pl := range p.Platforms {
 		s = append(s, pl.Platform)
@@ -224,7 +187,7 @@ func platformList(p *PushedImage) string {
 	return strings.Join(s, ", ")
 }
 
-func pushImage(ctx context.Context, o Options, host, path string, im imagebuild.Image, nameOpts []name.Option, remoteOpts []remote.Option) (*PushedImage, error) {
+func pushImage(ctx context.Context, o Options, host, path string, im imagebuild.Image, nameOpts []name.Option, remoteOpts []remote.Option) (*pushreport.PushedImage, error) {
 	repo := im.Repository
 	if path != "" {
 		repo = path + "/" + repo
@@ -237,7 +200,7 @@ func pushImage(ctx context.Context, o Options, host, path string, im imagebuild.
 	if !im.AllArch {
 		platforms = []v1.Platform{HostPlatform()}
 	}
-	out := &PushedImage{Image: im.Dir, ValuesKey: imagebuild.ValuesKey(im.Dir), Ref: ref.String(), Repository: repo, Product: im.Tag == ""}
+	out := &pushreport.PushedImage{Image: im.Dir, ValuesKey: imagebuild.ValuesKey(im.Dir), Ref: ref.String(), Repository: repo, Product: im.Tag == ""}
 	ctxs := make([]imagebuild.Context, len(platforms))
 	for i, p := range platforms {
 		ctxs[i] = imagebuild.Context{Dir: o.Root, Platform: p, Compact: true, Compression: o.Compression}
@@ -292,7 +255,7 @@ func pushImage(ctx context.Context, o Options, host, path string, im imagebuild.
 			}
 		}
 		if o.MaxSize > 0 && pi.Size > o.MaxSize && im.Tag == "" {
-			o.Logf("WARNING: %s %s is %s, above the %s goal of a product image", im.Dir, p, MiB(pi.Size), MiB(o.MaxSize))
+			o.Logf("WARNING: %s %s is %s, above the %s goal of a product image", im.Dir, p, pushreport.MiB(pi.Size), pushreport.MiB(o.MaxSize))
 		}
 		pl := p
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &pl}})
@@ -310,7 +273,7 @@ func pushImage(ctx context.Context, o Options, host, path string, im imagebuild.
 }
 
 // describe gives an image's digest and pulled size.
-func describe(img v1.Image, p v1.Platform) (*PlatformImage, error) {
+func describe(img v1.Image, p v1.Platform) (*pushreport.PlatformImage, error) {
 	d, err := img.Digest()
 	if err != nil {
 		return nil, err
@@ -327,19 +290,16 @@ func describe(img v1.Image, p v1.Platform) (*PlatformImage, error) {
 	for _, l := range m.Layers {
 		size += l.Size
 	}
-	return &PlatformImage{Platform: p.String(), Digest: d.String(), Size: size}, nil
+	return &pushreport.PlatformImage{Platform: p.String(), Digest: d.String(), Size: size}, nil
 }
 
-// MiB formats a byte count.
-func MiB(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
-
 // writeOutputs writes push.json, digests.txt and values-images.yaml under o.Out.
-func writeOutputs(o Options, host string, res *Result) error {
+func writeOutputs(o Options, host string, res *pushreport.Result) error {
 	j, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(o.Out, "push.json"), append(j, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(o.Out, pushreport.File), append(j, '\n'), 0o644); err != nil {
 		return err
 	}
 	var d strings.Builder
@@ -364,7 +324,7 @@ func writeOutputs(o Options, host string, res *Result) error {
 
 // ValuesFile is the chart values that pin every pushed image by digest. With a chart, images the
 // chart has no value for are returned as skipped (they would fail its schema).
-func ValuesFile(chartDir, host string, res *Result) ([]byte, []PushedImage, error) {
+func ValuesFile(chartDir, host string, res *pushreport.Result) ([]byte, []pushreport.PushedImage, error) {
 	known := map[string]bool{}
 	if chartDir != "" {
 		raw, err := os.ReadFile(filepath.Join(chartDir, "values.yaml"))
@@ -389,7 +349,7 @@ func ValuesFile(chartDir, host string, res *Result) ([]byte, []PushedImage, erro
 		PullPolicy string `json:"pullPolicy"`
 	}
 	images := map[string]image{}
-	var skipped []PushedImage
+	var skipped []pushreport.PushedImage
 	for _, im := range res.Images {
 		if chartDir != "" && !known[im.ValuesKey] {
 			skipped = append(skipped, im)
@@ -412,14 +372,14 @@ func ValuesFile(chartDir, host string, res *Result) ([]byte, []PushedImage, erro
 }
 
 // SizeTable is the human summary of a push: one line per image and platform.
-func SizeTable(res *Result) string {
+func SizeTable(res *pushreport.Result) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-14s %-12s %-10s %-12s %s\n", "IMAGE", "PLATFORM", "SIZE", "FILES", "DIGEST (index; platform)")
-	imgs := append([]PushedImage(nil), res.Images...)
+	imgs := append([]pushreport.PushedImage(nil), res.Images...)
 	sort.SliceStable(imgs, func(i, j int) bool { return imgs[i].Image < imgs[j].Image })
 	for _, im := range imgs {
 		for _, p := range im.Platforms {
-			fmt.Fprintf(&b, "%-14s %-12s %-10s %-12s %s; %s\n", im.Image, p.Platform, MiB(p.Size), MiB(p.Uncompressed), short(im.Digest), short(p.Digest))
+			fmt.Fprintf(&b, "%-14s %-12s %-10s %-12s %s; %s\n", im.Image, p.Platform, pushreport.MiB(p.Size), pushreport.MiB(p.Uncompressed), short(im.Digest), short(p.Digest))
 		}
 	}
 	return b.String()

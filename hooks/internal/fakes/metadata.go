@@ -20,7 +20,7 @@ func metadataOf(k *fake.Clientset) metadata.Interface { return metaClient{k} }
 
 type metaClient struct{ k *fake.Clientset }
 
-// kinds of the resources listed (keepset.NamespaceResources): the fake's tracker builds the
+// kinds of the resources listed (hookrbac.NamespaceResources): the fake's tracker builds the
 // list type from the item kind.
 var kinds = map[string]string{
 	"pods": "Pod", "services": "Service", "configmaps": "ConfigMap", "secrets": "Secret",
