@@ -82,13 +82,14 @@ func Handover(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldL
 	for _, ns := range others {
 		log.WithFields(logrus.Fields{"namespace": ns, "driver": driver}).Info("removing the CSI driver kept in another namespace; this release serves its pods")
 		ks := kube.Release{Namespace: ns, DriverName: driver}.KeepSet(c)
-		refs := nginxmesh.DriverUnit(ks)[1:] // the DaemonSet; the CSIDriver is the new release's
+		ds := nginxmesh.DriverUnit(ks)[1] // the DaemonSet; the CSIDriver is the new release's
+		refs := []nginxmesh.Ref{ds}
 		for _, r := range nginxmesh.SentinelObjects(ks) {
 			if r.Namespace != "" { // the ClusterRole and its binding are the new release's too
 				refs = append(refs, r)
 			}
 		}
-		units, err := keepset.OtherUnits(ctx, c, ns, driver)
+		units, err := keepset.OtherUnits(ctx, c, ds)
 		if err != nil {
 			return err
 		}

@@ -254,7 +254,7 @@ func Remove(ctx context.Context, c *kube.Clients, o RemoveOptions, log logrus.Fi
 	if err := DeleteAll(ctx, c, []nginxmesh.Ref{dsRef}, o.Claim, o.Before, log); err != nil {
 		return res, err
 	}
-	others, err := OtherUnits(ctx, c, o.Keep.NS(), o.Keep.Driver())
+	others, err := OtherUnits(ctx, c, dsRef)
 	if err != nil {
 		return res, err
 	}
@@ -328,10 +328,12 @@ func createCSIDriver(ctx context.Context, c *kube.Clients, saved *storagev1.CSID
 	return err
 }
 
-// OtherUnits names the other driver DaemonSets that run pods in the namespace (units of other
-// driver names, kept for their pods after an upgrade changed csi.driverName). It reads the
-// driver pods' owners, so that no permission beyond listing pods is needed.
-func OtherUnits(ctx context.Context, c *kube.Clients, namespace, driver string) ([]string, error) {
+// OtherUnits names the driver DaemonSets other than ds (the caller's own, named once by the
+// driver unit) that run pods in ds's namespace (units of other driver names, kept for their pods
+// after an upgrade changed csi.driverName). It reads the driver pods' owners, so that no
+// permission beyond listing pods is needed.
+func OtherUnits(ctx context.Context, c *kube.Clients, ds nginxmesh.Ref) ([]string, error) {
+	namespace := ds.Namespace
 	var pods *corev1.PodList
 	err := kube.Retry(ctx, "list driver pods in "+namespace, func(ctx context.Context) error {
 		var e error
@@ -342,12 +344,11 @@ func OtherUnits(ctx context.Context, c *kube.Clients, namespace, driver string) 
 	if err != nil {
 		return nil, err
 	}
-	mine := nginxmesh.DaemonSetName(driver)
 	seen := map[string]bool{}
 	var out []string
 	for _, p := range pods.Items {
 		for _, o := range p.OwnerReferences {
-			if o.Kind == "DaemonSet" && o.Name != mine && !seen[o.Name] {
+			if o.Kind == "DaemonSet" && o.Name != ds.Name && !seen[o.Name] {
 				seen[o.Name] = true
 				out = append(out, o.Name)
 			}

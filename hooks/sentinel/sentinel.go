@@ -478,7 +478,7 @@ func (s *Sentinel) namespaceDeletable(ctx context.Context) bool {
 	if err == nil {
 		// Another driver unit's objects are the mesh's too, but deleting them would
 		// strand the pods that still use that driver.
-		others, err = keepset.OtherUnits(ctx, s.Clients, o.Namespace, o.DriverName)
+		others, err = keepset.OtherUnits(ctx, s.Clients, s.daemonSetRef())
 	}
 	switch {
 	case err != nil:
