@@ -45,11 +45,14 @@ type JobOptions struct {
 
 // Labels of the sentinel Job and its pods. No app.kubernetes.io/instance and no Argo CD
 // tracking: Argo CD would otherwise prune the sentinel as a leftover of the app.
-func Labels(driver string) map[string]string {
+func Labels(driver string) map[string]string { return labels(nginxmesh.SentinelName(driver)) }
+
+// labels of the sentinel Job named name, for Job, which names it once.
+func labels(name string) map[string]string {
 	return map[string]string{
 		nginxmesh.PartOfLabel:    nginxmesh.PartOf,
 		nginxmesh.ComponentLabel: nginxmesh.ComponentSentinel,
-		"app.kubernetes.io/name": nginxmesh.SentinelName(driver),
+		"app.kubernetes.io/name": name,
 		nginxmesh.ManagedByLabel: nginxmesh.Hooks,
 	}
 }
@@ -146,7 +149,7 @@ func Job(o JobOptions) *batchv1.Job {
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}}
 	return &batchv1.Job{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: o.Namespace, Labels: Labels(o.DriverName)},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: o.Namespace, Labels: labels(name)},
 		Spec: batchv1.JobSpec{
 			// Killed mid-way (node drain, OOM): a new pod resumes idempotently.
 			BackoffLimit: ptr.To[int32](10),
@@ -159,7 +162,7 @@ func Job(o JobOptions) *batchv1.Job {
 					{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue}}},
 			}},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: Labels(o.DriverName), Annotations: annotations},
+				ObjectMeta: metav1.ObjectMeta{Labels: labels(name), Annotations: annotations},
 				Spec:       spec,
 			},
 		},
