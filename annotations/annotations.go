@@ -257,36 +257,33 @@ type sourced struct {
 
 func parse(td spiffeid.TrustDomain, in, out sourced) (*Config, error) {
 	c := &Config{TrustDomain: td}
-	var errs []error
-	if in.present {
-		entries, err := splitEntries(in)
-		errs = append(errs, err)
-		for _, e := range entries {
-			v, err := parseInbound(td, in.source, e)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			c.Inbound = append(c.Inbound, v)
-		}
-	}
-	if out.present {
-		entries, err := splitEntries(out)
-		errs = append(errs, err)
-		for _, e := range entries {
-			v, err := parseOutbound(td, out.source, e)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			c.Outbound = append(c.Outbound, v)
-		}
-	}
-	errs = append(errs, c.checkPorts(in.source, out.source)...)
-	if err := errors.Join(errs...); err != nil {
+	var inErrs, outErrs []error
+	c.Inbound, inErrs = parseEntries(td, in, parseInbound)
+	c.Outbound, outErrs = parseEntries(td, out, parseOutbound)
+	if err := errors.Join(slices.Concat(inErrs, outErrs, c.checkPorts(in.source, out.source))...); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// parseEntries parses every entry of s with parseOne, keeping every error (one bad entry does
+// not hide the next); nothing when the annotation is absent.
+func parseEntries[T any](td spiffeid.TrustDomain, s sourced, parseOne func(spiffeid.TrustDomain, string, string) (T, error)) ([]T, []error) {
+	if !s.present {
+		return nil, nil
+	}
+	entries, err := splitEntries(s)
+	errs := []error{err}
+	var out []T
+	for _, e := range entries {
+		v, err := parseOne(td, s.source, e)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, v)
+	}
+	return out, errs
 }
 
 // splitEntries splits on ";" and newlines; blank entries (a trailing ";") are skipped, but a
