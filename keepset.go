@@ -49,6 +49,10 @@ type KeepSetOptions struct {
 	DriverName        string   // empty means DefaultDriverName
 	SidecarNamespaces []string // workload namespaces granted the sidecar SCC (value sidecar.sccBindings.namespaces)
 	OpenShift         bool     // whether SCCs and their grants are part of it
+	// CriticalPodQuota: the chart rendered CriticalPodsQuota (the hooks' --critical-pod-quota).
+	// A cluster that admits the driver's system-node-critical pods only in namespaces holding a
+	// matching quota (GKE) refuses a kept driver's new pods without it.
+	CriticalPodQuota bool
 }
 
 // NS is the mesh namespace, DefaultNamespace when unset.
@@ -73,7 +77,9 @@ func DriverUnit(o KeepSetOptions) []Ref {
 }
 
 // Shared is what every driver unit of a namespace uses: on OpenShift the grants, then the SCCs
-// they grant; last the driver's ServiceAccount. Deleted only with the namespace's last unit.
+// they grant; the critical-pods quota when the chart rendered it (CriticalPodQuota: without it a
+// cluster that limits system-node-critical refuses a kept driver's new pods); last the driver's
+// ServiceAccount. Deleted only with the namespace's last unit.
 func Shared(o KeepSetOptions) []Ref {
 	var refs []Ref
 	if o.OpenShift {
@@ -87,6 +93,9 @@ func Shared(o KeepSetOptions) []Ref {
 			Ref{Kind: KindSCC, Name: CSIDriverSCC},
 			Ref{Kind: KindSCC, Name: SidecarSCC},
 		)
+	}
+	if o.CriticalPodQuota {
+		refs = append(refs, Ref{Kind: KindResourceQuota, Namespace: o.NS(), Name: CriticalPodsQuota})
 	}
 	return append(refs, Ref{Kind: KindServiceAccount, Namespace: o.NS(), Name: CSIDriver})
 }
@@ -106,7 +115,7 @@ func SentinelObjects(o KeepSetOptions) []Ref {
 
 // KeepSet lists the objects that carry helm.sh/resource-policy: keep, in the order that deletes
 // them safely: the driver unit (CSIDriver, then DaemonSet: nothing may recreate a driver pod
-// once its SCC is gone), the shared grants and SCCs, then the sentinel's RBAC.
+// once its SCC or quota is gone), what the units share (Shared), then the sentinel's RBAC.
 func KeepSet(o KeepSetOptions) []Ref {
 	refs := DriverUnit(o)
 	refs = append(refs, Shared(o)...)

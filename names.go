@@ -61,6 +61,11 @@ const (
 	SpireAgentRBAC  = "nginx-mesh-spire-agent"
 	SpireServerRBAC = "nginx-mesh-spire-server"
 
+	// CriticalPodsQuota is the ResourceQuota that admits the system-*-critical PriorityClasses
+	// in the mesh namespace (value global.criticalPodQuota); with the CSI driver it is shared by
+	// the namespace's driver units (Shared).
+	CriticalPodsQuota = "nginx-mesh-critical-pods"
+
 	SpireAgentSCC  = "nginx-mesh-spire-agent-permissions"
 	SpireServerSCC = "nginx-mesh-spire-server-permissions"
 	CSIDriverSCC   = "nginx-mesh-csi-driver-permissions"

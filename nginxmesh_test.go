@@ -1,6 +1,7 @@
 package nginxmesh
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -138,6 +139,17 @@ func TestKeepSetOrder(t *testing.T) {
 	}
 	if len(os) != 15 {
 		t.Errorf("openshift keep set has %d objects, want 15: %v", len(os), os)
+	}
+	// The critical-pods quota admits the kept driver's pods (GKE): shared by the namespace's
+	// units, so it goes with the last one, after the DaemonSet.
+	q := Ref{Kind: KindResourceQuota, Namespace: "m", Name: CriticalPodsQuota}
+	withQuota := KeepSetOptions{Namespace: "m", CriticalPodQuota: true}
+	shared, all := Shared(withQuota), KeepSet(withQuota)
+	if !slices.Contains(shared, q) || slices.Index(all, q) < slices.Index(all, DriverUnit(withQuota)[1]) {
+		t.Errorf("with CriticalPodQuota the quota is not shared after the DaemonSet: shared %v, keep set %v", shared, all)
+	}
+	if slices.Contains(KeepSet(KeepSetOptions{Namespace: "m"}), q) {
+		t.Errorf("quota in the keep set without CriticalPodQuota")
 	}
 }
 

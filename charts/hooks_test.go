@@ -153,6 +153,8 @@ func TestHookJobs(t *testing.T) {
 				want["sidecar-namespaces"] = strings.Join(ns, ",")
 			}
 			want["csi-enabled"] = r.str("csi.enabled") // post-install too: with false it checks SPIRE only
+			// The keep set the hooks handle names the critical-pods quota exactly when the chart kept it.
+			want["critical-pod-quota"] = strconv.FormatBool(r.keepSetOptions().CriticalPodQuota)
 			if cmd == "post-install" {
 				want["timeout"] = r.str("hooks.postInstallTimeout")
 				want["controller-enabled"] = strconv.FormatBool(r.controllerEnabled()) // waits for the webhook's Deployment

@@ -98,6 +98,12 @@ func TestKeepSet(t *testing.T) {
 				}
 			}
 		}
+		// The critical-pods quota admits the kept driver's system-node-critical pods where the
+		// class is limited to namespaces holding a matching quota (GKE): kept with the driver.
+		quota := nginxmesh.Ref{Kind: nginxmesh.KindResourceQuota, Namespace: releaseNS, Name: nginxmesh.CriticalPodsQuota}.String()
+		if r.csiEnabled() && r.keepSetOptions().CriticalPodQuota && !slices.Contains(got, quota) {
+			t.Errorf("%s: %s is rendered with the CSI driver but not kept", r.scenario.name, quota)
+		}
 		sort.Strings(got)
 		sort.Strings(want)
 		if !slices.Equal(got, want) {

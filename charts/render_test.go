@@ -241,7 +241,8 @@ func (r *release) sidecarNamespaces() []string {
 
 // keepSetOptions describes the release the way the hooks binary sees it.
 func (r *release) keepSetOptions() nginxmesh.KeepSetOptions {
-	o := nginxmesh.KeepSetOptions{Namespace: releaseNS, DriverName: r.str("csi.driverName"), OpenShift: r.openShift()}
+	o := nginxmesh.KeepSetOptions{Namespace: releaseNS, DriverName: r.str("csi.driverName"), OpenShift: r.openShift(),
+		CriticalPodQuota: r.csiEnabled() && r.find("ResourceQuota", releaseNS, nginxmesh.CriticalPodsQuota) != nil}
 	if o.OpenShift {
 		o.SidecarNamespaces = r.sidecarNamespaces()
 	}

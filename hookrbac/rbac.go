@@ -106,6 +106,10 @@ func HookClusterNeeds(o nginxmesh.KeepSetOptions) []Need {
 	if o.OpenShift {
 		needs = append(needs, need(paths(PreInstall, PreDelete), rule(rbacG, "rolebindings", []string{"get", "delete"}, nginxmesh.SCCRoleName(nginxmesh.CSIDriverSCC))))
 	}
+	if o.CriticalPodQuota {
+		// Shared by the units like the ServiceAccount: also in the namespace of a handed-over unit.
+		needs = append(needs, need(paths(PreInstall, PreDelete), rule(core, "resourcequotas", []string{"get", "delete"}, nginxmesh.CriticalPodsQuota)))
+	}
 	return append(needs, sharedNeeds(o, paths(PreDelete))...)
 }
 
@@ -175,6 +179,9 @@ func SentinelNamespaceNeeds(o nginxmesh.KeepSetOptions, deleteNamespace bool) []
 	}
 	if o.OpenShift {
 		needs = append(needs, need(p, rule(rbacG, "rolebindings", []string{"get", "delete"}, nginxmesh.SCCRoleName(nginxmesh.CSIDriverSCC))))
+	}
+	if o.CriticalPodQuota {
+		needs = append(needs, need(p, rule(core, "resourcequotas", []string{"get", "delete"}, nginxmesh.CriticalPodsQuota)))
 	}
 	if deleteNamespace {
 		// What the namespace holds, before it is deleted (NamespaceResources; pods the

@@ -70,6 +70,7 @@ type globals struct {
 	deps                                                                         Deps
 	log                                                                          *logrus.Logger
 	args                                                                         []string // the command line, for unknownFlags
+	criticalPodQuota                                                             bool
 }
 
 // HookJobEnv names the hook's own Job (set by the chart): its pod template gives the sentinel
@@ -114,7 +115,8 @@ func (g *globals) withClients(run func(ctx context.Context, c *kube.Clients) err
 
 // release is what every command acts on; the global flags become one value here only.
 func (g *globals) release() kube.Release {
-	return kube.Release{Namespace: g.namespace, ReleaseName: g.releaseName, DriverName: g.driver, SidecarNamespaces: kube.SplitList(g.sidecars)}
+	return kube.Release{Namespace: g.namespace, ReleaseName: g.releaseName, DriverName: g.driver, SidecarNamespaces: kube.SplitList(g.sidecars),
+		CriticalPodQuota: g.criticalPodQuota}
 }
 
 func (g *globals) setupLog() error {
@@ -197,6 +199,9 @@ only on a namespace they were given (--namespace/-n or env POD_NAMESPACE), never
 	pf.StringVar(&g.releaseName, "release", "nginx-mesh", "Helm release name (env RELEASE_NAME)")
 	pf.StringVar(&g.driver, "driver-name", nginxmesh.DefaultDriverName, "CSI driver name")
 	pf.StringVar(&g.sidecars, "sidecar-namespaces", "", "comma list of namespaces whose sidecar SCC RoleBinding the chart made")
+	// Default true, as the chart's default renders the quota: deleting or reading one that is
+	// absent is harmless (already gone), forgetting one that exists is not.
+	pf.BoolVar(&g.criticalPodQuota, "critical-pod-quota", true, "whether the chart rendered ResourceQuota "+nginxmesh.CriticalPodsQuota+" (global.criticalPodQuota), kept with the CSI driver")
 	pf.StringVar(&g.logFormat, "log-format", "auto", "auto, json or text (auto: json when stderr is not a terminal)")
 	cliutil.BindEnv(pf, "namespace", envNamespace)
 	cliutil.BindEnv(pf, "release", envRelease)

@@ -34,7 +34,7 @@ const ns = "mesh"
 
 // cluster builds a cluster with an installed (ready) release and its keep set.
 func cluster(openshift bool, extra ...runtime.Object) ([]runtime.Object, []runtime.Object) {
-	ks := nginxmesh.KeepSetOptions{Namespace: ns, SidecarNamespaces: []string{"app"}, OpenShift: openshift}
+	ks := nginxmesh.KeepSetOptions{Namespace: ns, SidecarNamespaces: []string{"app"}, OpenShift: openshift, CriticalPodQuota: true}
 	kobjs, sobjs := fakes.KeepSet(ks, "r1")
 	for _, o := range kobjs {
 		if ds, ok := o.(*appsv1.DaemonSet); ok {
@@ -58,7 +58,7 @@ func cluster(openshift bool, extra ...runtime.Object) ([]runtime.Object, []runti
 // its sentinel's namespaced RBAC and its running sentinel (the cluster-scoped objects are the
 // same as this release's).
 func elsewhere(openshift bool) []runtime.Object {
-	kobjs, _ := fakes.KeepSet(nginxmesh.KeepSetOptions{Namespace: "old", OpenShift: openshift}, "r0")
+	kobjs, _ := fakes.KeepSet(nginxmesh.KeepSetOptions{Namespace: "old", OpenShift: openshift, CriticalPodQuota: true}, "r0")
 	var out []runtime.Object
 	for _, o := range kobjs {
 		if m, ok := o.(metav1.Object); ok && m.GetNamespace() != "" {
@@ -146,7 +146,7 @@ func scenarios() []scenario {
 // grants is needed by one of them (a permission only an admission check needs is exempt).
 func TestCommandsStayWithinRBAC(t *testing.T) {
 	for _, openshift := range []bool{false, true} {
-		ks := nginxmesh.KeepSetOptions{Namespace: ns, SidecarNamespaces: []string{"app"}, OpenShift: openshift}
+		ks := nginxmesh.KeepSetOptions{Namespace: ns, SidecarNamespaces: []string{"app"}, OpenShift: openshift, CriticalPodQuota: true}
 		calls := map[string][]fakes.Call{} // by path
 		for _, c := range scenarios() {
 			t.Run(c.name+map[bool]string{true: " openshift", false: ""}[openshift], func(t *testing.T) {

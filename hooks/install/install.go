@@ -81,7 +81,9 @@ func Handover(ctx context.Context, c *kube.Clients, o Options, log logrus.FieldL
 	}
 	for _, ns := range others {
 		log.WithFields(logrus.Fields{"namespace": ns, "driver": driver}).Info("removing the CSI driver kept in another namespace; this release serves its pods")
-		ks := kube.Release{Namespace: ns, DriverName: driver}.KeepSet(c)
+		// The old namespace's quota goes when this release keeps one too: its rules allow that
+		// much (hookrbac), and the new driver's pods are admitted by the new release's quota.
+		ks := kube.Release{Namespace: ns, DriverName: driver, CriticalPodQuota: o.CriticalPodQuota}.KeepSet(c)
 		ds := nginxmesh.DriverUnit(ks)[1] // the DaemonSet; the CSIDriver is the new release's
 		refs := []nginxmesh.Ref{ds}
 		for _, r := range nginxmesh.SentinelObjects(ks) {

@@ -10,6 +10,7 @@ type Release struct {
 	ReleaseName       string   // the Helm release
 	DriverName        string   // empty means nginxmesh.DefaultDriverName
 	SidecarNamespaces []string // sidecar.sccBindings.namespaces
+	CriticalPodQuota  bool     // the chart rendered nginxmesh.CriticalPodsQuota
 }
 
 // Driver is the CSI driver name, the default when unset.
@@ -22,7 +23,9 @@ func (r Release) WithDriver(driver string) Release {
 }
 
 // KeepSet is the release's keep set on the cluster of c: with SCCs and their grants only
-// where security.openshift.io is served (c nil: not).
+// where security.openshift.io is served (c nil: not), with the critical-pods quota when the
+// chart said it rendered it.
 func (r Release) KeepSet(c *Clients) nginxmesh.KeepSetOptions {
-	return nginxmesh.KeepSetOptions{Namespace: r.Namespace, DriverName: r.DriverName, SidecarNamespaces: r.SidecarNamespaces, OpenShift: c != nil && c.OpenShift}
+	return nginxmesh.KeepSetOptions{Namespace: r.Namespace, DriverName: r.DriverName, SidecarNamespaces: r.SidecarNamespaces, OpenShift: c != nil && c.OpenShift,
+		CriticalPodQuota: r.CriticalPodQuota}
 }

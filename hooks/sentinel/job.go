@@ -70,6 +70,7 @@ func Args(o JobOptions) []string {
 		"--settle=" + o.Settle.String(),
 		"--timeout=" + o.Timeout.String(),
 		"--delete-namespace=" + strconv.FormatBool(o.DeleteNamespace),
+		"--critical-pod-quota=" + strconv.FormatBool(o.CriticalPodQuota),
 		"--log-format=" + format,
 	}
 	if o.Retired {

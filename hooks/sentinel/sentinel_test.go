@@ -81,7 +81,7 @@ type env struct {
 const jobUID = "uid-sentinel-job"
 
 func newEnv(t *testing.T, openshift bool, deleteNS bool, extra ...runtime.Object) *env {
-	ks := nginxmesh.KeepSetOptions{Namespace: ns, SidecarNamespaces: []string{"app"}, OpenShift: openshift}
+	ks := nginxmesh.KeepSetOptions{Namespace: ns, SidecarNamespaces: []string{"app"}, OpenShift: openshift, CriticalPodQuota: true}
 	kobjs, sobjs := fakes.KeepSet(ks, "r1")
 	kobjs = append(kobjs,
 		&batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: nginxmesh.Sentinel, Namespace: ns, UID: jobUID, Labels: Labels("")}},
@@ -96,7 +96,7 @@ func newEnv(t *testing.T, openshift bool, deleteNS bool, extra ...runtime.Object
 }
 
 func (e *env) start(t *testing.T, o Options) (chan error, context.CancelFunc) {
-	o.Namespace, o.ReleaseName, o.SidecarNamespaces = ns, "r1", e.ks.SidecarNamespaces
+	o.Namespace, o.ReleaseName, o.SidecarNamespaces, o.CriticalPodQuota = ns, "r1", e.ks.SidecarNamespaces, e.ks.CriticalPodQuota
 	if o.Settle == 0 {
 		o.Settle = 30 * time.Second
 	}
@@ -217,7 +217,7 @@ func TestDeletesAfterLastPod(t *testing.T) {
 				t.Fatal(err)
 			}
 			res := map[nginxmesh.Kind]string{nginxmesh.KindDaemonSet: "daemonsets", nginxmesh.KindCSIDriver: "csidrivers", nginxmesh.KindRoleBinding: "rolebindings",
-				nginxmesh.KindClusterRole: "clusterroles", nginxmesh.KindServiceAccount: "serviceaccounts"}
+				nginxmesh.KindClusterRole: "clusterroles", nginxmesh.KindServiceAccount: "serviceaccounts", nginxmesh.KindResourceQuota: "resourcequotas"}
 			var want []string
 			for _, r := range slices.Concat(nginxmesh.DriverUnit(e.ks), nginxmesh.Shared(e.ks)) {
 				if r.Kind != nginxmesh.KindSCC { // SCC deletions go to the OpenShift fake
@@ -234,6 +234,12 @@ func TestDeletesAfterLastPod(t *testing.T) {
 			}
 			if got := e.deletions(); !slices.Equal(got, want) {
 				t.Fatalf("deletions\n got %v\nwant %v", got, want)
+			}
+			// The critical-pods quota admits the driver's system-node-critical pods on clusters
+			// that limit the class (GKE): it goes with what the units share, after the DaemonSet.
+			quota, ds := slices.Index(want, "resourcequotas "+ns+"/"+nginxmesh.CriticalPodsQuota), slices.Index(want, "daemonsets "+ns+"/"+nginxmesh.CSIDriver)
+			if quota < 0 || quota < ds {
+				t.Errorf("critical-pods quota not deleted after the DaemonSet: %v", want)
 			}
 			if c.openshift && !slices.Equal(e.sccDeletions(), []string{nginxmesh.CSIDriverSCC, nginxmesh.SidecarSCC}) {
 				t.Errorf("SCC deletions %v", e.sccDeletions())

@@ -58,7 +58,8 @@ func TestDecision(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			ks := nginxmesh.KeepSetOptions{Namespace: ns, SidecarNamespaces: []string{"app"}, OpenShift: c.openshift}
+			// The critical-pods quota with OpenShift only: both ways are covered.
+			ks := nginxmesh.KeepSetOptions{Namespace: ns, SidecarNamespaces: []string{"app"}, OpenShift: c.openshift, CriticalPodQuota: c.openshift}
 			kobjs, sobjs := fakes.KeepSet(ks, "r1")
 			kobjs = append(kobjs, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, UID: "ns-uid"}})
 			cl, k, s := fakes.Clients(c.openshift, append(kobjs, c.pods...), sobjs...)
@@ -69,7 +70,7 @@ func TestDecision(t *testing.T) {
 				})
 			}
 			g.Install(k, s)
-			o := Options{JobSettings: sentinel.JobSettings{Image: "hooks:1", ImagePullPolicy: "Never", ImagePullSecrets: []string{"pull"}}, Release: kube.Release{Namespace: ns, ReleaseName: "r1", SidecarNamespaces: ks.SidecarNamespaces}, CSIEnabled: true, Settle: 30 * time.Second, DeleteNamespace: c.delNS, PostDelete: c.post, RefusalWait: -1}
+			o := Options{JobSettings: sentinel.JobSettings{Image: "hooks:1", ImagePullPolicy: "Never", ImagePullSecrets: []string{"pull"}}, Release: kube.Release{Namespace: ns, ReleaseName: "r1", SidecarNamespaces: ks.SidecarNamespaces, CriticalPodQuota: ks.CriticalPodQuota}, CSIEnabled: true, Settle: 30 * time.Second, DeleteNamespace: c.delNS, PostDelete: c.post, RefusalWait: -1}
 			out := Run(context.Background(), cl, o, quiet())
 			if out.Decision != c.want || out.SentinelStarted != c.wantSentinel {
 				t.Fatalf("decision %s sentinel %v (err %v), want %s %v", out.Decision, out.SentinelStarted, out.Err, c.want, c.wantSentinel)
@@ -134,7 +135,8 @@ func checkSentinelJob(t *testing.T, cl *kube.Clients, ks nginxmesh.KeepSetOption
 		t.Errorf("job spec %+v", job.Spec)
 	}
 	if !slices.Contains(ctr.Args, "sentinel") || !slices.Contains(ctr.Args, "--namespace="+ks.Namespace) || !slices.Contains(ctr.Args, "--sidecar-namespaces=app") ||
-		!slices.Contains(ctr.Args, "--delete-namespace="+strconv.FormatBool(delNS)) || !slices.Contains(ctr.Args, "--release=r1") {
+		!slices.Contains(ctr.Args, "--delete-namespace="+strconv.FormatBool(delNS)) || !slices.Contains(ctr.Args, "--release=r1") ||
+		!slices.Contains(ctr.Args, "--critical-pod-quota="+strconv.FormatBool(ks.CriticalPodQuota)) {
 		t.Errorf("args %v", ctr.Args)
 	}
 	if ks.OpenShift && job.Spec.Template.Annotations[nginxmesh.RequiredSCCAnnotation] != nginxmesh.RestrictedSCC {

@@ -128,6 +128,29 @@ Argo CD reads the keep policy when it deletes an Application, but a sync's prune
 renamed driver or csi.enabled=false with automated prune would delete the CSIDriver under its
 pods): Prune=false stops that, and pre-upgrade's handover keeps the old driver meanwhile.
 */}}
+{{/*
+The system-* PriorityClasses the chart's workloads use, as a sorted JSON list: the scope of the
+ResourceQuota nginx-mesh-critical-pods, rendered when global.criticalPodQuota and the list is
+not empty (critical-pods-quota.yaml).
+*/}}
+{{- define "nginx-mesh.criticalPodQuota.classes" -}}
+{{- $critical := list "system-node-critical" "system-cluster-critical" -}}
+{{- $used := list .Values.spire.agent.priorityClassName .Values.spire.server.priorityClassName .Values.hooks.priorityClassName -}}
+{{- if .Values.csi.enabled }}{{ $used = append $used .Values.csi.priorityClassName }}{{ end -}}
+{{- $classes := list -}}
+{{- range $used }}{{ if has . $critical }}{{ $classes = append $classes . }}{{ end }}{{ end -}}
+{{- if .Values.global.criticalPodQuota }}{{ $classes | uniq | sortAlpha | toJson }}{{ else }}[]{{ end -}}
+{{- end }}
+
+{{/*
+"true" when the quota nginx-mesh-critical-pods is in the keep set: rendered, with the CSI driver
+(whose system-node-critical pods a kept driver recreates after an uninstall). The hooks learn it
+from --critical-pod-quota, so that every command's keep set names exactly what the chart kept.
+*/}}
+{{- define "nginx-mesh.criticalPodQuota.kept" -}}
+{{- and .Values.csi.enabled (gt (len (include "nginx-mesh.criticalPodQuota.classes" . | fromJsonArray)) 0) -}}
+{{- end }}
+
 {{- define "nginx-mesh.keep" -}}
 {{- if .Values.csi.enabled }}
 helm.sh/resource-policy: keep

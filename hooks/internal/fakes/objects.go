@@ -43,6 +43,8 @@ func KeepSet(o nginxmesh.KeepSetOptions, release string) (kubeObjs, sccObjs []ru
 			kubeObjs = append(kubeObjs, &rbacv1.ClusterRoleBinding{ObjectMeta: m})
 		case nginxmesh.KindRole:
 			kubeObjs = append(kubeObjs, &rbacv1.Role{ObjectMeta: m})
+		case nginxmesh.KindResourceQuota:
+			kubeObjs = append(kubeObjs, &corev1.ResourceQuota{ObjectMeta: m})
 		case nginxmesh.KindSCC:
 			sccObjs = append(sccObjs, &securityv1.SecurityContextConstraints{ObjectMeta: m})
 		}
