@@ -38,6 +38,7 @@ var csiDriverGVR = schema.GroupVersionResource{Group: "storage.k8s.io", Version:
 var gvrOf = map[nginxmesh.Kind]schema.GroupVersionResource{
 	nginxmesh.KindDaemonSet:          {Group: "apps", Version: "v1", Resource: "daemonsets"},
 	nginxmesh.KindServiceAccount:     {Version: "v1", Resource: "serviceaccounts"},
+	nginxmesh.KindResourceQuota:      {Version: "v1", Resource: "resourcequotas"},
 	nginxmesh.KindCSIDriver:          csiDriverGVR,
 	nginxmesh.KindSCC:                sccGVR,
 	nginxmesh.KindClusterRole:        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
@@ -330,7 +331,7 @@ func assertNothingLeft(t *testing.T, kept bool, hookLog string) {
 				l = append(l, "Pod "+p.Name)
 			}
 		}
-		for _, r := range nginxmesh.KeepSet(nginxmesh.KeepSetOptions{Namespace: meshNS, SidecarNamespaces: []string{workloadNS}, OpenShift: true}) {
+		for _, r := range nginxmesh.KeepSet(nginxmesh.KeepSetOptions{Namespace: meshNS, SidecarNamespaces: []string{workloadNS}, OpenShift: true, CriticalPodQuota: true}) {
 			if getRef(t, r) == nil {
 				l = append(l, r.String())
 			}
@@ -383,7 +384,7 @@ func TestLifecycleReinstallOtherDriver(t *testing.T) {
 			return apierrors.IsNotFound(err) && apierrors.IsNotFound(err2), fmt.Sprint(err, err2)
 		})
 		// The SCCs, their ClusterRoles and the sidecar grant now belong to the new release.
-		for _, r := range nginxmesh.Shared(nginxmesh.KeepSetOptions{Namespace: newNS, DriverName: otherDriver, SidecarNamespaces: []string{workloadNS}, OpenShift: true}) {
+		for _, r := range nginxmesh.Shared(nginxmesh.KeepSetOptions{Namespace: newNS, DriverName: otherDriver, SidecarNamespaces: []string{workloadNS}, OpenShift: true, CriticalPodQuota: true}) {
 			if r.Namespace == newNS {
 				continue
 			}

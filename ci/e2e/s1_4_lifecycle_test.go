@@ -157,8 +157,10 @@ func driverPods(t *testing.T) map[string]podID {
 	return out
 }
 
+// keepSetOptions is the suite's release: the chart's default global.criticalPodQuota renders the
+// critical-pods quota, kept with the driver.
 func keepSetOptions() nginxmesh.KeepSetOptions {
-	return nginxmesh.KeepSetOptions{Namespace: meshNS, SidecarNamespaces: []string{workloadNS}, OpenShift: true}
+	return nginxmesh.KeepSetOptions{Namespace: meshNS, SidecarNamespaces: []string{workloadNS}, OpenShift: true, CriticalPodQuota: true}
 }
 
 // getRef fetches one keep-set object (or a workload of the mesh); it returns the error from the API (NotFound when gone).
@@ -174,6 +176,8 @@ func getRef(t *testing.T, r nginxmesh.Ref) error {
 		_, err = e.cs.AppsV1().Deployments(r.Namespace).Get(c, r.Name, metav1.GetOptions{})
 	case nginxmesh.KindServiceAccount:
 		_, err = e.cs.CoreV1().ServiceAccounts(r.Namespace).Get(c, r.Name, metav1.GetOptions{})
+	case nginxmesh.KindResourceQuota:
+		_, err = e.cs.CoreV1().ResourceQuotas(r.Namespace).Get(c, r.Name, metav1.GetOptions{})
 	case nginxmesh.KindCSIDriver:
 		_, err = e.cs.StorageV1().CSIDrivers().Get(c, r.Name, metav1.GetOptions{})
 	case nginxmesh.KindClusterRole:

@@ -140,7 +140,7 @@ type argoScenario struct {
 }
 
 func (s argoScenario) keepSet() []nginxmesh.Ref {
-	return nginxmesh.KeepSet(nginxmesh.KeepSetOptions{Namespace: s.ns, DriverName: s.driver, SidecarNamespaces: []string{s.apps}, OpenShift: true})
+	return nginxmesh.KeepSet(nginxmesh.KeepSetOptions{Namespace: s.ns, DriverName: s.driver, SidecarNamespaces: []string{s.apps}, OpenShift: true, CriticalPodQuota: true})
 }
 
 // readmeApplication is the Application of the chart README's Argo CD section.
