@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -564,5 +565,51 @@ func checkKeySecrets(t *testing.T, r *release, sts *unstructured.Unstructured, r
 	}
 	if want != nil && (len(inits) == 0 || inits[0].(map[string]any)["name"] != nginxmesh.SpireKeysContainer+"-restore") {
 		t.Errorf("%s: the keys are not restored before the server starts (init containers %v)", r.scenario.name, inits)
+	}
+}
+
+// The critical-pods quota is in the keep set exactly when it is rendered with the CSI driver:
+// the hooks are told so (--critical-pod-quota), and only then may they and the sentinel read and
+// delete it, by name.
+func TestCriticalPodQuotaKept(t *testing.T) {
+	for _, c := range []struct {
+		s    scenario
+		kept bool
+	}{
+		{scenario{name: "default"}, true},
+		{scenario{name: "openshift", files: []string{"values-openshift.yaml"}}, true},
+		{scenario{name: "quota off", sets: []string{"global.criticalPodQuota=false"}}, false},
+		{scenario{name: "no critical class", sets: []string{"csi.priorityClassName=", "spire.agent.priorityClassName=", "spire.server.priorityClassName=", "hooks.priorityClassName="}}, false},
+	} {
+		r := render(t, c.s)
+		q := r.find("ResourceQuota", releaseNS, nginxmesh.CriticalPodsQuota)
+		if c.kept != (q != nil && q.GetAnnotations()[nginxmesh.ResourcePolicyAnnotation] == nginxmesh.ResourcePolicyKeep) {
+			t.Errorf("%s: quota %v, want kept=%v", c.s.name, q != nil, c.kept)
+		}
+		if r.keepSetOptions().CriticalPodQuota != c.kept {
+			t.Errorf("%s: keep-set options %+v, want CriticalPodQuota=%v", c.s.name, r.keepSetOptions(), c.kept)
+		}
+		for _, cmd := range hookCommands {
+			_, fl := flags(t, stringList(container(t, r.must(t, "Job", releaseNS, hooksName+"-"+cmd), "hooks")["args"]))
+			if fl["critical-pod-quota"] != strconv.FormatBool(c.kept) {
+				t.Errorf("%s: %s --critical-pod-quota=%q, want %v", c.s.name, cmd, fl["critical-pod-quota"], c.kept)
+			}
+		}
+		for _, o := range []*unstructured.Unstructured{r.must(t, "ClusterRole", "", nginxmesh.HooksPreDelete), r.must(t, "Role", releaseNS, nginxmesh.Sentinel)} {
+			var names []string
+			rules, _, _ := unstructured.NestedSlice(o.Object, "rules")
+			for _, x := range rules {
+				rule := x.(map[string]any)
+				if slices.Contains(stringList(rule["resources"]), "resourcequotas") {
+					names = append(names, stringList(rule["resourceNames"])...)
+					if len(stringList(rule["resourceNames"])) == 0 {
+						names = append(names, "*")
+					}
+				}
+			}
+			if want := map[bool][]string{true: {nginxmesh.CriticalPodsQuota}}[c.kept]; !slices.Equal(names, want) {
+				t.Errorf("%s: %s %s grants resourcequotas %v, want %v", c.s.name, o.GetKind(), o.GetName(), names, want)
+			}
+		}
 	}
 }

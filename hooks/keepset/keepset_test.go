@@ -246,9 +246,9 @@ func TestRemoveNoPods(t *testing.T) {
 }
 
 // With another driver unit still running in the namespace (a driver an upgrade renamed), the
-// shared grants and ServiceAccount stay.
+// shared grants, critical-pods quota and ServiceAccount stay.
 func TestRemoveKeepsSharedForOtherUnits(t *testing.T) {
-	o := nginxmesh.KeepSetOptions{Namespace: "mesh", DriverName: "old.example.com"}
+	o := nginxmesh.KeepSetOptions{Namespace: "mesh", DriverName: "old.example.com", CriticalPodQuota: true}
 	kobjs, _ := fakes.KeepSet(o, "r1")
 	other := fakes.Pod("mesh", "driver-x", func(p *corev1.Pod) {
 		p.Labels = map[string]string{nginxmesh.ComponentLabel: nginxmesh.ComponentCSIDriver, nginxmesh.PartOfLabel: nginxmesh.PartOf}
@@ -262,8 +262,36 @@ func TestRemoveKeepsSharedForOtherUnits(t *testing.T) {
 	if _, err := k.CoreV1().ServiceAccounts("mesh").Get(context.Background(), nginxmesh.CSIDriver, metav1.GetOptions{}); err != nil {
 		t.Fatalf("the shared driver ServiceAccount went: %v", err)
 	}
+	if _, err := k.CoreV1().ResourceQuotas("mesh").Get(context.Background(), nginxmesh.CriticalPodsQuota, metav1.GetOptions{}); err != nil {
+		t.Fatalf("the shared critical-pods quota went, the other unit's driver pods need it: %v", err)
+	}
 	if _, err := k.AppsV1().DaemonSets("mesh").Get(context.Background(), nginxmesh.DaemonSetName(o.DriverName), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the unit's DaemonSet stayed: %v", err)
+	}
+}
+
+// A keep set that names the critical-pods quota is removed also when the quota is not there (a
+// user deleted it, or a run stopped half-way deleted it already): NotFound counts as gone.
+func TestRemoveQuotaAlreadyGone(t *testing.T) {
+	o := nginxmesh.KeepSetOptions{Namespace: "mesh", CriticalPodQuota: true}
+	kobjs, _ := fakes.KeepSet(o, "r1")
+	var without []runtime.Object
+	for _, obj := range kobjs {
+		if _, quota := obj.(*corev1.ResourceQuota); !quota {
+			without = append(without, obj)
+		}
+	}
+	if len(without) != len(kobjs)-1 {
+		t.Fatalf("fakes.KeepSet made no quota: %v", kobjs)
+	}
+	cl, _, _ := fakes.Clients(false, without)
+	if _, err := Remove(context.Background(), cl, RemoveOptions{Keep: o, Claim: Claim{Release: "r1", Namespace: "mesh", Kept: true}, SentinelRBAC: true}, quiet()); err != nil {
+		t.Fatalf("Remove with the quota already gone: %v", err)
+	}
+	for _, st := range Inspect(context.Background(), cl, nginxmesh.KeepSet(o)) {
+		if st.Present || st.Err != nil {
+			t.Errorf("%s left: present=%v err=%v", st.Ref, st.Present, st.Err)
+		}
 	}
 }
 
