@@ -712,15 +712,7 @@ func TestArgoCDRealDriverRename(t *testing.T) {
 
 	t.Run("scaled to 0: the old driver goes, no pod stranded", func(t *testing.T) {
 		s.scale(t, "injected", 0)
-		waitFor(t, "the old driver's unit gone", 4*time.Minute, func() (bool, string) {
-			var left []string
-			for _, r := range nginxmesh.DriverUnit(nginxmesh.KeepSetOptions{Namespace: s.ns, DriverName: s.driver}) {
-				if err := getRef(t, r); !apierrors.IsNotFound(err) {
-					left = append(left, r.String())
-				}
-			}
-			return len(left) == 0, strings.Join(left, ", ")
-		})
+		waitRefsGone(t, "the old driver's unit gone", nginxmesh.DriverUnit(nginxmesh.KeepSetOptions{Namespace: s.ns, DriverName: s.driver}), 4*time.Minute)
 		waitFor(t, "no CSI mount left", 2*time.Minute, func() (bool, string) {
 			m := csiMounts(t)
 			return len(m) == 0, strings.Join(m, ", ")
@@ -732,6 +724,20 @@ func TestArgoCDRealDriverRename(t *testing.T) {
 		s.deleteApp(t, metav1.DeletePropagationForeground)
 		s.waitAppGone(t, 6*time.Minute)
 		waitNoLeftovers(t, "nothing of the mesh left", 3*time.Minute)
+	})
+}
+
+// waitRefsGone waits until none of refs exists.
+func waitRefsGone(t *testing.T, desc string, refs []nginxmesh.Ref, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, desc, timeout, func() (bool, string) {
+		var left []string
+		for _, r := range refs {
+			if err := getRef(t, r); !apierrors.IsNotFound(err) {
+				left = append(left, r.String())
+			}
+		}
+		return len(left) == 0, strings.Join(left, ", ")
 	})
 }
 
@@ -821,15 +827,7 @@ func TestArgoCDRealNonCascadeDelete(t *testing.T) {
 
 	t.Run("scaled to 0: the sentinel removes the keep set; SPIRE stays orphaned", func(t *testing.T) {
 		s.scale(t, "injected", 0)
-		waitFor(t, "the keep set gone", 4*time.Minute, func() (bool, string) {
-			var left []string
-			for _, r := range s.keepSet() {
-				if err := getRef(t, r); !apierrors.IsNotFound(err) {
-					left = append(left, r.String())
-				}
-			}
-			return len(left) == 0, strings.Join(left, ", ")
-		})
+		waitRefsGone(t, "the keep set gone", s.keepSet(), 4*time.Minute)
 		if m := csiMounts(t); len(m) != 0 {
 			t.Errorf("CSI mounts left: %v", m)
 		}
