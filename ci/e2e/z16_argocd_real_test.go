@@ -485,11 +485,7 @@ func TestArgoCDRealDeleteWithInjectedPods(t *testing.T) {
 	s.waitAppGone(t, 6*time.Minute)
 	record("Argo CD v3.6.2: Application deleted with injected pods, to its finalizer done: %s", time.Since(t0).Round(100*time.Millisecond))
 
-	t.Run("the pre-delete count ran", func(t *testing.T) {
-		if seen, ok := jobs.succeeded(nginxmesh.HookJobName("pre-delete")); !seen || !ok {
-			t.Errorf("Job %s seen=%v succeeded=%v (Jobs seen: %v)", nginxmesh.HookJobName("pre-delete"), seen, ok, jobs.names())
-		}
-	})
+	t.Run("the delete hooks ran", func(t *testing.T) { s.deleteHooksRan(t, jobs) })
 	t.Run("the keep set stays, SPIRE goes, the sentinel waits untracked", func(t *testing.T) {
 		for _, r := range s.keepSet() {
 			if err := getRef(t, r); err != nil {
@@ -548,9 +544,7 @@ func TestArgoCDRealDeleteNoInjectedPods(t *testing.T) {
 	s.waitAppGone(t, 6*time.Minute)
 	waitNoLeftovers(t, "nothing of the mesh left", 2*time.Minute)
 	record("Argo CD v3.6.2: Application deleted, no injected pods, to nothing left: %s", time.Since(t0).Round(100*time.Millisecond))
-	if seen, ok := jobs.succeeded(nginxmesh.HookJobName("pre-delete")); !seen || !ok {
-		t.Errorf("Job %s seen=%v succeeded=%v (Jobs seen: %v)", nginxmesh.HookJobName("pre-delete"), seen, ok, jobs.names())
-	}
+	s.deleteHooksRan(t, jobs)
 	if slices.Contains(jobs.names(), nginxmesh.SentinelName(s.driver)) {
 		t.Errorf("a sentinel was started with no injected pod")
 	}
@@ -725,6 +719,27 @@ func TestArgoCDRealDriverRename(t *testing.T) {
 		s.waitAppGone(t, 6*time.Minute)
 		waitNoLeftovers(t, "nothing of the mesh left", 3*time.Minute)
 	})
+}
+
+// deleteHooksRan checks that Argo CD created both delete hooks' Jobs, and records whether each was
+// seen to succeed. Success is not required: v3.6.2 can take a delete phase as done while its Job
+// still runs (bug 29100: a second pass meets AlreadyExists against its stale cache, finds no hook
+// progressing) and then delete that Job. The full run at 8ccb0ec saw it twice: the pre-delete Job
+// of both scenarios deleted before it finished, the post-delete Job then deciding alone. What
+// the chart must guarantee is the outcome, which the scenarios check: the keep set and a sentinel
+// while injected pods run, nothing left after.
+func (s argoScenario) deleteHooksRan(t *testing.T, jobs *jobLog) {
+	t.Helper()
+	var done []string
+	for _, hook := range []string{"pre-delete", "post-delete"} {
+		name := nginxmesh.HookJobName(hook)
+		seen, ok := jobs.succeeded(name)
+		if !seen {
+			t.Errorf("Argo CD never created Job %s (Jobs seen: %v)", name, jobs.names())
+		}
+		done = append(done, fmt.Sprintf("%s succeeded=%v", hook, ok))
+	}
+	record("Argo CD v3.6.2: %s: delete hooks %s", s.name, strings.Join(done, ", "))
 }
 
 // waitRefsGone waits until none of refs exists.
